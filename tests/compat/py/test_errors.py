@@ -64,6 +64,14 @@ def test_malformed_authorization_is_bad_request(server):
     assert error_codes(raised.value)[0] == 6003
 
 
+def test_malformed_global_key_is_bad_request(server):
+    sdk = server.client(api_email=DEV_EMAIL, api_key="not-a-hex-key")
+    with pytest.raises(BadRequestError) as raised:
+        sdk.ssl.verification.get(zone_id=DEV_ZONE_ID)
+    assert raised.value.status_code == 400
+    assert error_codes(raised.value)[0] == 6003
+
+
 def test_read_only_token_reads_but_cannot_write(server, order_pack):
     zone = server.create_zone()
     writer = server.client()

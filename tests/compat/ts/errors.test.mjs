@@ -60,6 +60,11 @@ test('malformed Authorization is a bad request', async () => {
   await rejectsWith(client.ssl.verification.get({ zone_id: DEV_ZONE_ID }), Cloudflare.BadRequestError, 400, [6003]);
 });
 
+test('malformed global key is a bad request', async () => {
+  const client = server.client({ apiEmail: DEV_EMAIL, apiKey: 'not-a-hex-key' });
+  await rejectsWith(client.ssl.verification.get({ zone_id: DEV_ZONE_ID }), Cloudflare.BadRequestError, 400, [6003]);
+});
+
 test('read-only token reads but cannot write', async () => {
   const writer = server.client();
   const zone = await server.createZone();
