@@ -1,1 +1,63 @@
-fn main() {}
+//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`), and
+//! the client commands (`ssl`).
+
+mod admin_commands;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zonecert",
+    version,
+    about = "A self-hosted, Cloudflare-compatible SSL verification and certificate server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Manage zones in the server's database.
+    #[command(subcommand)]
+    Zone(admin_commands::ZoneCommand),
+    /// Manage users (e-mail + global API key) in the server's database.
+    #[command(subcommand)]
+    User(admin_commands::UserCommand),
+    /// Manage API tokens in the server's database.
+    #[command(subcommand)]
+    Token(admin_commands::TokenCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Zone(cmd) => admin_commands::zone(cmd).await,
+            Command::User(cmd) => admin_commands::user(cmd).await,
+            Command::Token(cmd) => admin_commands::token(cmd).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
