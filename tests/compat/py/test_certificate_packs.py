@@ -4,7 +4,7 @@ Python SDK, strict schema validation on."""
 from __future__ import annotations
 
 import pytest
-from cloudflare import NotFoundError
+from cloudflare import BadRequestError, NotFoundError
 from cloudflare.types.ssl import (
     CertificatePackCreateResponse,
     CertificatePackDeleteResponse,
@@ -55,12 +55,26 @@ def test_create_get_edit_delete(server, client, order_pack):
 def test_get_dev_pack(client):
     pack = client.ssl.certificate_packs.get(DEV_PACK_ID, zone_id=DEV_ZONE_ID)
     assert pack.id == DEV_PACK_ID
-    assert pack.status == "active"
+    assert pack.type == "advanced"
     assert DEV_ZONE_NAME in pack.hosts
-    assert pack.certificates, "an active pack carries its certificate"
-    certificate = pack.certificates[0]
-    assert set(certificate.hosts) <= set(pack.hosts)
-    assert certificate.expires_on is not None  # strict mode parsed it as a datetime
+    for certificate in pack.certificates:
+        assert set(certificate.hosts) <= set(pack.hosts)
+
+
+@pytest.mark.parametrize("hosts, validity_days", [
+    (["elsewhere.invalid"], 90),  # not in the zone, and no zone apex
+    (None, 7),  # 7 days is a validity the order endpoint does not offer
+])
+def test_invalid_order_is_bad_request(server, client, hosts, validity_days):
+    zone = server.create_zone()
+    with pytest.raises(BadRequestError) as raised:
+        client.ssl.certificate_packs.create(
+            zone_id=zone["id"], type="advanced", hosts=hosts or [zone["name"]], validation_method="txt",
+            validity_days=validity_days, certificate_authority="lets_encrypt",
+        )
+    assert raised.value.status_code == 400
+    assert raised.value.errors[0].code >= 1000
+    assert client.ssl.certificate_packs.quota.get(zone_id=zone["id"]).advanced.used == 0
 
 
 def test_quota_counts_orders_and_deletions(server, client, order_pack):
@@ -113,6 +127,9 @@ def test_list_default_shows_only_active_packs(server, client, order_pack):
     assert list(client.ssl.certificate_packs.list(zone_id=zone["id"])) == []
     assert len(list(client.ssl.certificate_packs.list(zone_id=zone["id"], status="all"))) == 1
 
-    dev_active = list(client.ssl.certificate_packs.list(zone_id=DEV_ZONE_ID))
-    assert DEV_PACK_ID in [pack.id for pack in dev_active]
-    assert all(pack.status == "active" for pack in dev_active)
+    assert all(pack.status == "active" for pack in client.ssl.certificate_packs.list(zone_id=DEV_ZONE_ID))
+    dev = client.ssl.certificate_packs.get(DEV_PACK_ID, zone_id=DEV_ZONE_ID)
+    dev_all = [pack.id for pack in client.ssl.certificate_packs.list(zone_id=DEV_ZONE_ID, status="all")]
+    assert DEV_PACK_ID in dev_all
+    dev_default = [pack.id for pack in client.ssl.certificate_packs.list(zone_id=DEV_ZONE_ID)]
+    assert (DEV_PACK_ID in dev_default) == (dev.status == "active")

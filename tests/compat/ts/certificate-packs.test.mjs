@@ -64,11 +64,38 @@ test('create, get, edit, delete', async () => {
 test('get the dev pack', async () => {
   const pack = await server.client().ssl.certificatePacks.get(DEV_PACK_ID, { zone_id: DEV_ZONE_ID });
   assert.equal(pack.id, DEV_PACK_ID);
-  assert.equal(pack.status, 'active');
+  assert.equal(pack.type, 'advanced');
   assert.ok(pack.hosts.includes(DEV_ZONE_NAME));
-  assert.ok(pack.certificates.length > 0);
-  assert.ok(!Number.isNaN(Date.parse(pack.certificates[0].expires_on)), pack.certificates[0].expires_on);
+  for (const certificate of pack.certificates) {
+    assert.ok(!Number.isNaN(Date.parse(certificate.expires_on)), certificate.expires_on);
+  }
 });
+
+for (const [label, hosts, validityDays] of [
+  ['a host outside the zone', ['elsewhere.invalid'], 90],
+  ['a validity the endpoint does not offer', null, 7],
+]) {
+  test(`an order with ${label} is a bad request`, async () => {
+    const client = server.client();
+    const zone = await server.createZone();
+    await assert.rejects(
+      client.ssl.certificatePacks.create({
+        zone_id: zone.id,
+        type: 'advanced',
+        hosts: hosts ?? [zone.name],
+        validation_method: 'txt',
+        validity_days: validityDays,
+        certificate_authority: 'lets_encrypt',
+      }),
+      (error) => {
+        assert.ok(error instanceof Cloudflare.BadRequestError, `${error?.constructor?.name}: ${error}`);
+        assert.ok(error.errors[0]?.code >= 1000);
+        return true;
+      },
+    );
+    assert.equal((await client.ssl.certificatePacks.quota.get({ zone_id: zone.id })).advanced.used, 0);
+  });
+}
 
 test('quota counts orders and deletions', async () => {
   const client = server.client();
@@ -135,8 +162,12 @@ test('list without status=all shows only active packs', async () => {
   for await (const pack of client.ssl.certificatePacks.list({ zone_id: zone.id, status: 'all' })) all.push(pack);
   assert.equal(all.length, 1);
 
-  const dev = [];
-  for await (const pack of client.ssl.certificatePacks.list({ zone_id: DEV_ZONE_ID })) dev.push(pack);
-  assert.ok(dev.some((pack) => pack.id === DEV_PACK_ID));
-  assert.ok(dev.every((pack) => pack.status === 'active'));
+  const devDefault = [];
+  for await (const pack of client.ssl.certificatePacks.list({ zone_id: DEV_ZONE_ID })) devDefault.push(pack);
+  assert.ok(devDefault.every((pack) => pack.status === 'active'));
+  const devAll = [];
+  for await (const pack of client.ssl.certificatePacks.list({ zone_id: DEV_ZONE_ID, status: 'all' })) devAll.push(pack);
+  const dev = devAll.find((pack) => pack.id === DEV_PACK_ID);
+  assert.ok(dev, JSON.stringify(devAll));
+  assert.equal(devDefault.some((pack) => pack.id === DEV_PACK_ID), dev.status === 'active');
 });
