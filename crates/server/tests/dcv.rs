@@ -1,5 +1,8 @@
 //! DCV and CAA checks against a real DNS server and real HTTP origins on loopback.
 
+// Tests may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -37,7 +40,10 @@ fn assert_failed(outcome: &CheckOutcome, expected: &str) {
 fn assert_failed_containing(outcome: &CheckOutcome, part: &str) {
     match outcome {
         CheckOutcome::Failed(reason) => {
-            assert!(reason.contains(part), "{reason:?} does not contain {part:?}")
+            assert!(
+                reason.contains(part),
+                "{reason:?} does not contain {part:?}"
+            )
         }
         CheckOutcome::Passed => panic!("expected a failure containing {part:?}, got Passed"),
     }
@@ -93,10 +99,21 @@ async fn txt_absent_says_nxdomain_or_no_data() {
 async fn txt_one_of_several_values_matches_apex_and_wildcard_share_a_name() {
     let dns = DnsServer::start().await;
     let wildcard_token = "wildcard-token-wildcard-token-wildcard-tok1";
-    dns.set_txt("_acme-challenge.example.com", &[TOKEN, wildcard_token, "v=other"]);
+    dns.set_txt(
+        "_acme-challenge.example.com",
+        &[TOKEN, wildcard_token, "v=other"],
+    );
     let v = dns_validator(&dns);
-    assert!(v.check_txt("_acme-challenge.example.com", TOKEN).await.passed());
-    assert!(v.check_txt("_acme-challenge.example.com", wildcard_token).await.passed());
+    assert!(
+        v.check_txt("_acme-challenge.example.com", TOKEN)
+            .await
+            .passed()
+    );
+    assert!(
+        v.check_txt("_acme-challenge.example.com", wildcard_token)
+            .await
+            .passed()
+    );
     assert_failed_containing(
         &v.check_txt("_acme-challenge.example.com", "absent").await,
         "has 3 values, none matches",
@@ -136,13 +153,18 @@ async fn txt_follows_a_cname_delegation() {
 #[tokio::test]
 async fn large_txt_answer_falls_back_to_tcp() {
     let dns = DnsServer::start().await;
-    let values: Vec<String> = (0..30).map(|i| format!("{i:02}-{}", "x".repeat(90))).collect();
+    let values: Vec<String> = (0..30)
+        .map(|i| format!("{i:02}-{}", "x".repeat(90)))
+        .collect();
     let mut refs: Vec<&str> = values.iter().map(String::as_str).collect();
     refs.push(TOKEN);
     dns.set_txt(CHALLENGE, &refs);
     let v = dns_validator(&dns);
     assert!(v.check_txt(CHALLENGE, TOKEN).await.passed());
-    assert!(dns.tcp_query_count() >= 1, "the truncated answer was not retried over TCP");
+    assert!(
+        dns.tcp_query_count() >= 1,
+        "the truncated answer was not retried over TCP"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +209,11 @@ async fn cname_delegation_checks() {
     );
     dns.set_cname(CHALLENGE, target);
     assert!(v.check_cname(CHALLENGE, target).await.passed());
-    assert!(v.check_cname(CHALLENGE, "WWW.example.com.z1.dcv.zonecert.test.").await.passed());
+    assert!(
+        v.check_cname(CHALLENGE, "WWW.example.com.z1.dcv.zonecert.test.")
+            .await
+            .passed()
+    );
     dns.set_cname(CHALLENGE, "elsewhere.example.net");
     assert_failed(
         &v.check_cname(CHALLENGE, target).await,
@@ -238,14 +264,22 @@ async fn http_setup(timeout: Duration) -> HttpSetup {
 async fn http_ok_and_trailing_whitespace_ok() {
     let s = http_setup(Duration::from_secs(2)).await;
     s.origin.set_body(PATH, 200, "token.thumbprint");
-    assert_eq!(s.v.check_http(URL, "token.thumbprint").await, CheckOutcome::Passed);
+    assert_eq!(
+        s.v.check_http(URL, "token.thumbprint").await,
+        CheckOutcome::Passed
+    );
     s.origin.set_body(PATH, 200, "token.thumbprint \r\n\t\n");
-    assert_eq!(s.v.check_http(URL, "token.thumbprint").await, CheckOutcome::Passed);
+    assert_eq!(
+        s.v.check_http(URL, "token.thumbprint").await,
+        CheckOutcome::Passed
+    );
     // Leading whitespace is not trimmed.
     s.origin.set_body(PATH, 200, " token.thumbprint");
     assert_failed(
         &s.v.check_http(URL, "token.thumbprint").await,
-        &format!("the answer from {URL} does not match the expected value (got \" token.thumbprint\")"),
+        &format!(
+            "the answer from {URL} does not match the expected value (got \" token.thumbprint\")"
+        ),
     );
     let requests = s.origin.requests();
     assert_eq!(requests.len(), 3);
@@ -256,9 +290,15 @@ async fn http_ok_and_trailing_whitespace_ok() {
 #[tokio::test]
 async fn http_404_and_other_statuses() {
     let s = http_setup(Duration::from_secs(2)).await;
-    assert_failed(&s.v.check_http(URL, "x").await, &format!("HTTP 404 from {URL}"));
+    assert_failed(
+        &s.v.check_http(URL, "x").await,
+        &format!("HTTP 404 from {URL}"),
+    );
     s.origin.set_body(PATH, 500, "x");
-    assert_failed(&s.v.check_http(URL, "x").await, &format!("HTTP 500 from {URL}"));
+    assert_failed(
+        &s.v.check_http(URL, "x").await,
+        &format!("HTTP 500 from {URL}"),
+    );
     s.origin.set_redirect(PATH, 303, "/other");
     assert_failed(
         &s.v.check_http(URL, "x").await,
@@ -289,7 +329,11 @@ async fn http_redirect_chain_is_followed_up_to_ten() {
     // 10 redirects, alternating hosts, relative and absolute, all four statuses.
     let statuses = [301, 302, 307, 308];
     for i in 0..10 {
-        let from = if i == 0 { PATH.to_owned() } else { format!("/hop/{i}") };
+        let from = if i == 0 {
+            PATH.to_owned()
+        } else {
+            format!("/hop/{i}")
+        };
         let to = if i % 2 == 0 {
             format!("http://other.example.net:{port}/hop/{}", i + 1)
         } else {
@@ -299,7 +343,12 @@ async fn http_redirect_chain_is_followed_up_to_ten() {
     }
     s.origin.set_body("/hop/10", 200, "done");
     assert!(s.v.check_http(URL, "done").await.passed());
-    let hosts: Vec<_> = s.origin.requests().into_iter().map(|r| r.host.unwrap_or_default()).collect();
+    let hosts: Vec<_> = s
+        .origin
+        .requests()
+        .into_iter()
+        .map(|r| r.host.unwrap_or_default())
+        .collect();
     assert_eq!(hosts.len(), 11);
     assert_eq!(hosts[1], "other.example.net");
 
@@ -316,7 +365,8 @@ async fn http_redirect_chain_is_followed_up_to_ten() {
 async fn http_redirect_to_wrong_port_or_scheme_or_ip_is_refused() {
     let s = http_setup(Duration::from_secs(2)).await;
     let port = s.origin.port();
-    s.origin.set_redirect(PATH, 302, "http://www.example.com:8080/x");
+    s.origin
+        .set_redirect(PATH, 302, "http://www.example.com:8080/x");
     assert_failed(
         &s.v.check_http(URL, "x").await,
         &format!(
@@ -327,13 +377,20 @@ async fn http_redirect_to_wrong_port_or_scheme_or_ip_is_refused() {
     s.origin.set_redirect(PATH, 302, "ftp://www.example.com/x");
     assert_failed(
         &s.v.check_http(URL, "x").await,
-        &format!("redirect from {URL} to ftp://www.example.com/x uses the \"ftp\" scheme; only http and https are followed"),
+        &format!(
+            "redirect from {URL} to ftp://www.example.com/x uses the \"ftp\" scheme; only http and https are followed"
+        ),
     );
-    s.origin.set_redirect(PATH, 302, &format!("http://127.0.0.1:{port}/x"));
+    s.origin
+        .set_redirect(PATH, 302, &format!("http://127.0.0.1:{port}/x"));
     assert_failed_containing(&s.v.check_http(URL, "x").await, "names an IP address");
     // https goes to the configured https port (1 here), where nothing listens.
-    s.origin.set_redirect(PATH, 302, "https://www.example.com/x");
-    assert_failed_containing(&s.v.check_http(URL, "x").await, "cannot connect to 127.0.0.1:1");
+    s.origin
+        .set_redirect(PATH, 302, "https://www.example.com/x");
+    assert_failed_containing(
+        &s.v.check_http(URL, "x").await,
+        "cannot connect to 127.0.0.1:1",
+    );
 }
 
 #[tokio::test]
@@ -428,7 +485,10 @@ async fn http_tries_ipv6_first_then_ipv4() {
     // Both down: the failure names both attempts.
     drop(v4);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_failed_containing(&v.check_http(URL, "x").await, "(after IPv6 failed: cannot connect to [::1]:");
+    assert_failed_containing(
+        &v.check_http(URL, "x").await,
+        "(after IPv6 failed: cannot connect to [::1]:",
+    );
 }
 
 // ---- CAA ----
@@ -438,13 +498,23 @@ async fn caa_absent_allows_any_ca() {
     let dns = DnsServer::start().await;
     dns.set_a("app.example.com", Ipv4Addr::new(192, 0, 2, 1));
     let v = dns_validator(&dns);
-    assert!(v.check_caa("app.example.com", "letsencrypt.org").await.passed());
+    assert!(
+        v.check_caa("app.example.com", "letsencrypt.org")
+            .await
+            .passed()
+    );
 }
 
 #[tokio::test]
 async fn caa_allows_or_forbids_and_is_inherited() {
     let dns = DnsServer::start().await;
-    dns.set_caa("example.com", &[(0, "issue", "pki.goog"), (0, "iodef", "mailto:x@example.com")]);
+    dns.set_caa(
+        "example.com",
+        &[
+            (0, "issue", "pki.goog"),
+            (0, "iodef", "mailto:x@example.com"),
+        ],
+    );
     dns.set_a("app.example.com", Ipv4Addr::new(192, 0, 2, 1));
     let v = dns_validator(&dns);
     assert!(v.check_caa("app.example.com", "pki.goog").await.passed());
@@ -453,8 +523,15 @@ async fn caa_allows_or_forbids_and_is_inherited() {
         "CAA at example.com allows only pki.goog, not letsencrypt.org, to issue for app.example.com",
     );
     // The closest name with CAA wins.
-    dns.set_caa("app.example.com", &[(0, "issue", "letsencrypt.org; validationmethods=dns-01")]);
-    assert!(v.check_caa("app.example.com", "letsencrypt.org").await.passed());
+    dns.set_caa(
+        "app.example.com",
+        &[(0, "issue", "letsencrypt.org; validationmethods=dns-01")],
+    );
+    assert!(
+        v.check_caa("app.example.com", "letsencrypt.org")
+            .await
+            .passed()
+    );
     assert!(!v.check_caa("app.example.com", "pki.goog").await.passed());
     // An empty issuer forbids everyone.
     dns.set_caa("app.example.com", &[(0, "issue", ";")]);
@@ -467,7 +544,13 @@ async fn caa_allows_or_forbids_and_is_inherited() {
 #[tokio::test]
 async fn caa_issuewild_applies_to_wildcards_only() {
     let dns = DnsServer::start().await;
-    dns.set_caa("example.com", &[(0, "issue", "letsencrypt.org"), (0, "issuewild", "sectigo.com")]);
+    dns.set_caa(
+        "example.com",
+        &[
+            (0, "issue", "letsencrypt.org"),
+            (0, "issuewild", "sectigo.com"),
+        ],
+    );
     let v = dns_validator(&dns);
     assert!(v.check_caa("example.com", "letsencrypt.org").await.passed());
     assert!(v.check_caa("*.example.com", "sectigo.com").await.passed());
@@ -477,21 +560,31 @@ async fn caa_issuewild_applies_to_wildcards_only() {
     );
     // Without issuewild, issue governs wildcards too.
     dns.set_caa("example.com", &[(0, "issue", "letsencrypt.org")]);
-    assert!(v.check_caa("*.example.com", "letsencrypt.org").await.passed());
+    assert!(
+        v.check_caa("*.example.com", "letsencrypt.org")
+            .await
+            .passed()
+    );
     assert!(!v.check_caa("*.example.com", "sectigo.com").await.passed());
 }
 
 #[tokio::test]
 async fn caa_critical_unknown_property_blocks() {
     let dns = DnsServer::start().await;
-    dns.set_caa("example.com", &[(0, "issue", "letsencrypt.org"), (128, "tbs", "x")]);
+    dns.set_caa(
+        "example.com",
+        &[(0, "issue", "letsencrypt.org"), (128, "tbs", "x")],
+    );
     let v = dns_validator(&dns);
     assert_failed(
         &v.check_caa("example.com", "letsencrypt.org").await,
         "CAA at example.com has an unknown critical property \"tbs\", which forbids issuance",
     );
     // Not critical: ignored.
-    dns.set_caa("example.com", &[(0, "issue", "letsencrypt.org"), (0, "tbs", "x")]);
+    dns.set_caa(
+        "example.com",
+        &[(0, "issue", "letsencrypt.org"), (0, "tbs", "x")],
+    );
     assert!(v.check_caa("example.com", "letsencrypt.org").await.passed());
 }
 

@@ -81,6 +81,7 @@ fn reserved_v6(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 mod tests {
     use super::*;
 

@@ -330,7 +330,7 @@ fn quote(value: &str) -> String {
 /// A duration as people write it in a message: `5 s`, `1.5 s`, `300 ms`.
 fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms >= 1000 && ms % 1000 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else if ms >= 1000 {
         format!("{:.1} s", d.as_secs_f64())
