@@ -1,6 +1,9 @@
 //! Issuance against a real built-in CA in a temporary data directory, verified with an
 //! independent X.509 parser, and deployment to a real directory with real hook processes.
 
+// Tests fail loudly on any unexpected error: that is what unwrap is for here.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
