@@ -623,8 +623,10 @@ impl ApiRequest {
 
     /// Sets or replaces a query parameter (used by the pager to move between pages).
     pub(crate) fn set_query(&mut self, name: &str, value: String) {
-        self.query.retain(|(k, _)| k != name);
-        self.query.push((name.to_owned(), value));
+        match self.query.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value,
+            None => self.query.push((name.to_owned(), value)),
+        }
     }
 }
 
