@@ -159,8 +159,9 @@ impl PackStatus {
             }
             Active | StagingActive | BackupIssued => CertificateStatus::Active,
             Expired | PendingExpiration => CertificateStatus::Expired,
-            InitializingTimedOut | ValidationTimedOut | IssuanceTimedOut
-            | DeploymentTimedOut => CertificateStatus::TimingOut,
+            InitializingTimedOut | ValidationTimedOut | IssuanceTimedOut | DeploymentTimedOut => {
+                CertificateStatus::TimingOut
+            }
             _ => return None,
         })
     }

@@ -21,17 +21,17 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
-mod envelope;
 mod enums;
+mod envelope;
 mod packs;
 mod verification;
 mod zones;
 
-pub use envelope::{Envelope, MessageSource, ResponseMessage, ResultInfo};
 pub use enums::{
     CertificateAuthority, CertificateStatus, PackStatus, PackType, Signature, ValidationMethod,
     VerificationType,
 };
+pub use envelope::{Envelope, MessageSource, ResponseMessage, ResultInfo};
 pub use packs::{
     Certificate, CertificatePack, CertificatePackQuota, DeletedCertificatePack,
     EditCertificatePack, ListCertificatePacks, OrderCertificatePack, Quota, ValidationError,

@@ -1,32 +1,64 @@
-//! The `zonecert` binary. Until the server commands land, it carries the client
-//! commands only (`zonecert ssl ...`).
+//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`), and
+//! the client commands (`ssl`).
 
-use clap::Parser;
+mod admin_commands;
+mod client_commands;
+mod serve;
+
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod client_commands;
-
-/// zonecert: Cloudflare-compatible SSL verification and certificate packs.
 #[derive(Debug, Parser)]
-#[command(name = "zonecert", version)]
+#[command(
+    name = "zonecert",
+    version,
+    about = "A self-hosted, Cloudflare-compatible SSL verification and certificate server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Subcommand)]
 enum Command {
-    /// Client commands for SSL verification and certificate packs.
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Manage zones in the server's database.
+    #[command(subcommand)]
+    Zone(admin_commands::ZoneCommand),
+    /// Manage users (e-mail + global API key) in the server's database.
+    #[command(subcommand)]
+    User(admin_commands::UserCommand),
+    /// Manage API tokens in the server's database.
+    #[command(subcommand)]
+    Token(admin_commands::TokenCommand),
+    /// Client commands: SSL verification and certificate packs, against Cloudflare
+    /// or a zonecert server (CLOUDFLARE_BASE_URL).
     #[command(subcommand)]
     Ssl(client_commands::SslCommand),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Ssl(cmd) => client_commands::run(cmd).await,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Zone(cmd) => admin_commands::zone(cmd).await,
+            Command::User(cmd) => admin_commands::user(cmd).await,
+            Command::Token(cmd) => admin_commands::token(cmd).await,
+            Command::Ssl(cmd) => client_commands::run(cmd).await,
+        }
+    });
     match outcome {
         Ok(code) => code,
         Err(e) => {

@@ -1,0 +1,286 @@
+//! `zonecert zone|user|token ...`: administration straight on the server's database
+//! (safe while a server runs on it: SQLite serialises the writes).
+
+use crate::serve::DEFAULT_DATA_DIR;
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use zonecert_server::admin;
+use zonecert_server::clock::{Clock, SystemClock};
+use zonecert_server::model::ZoneId;
+use zonecert_server::store::Store;
+
+/// Which database to administer, and how to print.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Data directory of the server [default: ./zonecert-data].
+    #[arg(long, env = "ZONECERT_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (overrides the data directory).
+    #[arg(long, env = "ZONECERT_DATABASE", global = true)]
+    database: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+}
+
+/// Output format of admin commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document for scripts.
+    Json,
+}
+
+impl Target {
+    fn open(&self) -> anyhow::Result<Store> {
+        let store = match &self.database {
+            Some(url) => Store::open_url(url),
+            None => Store::open_sqlite(
+                &self
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            ),
+        };
+        store.context("opening the database")
+    }
+
+    fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
+        match self.output {
+            Output::Json => println!("{value}"),
+            Output::Text => println!("{}", text()),
+        }
+    }
+}
+
+/// `zonecert zone ...`
+#[derive(Debug, Subcommand)]
+pub enum ZoneCommand {
+    /// Create a zone.
+    Create {
+        /// The zone's apex, e.g. example.com.
+        name: String,
+        /// Use this id (32 hex characters) instead of a fresh one.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List zones.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a zone and its certificate packs.
+    Delete {
+        /// The zone's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `zonecert user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints its global API key once.
+    Create {
+        /// The user's e-mail.
+        email: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a user (by id or e-mail).
+    Delete {
+        /// Id or e-mail.
+        user: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `zonecert token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; prints its secret once.
+    Create {
+        /// A label for people.
+        #[arg(long)]
+        name: String,
+        /// A permission group, e.g. "SSL and Certificates Read" (repeatable).
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// Limit the token to this zone id (repeatable); every zone when absent.
+        #[arg(long = "zone")]
+        zones: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// The token's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn now() -> i64 {
+    SystemClock.now()
+}
+
+/// Runs a `zone` command.
+pub async fn zone(cmd: ZoneCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ZoneCommand::Create { name, id, target } => {
+            let store = target.open()?;
+            let zone = admin::create_zone(&store, &name, id.as_deref(), now()).await?;
+            target.print(
+                json!({"id": zone.id.as_str(), "name": zone.name.as_str()}),
+                || format!("created zone {} with id {}", zone.name, zone.id),
+            );
+        }
+        ZoneCommand::List { target } => {
+            let store = target.open()?;
+            let zones = store.list_zones(None, None, 0, u64::MAX).await?.items;
+            let value = json!(
+                zones
+                    .iter()
+                    .map(|z| json!({"id": z.id.as_str(), "name": z.name.as_str()}))
+                    .collect::<Vec<_>>()
+            );
+            target.print(value, || {
+                zones
+                    .iter()
+                    .map(|z| format!("{}  {}", z.id, z.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        ZoneCommand::Delete { id, target } => {
+            let store = target.open()?;
+            let id = ZoneId::parse(&id).map_err(|e| anyhow::anyhow!(e.0))?;
+            if !store.delete_zone(&id).await? {
+                anyhow::bail!("no zone with id {id}");
+            }
+            target.print(json!({"id": id.as_str()}), || format!("deleted zone {id}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a `user` command.
+pub async fn user(cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UserCommand::Create { email, target } => {
+            let store = target.open()?;
+            let new = admin::create_user(&store, &email, None, now()).await?;
+            target.print(
+                json!({"id": new.user.id, "email": new.user.email, "key": new.key}),
+                || {
+                    format!(
+                        "created user {} (id {})\nglobal API key (shown once): {}",
+                        new.user.email, new.user.id, new.key
+                    )
+                },
+            );
+        }
+        UserCommand::List { target } => {
+            let store = target.open()?;
+            let users = store.list_users().await?;
+            let value = json!(
+                users
+                    .iter()
+                    .map(|u| json!({"id": u.id, "email": u.email}))
+                    .collect::<Vec<_>>()
+            );
+            target.print(value, || {
+                users
+                    .iter()
+                    .map(|u| format!("{}  {}", u.id, u.email))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        UserCommand::Delete { user, target } => {
+            let store = target.open()?;
+            if !store.delete_user(&user).await? {
+                anyhow::bail!("no user {user}");
+            }
+            target.print(json!({"deleted": user}), || format!("deleted user {user}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a `token` command.
+pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            name,
+            permissions,
+            zones,
+            target,
+        } => {
+            let store = target.open()?;
+            let new = admin::create_token(&store, &name, &permissions, &zones, now()).await?;
+            target.print(
+                json!({"id": new.token.id, "name": new.token.name, "secret": new.secret}),
+                || {
+                    format!(
+                        "created token {} ({})\nsecret (shown once): {}",
+                        new.token.name, new.token.id, new.secret
+                    )
+                },
+            );
+        }
+        TokenCommand::List { target } => {
+            let store = target.open()?;
+            let tokens = store.list_tokens().await?;
+            let describe = |t: &zonecert_server::model::Token| {
+                json!({
+                    "id": t.id,
+                    "name": t.name,
+                    "permissions": t.permissions.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                    "zones": t.zones.as_ref().map(|zs| zs.iter().map(|z| z.as_str()).collect::<Vec<_>>()),
+                })
+            };
+            let value = json!(tokens.iter().map(describe).collect::<Vec<_>>());
+            target.print(value, || {
+                tokens
+                    .iter()
+                    .map(|t| {
+                        let zones = t.zones.as_ref().map_or("all zones".to_owned(), |zs| {
+                            zs.iter().map(|z| z.as_str()).collect::<Vec<_>>().join(",")
+                        });
+                        let perms: Vec<&str> = t.permissions.iter().map(|p| p.name()).collect();
+                        format!("{}  {}  [{}]  {}", t.id, t.name, perms.join("; "), zones)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TokenCommand::Revoke { id, target } => {
+            let store = target.open()?;
+            if !store.delete_token(&id).await? {
+                anyhow::bail!("no token with id {id}");
+            }
+            target.print(json!({"id": id}), || format!("revoked token {id}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

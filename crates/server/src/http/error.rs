@@ -1,0 +1,303 @@
+//! `ApiError`: every failure a client can see, rendered in Cloudflare's error envelope
+//! with the right HTTP status and code. Internal causes are logged, never returned.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use zonecert_api::{Envelope, MessageSource, ResponseMessage};
+
+/// Codes zonecert uses where Cloudflare's are not published (see ARCHITECTURE.md).
+pub mod codes {
+    /// An internal failure.
+    pub const INTERNAL: u32 = 1000;
+    /// The body is not a JSON object.
+    pub const MALFORMED_BODY: u32 = 1001;
+    /// A body field has the wrong type or value.
+    pub const INVALID_FIELD: u32 = 1002;
+    /// A query parameter is invalid.
+    pub const INVALID_PARAMETER: u32 = 1003;
+    /// The body is larger than allowed.
+    pub const BODY_TOO_LARGE: u32 = 1004;
+    /// The zone's pack quota is used up.
+    pub const QUOTA_EXCEEDED: u32 = 1005;
+    /// The pack's state does not allow the operation.
+    pub const WRONG_STATE: u32 = 1006;
+    /// A zone of that name exists.
+    pub const DUPLICATE: u32 = 1061;
+    /// Invalid request headers.
+    pub const INVALID_HEADERS: u32 = 6003;
+    /// Malformed X-Auth-Email.
+    pub const BAD_EMAIL_HEADER: u32 = 6102;
+    /// Malformed X-Auth-Key.
+    pub const BAD_KEY_HEADER: u32 = 6103;
+    /// Malformed Authorization.
+    pub const BAD_AUTHORIZATION: u32 = 6111;
+    /// No route for that URI.
+    pub const NO_ROUTE: u32 = 7000;
+    /// Method not allowed on this route.
+    pub const METHOD_NOT_ALLOWED: u32 = 7001;
+    /// Unknown object identifier.
+    pub const UNKNOWN_OBJECT: u32 = 7003;
+    /// Unknown X-Auth-Key or X-Auth-Email.
+    pub const UNKNOWN_KEY: u32 = 9103;
+    /// No credentials.
+    pub const MISSING_CREDENTIALS: u32 = 9106;
+    /// Not allowed to access the resource.
+    pub const UNAUTHORIZED: u32 = 9109;
+    /// Too many requests.
+    pub const RATE_LIMITED: u32 = 971;
+    /// Authentication error (unknown token).
+    pub const AUTHENTICATION: u32 = 10000;
+}
+
+/// A failure answered to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    errors: Vec<ResponseMessage>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn one(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            errors: vec![ResponseMessage::new(code, message)],
+            retry_after: None,
+        }
+    }
+
+    fn chained(status: StatusCode, code: u32, message: &str, cause: ResponseMessage) -> Self {
+        let mut outer = ResponseMessage::new(code, message);
+        outer.error_chain = Some(vec![cause]);
+        ApiError {
+            status,
+            errors: vec![outer],
+            retry_after: None,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// No credential at all.
+    pub fn missing_credentials() -> Self {
+        Self::one(
+            StatusCode::BAD_REQUEST,
+            codes::MISSING_CREDENTIALS,
+            "Missing X-Auth-Key, X-Auth-Email or Authorization headers",
+        )
+    }
+
+    /// A malformed `Authorization` header.
+    pub fn bad_authorization_header() -> Self {
+        Self::chained(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_HEADERS,
+            "Invalid request headers",
+            ResponseMessage::new(
+                codes::BAD_AUTHORIZATION,
+                "Invalid format for Authorization header",
+            ),
+        )
+    }
+
+    /// A malformed `X-Auth-Key` header.
+    pub fn bad_key_header() -> Self {
+        Self::chained(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_HEADERS,
+            "Invalid request headers",
+            ResponseMessage::new(
+                codes::BAD_KEY_HEADER,
+                "Invalid format for X-Auth-Key header",
+            ),
+        )
+    }
+
+    /// A malformed `X-Auth-Email` header.
+    pub fn bad_email_header() -> Self {
+        Self::chained(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_HEADERS,
+            "Invalid request headers",
+            ResponseMessage::new(
+                codes::BAD_EMAIL_HEADER,
+                "Invalid format for X-Auth-Email header",
+            ),
+        )
+    }
+
+    /// An unknown or revoked API token.
+    pub fn authentication() -> Self {
+        Self::one(
+            StatusCode::FORBIDDEN,
+            codes::AUTHENTICATION,
+            "Authentication error",
+        )
+    }
+
+    /// A wrong e-mail and global key pair.
+    pub fn unknown_key() -> Self {
+        Self::one(
+            StatusCode::FORBIDDEN,
+            codes::UNKNOWN_KEY,
+            "Unknown X-Auth-Key or X-Auth-Email",
+        )
+    }
+
+    /// A valid credential without the permission or outside its zones.
+    pub fn unauthorized() -> Self {
+        Self::one(
+            StatusCode::FORBIDDEN,
+            codes::UNAUTHORIZED,
+            "Unauthorized to access requested resource",
+        )
+    }
+
+    /// An unknown zone or pack, or a malformed id, in the request `path`.
+    pub fn unknown_object(path: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            errors: vec![
+                ResponseMessage::new(
+                    codes::UNKNOWN_OBJECT,
+                    format!(
+                        "Could not route to {path}, perhaps your object identifier is invalid?"
+                    ),
+                ),
+                ResponseMessage::new(codes::NO_ROUTE, "No route for that URI"),
+            ],
+            retry_after: None,
+        }
+    }
+
+    /// A path no route matches.
+    pub fn no_route() -> Self {
+        Self::one(
+            StatusCode::NOT_FOUND,
+            codes::NO_ROUTE,
+            "No route for that URI",
+        )
+    }
+
+    /// A known path with a method it does not have.
+    pub fn method_not_allowed() -> Self {
+        Self::one(
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::METHOD_NOT_ALLOWED,
+            "Method not allowed for this route",
+        )
+    }
+
+    /// Too many requests; retry after `secs`.
+    pub fn rate_limited(secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::one(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "Please wait and consider throttling your request speed",
+            )
+        }
+    }
+
+    /// A body that is not a JSON object.
+    pub fn malformed_body(detail: impl std::fmt::Display) -> Self {
+        Self::one(
+            StatusCode::BAD_REQUEST,
+            codes::MALFORMED_BODY,
+            format!("Malformed JSON in request body: {detail}"),
+        )
+    }
+
+    /// A body over the size limit.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::one(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::BODY_TOO_LARGE,
+            format!("Request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// A body field with a wrong type or value.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let mut msg = ResponseMessage::new(codes::INVALID_FIELD, message);
+        msg.source = Some(MessageSource {
+            pointer: Some(format!("/{field}")),
+        });
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            errors: vec![msg],
+            retry_after: None,
+        }
+    }
+
+    /// An invalid query parameter.
+    pub fn invalid_parameter(name: &str, message: impl Into<String>) -> Self {
+        Self::one(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            format!("Invalid query parameter {name}: {}", message.into()),
+        )
+    }
+
+    /// The zone's quota is used up.
+    pub fn quota_exceeded(allocated: u64) -> Self {
+        Self::one(
+            StatusCode::BAD_REQUEST,
+            codes::QUOTA_EXCEEDED,
+            format!(
+                "Certificate pack quota exceeded: this zone may hold {allocated} advanced certificate packs"
+            ),
+        )
+    }
+
+    /// The pack's state does not allow the operation.
+    pub fn wrong_state(message: impl Into<String>) -> Self {
+        Self::one(StatusCode::BAD_REQUEST, codes::WRONG_STATE, message)
+    }
+
+    /// A duplicate name.
+    pub fn duplicate(message: impl Into<String>) -> Self {
+        Self::one(StatusCode::BAD_REQUEST, codes::DUPLICATE, message)
+    }
+
+    /// An internal failure: the cause is logged, the client sees a generic message.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::one(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "Internal server error",
+        )
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::QuotaExceeded { allocated } => {
+                ApiError::quota_exceeded(allocated)
+            }
+            crate::store::StoreError::Duplicate(what) => {
+                ApiError::duplicate(format!("{what} already exists"))
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Envelope::<()>::failure(self.errors);
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,209 @@
+//! The HTTP API under `/client/v4`: routing, middleware (request ids, logs, rate
+//! limits), and the handlers. Handlers parse requests into model types, authorize,
+//! call the store and render through `wire`; no SQL and no lifecycle calls here.
+
+mod auth;
+pub mod error;
+pub mod openapi;
+mod ratelimit;
+mod request;
+mod ssl;
+mod wire;
+mod zones;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::lifecycle::Signals;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use error::ApiError;
+use ratelimit::RateLimiter;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Wake-up and progress signals shared with the lifecycle workers.
+    pub signals: Arc<Signals>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+impl AppState {
+    /// The state of a server over `store`.
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        clock: SharedClock,
+        signals: Arc<Signals>,
+    ) -> Self {
+        let limiter = config.rate_limit.map(|l| Arc::new(RateLimiter::new(l)));
+        AppState {
+            store,
+            config,
+            clock,
+            signals,
+            limiter,
+        }
+    }
+}
+
+/// The prefix every Cloudflare route lives under.
+pub const BASE: &str = "/client/v4";
+
+/// The API's router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/zones/{zone_id}/ssl/verification",
+            get(ssl::get_verification),
+        )
+        .route(
+            "/zones/{zone_id}/ssl/verification/{certificate_pack_id}",
+            patch(ssl::edit_verification),
+        )
+        .route(
+            "/zones/{zone_id}/ssl/certificate_packs",
+            get(ssl::list_packs),
+        )
+        .route(
+            "/zones/{zone_id}/ssl/certificate_packs/order",
+            post(ssl::order_pack),
+        )
+        .route(
+            "/zones/{zone_id}/ssl/certificate_packs/quota",
+            get(ssl::quota),
+        )
+        .route(
+            "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}",
+            get(ssl::get_pack)
+                .patch(ssl::edit_pack)
+                .delete(ssl::delete_pack),
+        )
+        .route("/zones", get(zones::list_zones).post(zones::create_zone))
+        .route(
+            "/zones/{zone_id}",
+            get(zones::get_zone).delete(zones::delete_zone),
+        )
+        .route("/user/tokens/verify", get(zones::verify_token))
+        .route("/openapi.json", get(openapi::serve))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .nest(BASE, api)
+        .route("/healthz", get(healthz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(request_log))
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::no_route()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// A static answer, for readiness checks and as the benchmarks' floor.
+async fn healthz() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"success":true,"errors":[],"messages":[],"result":{"status":"ok"}}"#,
+    )
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Gives every request an id (the client's `x-request-id` if it is sane), logs it
+/// with the outcome, and returns it in the response.
+async fn request_log(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(crate::secrets::mint_id);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    let micros = started.elapsed().as_micros() as u64;
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), micros, "request failed");
+        } else if status.is_client_error() {
+            tracing::info!(status = status.as_u16(), micros, "request refused");
+        } else {
+            tracing::debug!(status = status.as_u16(), micros, "request served");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    response
+}
+
+/// The bucket a request draws from: its credential (hashed, never kept in clear),
+/// or its address when it has none.
+fn rate_key(req: &Request) -> [u8; 32] {
+    let h = req.headers();
+    let credential = h
+        .get("authorization")
+        .or_else(|| h.get("x-auth-email"))
+        .map(|v| v.as_bytes());
+    match credential {
+        Some(c) => crate::secrets::hash(&String::from_utf8_lossy(c)),
+        None => {
+            let addr = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default();
+            crate::secrets::hash(&format!("address:{addr}"))
+        }
+    }
+}
+
+/// Per-credential rate limiting with `x-ratelimit-*` headers on every response.
+async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(limiter) = &st.limiter else {
+        return next.run(req).await;
+    };
+    let decision = limiter.check(rate_key(&req), Instant::now());
+    let mut response = if decision.allowed {
+        next.run(req).await
+    } else {
+        ApiError::rate_limited(decision.retry_after_secs).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(decision.remaining),
+    );
+    headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset_secs));
+    response
+}

@@ -1,0 +1,384 @@
+//! The eight SSL endpoints: verification (GET, PATCH) and certificate packs (order,
+//! list, get, edit, delete, quota).
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::{self, QueryParams};
+use super::wire;
+use crate::model::order::check_order;
+use crate::model::{CaChoice, DcvMethod, Need, Pack, PackId, PackState, Principal, Zone, ZoneId};
+use crate::store::{PackFilter, StoreError};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Uri};
+use zonecert_api as api;
+
+type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
+
+/// Authenticates, then resolves the zone of the path and checks the caller may do
+/// `need` on it. Order: credentials (400/403), id shape (404), permission and zone
+/// scope (403), existence (404).
+pub(super) async fn zone_access(
+    st: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    raw_zone: &str,
+    need: Need,
+) -> Result<(Principal, Zone), ApiError> {
+    let principal =
+        super::auth::authenticate(&st.store, &super::auth::credential(headers)?).await?;
+    let zone_id = ZoneId::parse(raw_zone).map_err(|_| ApiError::unknown_object(uri.path()))?;
+    if !principal.has(need) || !principal.covers_zone(&zone_id) {
+        return Err(ApiError::unauthorized());
+    }
+    let zone = st
+        .store
+        .zone(&zone_id)
+        .await?
+        .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
+    Ok((principal, zone))
+}
+
+async fn pack_of(st: &AppState, uri: &Uri, zone: &Zone, raw_pack: &str) -> Result<Pack, ApiError> {
+    let id = PackId::parse(raw_pack).map_err(|_| ApiError::unknown_object(uri.path()))?;
+    st.store
+        .pack(&zone.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::unknown_object(uri.path()))
+}
+
+/// `GET /zones/{zone_id}/ssl/verification[?retry=true]`
+pub(super) async fn get_verification(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(zone_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Vec<api::Verification>> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadVerification).await?;
+    let query = QueryParams::parse(query.as_deref())?;
+    let retry = match query.get("retry") {
+        None => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(
+                "retry",
+                format!("the only accepted value is true, got {other:?}"),
+            ));
+        }
+    };
+    let mut packs = st.store.packs_of_zone(&zone.id).await?;
+    if retry {
+        packs = recheck(&st, &zone.id, packs).await?;
+    }
+    Ok(Json(api::Envelope::ok(wire::verifications(
+        &packs,
+        st.config.verification_form,
+    ))))
+}
+
+/// `PATCH /zones/{zone_id}/ssl/verification/{certificate_pack_id}`
+pub(super) async fn edit_verification(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((zone_id, pack_id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<api::EditVerificationResult> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let mut pack = pack_of(&st, &uri, &zone, &pack_id).await?;
+    let body = request::json_object(body, st.config.max_body_bytes, false)?;
+    let method = request::one_of(
+        &body,
+        "validation_method",
+        &["http", "cname", "txt", "email"],
+    )?;
+    let method = DcvMethod::parse(method)
+        .ok_or_else(|| ApiError::invalid_field("validation_method", "unknown method"))?;
+    if method == DcvMethod::Http && pack.hosts.iter().any(|h| h.hostname.is_wildcard()) {
+        return Err(ApiError::invalid_field(
+            "validation_method",
+            "this pack has a wildcard host: wildcard hosts cannot be validated over http",
+        ));
+    }
+    let now = st.clock.now();
+    let suffix = dcv_suffix(&st, &zone.id);
+    match pack.state {
+        PackState::PendingValidation if method == pack.method => pack.recheck_now(now),
+        PackState::PendingValidation => pack.switch_method(method, &suffix, now),
+        state if state.is_timed_out() => {
+            pack.method = method;
+            pack.restart_validation(&suffix, now);
+        }
+        state => {
+            return Err(ApiError::wrong_state(format!(
+                "the validation method of a pack in status {} cannot be changed",
+                state.as_str()
+            )));
+        }
+    }
+    save(&st, &mut pack).await?;
+    let id = pack.id.clone();
+    let pack = wait_for_checks(&st, &zone.id, vec![pack])
+        .await?
+        .into_iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
+    Ok(Json(api::Envelope::ok(api::EditVerificationResult {
+        status: Some(wire::pack_status(pack.state)),
+        validation_method: Some(
+            method
+                .as_str()
+                .parse()
+                .unwrap_or(api::ValidationMethod::Txt),
+        ),
+    })))
+}
+
+fn dcv_suffix(st: &AppState, zone: &ZoneId) -> String {
+    st.config.dcv_suffix(zone)
+}
+
+async fn save(st: &AppState, pack: &mut Pack) -> Result<(), ApiError> {
+    st.store.update_pack(pack).await.map_err(|e| match e {
+        StoreError::Conflict => {
+            ApiError::wrong_state("the certificate pack changed while this request ran; try again")
+        }
+        other => other.into(),
+    })?;
+    st.signals.wake();
+    Ok(())
+}
+
+/// `retry=true`: makes the zone's pending hosts due now, wakes the workers and waits
+/// (bounded) for their outcomes, so the answer reflects the check. The attempt
+/// counters are not reset.
+async fn recheck(st: &AppState, zone: &ZoneId, packs: Vec<Pack>) -> Result<Vec<Pack>, ApiError> {
+    let now = st.clock.now();
+    let mut due = Vec::new();
+    for mut pack in packs {
+        let pending = pack.state == PackState::PendingValidation
+            && pack.hosts.iter().any(|h| h.check.verified != Some(true));
+        if pending {
+            pack.recheck_now(now);
+            match st.store.update_pack(&mut pack).await {
+                // A worker wrote the pack meanwhile: it is being checked anyway.
+                Ok(()) | Err(StoreError::Conflict) => due.push(pack),
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    st.signals.wake();
+    wait_for_checks(st, zone, due).await
+}
+
+/// Waits until every pending host of `due` has been checked once more (its attempt
+/// counter moved or it validated), or the retry deadline passes; then answers with
+/// the zone's packs as they are.
+async fn wait_for_checks(
+    st: &AppState,
+    zone: &ZoneId,
+    due: Vec<Pack>,
+) -> Result<Vec<Pack>, ApiError> {
+    let before: Vec<(PackId, Vec<u32>)> = due
+        .iter()
+        .filter(|p| p.state == PackState::PendingValidation)
+        .map(|p| {
+            (
+                p.id.clone(),
+                p.hosts.iter().map(|h| h.check.attempts).collect(),
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + st.config.retry_wait;
+    let mut progress = st.signals.subscribe();
+    loop {
+        let packs = st.store.packs_of_zone(zone).await?;
+        let settled = !st.signals.workers_running()
+            || before.iter().all(|(id, attempts)| {
+                packs.iter().find(|p| &p.id == id).is_none_or(|p| {
+                    p.state != PackState::PendingValidation
+                        || p.hosts.iter().zip(attempts).all(|(h, before)| {
+                            h.check.verified == Some(true) || h.check.attempts > *before
+                        })
+                })
+            });
+        if settled {
+            return Ok(packs);
+        }
+        tokio::select! {
+            changed = progress.changed() => if changed.is_err() { return Ok(packs) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(packs),
+        }
+    }
+}
+
+/// `POST /zones/{zone_id}/ssl/certificate_packs/order`
+pub(super) async fn order_pack(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(zone_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<api::CertificatePack> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let body = request::json_object(body, st.config.max_body_bytes, false)?;
+    request::one_of(&body, "type", &["advanced"])?;
+    let hosts = request::required_strings(&body, "hosts")?;
+    let method = request::one_of(&body, "validation_method", &["txt", "http", "email"])?;
+    let method = DcvMethod::parse(method)
+        .ok_or_else(|| ApiError::invalid_field("validation_method", "unknown method"))?;
+    let validity_days = request::required_u32(&body, "validity_days")?;
+    let ca = request::one_of(
+        &body,
+        "certificate_authority",
+        &["google", "lets_encrypt", "ssl_com"],
+    )?;
+    let ca = CaChoice::parse(ca)
+        .ok_or_else(|| ApiError::invalid_field("certificate_authority", "unknown authority"))?;
+    let branding = request::optional_bool(&body, "cloudflare_branding")?.unwrap_or(false);
+    let hosts = check_order(&zone.name, &hosts, method, validity_days, ca)
+        .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let pack = Pack::order(
+        zone.id.clone(),
+        hosts,
+        method,
+        validity_days,
+        ca,
+        branding,
+        &dcv_suffix(&st, &zone.id),
+        st.clock.now(),
+    );
+    st.store
+        .insert_pack(&pack, st.config.quota_advanced)
+        .await?;
+    st.signals.wake();
+    Ok(Json(api::Envelope::ok(wire::pack(&pack))))
+}
+
+/// `GET /zones/{zone_id}/ssl/certificate_packs`
+pub(super) async fn list_packs(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(zone_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Vec<api::CertificatePack>> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;
+    let query = QueryParams::parse(query.as_deref())?;
+    let page = query.number("page", 1, 1, u64::from(u32::MAX))?;
+    let per_page = query.number("per_page", 20, 5, 50)?;
+    let filter = match query.get("status") {
+        None => PackFilter::Active,
+        Some("all") => PackFilter::All,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(
+                "status",
+                format!("the only accepted value is all, got {other:?}"),
+            ));
+        }
+    };
+    if let Some(deploy) = query.get("deploy")
+        && deploy != "production"
+        && deploy != "staging"
+    {
+        return Err(ApiError::invalid_parameter(
+            "deploy",
+            format!("expected staging or production, got {deploy:?}"),
+        ));
+    }
+    let offset = (page - 1).saturating_mul(per_page);
+    let found = st
+        .store
+        .list_packs(&zone.id, filter, offset, per_page)
+        .await?;
+    let items: Vec<api::CertificatePack> = found.items.iter().map(wire::pack).collect();
+    let mut envelope = api::Envelope::ok(items);
+    envelope.result_info = Some(api::ResultInfo {
+        page,
+        per_page,
+        count: envelope.result.as_ref().map_or(0, |r| r.len() as u64),
+        total_count: found.total,
+        total_pages: found.total.div_ceil(per_page),
+    });
+    Ok(Json(envelope))
+}
+
+/// `GET /zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}`
+pub(super) async fn get_pack(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((zone_id, pack_id)): Path<(String, String)>,
+) -> ApiResult<api::CertificatePack> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;
+    let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
+    Ok(Json(api::Envelope::ok(wire::pack(&pack))))
+}
+
+/// `PATCH /zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}`: sets branding,
+/// and restarts validation of a pack in `validation_timed_out`.
+pub(super) async fn edit_pack(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((zone_id, pack_id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<api::CertificatePack> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let mut pack = pack_of(&st, &uri, &zone, &pack_id).await?;
+    let body = request::json_object(body, st.config.max_body_bytes, true)?;
+    let branding = request::optional_bool(&body, "cloudflare_branding")?;
+    let now = st.clock.now();
+    if let Some(b) = branding {
+        pack.cloudflare_branding = b;
+        pack.updated_at = now;
+    }
+    if pack.state == PackState::ValidationTimedOut {
+        pack.restart_validation(&dcv_suffix(&st, &zone.id), now);
+    } else if branding.is_none() {
+        return Err(ApiError::wrong_state(format!(
+            "only a pack in validation_timed_out can be restarted; this one is {}",
+            pack.state.as_str()
+        )));
+    }
+    save(&st, &mut pack).await?;
+    Ok(Json(api::Envelope::ok(wire::pack(&pack))))
+}
+
+/// `DELETE /zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}`
+pub(super) async fn delete_pack(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((zone_id, pack_id)): Path<(String, String)>,
+) -> ApiResult<api::DeletedCertificatePack> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
+    if !st.store.delete_pack(&zone.id, &pack.id).await? {
+        return Err(ApiError::unknown_object(uri.path()));
+    }
+    Ok(Json(api::Envelope::ok(api::DeletedCertificatePack {
+        id: pack.id.to_string(),
+    })))
+}
+
+/// `GET /zones/{zone_id}/ssl/certificate_packs/quota`
+pub(super) async fn quota(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(zone_id): Path<String>,
+) -> ApiResult<api::CertificatePackQuota> {
+    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;
+    let used = st.store.count_packs(&zone.id).await?;
+    Ok(Json(api::Envelope::ok(api::CertificatePackQuota {
+        advanced: Some(api::Quota {
+            allocated: Some(st.config.quota_advanced),
+            used: Some(used),
+        }),
+    })))
+}

@@ -1,0 +1,59 @@
+//! The certificate lifecycle's background side.
+//!
+//! The HTTP side and the lifecycle never call each other: they meet in the store
+//! (hosts with a due time) and through [`Signals`]: a wake-up so a new order or a
+//! `retry=true` does not wait for a poll tick, and a progress counter the HTTP side
+//! watches while it waits for the outcome of a check it asked for.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{Notify, watch};
+
+/// The wake-up and progress signals shared by the HTTP side and the workers.
+#[derive(Debug)]
+pub struct Signals {
+    wake: Notify,
+    progress: watch::Sender<u64>,
+    workers_running: AtomicBool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            wake: Notify::new(),
+            progress: watch::Sender::new(0),
+            workers_running: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Signals {
+    /// Wakes the workers: something became due now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`Signals::wake`] is called (or was called since the last wait).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Tells waiters that an outcome was written.
+    pub fn progressed(&self) {
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`Signals::progressed`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    /// Whether workers run in this process (so waiting for a check makes sense).
+    pub fn workers_running(&self) -> bool {
+        self.workers_running.load(Ordering::Acquire)
+    }
+
+    /// Marks the workers as started or stopped.
+    pub fn set_workers_running(&self, running: bool) {
+        self.workers_running.store(running, Ordering::Release);
+    }
+}

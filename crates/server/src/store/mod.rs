@@ -1,0 +1,245 @@
+//! Storage: the one seam between the server and its database.
+//!
+//! Every SQL statement of the server lives below this folder. The rest of the server
+//! sees [`Store`], whose methods take and return model types. SQLite (embedded, the
+//! default) is the backend today; PostgreSQL (many stateless nodes sharing one
+//! database) becomes a second variant of [`Store`] with the same methods.
+//!
+//! The methods are `async` although SQLite answers synchronously: the PostgreSQL
+//! backend will await its pool, and callers are written for that already.
+
+mod sqlite;
+
+use crate::model::{Pack, PackId, Token, User, Zone, ZoneId};
+use std::path::Path;
+
+pub use sqlite::SqliteStore;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value (zone name, e-mail) is taken.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// The zone's quota of packs is used up.
+    #[error("quota of {allocated} certificate packs is used up")]
+    QuotaExceeded {
+        /// The zone's allocation.
+        allocated: u64,
+    },
+    /// A pack changed since it was read (optimistic concurrency).
+    #[error("the pack changed concurrently")]
+    Conflict,
+    /// The row to change does not exist (any more).
+    #[error("not found")]
+    NotFound,
+    /// The database failed or holds something unreadable.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// Which packs a listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackFilter {
+    /// Only active packs (Cloudflare's default for the list endpoint).
+    Active,
+    /// Packs of every status (`status=all`).
+    All,
+}
+
+/// A page of results and the total across pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items of the page.
+    pub items: Vec<T>,
+    /// How many items all pages hold.
+    pub total: u64,
+}
+
+/// The server's storage.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// The embedded SQLite database.
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database in `data_dir`.
+    pub fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
+        Ok(Store::Sqlite(SqliteStore::open(
+            &data_dir.join("zonecert.db"),
+        )?))
+    }
+
+    /// Opens the database named by a URL: `sqlite://PATH` (or a plain path).
+    pub fn open_url(url: &str) -> Result<Store, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(Store::Sqlite(SqliteStore::open(Path::new(path))?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(StoreError::Backend(
+                "PostgreSQL is not supported yet; use the embedded SQLite database".into(),
+            ));
+        }
+        Ok(Store::Sqlite(SqliteStore::open(Path::new(url))?))
+    }
+
+    // ---- zones ----
+
+    /// Inserts a zone; its name must be unique.
+    pub async fn insert_zone(&self, zone: &Zone) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert_zone(zone),
+        }
+    }
+
+    /// The zone with `id`.
+    pub async fn zone(&self, id: &ZoneId) -> Result<Option<Zone>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.zone(id),
+        }
+    }
+
+    /// Zones by name, optionally only those named `name` or with ids in `only`.
+    pub async fn list_zones(
+        &self,
+        name: Option<&str>,
+        only: Option<&[ZoneId]>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<Zone>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_zones(name, only, offset, limit),
+        }
+    }
+
+    /// Deletes a zone and its packs; `false` when there was none.
+    pub async fn delete_zone(&self, id: &ZoneId) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_zone(id),
+        }
+    }
+
+    // ---- users and tokens ----
+
+    /// Inserts a user; the e-mail must be unique.
+    pub async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert_user(user),
+        }
+    }
+
+    /// The user with that e-mail (lower case).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.user_by_email(email),
+        }
+    }
+
+    /// Every user.
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_users(),
+        }
+    }
+
+    /// Deletes a user by id or e-mail; `false` when there was none.
+    pub async fn delete_user(&self, id_or_email: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_user(id_or_email),
+        }
+    }
+
+    /// Inserts a token.
+    pub async fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert_token(token),
+        }
+    }
+
+    /// The token whose secret hashes to `hash`.
+    pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.token_by_hash(hash),
+        }
+    }
+
+    /// Every token.
+    pub async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_tokens(),
+        }
+    }
+
+    /// Revokes (deletes) a token; `false` when there was none.
+    pub async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_token(id),
+        }
+    }
+
+    /// Revokes every token with this name (the dev token is replaced at each start).
+    pub async fn delete_tokens_named(&self, name: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_tokens_named(name),
+        }
+    }
+
+    // ---- packs ----
+
+    /// Inserts a new pack unless its zone already holds `allocated` packs.
+    pub async fn insert_pack(&self, pack: &Pack, allocated: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert_pack(pack, allocated),
+        }
+    }
+
+    /// Writes a changed pack back. Fails with [`StoreError::Conflict`] if it changed
+    /// since it was read (its `version` moved); bumps `pack.version` on success.
+    pub async fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.update_pack(pack),
+        }
+    }
+
+    /// The pack `id` of `zone`.
+    pub async fn pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.pack(zone, id),
+        }
+    }
+
+    /// Every pack of a zone, in order of creation (the verification view).
+    pub async fn packs_of_zone(&self, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.packs_of_zone(zone),
+        }
+    }
+
+    /// A page of a zone's packs, in order of creation.
+    pub async fn list_packs(
+        &self,
+        zone: &ZoneId,
+        filter: PackFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<Pack>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_packs(zone, filter, offset, limit),
+        }
+    }
+
+    /// How many packs the zone holds (the quota's `used`).
+    pub async fn count_packs(&self, zone: &ZoneId) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.count_packs(zone),
+        }
+    }
+
+    /// Deletes a pack; `false` when there was none.
+    pub async fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_pack(zone, id),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+-- zonecert's SQLite schema, version 1. Times are Unix seconds.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS zones (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id         TEXT PRIMARY KEY,
+    email      TEXT NOT NULL UNIQUE,
+    key_hash   BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tokens (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    secret_hash BLOB NOT NULL UNIQUE,
+    permissions TEXT NOT NULL,          -- JSON array of group names
+    zones       TEXT,                   -- JSON array of zone ids; NULL = every zone
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS packs (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,  -- listing order
+    id                  TEXT NOT NULL UNIQUE,
+    zone_id             TEXT NOT NULL REFERENCES zones(id) ON DELETE CASCADE,
+    state               TEXT NOT NULL,
+    method              TEXT NOT NULL,
+    validity_days       INTEGER NOT NULL,
+    ca                  TEXT NOT NULL,
+    cloudflare_branding INTEGER NOT NULL,
+    brand_check         INTEGER NOT NULL,
+    errors              TEXT NOT NULL,      -- JSON array of strings
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    validation_deadline INTEGER NOT NULL,
+    cert_id             TEXT,
+    cert_chain_pem      TEXT,
+    cert_not_before     INTEGER,
+    cert_not_after      INTEGER,
+    cert_issuer         TEXT,
+    cert_signature      TEXT,
+    cert_issued_at      INTEGER,
+    version             INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS packs_by_zone ON packs(zone_id, seq);
+
+CREATE TABLE IF NOT EXISTS pack_hosts (
+    pack_id         TEXT NOT NULL REFERENCES packs(id) ON DELETE CASCADE,
+    position        INTEGER NOT NULL,
+    hostname        TEXT NOT NULL,
+    record_kind     TEXT NOT NULL,     -- txt | http | cname | email
+    record_name     TEXT NOT NULL,     -- TXT/CNAME name, HTTP URL, '' for email
+    record_value    TEXT NOT NULL,     -- token, HTTP body, CNAME target, e-mails joined by ','
+    verified        INTEGER,           -- NULL until checked
+    last_checked_at INTEGER,
+    reason          TEXT,
+    attempts        INTEGER NOT NULL,
+    next_due_at     INTEGER NOT NULL,
+    lease_owner     TEXT,
+    lease_until     INTEGER,
+    PRIMARY KEY (pack_id, position)
+);
+CREATE INDEX IF NOT EXISTS pack_hosts_due ON pack_hosts(next_due_at);

@@ -1,0 +1,884 @@
+//! The embedded SQLite backend.
+//!
+//! Each thread keeps its own connection to the database (a thread-local map keyed by
+//! store), so reads on the request path never wait for a pool: SQLite in WAL mode lets
+//! any number of readers run beside one writer. Writes open `BEGIN IMMEDIATE`
+//! transactions, so two writers queue on the busy timeout instead of deadlocking.
+//!
+//! Durability: WAL with `synchronous=NORMAL` survives a crash of the process (`kill -9`)
+//! with every committed transaction; only a power loss may lose the last ones.
+
+use super::{PackFilter, Page, StoreError};
+use crate::model::{
+    CaChoice, DcvMethod, DcvRecord, HostCheck, Hostname, IssuedCertificate, Pack, PackHost, PackId,
+    PackState, Permission, Token, User, Zone, ZoneId,
+};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: &str = "1";
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's connections, one per open store.
+    static CONNECTIONS: RefCell<HashMap<u64, Connection>> = RefCell::new(HashMap::new());
+}
+
+/// A handle on one SQLite database file; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: u64,
+    path: PathBuf,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("stored {what} {value:?} is not valid"))
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it and its folder if needed, and brings
+    /// its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                path: path.to_owned(),
+            }),
+        };
+        store.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            let version: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match version.as_deref() {
+                None => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                        [SCHEMA_VERSION],
+                    )?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(StoreError::Backend(format!(
+                        "database schema version {other} is newer than this zonecert ({SCHEMA_VERSION})"
+                    )));
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.inner.path).map_err(|e| {
+            StoreError::Backend(format!("opening {}: {e}", self.inner.path.display()))
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// Runs `f` on this thread's connection, opening it on first use.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        CONNECTIONS.with(|cell| {
+            let mut map = cell.borrow_mut();
+            let conn = match map.entry(self.inner.id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.connect()?),
+            };
+            f(conn)
+        })
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    // ---- zones ----
+
+    pub(super) fn insert_zone(&self, zone: &Zone) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM zones WHERE name = ?1 OR id = ?2)",
+                params![zone.name.as_str(), zone.id.as_str()],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Duplicate(format!("zone {}", zone.name)));
+            }
+            tx.execute(
+                "INSERT INTO zones (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![zone.id.as_str(), zone.name.as_str(), zone.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn zone(&self, id: &ZoneId) -> Result<Option<Zone>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, name, created_at FROM zones WHERE id = ?1")?;
+            let row = stmt
+                .query_row([id.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                })
+                .optional()?;
+            row.map(zone_from_parts).transpose()
+        })
+    }
+
+    pub(super) fn list_zones(
+        &self,
+        name: Option<&str>,
+        only: Option<&[ZoneId]>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<Zone>, StoreError> {
+        self.with_conn(|conn| {
+            let only_json = only
+                .map(|ids| {
+                    serde_json::to_string(&ids.iter().map(ZoneId::as_str).collect::<Vec<_>>())
+                })
+                .transpose()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            let filter = "(?1 IS NULL OR name = ?1) \
+                 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
+            let total: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM zones WHERE {filter}"),
+                params![name, only_json],
+                |r| r.get(0),
+            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id, name, created_at FROM zones WHERE {filter} \
+                 ORDER BY name LIMIT ?3 OFFSET ?4"
+            ))?;
+            let rows = stmt
+                .query_map(params![name, only_json, clamp(limit), clamp(offset)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page {
+                items: rows
+                    .into_iter()
+                    .map(zone_from_parts)
+                    .collect::<Result<_, _>>()?,
+                total: total.max(0) as u64,
+            })
+        })
+    }
+
+    pub(super) fn delete_zone(&self, id: &ZoneId) -> Result<bool, StoreError> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM zones WHERE id = ?1", [id.as_str()])? > 0))
+    }
+
+    // ---- users and tokens ----
+
+    pub(super) fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE email = ?1)",
+                [&user.email],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Duplicate(format!("user {}", user.email)));
+            }
+            tx.execute(
+                "INSERT INTO users (id, email, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![user.id, user.email, &user.key_hash[..], user.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, email, key_hash, created_at FROM users WHERE email = ?1",
+            )?;
+            stmt.query_row([email], user_from_row)
+                .optional()?
+                .transpose()
+        })
+    }
+
+    pub(super) fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, email, key_hash, created_at FROM users ORDER BY email",
+            )?;
+            let rows = stmt
+                .query_map([], user_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().collect()
+        })
+    }
+
+    pub(super) fn delete_user(&self, id_or_email: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM users WHERE id = ?1 OR email = ?1",
+                [id_or_email],
+            )? > 0)
+        })
+    }
+
+    pub(super) fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
+        let permissions: Vec<&str> = token.permissions.iter().map(|p| p.name()).collect();
+        let permissions =
+            serde_json::to_string(&permissions).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let zones = token
+            .zones
+            .as_ref()
+            .map(|zs| serde_json::to_string(&zs.iter().map(ZoneId::as_str).collect::<Vec<_>>()))
+            .transpose()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO tokens (id, name, secret_hash, permissions, zones, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    token.id,
+                    token.name,
+                    &token.secret_hash[..],
+                    permissions,
+                    zones,
+                    token.created_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, secret_hash, permissions, zones, created_at \
+                 FROM tokens WHERE secret_hash = ?1",
+            )?;
+            stmt.query_row([&hash[..]], token_from_row)
+                .optional()?
+                .transpose()
+        })
+    }
+
+    pub(super) fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, secret_hash, permissions, zones, created_at \
+                 FROM tokens ORDER BY created_at, id",
+            )?;
+            let rows = stmt
+                .query_map([], token_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().collect()
+        })
+    }
+
+    pub(super) fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM tokens WHERE id = ?1", [id])? > 0))
+    }
+
+    pub(super) fn delete_tokens_named(&self, name: &str) -> Result<u64, StoreError> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM tokens WHERE name = ?1", [name])? as u64))
+    }
+
+    // ---- packs ----
+
+    pub(super) fn insert_pack(&self, pack: &Pack, allocated: u64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let used: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM packs WHERE zone_id = ?1",
+                [pack.zone_id.as_str()],
+                |r| r.get(0),
+            )?;
+            if used.max(0) as u64 >= allocated {
+                return Err(StoreError::QuotaExceeded { allocated });
+            }
+            let cert = pack.certificate.as_ref();
+            tx.execute(
+                "INSERT INTO packs (id, zone_id, state, method, validity_days, ca, \
+                 cloudflare_branding, brand_check, errors, created_at, updated_at, \
+                 validation_deadline, cert_id, cert_chain_pem, cert_not_before, cert_not_after, \
+                 cert_issuer, cert_signature, cert_issued_at, version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19, 0)",
+                params![
+                    pack.id.as_str(),
+                    pack.zone_id.as_str(),
+                    pack.state.as_str(),
+                    pack.method.as_str(),
+                    pack.validity_days,
+                    pack.ca.as_str(),
+                    pack.cloudflare_branding,
+                    pack.brand_check,
+                    errors_json(&pack.errors)?,
+                    pack.created_at,
+                    pack.updated_at,
+                    pack.validation_deadline,
+                    cert.map(|c| c.id.as_str()),
+                    cert.map(|c| c.chain_pem.as_str()),
+                    cert.map(|c| c.not_before),
+                    cert.map(|c| c.not_after),
+                    cert.map(|c| c.issuer.as_str()),
+                    cert.map(|c| c.signature.as_str()),
+                    cert.map(|c| c.issued_at),
+                ],
+            )?;
+            insert_hosts(tx, pack)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let cert = pack.certificate.as_ref();
+            let changed = tx.execute(
+                "UPDATE packs SET state = ?3, method = ?4, cloudflare_branding = ?5, \
+                 brand_check = ?6, errors = ?7, updated_at = ?8, validation_deadline = ?9, \
+                 cert_id = ?10, cert_chain_pem = ?11, cert_not_before = ?12, \
+                 cert_not_after = ?13, cert_issuer = ?14, cert_signature = ?15, \
+                 cert_issued_at = ?16, version = version + 1 \
+                 WHERE id = ?1 AND version = ?2",
+                params![
+                    pack.id.as_str(),
+                    pack.version,
+                    pack.state.as_str(),
+                    pack.method.as_str(),
+                    pack.cloudflare_branding,
+                    pack.brand_check,
+                    errors_json(&pack.errors)?,
+                    pack.updated_at,
+                    pack.validation_deadline,
+                    cert.map(|c| c.id.as_str()),
+                    cert.map(|c| c.chain_pem.as_str()),
+                    cert.map(|c| c.not_before),
+                    cert.map(|c| c.not_after),
+                    cert.map(|c| c.issuer.as_str()),
+                    cert.map(|c| c.signature.as_str()),
+                    cert.map(|c| c.issued_at),
+                ],
+            )?;
+            if changed == 0 {
+                let exists: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM packs WHERE id = ?1)",
+                    [pack.id.as_str()],
+                    |r| r.get(0),
+                )?;
+                return Err(if exists {
+                    StoreError::Conflict
+                } else {
+                    StoreError::NotFound
+                });
+            }
+            tx.execute(
+                "DELETE FROM pack_hosts WHERE pack_id = ?1",
+                [pack.id.as_str()],
+            )?;
+            insert_hosts(tx, pack)?;
+            Ok(())
+        })?;
+        pack.version += 1;
+        Ok(())
+    }
+
+    pub(super) fn pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+                 JOIN pack_hosts h ON h.pack_id = p.id \
+                 WHERE p.zone_id = ?1 AND p.id = ?2 ORDER BY h.position"
+            ))?;
+            let rows = stmt.query_map([zone.as_str(), id.as_str()], pack_row)?;
+            Ok(group_packs(rows)?.pop())
+        })
+    }
+
+    pub(super) fn packs_of_zone(&self, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+                 JOIN pack_hosts h ON h.pack_id = p.id \
+                 WHERE p.zone_id = ?1 ORDER BY p.seq, h.position"
+            ))?;
+            let rows = stmt.query_map([zone.as_str()], pack_row)?;
+            group_packs(rows)
+        })
+    }
+
+    pub(super) fn list_packs(
+        &self,
+        zone: &ZoneId,
+        filter: PackFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<Pack>, StoreError> {
+        let only_active = filter == PackFilter::Active;
+        self.with_conn(|conn| {
+            let total: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM packs WHERE zone_id = ?1 AND (?2 = 0 OR state = 'active')",
+                )?
+                .query_row(params![zone.as_str(), only_active], |r| r.get(0))?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM \
+                 (SELECT * FROM packs WHERE zone_id = ?1 AND (?2 = 0 OR state = 'active') \
+                  ORDER BY seq LIMIT ?3 OFFSET ?4) p \
+                 JOIN pack_hosts h ON h.pack_id = p.id ORDER BY p.seq, h.position"
+            ))?;
+            let rows = stmt.query_map(
+                params![zone.as_str(), only_active, clamp(limit), clamp(offset)],
+                pack_row,
+            )?;
+            Ok(Page {
+                items: group_packs(rows)?,
+                total: total.max(0) as u64,
+            })
+        })
+    }
+
+    pub(super) fn count_packs(&self, zone: &ZoneId) -> Result<u64, StoreError> {
+        self.with_conn(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM packs WHERE zone_id = ?1")?
+                .query_row([zone.as_str()], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    pub(super) fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM packs WHERE zone_id = ?1 AND id = ?2",
+                [zone.as_str(), id.as_str()],
+            )? > 0)
+        })
+    }
+}
+
+/// SQLite integers are signed: page arithmetic is clamped into them.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn errors_json(errors: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(errors).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn insert_hosts(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO pack_hosts (pack_id, position, hostname, record_kind, record_name, \
+         record_value, verified, last_checked_at, reason, attempts, next_due_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for (position, host) in pack.hosts.iter().enumerate() {
+        let (name, value) = match &host.record {
+            DcvRecord::Txt { name, value } => (name.clone(), value.clone()),
+            DcvRecord::Http { url, body } => (url.clone(), body.clone()),
+            DcvRecord::Cname { name, target } => (name.clone(), target.clone()),
+            DcvRecord::Email { emails } => (String::new(), emails.join(",")),
+        };
+        stmt.execute(params![
+            pack.id.as_str(),
+            position as i64,
+            host.hostname.as_str(),
+            host.record.method().as_str(),
+            name,
+            value,
+            host.check.verified,
+            host.check.last_checked_at,
+            host.check.reason,
+            host.check.attempts,
+            host.check.next_due_at,
+        ])?;
+    }
+    Ok(())
+}
+
+fn zone_from_parts((id, name, created_at): (String, String, i64)) -> Result<Zone, StoreError> {
+    Ok(Zone {
+        id: ZoneId::parse(&id).map_err(|_| corrupt("zone id", &id))?,
+        name: Hostname::parse(&name).map_err(|_| corrupt("zone name", &name))?,
+        created_at,
+    })
+}
+
+fn hash_from_blob(blob: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    blob.try_into()
+        .map_err(|_| StoreError::Backend("stored hash is not 32 bytes".into()))
+}
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<Result<User, StoreError>> {
+    let blob: Vec<u8> = r.get(2)?;
+    Ok(Ok(User {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        key_hash: match hash_from_blob(blob) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e)),
+        },
+        created_at: r.get(3)?,
+    }))
+}
+
+fn token_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Token, StoreError>> {
+    let id: String = r.get(0)?;
+    let name: String = r.get(1)?;
+    let blob: Vec<u8> = r.get(2)?;
+    let permissions: String = r.get(3)?;
+    let zones: Option<String> = r.get(4)?;
+    let created_at: i64 = r.get(5)?;
+    Ok((|| {
+        let names: Vec<String> =
+            serde_json::from_str(&permissions).map_err(|_| corrupt("permissions", &permissions))?;
+        let permissions = names
+            .iter()
+            .map(|n| Permission::parse(n).ok_or_else(|| corrupt("permission", n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let zones = match zones {
+            None => None,
+            Some(text) => {
+                let ids: Vec<String> =
+                    serde_json::from_str(&text).map_err(|_| corrupt("token zones", &text))?;
+                Some(
+                    ids.iter()
+                        .map(|z| ZoneId::parse(z).map_err(|_| corrupt("zone id", z)))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+        };
+        Ok(Token {
+            id,
+            name,
+            secret_hash: hash_from_blob(blob)?,
+            permissions,
+            zones,
+            created_at,
+        })
+    })())
+}
+
+const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.validity_days, p.ca, \
+    p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
+    p.validation_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
+    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version";
+const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
+    h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
+
+/// One joined row: the pack's columns (raw) and one host.
+struct PackRow {
+    pack: RawPack,
+    host: RawHost,
+}
+
+struct RawPack {
+    id: String,
+    zone_id: String,
+    state: String,
+    method: String,
+    validity_days: u32,
+    ca: String,
+    cloudflare_branding: bool,
+    brand_check: bool,
+    errors: String,
+    created_at: i64,
+    updated_at: i64,
+    validation_deadline: i64,
+    cert_id: Option<String>,
+    cert_chain_pem: Option<String>,
+    cert_not_before: Option<i64>,
+    cert_not_after: Option<i64>,
+    cert_issuer: Option<String>,
+    cert_signature: Option<String>,
+    cert_issued_at: Option<i64>,
+    version: i64,
+}
+
+struct RawHost {
+    hostname: String,
+    kind: String,
+    name: String,
+    value: String,
+    verified: Option<bool>,
+    last_checked_at: Option<i64>,
+    reason: Option<String>,
+    attempts: u32,
+    next_due_at: i64,
+}
+
+fn pack_row(r: &Row<'_>) -> rusqlite::Result<PackRow> {
+    Ok(PackRow {
+        pack: RawPack {
+            id: r.get(0)?,
+            zone_id: r.get(1)?,
+            state: r.get(2)?,
+            method: r.get(3)?,
+            validity_days: r.get(4)?,
+            ca: r.get(5)?,
+            cloudflare_branding: r.get(6)?,
+            brand_check: r.get(7)?,
+            errors: r.get(8)?,
+            created_at: r.get(9)?,
+            updated_at: r.get(10)?,
+            validation_deadline: r.get(11)?,
+            cert_id: r.get(12)?,
+            cert_chain_pem: r.get(13)?,
+            cert_not_before: r.get(14)?,
+            cert_not_after: r.get(15)?,
+            cert_issuer: r.get(16)?,
+            cert_signature: r.get(17)?,
+            cert_issued_at: r.get(18)?,
+            version: r.get(19)?,
+        },
+        host: RawHost {
+            hostname: r.get(20)?,
+            kind: r.get(21)?,
+            name: r.get(22)?,
+            value: r.get(23)?,
+            verified: r.get(24)?,
+            last_checked_at: r.get(25)?,
+            reason: r.get(26)?,
+            attempts: r.get(27)?,
+            next_due_at: r.get(28)?,
+        },
+    })
+}
+
+/// Folds joined rows (ordered by pack, then host) into packs.
+fn group_packs(
+    rows: impl Iterator<Item = rusqlite::Result<PackRow>>,
+) -> Result<Vec<Pack>, StoreError> {
+    let mut packs: Vec<Pack> = Vec::new();
+    for row in rows {
+        let row = row?;
+        let host = host_from_raw(row.host)?;
+        match packs.last_mut() {
+            Some(last) if last.id.as_str() == row.pack.id => last.hosts.push(host),
+            _ => {
+                let mut pack = pack_from_raw(row.pack)?;
+                pack.hosts.push(host);
+                packs.push(pack);
+            }
+        }
+    }
+    Ok(packs)
+}
+
+fn pack_from_raw(p: RawPack) -> Result<Pack, StoreError> {
+    let certificate = match (
+        p.cert_id,
+        p.cert_chain_pem,
+        p.cert_not_before,
+        p.cert_not_after,
+    ) {
+        (Some(id), Some(chain_pem), Some(not_before), Some(not_after)) => Some(IssuedCertificate {
+            id,
+            chain_pem,
+            not_before,
+            not_after,
+            issuer: p.cert_issuer.unwrap_or_default(),
+            signature: p.cert_signature.unwrap_or_default(),
+            issued_at: p.cert_issued_at.unwrap_or(not_before),
+        }),
+        _ => None,
+    };
+    Ok(Pack {
+        id: PackId::parse(&p.id).map_err(|_| corrupt("pack id", &p.id))?,
+        zone_id: ZoneId::parse(&p.zone_id).map_err(|_| corrupt("zone id", &p.zone_id))?,
+        state: PackState::parse(&p.state).ok_or_else(|| corrupt("pack state", &p.state))?,
+        method: DcvMethod::parse(&p.method).ok_or_else(|| corrupt("method", &p.method))?,
+        validity_days: p.validity_days,
+        ca: CaChoice::parse(&p.ca).ok_or_else(|| corrupt("certificate authority", &p.ca))?,
+        cloudflare_branding: p.cloudflare_branding,
+        brand_check: p.brand_check,
+        hosts: Vec::new(),
+        errors: serde_json::from_str(&p.errors).map_err(|_| corrupt("pack errors", &p.errors))?,
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+        validation_deadline: p.validation_deadline,
+        certificate,
+        version: p.version,
+    })
+}
+
+fn host_from_raw(h: RawHost) -> Result<PackHost, StoreError> {
+    let method = DcvMethod::parse(&h.kind).ok_or_else(|| corrupt("record kind", &h.kind))?;
+    let record = match method {
+        DcvMethod::Txt => DcvRecord::Txt {
+            name: h.name,
+            value: h.value,
+        },
+        DcvMethod::Http => DcvRecord::Http {
+            url: h.name,
+            body: h.value,
+        },
+        DcvMethod::Cname => DcvRecord::Cname {
+            name: h.name,
+            target: h.value,
+        },
+        DcvMethod::Email => DcvRecord::Email {
+            emails: h.value.split(',').map(str::to_owned).collect(),
+        },
+    };
+    Ok(PackHost {
+        hostname: Hostname::parse(&h.hostname).map_err(|_| corrupt("host", &h.hostname))?,
+        record,
+        check: HostCheck {
+            verified: h.verified,
+            last_checked_at: h.last_checked_at,
+            reason: h.reason,
+            attempts: h.attempts,
+            next_due_at: h.next_due_at,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("z.db")).unwrap();
+        (dir, s)
+    }
+
+    fn zone(s: &SqliteStore) -> Zone {
+        let z = Zone {
+            id: ZoneId::generate(),
+            name: Hostname::parse("example.com").unwrap(),
+            created_at: 1,
+        };
+        s.insert_zone(&z).unwrap();
+        z
+    }
+
+    fn pack(z: &Zone) -> Pack {
+        Pack::order(
+            z.id.clone(),
+            vec![
+                Hostname::parse("example.com").unwrap(),
+                Hostname::parse("*.example.com").unwrap(),
+            ],
+            DcvMethod::Txt,
+            90,
+            CaChoice::LetsEncrypt,
+            false,
+            "x.dcv.test",
+            100,
+        )
+    }
+
+    #[test]
+    fn packs_round_trip() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let p = pack(&z);
+        s.insert_pack(&p, 10).unwrap();
+        let back = s.pack(&z.id, &p.id).unwrap().unwrap();
+        assert_eq!(back, p);
+        assert_eq!(s.packs_of_zone(&z.id).unwrap(), vec![p]);
+    }
+
+    #[test]
+    fn quota_is_enforced_atomically() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        s.insert_pack(&pack(&z), 2).unwrap();
+        s.insert_pack(&pack(&z), 2).unwrap();
+        assert!(matches!(
+            s.insert_pack(&pack(&z), 2),
+            Err(StoreError::QuotaExceeded { allocated: 2 })
+        ));
+        assert_eq!(s.count_packs(&z.id).unwrap(), 2);
+    }
+
+    #[test]
+    fn updates_detect_concurrent_changes() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let p = pack(&z);
+        s.insert_pack(&p, 10).unwrap();
+        let mut a = s.pack(&z.id, &p.id).unwrap().unwrap();
+        let mut b = a.clone();
+        a.hosts[0].check.attempts = 1;
+        s.update_pack(&mut a).unwrap();
+        b.hosts[0].check.attempts = 5;
+        assert!(matches!(s.update_pack(&mut b), Err(StoreError::Conflict)));
+        let back = s.pack(&z.id, &p.id).unwrap().unwrap();
+        assert_eq!(back.hosts[0].check.attempts, 1);
+        assert_eq!(back.version, 1);
+    }
+
+    #[test]
+    fn listing_pages_and_filters() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let mut ids = Vec::new();
+        for _ in 0..7 {
+            let p = pack(&z);
+            ids.push(p.id.clone());
+            s.insert_pack(&p, 100).unwrap();
+        }
+        let page = s.list_packs(&z.id, PackFilter::All, 5, 5).unwrap();
+        assert_eq!(page.total, 7);
+        assert_eq!(
+            page.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+            ids[5..]
+        );
+        let active = s.list_packs(&z.id, PackFilter::Active, 0, 5).unwrap();
+        assert_eq!((active.total, active.items.len()), (0, 0));
+        let past = s.list_packs(&z.id, PackFilter::All, 100, 5).unwrap();
+        assert!(past.items.is_empty());
+    }
+
+    #[test]
+    fn deleting_a_zone_deletes_its_packs() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let p = pack(&z);
+        s.insert_pack(&p, 10).unwrap();
+        assert!(s.delete_zone(&z.id).unwrap());
+        assert!(s.pack(&z.id, &p.id).unwrap().is_none());
+        assert!(!s.delete_zone(&z.id).unwrap());
+    }
+}
