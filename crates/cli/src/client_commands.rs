@@ -108,13 +108,14 @@ pub enum PacksCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// List the packs of a zone (every page).
+    /// List the packs of a zone, whatever their status (every page).
     List {
         #[command(flatten)]
         zone: ZoneArg,
-        /// Status filter; `all` includes packs of every status.
+        /// Only active packs (the API's default; without it, `status=all` is sent
+        /// so that packs still validating show too).
         #[arg(long)]
-        status: Option<String>,
+        active_only: bool,
         /// Page size (5 to 50).
         #[arg(long)]
         per_page: Option<u64>,
@@ -316,13 +317,13 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
         }
         PacksCommand::List {
             zone,
-            status,
+            active_only,
             per_page,
             output,
         } => {
             let mut params = CertificatePackListParams::new(zone.zone_id);
-            if let Some(status) = status {
-                params = params.status(status);
+            if !active_only {
+                params = params.status("all");
             }
             if let Some(per_page) = per_page {
                 params = params.per_page(per_page);
@@ -569,7 +570,13 @@ fn record_instructions(record: &ValidationRecord) -> Vec<String> {
 }
 
 /// Keys zonecert and the live API have used for why a record has not validated.
-const REASON_KEYS: &[&str] = &["error", "reason", "last_error", "message", "failure"];
+const REASON_KEYS: &[&str] = &[
+    "verification_error",
+    "error",
+    "reason",
+    "last_error",
+    "message",
+];
 
 /// Why a record's last check failed, from the record itself.
 fn record_reason(record: &ValidationRecord) -> Option<String> {
