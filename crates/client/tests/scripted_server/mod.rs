@@ -3,7 +3,7 @@
 //! every request it read, so tests can count attempts and inspect headers.
 //!
 //! Each test file uses a different part of it.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
