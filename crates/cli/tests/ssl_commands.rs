@@ -2,6 +2,8 @@
 //! for the outcomes of `watch` a fresh server cannot reach in a test's time (a pack
 //! turning active or timing out), against a scripted loopback API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../../client/tests/scripted_server/mod.rs"]
 mod scripted_server;
 
