@@ -75,6 +75,7 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
 // Tests may unwrap: a panic there is a failed test, not a crash reachable from input.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
