@@ -2,6 +2,7 @@
 //! the client commands (`ssl`).
 
 mod admin_commands;
+mod client_commands;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,10 @@ enum Command {
     /// Manage API tokens in the server's database.
     #[command(subcommand)]
     Token(admin_commands::TokenCommand),
+    /// Client commands: SSL verification and certificate packs, against Cloudflare
+    /// or a zonecert server (CLOUDFLARE_BASE_URL).
+    #[command(subcommand)]
+    Ssl(client_commands::SslCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
             Command::Zone(cmd) => admin_commands::zone(cmd).await,
             Command::User(cmd) => admin_commands::user(cmd).await,
             Command::Token(cmd) => admin_commands::token(cmd).await,
+            Command::Ssl(cmd) => client_commands::run(cmd).await,
         }
     });
     match outcome {
