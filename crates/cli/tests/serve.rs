@@ -1,0 +1,267 @@
+//! `zonecert serve` as a user runs it: configuration precedence (flags > `ZONECERT_*` >
+//! TOML file > defaults), graceful shutdown on SIGTERM, and the admin commands.
+#![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
+
+/// Starts the server with extra args and environment, returns it and its base URL.
+// The caller kills and waits for the child; clippy cannot see that across the return.
+#[allow(clippy::zombie_processes)]
+fn serve(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env_remove("ZONECERT_QUOTA_ADVANCED")
+        .env_remove("ZONECERT_RATE_LIMIT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let addr = line.strip_prefix("listening on ").unwrap().to_owned();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("{addr}/client/v4"))
+}
+
+fn admin(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--output", "json"])
+        .output()
+        .unwrap()
+}
+
+fn admin_json(data_dir: &Path, args: &[&str]) -> Value {
+    let out = admin(data_dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn quota(base: &str, token: &str, zone: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/zones/{zone}/ssl/certificate_packs/quota"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn stop(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn flags_beat_environment_beat_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let zone = admin_json(&data, &["zone", "create", "precedence.example"]);
+    let zone = zone["id"].as_str().unwrap().to_owned();
+    let token = admin_json(
+        &data,
+        &[
+            "token",
+            "create",
+            "--name",
+            "t",
+            "--permission",
+            "SSL and Certificates Read",
+            "--zone",
+            &zone,
+        ],
+    );
+    let token = token["secret"].as_str().unwrap().to_owned();
+    let file = dir.path().join("zonecert.toml");
+    std::fs::write(&file, "quota_advanced = 5\nrate_limit = \"off\"\n").unwrap();
+    let config = file.to_str().unwrap();
+
+    let allocated = |v: Value| v["result"]["advanced"]["allocated"].as_u64().unwrap();
+    let (child, base) = serve(&data, &["--config", config], &[]);
+    assert_eq!(
+        allocated(quota(&base, &token, &zone).await),
+        5,
+        "from the file"
+    );
+    stop(child);
+    let (child, base) = serve(
+        &data,
+        &["--config", config],
+        &[("ZONECERT_QUOTA_ADVANCED", "7")],
+    );
+    assert_eq!(
+        allocated(quota(&base, &token, &zone).await),
+        7,
+        "the environment beats the file"
+    );
+    stop(child);
+    let (child, base) = serve(
+        &data,
+        &["--config", config, "--quota-advanced", "9"],
+        &[("ZONECERT_QUOTA_ADVANCED", "7")],
+    );
+    assert_eq!(
+        allocated(quota(&base, &token, &zone).await),
+        9,
+        "a flag beats both"
+    );
+    stop(child);
+    let (child, base) = serve(&data, &[], &[]);
+    assert_eq!(
+        allocated(quota(&base, &token, &zone).await),
+        100,
+        "the default"
+    );
+    stop(child);
+
+    std::fs::write(&file, "quota = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "an unknown key in the file is an error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("quota"));
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve(dir.path(), &[], &[]);
+    let health = base.replace("/client/v4", "/healthz");
+    assert_eq!(reqwest::get(&health).await.unwrap().status(), 200);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn admin_commands_manage_zones_users_and_tokens_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let (child, base) = serve(data, &[], &[]);
+    let user = admin_json(data, &["user", "create", "ops@admin.example"]);
+    let key = user["key"].as_str().unwrap();
+    assert_eq!(key.len(), 37);
+    let zone = admin_json(data, &["zone", "create", "admin.example"]);
+    let zone_id = zone["id"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{base}/zones/{zone_id}/ssl/verification"))
+        .header("X-Auth-Email", "ops@admin.example")
+        .header("X-Auth-Key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "a user created while the server runs can call it"
+    );
+
+    let token = admin_json(
+        data,
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--permission",
+            "SSL and Certificates Read",
+        ],
+    );
+    let (id, secret) = (
+        token["id"].as_str().unwrap(),
+        token["secret"].as_str().unwrap(),
+    );
+    let listed = admin_json(data, &["token", "list"]);
+    assert_eq!(listed[0]["id"], id);
+    assert!(
+        !listed.to_string().contains(secret),
+        "secrets are never listed"
+    );
+    let verify = |secret: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            http.get(format!("{base}/user/tokens/verify"))
+                .bearer_auth(secret)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(verify(secret.to_owned()).await, 200);
+    admin_json(data, &["token", "revoke", id]);
+    assert_eq!(
+        verify(secret.to_owned()).await,
+        403,
+        "a revoked token stops working at once"
+    );
+
+    let bad = admin(
+        data,
+        &[
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--permission",
+            "Everything",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("SSL and Certificates Read"),
+        "lists the known groups"
+    );
+    let dup = admin(data, &["zone", "create", "admin.example"]);
+    assert!(!dup.status.success());
+    admin_json(data, &["zone", "delete", zone_id]);
+    assert_eq!(admin_json(data, &["zone", "list"]), serde_json::json!([]));
+    stop(child);
+}
