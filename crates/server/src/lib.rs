@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod dcv;
 pub mod http;
 pub mod lifecycle;
 pub mod model;

@@ -1,0 +1,161 @@
+//! CAA (RFC 8659): may this CA issue for this host?
+
+use hickory_resolver::proto::rr::rdata::CAA;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+use super::Inner;
+use super::dns;
+
+/// Property tags this checker understands; an unknown tag flagged critical forbids issuance.
+const KNOWN_TAGS: &[&str] = &[
+    "issue",
+    "issuewild",
+    "iodef",
+    "contactemail",
+    "contactphone",
+    "issuemail",
+    "issuevmc",
+];
+
+pub(super) async fn check(inner: &Inner, host: &str, ca_identity: &str) -> Result<(), String> {
+    let host = dns::display_name(host);
+    let (wildcard, base) = match host.strip_prefix("*.") {
+        Some(base) => (true, base.to_owned()),
+        None => (false, host.clone()),
+    };
+    if base.is_empty() || base.contains('*') {
+        return Err(format!(
+            "{host:?} is not a host name CAA can be checked for"
+        ));
+    }
+    let timeout = inner.config.timeout;
+    // The relevant record set is the one at the closest name, going up from the host, that has
+    // CAA records (RFC 8659 section 3). The root is never asked.
+    let mut name = base.as_str();
+    loop {
+        match inner.dns.lookup(name, RecordType::CAA).await {
+            Ok(records) => {
+                let set: Vec<&CAA> = records
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::CAA(caa) => Some(caa),
+                        _ => None,
+                    })
+                    .collect();
+                if !set.is_empty() {
+                    return evaluate(&set, name, &host, wildcard, ca_identity);
+                }
+            }
+            Err(failure) if failure.is_absent() => {}
+            // RFC 8659 section 3: a failed lookup must not be taken as permission.
+            Err(failure) => return Err(failure.describe(RecordType::CAA, name, timeout)),
+        }
+        match name.split_once('.') {
+            Some((_, parent)) if !parent.is_empty() => name = parent,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Applies one CAA record set found at `at` to a request for `host`.
+fn evaluate(
+    set: &[&CAA],
+    at: &str,
+    host: &str,
+    wildcard: bool,
+    ca_identity: &str,
+) -> Result<(), String> {
+    if let Some(critical) = set.iter().find(|caa| {
+        caa.issuer_critical && !KNOWN_TAGS.contains(&caa.tag.to_ascii_lowercase().as_str())
+    }) {
+        return Err(format!(
+            "CAA at {at} has an unknown critical property {:?}, which forbids issuance",
+            critical.tag
+        ));
+    }
+    let with_tag = |tag: &str| -> Vec<&CAA> {
+        set.iter()
+            .copied()
+            .filter(|caa| caa.tag.eq_ignore_ascii_case(tag))
+            .collect()
+    };
+    let issuewild = with_tag("issuewild");
+    let (tag, properties) = if wildcard && !issuewild.is_empty() {
+        ("issuewild", issuewild)
+    } else {
+        ("issue", with_tag("issue"))
+    };
+    if properties.is_empty() {
+        // Only other properties (iodef, ...): no restriction on issuers.
+        return Ok(());
+    }
+    let wanted = ca_identity.trim_end_matches('.');
+    let issuers: Vec<String> = properties
+        .iter()
+        .filter_map(|caa| issuer_domain(&caa.value))
+        .collect();
+    if issuers
+        .iter()
+        .any(|issuer| issuer.eq_ignore_ascii_case(wanted))
+    {
+        return Ok(());
+    }
+    let mut named: Vec<&str> = issuers
+        .iter()
+        .map(String::as_str)
+        .filter(|i| !i.is_empty())
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    let which = if tag == "issuewild" {
+        "CAA issuewild"
+    } else {
+        "CAA"
+    };
+    Err(if named.is_empty() {
+        format!("{which} at {at} forbids issuance by any CA for {host}")
+    } else {
+        format!(
+            "{which} at {at} allows only {}, not {wanted}, to issue for {host}",
+            named.join(", ")
+        )
+    })
+}
+
+/// The issuer domain name of an `issue`/`issuewild` value (`"letsencrypt.org; accounturi=..."`),
+/// empty for a value that names no issuer (`";"`), `None` for a malformed one, which names no CA
+/// and so authorizes none.
+fn issuer_domain(value: &[u8]) -> Option<String> {
+    let value = std::str::from_utf8(value).ok()?;
+    let domain = value.split(';').next().unwrap_or("").trim();
+    let valid = domain.split('.').all(|label| {
+        !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    if domain.is_empty() || valid {
+        Some(domain.trim_end_matches('.').to_owned())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_domain_takes_the_part_before_parameters() {
+        assert_eq!(
+            issuer_domain(b"letsencrypt.org").as_deref(),
+            Some("letsencrypt.org")
+        );
+        assert_eq!(
+            issuer_domain(b" pki.goog ; accounturi=x").as_deref(),
+            Some("pki.goog")
+        );
+        assert_eq!(issuer_domain(b";").as_deref(), Some(""));
+        assert_eq!(issuer_domain(b"").as_deref(), Some(""));
+        assert_eq!(issuer_domain(b"bad..name"), None);
+        assert_eq!(issuer_domain(b"not a name"), None);
+    }
+}
