@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod dcv;
 pub mod http;
+pub mod issuance;
 pub mod lifecycle;
 pub mod model;
 pub mod secrets;

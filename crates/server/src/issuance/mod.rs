@@ -1,0 +1,22 @@
+//! Certificate issuance and deployment.
+//!
+//! - [`BuiltinCa`]: zonecert's own CA, created on first start in `<data_dir>/ca/`.
+//! - [`Issuer`]: the seam the lifecycle talks to: `begin` yields the DCV records of an order,
+//!   `finish` returns the signed certificate.
+//! - [`deploy`]: writes `fullchain.pem` / `privkey.pem` atomically and runs a hook.
+//!
+//! Private keys travel only inside [`PrivateKeyPem`], whose `Debug` is redacted, and never
+//! appear in an [`IssuanceError`].
+
+mod atomic_file;
+mod ca;
+mod deploy;
+mod error;
+mod issuer;
+mod leaf;
+
+pub use ca::BuiltinCa;
+pub use deploy::{DeployedPaths, HookCommand, deploy};
+pub use error::IssuanceError;
+pub use issuer::{DcvRecord, HostChallenge, Issuer, IssuerOrder};
+pub use leaf::{IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem};
