@@ -57,3 +57,7 @@ impl Signals {
         self.workers_running.store(running, Ordering::Release);
     }
 }
+
+mod worker;
+
+pub use worker::{EMAIL_REASON, LifecycleError, Worker};
