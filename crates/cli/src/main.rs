@@ -1,4 +1,4 @@
-//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`), and
+//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`, `pack`), and
 //! the client commands (`ssl`).
 
 mod admin_commands;
@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage zones in the server's database.
     #[command(subcommand)]
     Zone(admin_commands::ZoneCommand),
@@ -31,6 +31,9 @@ enum Command {
     /// Manage API tokens in the server's database.
     #[command(subcommand)]
     Token(admin_commands::TokenCommand),
+    /// Review certificate packs: approve or reject held packs.
+    #[command(subcommand)]
+    Pack(admin_commands::PackCommand),
 }
 
 fn main() -> ExitCode {
@@ -47,10 +50,11 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Zone(cmd) => admin_commands::zone(cmd).await,
             Command::User(cmd) => admin_commands::user(cmd).await,
             Command::Token(cmd) => admin_commands::token(cmd).await,
+            Command::Pack(cmd) => admin_commands::pack(cmd).await,
         }
     });
     match outcome {

@@ -638,3 +638,58 @@ async fn two_servers_on_one_database_never_run_the_same_check_twice() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_servers_claim_runs_again_when_its_lease_expires() {
+    use zonecert_server::clock::{Clock, SystemClock};
+    use zonecert_server::model::{CaChoice, DcvMethod, Hostname};
+    use zonecert_server::store::Claim;
+    let dns = DnsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A server that claimed the pack and died (kill -9) before writing any outcome.
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let zone = zonecert_server::admin::create_zone(&store, "example.com", None, T0)
+        .await
+        .unwrap();
+    let pack = Pack::order(
+        zone.id.clone(),
+        vec![Hostname::parse("example.com").unwrap()],
+        DcvMethod::Txt,
+        90,
+        CaChoice::LetsEncrypt,
+        false,
+        "x.dcv.test",
+        T0,
+    );
+    store.insert_pack(&pack, 100).await.unwrap();
+    let claim = Claim {
+        owner: "crashed",
+        now: T0,
+        wall_now: SystemClock.now(),
+        lease_secs: 2,
+        limit: 10,
+    };
+    assert_eq!(store.claim_due(&claim).await.unwrap().len(), 1);
+    assert!(
+        store.claim_due(&claim).await.unwrap().is_empty(),
+        "a leased pack is not claimed twice"
+    );
+
+    let s = start_in(dir.path(), &dns, ManualClock::new(T0), |c| {
+        c.lease = Duration::from_secs(2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.pack(&pack.id).await.hosts[0].check.attempts,
+        0,
+        "the lease is respected"
+    );
+    let p = s
+        .wait_for(&pack.id, "the check after the lease", |p| {
+            p.hosts[0].check.attempts == 1
+        })
+        .await;
+    assert_eq!(p.hosts[0].check.verified, Some(false));
+    s.shutdown().await;
+}
