@@ -2,6 +2,7 @@
 //! the client commands (`ssl`).
 
 mod admin_commands;
+mod client_commands;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,10 @@ enum Command {
     /// Review certificate packs: approve or reject held packs.
     #[command(subcommand)]
     Pack(admin_commands::PackCommand),
+    /// Client commands: SSL verification and certificate packs, against Cloudflare
+    /// or a zonecert server (CLOUDFLARE_BASE_URL).
+    #[command(subcommand)]
+    Ssl(client_commands::SslCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
             Command::User(cmd) => admin_commands::user(cmd).await,
             Command::Token(cmd) => admin_commands::token(cmd).await,
             Command::Pack(cmd) => admin_commands::pack(cmd).await,
+            Command::Ssl(cmd) => client_commands::run(cmd).await,
         }
     });
     match outcome {

@@ -605,3 +605,57 @@ async fn caa_servfail_blocks() {
         "SERVFAIL looking up CAA for example.com",
     );
 }
+
+#[tokio::test]
+async fn http_redirect_to_https_is_followed_without_verifying_the_certificate() {
+    let dns = DnsServer::start().await;
+    let plain = HttpOrigin::start().await;
+    let tls = HttpOrigin::start_tls().await;
+    dns.set_a("www.example.com", Ipv4Addr::LOCALHOST);
+    dns.set_a("secure.example.com", Ipv4Addr::LOCALHOST);
+    let v = Validator::new(DcvConfig {
+        resolvers: vec![dns.addr()],
+        http_port: plain.port(),
+        https_port: tls.port(),
+        allow_private_addresses: true,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    // http -> https (default port, i.e. the configured https port) -> back to http.
+    plain.set_redirect(PATH, 301, "https://secure.example.com/token?x=1");
+    tls.set_redirect("/token", 302, "http://www.example.com/final");
+    plain.set_body("/final", 200, "x");
+    assert_eq!(v.check_http(URL, "x").await, CheckOutcome::Passed);
+    let over_tls = tls.requests();
+    assert_eq!(over_tls.len(), 1);
+    assert_eq!(over_tls[0].path, "/token?x=1");
+    assert_eq!(over_tls[0].host.as_deref(), Some("secure.example.com"));
+
+    tls.set_body("/token", 200, "x\n");
+    assert_eq!(v.check_http(URL, "x").await, CheckOutcome::Passed);
+
+    // Plain HTTP spoken to the TLS port fails the exchange, with the URL in the reason.
+    plain.set_redirect(
+        PATH,
+        302,
+        &format!("http://www.example.com:{}/token", tls.port()),
+    );
+    assert_failed_containing(
+        &v.check_http(URL, "x").await,
+        &format!("from 127.0.0.1:{}: invalid HTTP version parsed", tls.port()),
+    );
+}
+
+#[tokio::test]
+async fn dropped_dns_server_stops_answering() {
+    let dns = DnsServer::start().await;
+    dns.set_txt(CHALLENGE, &[TOKEN]);
+    let v = validator(&dns, 80, false, Duration::from_millis(300));
+    assert!(v.check_txt(CHALLENGE, TOKEN).await.passed());
+    drop(dns);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_failed(
+        &v.check_txt(CHALLENGE, TOKEN).await,
+        "timed out after 300 ms looking up TXT for _acme-challenge.www.example.com",
+    );
+}

@@ -10,7 +10,11 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// A real HTTP/1.1 server on a loopback port serving routes set by the test. Unknown paths
@@ -86,6 +90,29 @@ impl HttpOrigin {
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await;
         });
+        HttpOrigin {
+            addr,
+            state,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// Starts an HTTPS origin on a free port of 127.0.0.1, with a self-signed certificate for
+    /// `localhost` (no client will trust it: it is for clients that do not verify, like HTTP
+    /// validation following a redirect to https). Same routes API as the plain origin.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    pub async fn start_tls() -> HttpOrigin {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap_or_else(|e| panic!("binding an HTTPS origin on 127.0.0.1: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("HTTPS origin local address: {e}"));
+        let state = Arc::new(OriginState::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(serve_tls(listener, state.clone(), stop.clone()));
         HttpOrigin {
             addr,
             state,
@@ -177,14 +204,7 @@ async fn serve(State(state): State<Arc<OriginState>>, request: Request) -> Respo
         path: path.clone(),
         host,
     });
-    let route = lock(&state.routes)
-        .get(request.uri().path())
-        .cloned()
-        .unwrap_or_default();
-    if let Some(delay) = route.delay {
-        tokio::time::sleep(delay).await;
-    }
-    match route.reply {
+    match state.reply_for(request.uri().path()).await {
         Reply::NotFound => (StatusCode::NOT_FOUND, "not found").into_response(),
         Reply::Body { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -199,4 +219,107 @@ async fn serve(State(state): State<Arc<OriginState>>, request: Request) -> Respo
             response
         }
     }
+}
+
+impl OriginState {
+    /// The reply for `path`, after the path's delay.
+    async fn reply_for(&self, path: &str) -> Reply {
+        let route = lock(&self.routes).get(path).cloned().unwrap_or_default();
+        if let Some(delay) = route.delay {
+            tokio::time::sleep(delay).await;
+        }
+        route.reply
+    }
+}
+
+/// Serves HTTPS with a self-signed certificate: a deliberately small HTTP/1.1 responder (one
+/// request per connection, `Connection: close`), enough for validation requests.
+async fn serve_tls(listener: TcpListener, state: Arc<OriginState>, stop: CancellationToken) {
+    let Ok(certified) = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]) else {
+        return;
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let Ok(config) = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![certified.cert.der().clone()], key)
+        })
+    else {
+        return;
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    loop {
+        let tcp = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+        };
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = async {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        serve_one_request(tls, &state).await;
+                    }
+                } => {}
+            }
+        });
+    }
+}
+
+async fn serve_one_request<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &OriginState) {
+    let mut head = Vec::new();
+    let mut buf = [0_u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 16 * 1024 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut lines = head.split("\r\n");
+    let target = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .unwrap_or("/")
+        .to_owned();
+    let host = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("host")
+            .then(|| value.trim().to_owned())
+    });
+    lock(&state.log).push(LoggedRequest {
+        path: target.clone(),
+        host,
+    });
+    let path = target.split('?').next().unwrap_or("/");
+    let (status, location, body) = match state.reply_for(path).await {
+        Reply::NotFound => (404, None, b"not found".to_vec()),
+        Reply::Body { status, body } => (status, None, body),
+        Reply::Redirect { status, location } => (status, Some(location), Vec::new()),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(location) = location {
+        response.push_str(&format!("Location: {location}\r\n"));
+    }
+    response.push_str("\r\n");
+    let mut bytes = response.into_bytes();
+    bytes.extend_from_slice(&body);
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.shutdown().await;
 }

@@ -223,6 +223,12 @@ impl ApiError {
 
     /// A body field with a wrong type or value.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = if message.contains(field) {
+            message
+        } else {
+            format!("{field}: {message}")
+        };
         let mut msg = ResponseMessage::new(codes::INVALID_FIELD, message);
         msg.source = Some(MessageSource {
             pointer: Some(format!("/{field}")),

@@ -11,7 +11,7 @@ use crate::store::{PackFilter, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use zonecert_api as api;
 
@@ -53,7 +53,7 @@ async fn pack_of(st: &AppState, uri: &Uri, zone: &Zone, raw_pack: &str) -> Resul
 pub(super) async fn get_verification(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Vec<api::Verification>> {
@@ -83,7 +83,7 @@ pub(super) async fn get_verification(
 pub(super) async fn edit_verification(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::EditVerificationResult> {
@@ -220,7 +220,7 @@ async fn wait_for_checks(
 pub(super) async fn order_pack(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::CertificatePack> {
@@ -268,7 +268,7 @@ pub(super) async fn order_pack(
 pub(super) async fn list_packs(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Vec<api::CertificatePack>> {
@@ -316,7 +316,7 @@ pub(super) async fn list_packs(
 pub(super) async fn get_pack(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
 ) -> ApiResult<api::CertificatePack> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;
@@ -329,7 +329,7 @@ pub(super) async fn get_pack(
 pub(super) async fn edit_pack(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::CertificatePack> {
@@ -358,7 +358,7 @@ pub(super) async fn edit_pack(
 pub(super) async fn delete_pack(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
 ) -> ApiResult<api::DeletedCertificatePack> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
@@ -375,7 +375,7 @@ pub(super) async fn delete_pack(
 pub(super) async fn quota(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
 ) -> ApiResult<api::CertificatePackQuota> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;

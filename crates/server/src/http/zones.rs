@@ -11,8 +11,8 @@ use crate::model::{Need, Principal};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::HeaderMap;
 use zonecert_api as api;
 
 type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
@@ -77,7 +77,7 @@ pub(super) async fn list_zones(
 pub(super) async fn get_zone(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
 ) -> ApiResult<api::Zone> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadZone).await?;
@@ -94,7 +94,7 @@ pub(super) struct Deleted {
 pub(super) async fn delete_zone(
     State(st): State<AppState>,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
 ) -> ApiResult<Deleted> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteZone).await?;
