@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Domain under which delegated (cname) DCV targets live [default: zonecert.localhost].
     #[arg(long, env = "ZONECERT_SERVICE_DOMAIN")]
     service_domain: Option<String>,
+    /// Run the lifecycle workers (DCV checks, issuance, renewal) [default: true, except
+    /// with --dev and no --dcv-resolvers: the seeded example.com can never validate].
+    #[arg(long, env = "ZONECERT_LIFECYCLE")]
+    lifecycle: Option<bool>,
     /// DNS resolvers for DCV and CAA checks, comma-separated ADDRESS:PORT [default: the system's].
     #[arg(long, env = "ZONECERT_DCV_RESOLVERS")]
     dcv_resolvers: Option<String>,
@@ -143,6 +147,13 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(Config, SocketAddr)> {
     } else if let Some(words) = file.brand_keywords {
         config.brand_keywords = words;
     }
+    // Dev mode's zone is the documentation's example.com, which no one running it
+    // controls: checking it through the system's resolvers could never pass, so dev mode
+    // runs the workers only against resolvers it is given (a test DNS server, a lab).
+    config.lifecycle = args
+        .lifecycle
+        .or(file.lifecycle)
+        .unwrap_or(!config.dev || !config.dcv_resolvers.is_empty());
     let listen = args
         .listen
         .or(file.listen)
@@ -192,6 +203,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logs(args.log_json);
     let (config, listen) = configure(&args)?;
     let dev = config.dev;
+    let lifecycle = config.lifecycle;
     let data_dir = config.data_dir.clone();
     let app = App::open(config, Arc::new(SystemClock))
         .await
@@ -209,7 +221,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         println!("export CLOUDFLARE_BASE_URL=http://{addr}/client/v4 CLOUDFLARE_API_TOKEN={token}");
     }
-    tracing::info!(%addr, data_dir = %data_dir.display(), "zonecert serving");
+    tracing::info!(%addr, data_dir = %data_dir.display(), lifecycle, "zonecert serving");
     app.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,10 @@ pub struct Config {
     /// How long `retry=true` and the verification PATCH wait for the checks they
     /// asked for before answering with the state as it is.
     pub retry_wait: Duration,
+    /// Run the lifecycle workers (DCV checks, issuance, renewal) in this process. Off in
+    /// [`Config::new`], so a server embedded in a test never reaches out to the system's
+    /// resolvers; `zonecert serve` turns it on (see its `--lifecycle`).
+    pub lifecycle: bool,
     /// DNS resolvers DCV and CAA checks ask (`addr:port`); empty means the system's.
     pub dcv_resolvers: Vec<SocketAddr>,
     /// The port HTTP validation connects to (80).
@@ -71,6 +75,7 @@ impl Config {
             service_domain: "zonecert.localhost".into(),
             max_body_bytes: 1024 * 1024,
             retry_wait: Duration::from_secs(5),
+            lifecycle: false,
             dcv_resolvers: Vec::new(),
             dcv_http_port: 80,
             dcv_allow_private_addresses: false,
@@ -229,6 +234,8 @@ pub struct ConfigFile {
     pub verification_form: Option<VerificationForm>,
     /// Delegated DCV domain.
     pub service_domain: Option<String>,
+    /// Run the lifecycle workers.
+    pub lifecycle: Option<bool>,
     /// DCV resolvers, `addr:port` each.
     pub dcv_resolvers: Option<Vec<String>>,
     /// Port HTTP validation connects to.

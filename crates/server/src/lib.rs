@@ -71,8 +71,8 @@ impl App {
     }
 
     /// Starts the lifecycle workers (DCV checks, issuance, deployment, renewal, expiry)
-    /// in the background. [`App::serve`] does this itself; call it directly to run the
-    /// workers without the API.
+    /// in the background. [`App::serve`] does this itself when [`Config::lifecycle`] is
+    /// on; call it directly to run the workers without the API.
     pub fn start_lifecycle(&self) -> Result<LifecycleHandle, lifecycle::LifecycleError> {
         let worker = Arc::new(lifecycle::Worker::new(
             self.state.store.clone(),
@@ -89,14 +89,19 @@ impl App {
         Ok(LifecycleHandle { cancel, tracker })
     }
 
-    /// Serves the API on `listener`, with the lifecycle workers, until `shutdown`
-    /// resolves; then finishes the requests in flight and the workers' steps in hand.
+    /// Serves the API on `listener`, with the lifecycle workers when
+    /// [`Config::lifecycle`] is on, until `shutdown` resolves; then finishes the
+    /// requests in flight and the workers' steps in hand.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let lifecycle = self.start_lifecycle().map_err(std::io::Error::other)?;
+        let lifecycle = if self.state.config.lifecycle {
+            Some(self.start_lifecycle().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let router = http::router(self.state.clone());
         let served = axum::serve(
             listener,
@@ -104,7 +109,9 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        lifecycle.stop().await;
+        if let Some(lifecycle) = lifecycle {
+            lifecycle.stop().await;
+        }
         served
     }
 }

@@ -35,6 +35,7 @@ struct Server {
 fn config(data: &Path, dns: &DnsServer) -> Config {
     let mut c = Config::new(data);
     c.rate_limit = None;
+    c.lifecycle = true;
     c.dcv_resolvers = vec![dns.addr()];
     c.dcv_allow_private_addresses = true;
     c.dcv_timeout = Duration::from_secs(2);
