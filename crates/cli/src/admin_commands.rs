@@ -1,4 +1,4 @@
-//! `zonecert zone|user|token ...`: administration straight on the server's database
+//! `zonecert zone|user|token|pack ...`: administration straight on the server's database
 //! (safe while a server runs on it: SQLite serialises the writes).
 
 use crate::serve::DEFAULT_DATA_DIR;
@@ -82,6 +82,48 @@ pub enum ZoneCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// `zonecert pack ...`: manual review of certificate packs.
+#[derive(Debug, Subcommand)]
+pub enum PackCommand {
+    /// Approve a pack held for review (brand check) or waiting for e-mail validation;
+    /// the server then validates and issues it.
+    Approve {
+        /// The certificate pack's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Reject a pack held for review: it is deleted.
+    Reject {
+        /// The certificate pack's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs a `pack` command.
+pub async fn pack(cmd: PackCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PackCommand::Approve { id, target } => {
+            let store = target.open()?;
+            let pack = admin::approve_pack(&store, &id, now()).await?;
+            target.print(
+                json!({"id": pack.id.as_str(), "status": pack.state.as_str()}),
+                || format!("approved certificate pack {}", pack.id.as_str()),
+            );
+        }
+        PackCommand::Reject { id, target } => {
+            let store = target.open()?;
+            let pack = admin::reject_pack(&store, &id).await?;
+            target.print(json!({"id": pack.id.as_str(), "deleted": true}), || {
+                format!("rejected and deleted certificate pack {}", pack.id.as_str())
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `zonecert user ...`

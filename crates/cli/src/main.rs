@@ -1,4 +1,4 @@
-//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`), and
+//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`, `pack`), and
 //! the client commands (`ssl`).
 
 mod admin_commands;
@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage zones in the server's database.
     #[command(subcommand)]
     Zone(admin_commands::ZoneCommand),
@@ -32,6 +32,9 @@ enum Command {
     /// Manage API tokens in the server's database.
     #[command(subcommand)]
     Token(admin_commands::TokenCommand),
+    /// Review certificate packs: approve or reject held packs.
+    #[command(subcommand)]
+    Pack(admin_commands::PackCommand),
     /// Client commands: SSL verification and certificate packs, against Cloudflare
     /// or a zonecert server (CLOUDFLARE_BASE_URL).
     #[command(subcommand)]
@@ -52,10 +55,11 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Zone(cmd) => admin_commands::zone(cmd).await,
             Command::User(cmd) => admin_commands::user(cmd).await,
             Command::Token(cmd) => admin_commands::token(cmd).await,
+            Command::Pack(cmd) => admin_commands::pack(cmd).await,
             Command::Ssl(cmd) => client_commands::run(cmd).await,
         }
     });

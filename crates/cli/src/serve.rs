@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use zonecert_server::App;
 use zonecert_server::clock::SystemClock;
-use zonecert_server::config::{Config, ConfigFile, RateLimit, VerificationForm};
+use zonecert_server::config::{
+    Config, ConfigFile, RateLimit, VerificationForm, parse_key_type, parse_resolvers,
+};
 
 /// Where the server keeps its data unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "zonecert-data";
@@ -44,6 +46,37 @@ pub struct ServeArgs {
     /// Domain under which delegated (cname) DCV targets live [default: zonecert.localhost].
     #[arg(long, env = "ZONECERT_SERVICE_DOMAIN")]
     service_domain: Option<String>,
+    /// Run the lifecycle workers (DCV checks, issuance, renewal) [default: true, except
+    /// with --dev and no --dcv-resolvers: the seeded example.com can never validate].
+    #[arg(long, env = "ZONECERT_LIFECYCLE")]
+    lifecycle: Option<bool>,
+    /// DNS resolvers for DCV and CAA checks, comma-separated ADDRESS:PORT [default: the system's].
+    #[arg(long, env = "ZONECERT_DCV_RESOLVERS")]
+    dcv_resolvers: Option<String>,
+    /// Port HTTP validation connects to [default: 80].
+    #[arg(long, env = "ZONECERT_DCV_HTTP_PORT")]
+    dcv_http_port: Option<u16>,
+    /// Let HTTP validation connect to loopback and private addresses (tests, labs only).
+    #[arg(long, env = "ZONECERT_DCV_ALLOW_PRIVATE_ADDRESSES")]
+    dcv_allow_private_addresses: bool,
+    /// How many DCV checks run at once [default: 64].
+    #[arg(long, env = "ZONECERT_CHECK_CONCURRENCY")]
+    check_concurrency: Option<usize>,
+    /// Seconds between looks for due work when nothing wakes the workers [default: 10].
+    #[arg(long, env = "ZONECERT_POLL_INTERVAL")]
+    poll_interval: Option<u64>,
+    /// Where certificates and keys are written [default: <data-dir>/certs].
+    #[arg(long, env = "ZONECERT_DEPLOY_DIR")]
+    deploy_dir: Option<PathBuf>,
+    /// Command run after each deployment (split on whitespace, run without a shell).
+    #[arg(long, env = "ZONECERT_DEPLOY_HOOK")]
+    deploy_hook: Option<String>,
+    /// Key type of issued certificates: `ecdsa-p256` (default) or `rsa-2048`.
+    #[arg(long, env = "ZONECERT_KEY_TYPE")]
+    key_type: Option<String>,
+    /// Comma-separated words that put a pack on hold for review (brand check).
+    #[arg(long, env = "ZONECERT_BRAND_KEYWORDS")]
+    brand_keywords: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "ZONECERT_LOG_JSON")]
     log_json: bool,
@@ -77,6 +110,50 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(Config, SocketAddr)> {
     if let Some(domain) = args.service_domain.clone().or(file.service_domain) {
         config.service_domain = domain;
     }
+    if let Some(list) = &args.dcv_resolvers {
+        config.dcv_resolvers = parse_resolvers(list).map_err(anyhow::Error::msg)?;
+    } else if let Some(list) = &file.dcv_resolvers {
+        config.dcv_resolvers = parse_resolvers(&list.join(",")).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(port) = args.dcv_http_port.or(file.dcv_http_port) {
+        anyhow::ensure!(port != 0, "the DCV HTTP port must not be 0");
+        config.dcv_http_port = port;
+    }
+    config.dcv_allow_private_addresses =
+        args.dcv_allow_private_addresses || file.dcv_allow_private_addresses.unwrap_or(false);
+    if let Some(n) = args.check_concurrency.or(file.check_concurrency) {
+        anyhow::ensure!(n > 0, "the check concurrency must be at least 1");
+        config.check_concurrency = n;
+    }
+    if let Some(secs) = args.poll_interval.or(file.poll_interval_secs) {
+        anyhow::ensure!(secs > 0, "the poll interval must be at least 1 second");
+        config.poll_interval = std::time::Duration::from_secs(secs);
+    }
+    config.deploy_dir = args.deploy_dir.clone().or(file.deploy_dir);
+    config.deploy_hook = match &args.deploy_hook {
+        Some(cmd) => Some(cmd.split_whitespace().map(str::to_owned).collect()),
+        None => file.deploy_hook,
+    }
+    .filter(|argv: &Vec<String>| !argv.is_empty());
+    if let Some(kind) = args.key_type.as_deref().or(file.key_type.as_deref()) {
+        config.key_type = parse_key_type(kind).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(words) = &args.brand_keywords {
+        config.brand_keywords = words
+            .split(',')
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty())
+            .collect();
+    } else if let Some(words) = file.brand_keywords {
+        config.brand_keywords = words;
+    }
+    // Dev mode's zone is the documentation's example.com, which no one running it
+    // controls: checking it through the system's resolvers could never pass, so dev mode
+    // runs the workers only against resolvers it is given (a test DNS server, a lab).
+    config.lifecycle = args
+        .lifecycle
+        .or(file.lifecycle)
+        .unwrap_or(!config.dev || !config.dcv_resolvers.is_empty());
     let listen = args
         .listen
         .or(file.listen)
@@ -126,6 +203,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logs(args.log_json);
     let (config, listen) = configure(&args)?;
     let dev = config.dev;
+    let lifecycle = config.lifecycle;
     let data_dir = config.data_dir.clone();
     let app = App::open(config, Arc::new(SystemClock))
         .await
@@ -143,7 +221,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         println!("export CLOUDFLARE_BASE_URL=http://{addr}/client/v4 CLOUDFLARE_API_TOKEN={token}");
     }
-    tracing::info!(%addr, data_dir = %data_dir.display(), "zonecert serving");
+    tracing::info!(%addr, data_dir = %data_dir.display(), lifecycle, "zonecert serving");
     app.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

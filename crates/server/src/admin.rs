@@ -1,8 +1,10 @@
-//! Administration: zones, users and API tokens. Used by the `zonecert` binary's admin
+//! Administration: zones, users, API tokens and manual review of packs. Used by the `zonecert` binary's admin
 //! commands (directly on the store, safe while a server runs on the same database) and
 //! by the zone endpoints.
 
-use crate::model::{Hostname, Permission, Token, User, Zone, ZoneId};
+use crate::model::{
+    DcvMethod, Hostname, Pack, PackId, PackState, Permission, Token, User, Zone, ZoneId,
+};
 use crate::secrets;
 use crate::store::{Store, StoreError};
 
@@ -203,4 +205,53 @@ pub async fn seed_dev(
     Ok(create_token(store, dev::TOKEN_NAME, &all, &[], now)
         .await?
         .secret)
+}
+
+/// Approves a pack held for manual review: the brand check is lifted and, for e-mail
+/// validation (which no machine can check), every host counts as validated, as if the
+/// recipient had clicked the link. The workers then take the pack on at once.
+pub async fn approve_pack(store: &Store, id: &str, now: i64) -> Result<Pack, AdminError> {
+    let id = PackId::parse(id).map_err(|e| AdminError::Invalid(e.0))?;
+    // A worker may write the pack meanwhile: read again and retry a few times.
+    for _ in 0..5 {
+        let mut pack = store
+            .pack_by_id(&id)
+            .await?
+            .ok_or_else(|| AdminError::Invalid(format!("no certificate pack {}", id.as_str())))?;
+        if pack.state != PackState::PendingValidation {
+            return Err(AdminError::Invalid(format!(
+                "pack {} is {}: only packs pending validation can be approved",
+                id.as_str(),
+                pack.state.as_str()
+            )));
+        }
+        pack.brand_check = false;
+        for host in &mut pack.hosts {
+            if host.record.method() == DcvMethod::Email && host.check.verified != Some(true) {
+                host.check.verified = Some(true);
+                host.check.reason = None;
+                host.check.last_checked_at = Some(now);
+            }
+            host.check.next_due_at = now;
+        }
+        pack.updated_at = now;
+        match store.update_pack(&mut pack).await {
+            Ok(()) => return Ok(pack),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AdminError::Store(StoreError::Conflict))
+}
+
+/// Rejects a pack held for manual review: it is deleted (its quota freed), as a CA
+/// refusing an order leaves nothing to validate.
+pub async fn reject_pack(store: &Store, id: &str) -> Result<Pack, AdminError> {
+    let id = PackId::parse(id).map_err(|e| AdminError::Invalid(e.0))?;
+    let pack = store
+        .pack_by_id(&id)
+        .await?
+        .ok_or_else(|| AdminError::Invalid(format!("no certificate pack {}", id.as_str())))?;
+    store.delete_pack(&pack.zone_id, &pack.id).await?;
+    Ok(pack)
 }

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::issuance::KeyType;
+
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +32,34 @@ pub struct Config {
     /// How long `retry=true` and the verification PATCH wait for the checks they
     /// asked for before answering with the state as it is.
     pub retry_wait: Duration,
+    /// Run the lifecycle workers (DCV checks, issuance, renewal) in this process. Off in
+    /// [`Config::new`], so a server embedded in a test never reaches out to the system's
+    /// resolvers; `zonecert serve` turns it on (see its `--lifecycle`).
+    pub lifecycle: bool,
+    /// DNS resolvers DCV and CAA checks ask (`addr:port`); empty means the system's.
+    pub dcv_resolvers: Vec<SocketAddr>,
+    /// The port HTTP validation connects to (80).
+    pub dcv_http_port: u16,
+    /// Lets HTTP validation reach loopback and private addresses (tests, labs).
+    pub dcv_allow_private_addresses: bool,
+    /// Upper bound on one DCV or CAA check.
+    pub dcv_timeout: Duration,
+    /// How many checks run at once across all packs.
+    pub check_concurrency: usize,
+    /// How often the workers look for due work when nothing wakes them.
+    pub poll_interval: Duration,
+    /// How long a worker owns a claimed pack before another server may take it over
+    /// (a crashed server's claims run again after this).
+    pub lease: Duration,
+    /// Where certificates and keys are written; `<data_dir>/certs` by default.
+    pub deploy_dir: Option<PathBuf>,
+    /// A command run after each deployment (program and arguments, no shell).
+    pub deploy_hook: Option<Vec<String>>,
+    /// The key algorithm of issued certificates.
+    pub key_type: KeyType,
+    /// Hosts containing one of these words (case-insensitive) are held for manual review
+    /// (`brand_check`) until an operator approves or rejects the pack.
+    pub brand_keywords: Vec<String>,
 }
 
 impl Config {
@@ -45,6 +75,18 @@ impl Config {
             service_domain: "zonecert.localhost".into(),
             max_body_bytes: 1024 * 1024,
             retry_wait: Duration::from_secs(5),
+            lifecycle: false,
+            dcv_resolvers: Vec::new(),
+            dcv_http_port: 80,
+            dcv_allow_private_addresses: false,
+            dcv_timeout: Duration::from_secs(5),
+            check_concurrency: 64,
+            poll_interval: Duration::from_secs(10),
+            lease: Duration::from_secs(120),
+            deploy_dir: None,
+            deploy_hook: None,
+            key_type: KeyType::EcdsaP256,
+            brand_keywords: Vec::new(),
         }
     }
 }
@@ -57,6 +99,49 @@ impl Config {
         let short = zone.as_str().get(..16).unwrap_or(zone.as_str());
         format!("{short}.dcv.{}", self.service_domain)
     }
+
+    /// Where certificates and keys are deployed.
+    pub fn deploy_dir(&self) -> PathBuf {
+        self.deploy_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("certs"))
+    }
+
+    /// The first brand keyword one of `hosts` contains, if any.
+    pub fn brand_keyword<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) -> Option<&str> {
+        let hosts: Vec<String> = hosts.into_iter().map(str::to_ascii_lowercase).collect();
+        self.brand_keywords
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !k.is_empty())
+            .find(|k| {
+                let k = k.to_ascii_lowercase();
+                hosts.iter().any(|h| h.contains(&k))
+            })
+    }
+}
+
+/// Parses a key type: `ecdsa-p256` or `rsa-2048`.
+pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    match s {
+        "ecdsa-p256" => Ok(KeyType::EcdsaP256),
+        "rsa-2048" => Ok(KeyType::Rsa2048),
+        other => Err(format!(
+            "key type {other:?}: expected `ecdsa-p256` or `rsa-2048`"
+        )),
+    }
+}
+
+/// Parses a comma-separated list of resolvers, `addr:port` each (`[v6]:port` for IPv6).
+pub fn parse_resolvers(s: &str) -> Result<Vec<SocketAddr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse()
+                .map_err(|_| format!("resolver {r:?}: expected ADDRESS:PORT"))
+        })
+        .collect()
 }
 
 /// A budget of requests over a window, refilled continuously (a token bucket).
@@ -149,6 +234,26 @@ pub struct ConfigFile {
     pub verification_form: Option<VerificationForm>,
     /// Delegated DCV domain.
     pub service_domain: Option<String>,
+    /// Run the lifecycle workers.
+    pub lifecycle: Option<bool>,
+    /// DCV resolvers, `addr:port` each.
+    pub dcv_resolvers: Option<Vec<String>>,
+    /// Port HTTP validation connects to.
+    pub dcv_http_port: Option<u16>,
+    /// Let HTTP validation reach private addresses.
+    pub dcv_allow_private_addresses: Option<bool>,
+    /// Checks running at once.
+    pub check_concurrency: Option<usize>,
+    /// Seconds between polls for due work.
+    pub poll_interval_secs: Option<u64>,
+    /// Deploy directory.
+    pub deploy_dir: Option<PathBuf>,
+    /// Deploy hook: program and arguments.
+    pub deploy_hook: Option<Vec<String>>,
+    /// `ecdsa-p256` or `rsa-2048`.
+    pub key_type: Option<String>,
+    /// Brand-check keywords.
+    pub brand_keywords: Option<Vec<String>>,
 }
 
 impl ConfigFile {
@@ -184,5 +289,24 @@ mod tests {
         let ok: ConfigFile = toml::from_str("quota_advanced = 5\nrate_limit = \"off\"").unwrap();
         assert_eq!(ok.quota_advanced, Some(5));
         assert!(toml::from_str::<ConfigFile>("quota = 5").is_err());
+    }
+
+    #[test]
+    fn lifecycle_settings_parse() {
+        assert_eq!(
+            parse_resolvers("127.0.0.1:5353, [::1]:53").unwrap().len(),
+            2
+        );
+        assert!(parse_resolvers("127.0.0.1").is_err());
+        assert_eq!(parse_key_type("rsa-2048").unwrap(), KeyType::Rsa2048);
+        assert!(parse_key_type("dsa").is_err());
+        let mut c = Config::new("/tmp/x");
+        c.brand_keywords = vec!["PayPal".into()];
+        assert_eq!(
+            c.brand_keyword(["www.paypal-login.example"]),
+            Some("PayPal")
+        );
+        assert_eq!(c.brand_keyword(["example.com"]), None);
+        assert_eq!(c.deploy_dir(), PathBuf::from("/tmp/x/certs"));
     }
 }

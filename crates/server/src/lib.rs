@@ -25,6 +25,8 @@ use std::future::Future;
 use std::sync::Arc;
 use store::{Store, StoreError};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A server ready to serve: its store opened and its state built.
 #[derive(Debug)]
@@ -68,19 +70,63 @@ impl App {
         .await
     }
 
-    /// Serves the API on `listener` until `shutdown` resolves, then finishes the
-    /// requests in flight.
+    /// Starts the lifecycle workers (DCV checks, issuance, deployment, renewal, expiry)
+    /// in the background. [`App::serve`] does this itself when [`Config::lifecycle`] is
+    /// on; call it directly to run the workers without the API.
+    pub fn start_lifecycle(&self) -> Result<LifecycleHandle, lifecycle::LifecycleError> {
+        let worker = Arc::new(lifecycle::Worker::new(
+            self.state.store.clone(),
+            self.state.config.clone(),
+            self.state.clock.clone(),
+            self.state.signals.clone(),
+        )?);
+        // Marked before the task first runs, so a request arriving at once waits for it.
+        self.state.signals.set_workers_running(true);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(worker.run(cancel.clone()));
+        tracker.close();
+        Ok(LifecycleHandle { cancel, tracker })
+    }
+
+    /// Serves the API on `listener`, with the lifecycle workers when
+    /// [`Config::lifecycle`] is on, until `shutdown` resolves; then finishes the
+    /// requests in flight and the workers' steps in hand.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let lifecycle = if self.state.config.lifecycle {
+            Some(self.start_lifecycle().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let router = http::router(self.state.clone());
-        axum::serve(
+        let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+        if let Some(lifecycle) = lifecycle {
+            lifecycle.stop().await;
+        }
+        served
+    }
+}
+
+/// The running lifecycle workers of an [`App`].
+#[derive(Debug)]
+pub struct LifecycleHandle {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl LifecycleHandle {
+    /// Stops the workers after the steps in hand and waits for them.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
     }
 }

@@ -242,7 +242,7 @@ pub(super) async fn order_pack(
     let branding = request::optional_bool(&body, "cloudflare_branding")?.unwrap_or(false);
     let hosts = check_order(&zone.name, &hosts, method, validity_days, ca)
         .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
-    let pack = Pack::order(
+    let mut pack = Pack::order(
         zone.id.clone(),
         hosts,
         method,
@@ -252,6 +252,11 @@ pub(super) async fn order_pack(
         &dcv_suffix(&st, &zone.id),
         st.clock.now(),
     );
+    // High-risk names wait for an operator (`zonecert pack approve|reject ID`).
+    pack.brand_check = st
+        .config
+        .brand_keyword(pack.hosts.iter().map(|h| h.hostname.as_str()))
+        .is_some();
     st.store
         .insert_pack(&pack, st.config.quota_advanced)
         .await?;

@@ -4,6 +4,23 @@
 //! (hosts with a due time) and through [`Signals`]: a wake-up so a new order or a
 //! `retry=true` does not wait for a poll tick, and a progress counter the HTTP side
 //! watches while it waits for the outcome of a check it asked for.
+//!
+//! What the [`Worker`] does with a claimed pack:
+//! - `pending_validation`: checks the due hosts (TXT, HTTP, CNAME delegation) and writes
+//!   each outcome (verified, time, reason, attempts + 1, next slot of Cloudflare's
+//!   schedule). Once every host validated, CAA is checked for each; a refusal is a pack
+//!   error and the pack stays pending, CAA being checked again on the schedule. Past the
+//!   validation deadline the pack becomes `validation_timed_out`. E-mail validation waits
+//!   for an operator (`zonecert pack approve`).
+//! - `pending_issuance -> pending_deployment -> active`: the built-in CA signs (validity
+//!   from the order, `not_before` = now), the certificate is stored, the chain and key
+//!   are written to `<deploy_dir>/<pack>/` and the hook runs. The key never enters the
+//!   database. A failure is a pack error, retried after five minutes.
+//! - `active`: from the renewal window on, the hosts' records are checked again and a
+//!   new certificate issued and deployed (`active -> pending_deployment -> active`);
+//!   failures are pack errors, retried on the schedule until 24 hours before expiry.
+//!   Past `not_after` the pack is `expired`.
+//! - Packs held for brand check are never claimed until approved.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, watch};
@@ -57,3 +74,7 @@ impl Signals {
         self.workers_running.store(running, Ordering::Release);
     }
 }
+
+mod worker;
+
+pub use worker::{EMAIL_REASON, LifecycleError, Worker};

@@ -421,6 +421,24 @@ impl Pack {
         self.updated_at = now;
     }
 
+    /// When renewal of the current certificate starts: 30 days before expiry for 90-
+    /// and 365-day certificates, 7 days for 30-day ones, 3 days for 14-day ones.
+    pub fn renewal_starts_at(&self) -> Option<i64> {
+        let cert = self.certificate.as_ref()?;
+        let window_days = match self.validity_days {
+            0..=14 => 3,
+            15..=30 => 7,
+            _ => 30,
+        };
+        Some(cert.not_after - window_days * 86_400)
+    }
+
+    /// After this, renewal is no longer retried (24 hours before expiry): the
+    /// certificate is left to expire.
+    pub fn renewal_gives_up_at(&self) -> Option<i64> {
+        Some(self.certificate.as_ref()?.not_after - 86_400)
+    }
+
     /// Makes every not-yet-validated host due now (`retry=true`, PATCH with the same
     /// method), without touching the attempt counters.
     pub fn recheck_now(&mut self, now: i64) {
@@ -505,6 +523,26 @@ mod tests {
         assert_eq!(p.hosts[0].record.method(), DcvMethod::Http);
         assert_eq!(p.hosts[0].check.attempts, 3);
         assert_eq!(p.hosts[0].check.next_due_at, 2000);
+    }
+
+    #[test]
+    fn renewal_windows_follow_the_validity() {
+        let mut p = pack(DcvMethod::Txt);
+        assert_eq!(p.renewal_starts_at(), None);
+        p.certificate = Some(IssuedCertificate {
+            id: "01".into(),
+            chain_pem: String::new(),
+            not_before: 0,
+            not_after: 100 * 86_400,
+            issuer: String::new(),
+            signature: String::new(),
+            issued_at: 0,
+        });
+        for (validity, days) in [(14, 3), (30, 7), (90, 30), (365, 30)] {
+            p.validity_days = validity;
+            assert_eq!(p.renewal_starts_at(), Some((100 - days) * 86_400));
+        }
+        assert_eq!(p.renewal_gives_up_at(), Some(99 * 86_400));
     }
 
     #[test]

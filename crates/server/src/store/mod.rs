@@ -56,6 +56,22 @@ pub struct Page<T> {
     pub total: u64,
 }
 
+/// A lifecycle worker's request for due work.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// Who claims: unique per worker process.
+    pub owner: &'a str,
+    /// The lifecycle's now (Unix seconds), compared with due times, deadlines and expiry.
+    pub now: i64,
+    /// The wall clock's now (Unix seconds), for leases: a lease measures a server's
+    /// liveness, not the lifecycle's (possibly simulated) time.
+    pub wall_now: i64,
+    /// How long the lease lasts.
+    pub lease_secs: i64,
+    /// At most this many packs.
+    pub limit: u64,
+}
+
 /// The server's storage.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -233,6 +249,33 @@ impl Store {
     pub async fn count_packs(&self, zone: &ZoneId) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.count_packs(zone),
+        }
+    }
+
+    /// The pack `id`, whatever its zone (operator commands).
+    pub async fn pack_by_id(&self, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.pack_by_id(id),
+        }
+    }
+
+    /// Leases up to `claim.limit` packs that have lifecycle work due and are not leased
+    /// by a live worker, returning them. Due work: a pending_validation pack with a host
+    /// due (or past its validation deadline), a pending_issuance or pending_deployment
+    /// pack with a host due (its retry time), an active pack with a host due (renewal)
+    /// or past its certificate's `not_after`. Packs held for brand check are never due.
+    /// Selecting and leasing is one transaction, so two servers on one database never
+    /// claim the same pack; an expired lease (a crashed server) is claimable again.
+    pub async fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.claim_due(claim),
+        }
+    }
+
+    /// Gives up `owner`'s lease on a pack (a no-op if it holds none).
+    pub async fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.release(owner, id),
         }
     }
 

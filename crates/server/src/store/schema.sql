@@ -47,7 +47,11 @@ CREATE TABLE IF NOT EXISTS packs (
     cert_issuer         TEXT,
     cert_signature      TEXT,
     cert_issued_at      INTEGER,
-    version             INTEGER NOT NULL
+    version             INTEGER NOT NULL,
+    -- The lifecycle worker that owns the pack's current step, and until when (wall-clock
+    -- Unix seconds). Not part of the pack's version: claiming never conflicts with edits.
+    lease_owner         TEXT,
+    lease_until         INTEGER
 );
 CREATE INDEX IF NOT EXISTS packs_by_zone ON packs(zone_id, seq);
 
@@ -63,7 +67,7 @@ CREATE TABLE IF NOT EXISTS pack_hosts (
     reason          TEXT,
     attempts        INTEGER NOT NULL,
     next_due_at     INTEGER NOT NULL,
-    lease_owner     TEXT,
+    lease_owner     TEXT,              -- unused: leases are per pack (packs.lease_*)
     lease_until     INTEGER,
     PRIMARY KEY (pack_id, position)
 );

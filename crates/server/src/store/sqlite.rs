@@ -8,7 +8,7 @@
 //! Durability: WAL with `synchronous=NORMAL` survives a crash of the process (`kill -9`)
 //! with every committed transaction; only a power loss may lose the last ones.
 
-use super::{PackFilter, Page, StoreError};
+use super::{Claim, PackFilter, Page, StoreError};
 use crate::model::{
     CaChoice, DcvMethod, DcvRecord, HostCheck, Hostname, IssuedCertificate, Pack, PackHost, PackId,
     PackState, Permission, Token, User, Zone, ZoneId,
@@ -69,6 +69,7 @@ impl SqliteStore {
         store.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(SCHEMA)?;
+            add_pack_lease_columns(&tx)?;
             let version: Option<String> = tx
                 .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
                     r.get(0)
@@ -485,6 +486,71 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn pack_by_id(&self, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+                 JOIN pack_hosts h ON h.pack_id = p.id \
+                 WHERE p.id = ?1 ORDER BY h.position"
+            ))?;
+            let rows = stmt.query_map([id.as_str()], pack_row)?;
+            Ok(group_packs(rows)?.pop())
+        })
+    }
+
+    pub(super) fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
+        // One IMMEDIATE transaction selects and leases together: a second server on the
+        // same database waits for it and then sees the lease.
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE packs SET lease_owner = ?1, lease_until = ?2 + ?3 \
+                 WHERE id IN ( \
+                   SELECT p.id FROM packs p \
+                   WHERE (p.lease_until IS NULL OR p.lease_until <= ?2) \
+                     AND p.brand_check = 0 \
+                     AND ( \
+                       (p.state IN ('pending_validation', 'pending_issuance', \
+                                    'pending_deployment', 'active') \
+                        AND EXISTS (SELECT 1 FROM pack_hosts h \
+                                    WHERE h.pack_id = p.id AND h.next_due_at <= ?4)) \
+                       OR (p.state = 'pending_validation' AND p.validation_deadline <= ?4) \
+                       OR (p.state = 'active' AND p.cert_not_after <= ?4)) \
+                   ORDER BY p.seq LIMIT ?5) \
+                 RETURNING zone_id, id",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    claim.owner,
+                    claim.wall_now,
+                    claim.lease_secs,
+                    claim.now,
+                    clamp(claim.limit)
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (zone, id) = row?;
+                out.push((
+                    ZoneId::parse(&zone).map_err(|_| corrupt("zone id", &zone))?,
+                    PackId::parse(&id).map_err(|_| corrupt("pack id", &id))?,
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND lease_owner = ?2",
+                [id.as_str(), owner],
+            )?;
+            Ok(())
+        })
+    }
+
     pub(super) fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
         self.write(|tx| {
             Ok(tx.execute(
@@ -493,6 +559,22 @@ impl SqliteStore {
             )? > 0)
         })
     }
+}
+
+/// Databases created before pack leases existed get their columns (idempotent).
+fn add_pack_lease_columns(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let has: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('packs') WHERE name = 'lease_owner')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        tx.execute_batch(
+            "ALTER TABLE packs ADD COLUMN lease_owner TEXT; \
+             ALTER TABLE packs ADD COLUMN lease_until INTEGER;",
+        )?;
+    }
+    Ok(())
 }
 
 /// SQLite integers are signed: page arithmetic is clamped into them.

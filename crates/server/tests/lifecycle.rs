@@ -1,0 +1,696 @@
+//! The background lifecycle end to end: a real server on loopback, a loopback DNS
+//! server and HTTP origin for the DCV checks, a manual clock for timeouts, renewal and
+//! expiry.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use zonecert_server::App;
+use zonecert_server::clock::ManualClock;
+use zonecert_server::config::Config;
+use zonecert_server::model::schedule::wait_before_next_check;
+use zonecert_server::model::{DcvRecord, Pack, PackId, PackState, ZoneId};
+use zonecert_server::store::Store;
+use zonecert_testkit::{DnsServer, HttpOrigin};
+
+const T0: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+struct Server {
+    base: String,
+    token: String,
+    zone: String,
+    data: PathBuf,
+    store: Store,
+    clock: Arc<ManualClock>,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn config(data: &Path, dns: &DnsServer) -> Config {
+    let mut c = Config::new(data);
+    c.rate_limit = None;
+    c.lifecycle = true;
+    c.dcv_resolvers = vec![dns.addr()];
+    c.dcv_allow_private_addresses = true;
+    c.dcv_timeout = Duration::from_secs(2);
+    c.poll_interval = Duration::from_millis(100);
+    c.retry_wait = Duration::from_secs(5);
+    c
+}
+
+async fn start(dns: &DnsServer, tweak: impl FnOnce(&mut Config)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start_in(dir.path(), dns, ManualClock::new(T0), tweak).await;
+    s._dir = Some(dir);
+    s
+}
+
+async fn start_in(
+    data: &Path,
+    dns: &DnsServer,
+    clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
+    let mut cfg = config(data, dns);
+    tweak(&mut cfg);
+    let app = App::open(cfg, clock.clone()).await.unwrap();
+    let store = app.store().clone();
+    let zone = match store
+        .list_zones(Some("example.com"), None, 0, 1)
+        .await
+        .unwrap()
+        .items
+        .pop()
+    {
+        Some(z) => z,
+        None => zonecert_server::admin::create_zone(&store, "example.com", None, T0)
+            .await
+            .unwrap(),
+    };
+    let token = zonecert_server::admin::create_token(
+        &store,
+        "test",
+        &["SSL and Certificates Write".to_string()],
+        &[],
+        T0,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Server {
+        base: format!("http://{addr}/client/v4"),
+        token: token.secret,
+        zone: zone.id.as_str().to_owned(),
+        data: data.to_owned(),
+        store,
+        clock,
+        http: reqwest::Client::new(),
+        stop: Some(tx),
+        task: Some(task),
+        _dir: None,
+    }
+}
+
+impl Server {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/zones/{}{path}", self.base, self.zone);
+        let mut req = self.http.request(method, url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap();
+        assert!(status.is_success(), "{status}: {v}");
+        v
+    }
+
+    async fn order(&self, hosts: &[&str], method: &str, validity: u32, ca: &str) -> PackId {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/ssl/certificate_packs/order",
+                Some(
+                    json!({"type": "advanced", "hosts": hosts, "validation_method": method,
+                        "validity_days": validity, "certificate_authority": ca}),
+                ),
+            )
+            .await;
+        PackId::parse(v["result"]["id"].as_str().unwrap()).unwrap()
+    }
+
+    async fn verification(&self, retry: bool) -> Vec<Value> {
+        let q = if retry { "?retry=true" } else { "" };
+        let v = self
+            .call(reqwest::Method::GET, &format!("/ssl/verification{q}"), None)
+            .await;
+        v["result"].as_array().unwrap().clone()
+    }
+
+    async fn pack(&self, id: &PackId) -> Pack {
+        let zone = ZoneId::parse(&self.zone).unwrap();
+        self.store.pack(&zone, id).await.unwrap().unwrap()
+    }
+
+    /// Polls the store until `cond` holds (the workers poll every 100 ms).
+    async fn wait_for(&self, id: &PackId, what: &str, cond: impl Fn(&Pack) -> bool) -> Pack {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let p = self.pack(id).await;
+            if cond(&p) {
+                return p;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {p:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+fn txt_values(p: &Pack) -> Vec<(String, String)> {
+    p.hosts
+        .iter()
+        .map(|h| match &h.record {
+            DcvRecord::Txt { name, value } => (name.clone(), value.clone()),
+            other => panic!("not txt: {other:?}"),
+        })
+        .collect()
+}
+
+/// Publishes every TXT record of the pack (values at the same name together).
+fn publish_txt(dns: &DnsServer, p: &Pack) {
+    let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, value) in txt_values(p) {
+        by_name.entry(name).or_default().push(value);
+    }
+    for (name, values) in by_name {
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        dns.set_txt(&name, &refs);
+    }
+}
+
+/// The deployed certificate chains to the built-in CA, names every host, matches the
+/// deployed key and has the ordered validity.
+fn assert_deployed(data: &Path, p: &Pack) {
+    use x509_parser::pem::Pem;
+    let dir = data.join("certs").join(p.id.as_str());
+    let chain = std::fs::read(dir.join("fullchain.pem")).unwrap();
+    let key = std::fs::read_to_string(dir.join("privkey.pem")).unwrap();
+    let pems: Vec<Pem> = Pem::iter_from_buffer(&chain).map(|p| p.unwrap()).collect();
+    assert!(pems.len() >= 2, "leaf and CA");
+    let leaf = pems[0].parse_x509().unwrap();
+    let root = pems.last().unwrap().parse_x509().unwrap();
+    let ca_pem = std::fs::read(data.join("ca").join("ca.pem")).unwrap();
+    let ca = Pem::iter_from_buffer(&ca_pem).next().unwrap().unwrap();
+    assert_eq!(
+        ca.contents,
+        pems.last().unwrap().contents,
+        "chain ends at our CA"
+    );
+    // Each certificate is signed by the next one; the root by itself.
+    for pair in pems.windows(2) {
+        let (child, parent) = (pair[0].parse_x509().unwrap(), pair[1].parse_x509().unwrap());
+        child.verify_signature(Some(parent.public_key())).unwrap();
+    }
+    root.verify_signature(None).unwrap();
+    let sans: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect();
+    let hosts: Vec<String> = p.hosts.iter().map(|h| h.hostname.to_string()).collect();
+    assert_eq!(sans, hosts);
+    let key = rcgen::KeyPair::from_pem(&key).unwrap();
+    assert_eq!(
+        key.public_key_raw(),
+        &*leaf.public_key().subject_public_key.data
+    );
+    let nb = leaf.validity().not_before.timestamp();
+    let na = leaf.validity().not_after.timestamp();
+    assert_eq!(na - nb, i64::from(p.validity_days) * DAY);
+    let cert = p.certificate.as_ref().unwrap();
+    assert_eq!((cert.not_before, cert.not_after), (nb, na));
+    assert_eq!(cert.chain_pem.as_bytes(), &chain[..]);
+    assert!(!cert.chain_pem.contains("PRIVATE KEY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txt_validation_reports_the_reason_then_issues_on_retry() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |_| {}).await;
+    let id = s
+        .order(&["example.com", "*.example.com"], "txt", 90, "lets_encrypt")
+        .await;
+
+    // The first check runs at once and finds nothing.
+    let items = s.verification(true).await;
+    assert_eq!(items.len(), 2);
+    for item in &items {
+        assert_eq!(item["certificate_status"], "authorizing");
+        assert_eq!(item["verification_status"], false, "{item}");
+        let reason = item["verification_error"].as_str().unwrap();
+        assert!(reason.contains("_acme-challenge.example.com"), "{reason}");
+    }
+    let p = s.pack(&id).await;
+    // The order's own check, and maybe a second one for retry=true if the first had
+    // already finished: each on Cloudflare's schedule.
+    for h in &p.hosts {
+        assert!((1..=2).contains(&h.check.attempts), "{h:?}");
+        assert_eq!(
+            h.check.next_due_at,
+            T0 + wait_before_next_check(h.check.attempts - 1),
+            "Cloudflare's schedule"
+        );
+    }
+
+    publish_txt(&dns, &p);
+    let items = s.verification(true).await;
+    let p = if items.iter().all(|i| i["certificate_status"] == "active") {
+        s.pack(&id).await
+    } else {
+        s.wait_for(&id, "active", |p| p.state == PackState::Active)
+            .await
+    };
+    assert_eq!(p.state, PackState::Active);
+    assert!(p.hosts.iter().all(|h| h.check.verified == Some(true)));
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.certificate.as_ref().unwrap().not_before, T0);
+    assert_deployed(&s.data, &p);
+
+    // The pack API shows the certificate; no private key anywhere in it.
+    let v = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/ssl/certificate_packs/{}", id.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(v["result"]["status"], "active");
+    assert!(!v.to_string().contains("PRIVATE KEY"));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_validation_fetches_the_token_from_the_origin() {
+    let dns = DnsServer::start().await;
+    let origin = HttpOrigin::start().await;
+    let s = start(&dns, |c| c.dcv_http_port = origin.port()).await;
+    let id = s.order(&["example.com"], "http", 90, "lets_encrypt").await;
+    let p = s
+        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts == 1)
+        .await;
+    assert_eq!(p.hosts[0].check.verified, Some(false));
+    let DcvRecord::Http { url, body } = &p.hosts[0].record else {
+        panic!("not http")
+    };
+    dns.set_a("example.com", std::net::Ipv4Addr::LOCALHOST);
+    let path = url.strip_prefix("http://example.com").unwrap();
+    origin.set_body(path, 200, body);
+    s.verification(true).await;
+    let p = s
+        .wait_for(&id, "active", |p| p.state == PackState::Active)
+        .await;
+    assert_deployed(&s.data, &p);
+    assert!(
+        origin
+            .requests()
+            .iter()
+            .any(|r| format!("{r:?}").contains(path))
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cname_delegation_validates_and_caa_can_forbid_the_ca() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |_| {}).await;
+    let id = s
+        .order(
+            &["example.com", "shop.example.com"],
+            "txt",
+            90,
+            "lets_encrypt",
+        )
+        .await;
+    s.wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
+        .await;
+    // CAA at the apex names another CA only.
+    dns.set_caa("example.com", &[(0, "issue", "pki.goog")]);
+    s.call(
+        reqwest::Method::PATCH,
+        &format!("/ssl/verification/{}", id.as_str()),
+        Some(json!({"validation_method": "cname"})),
+    )
+    .await;
+    let p = s.pack(&id).await;
+    for h in &p.hosts {
+        let DcvRecord::Cname { name, target } = &h.record else {
+            panic!("not cname: {:?}", h.record)
+        };
+        assert_eq!(name, &format!("_acme-challenge.{}", h.hostname));
+        dns.set_cname(name, target);
+    }
+    s.verification(true).await;
+    let p = s
+        .wait_for(&id, "the CAA refusal", |p| !p.errors.is_empty())
+        .await;
+    assert_eq!(p.state, PackState::PendingValidation);
+    assert!(
+        p.hosts.iter().all(|h| h.check.verified == Some(true)),
+        "DCV itself passed"
+    );
+    assert!(
+        p.errors[0].contains("CAA") && p.errors[0].contains("letsencrypt.org"),
+        "{:?}",
+        p.errors
+    );
+    assert!(p.certificate.is_none());
+    let v = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/ssl/certificate_packs/{}", id.as_str()),
+            None,
+        )
+        .await;
+    assert!(v.to_string().contains("CAA"), "the error is shown: {v}");
+
+    // Allowing the CA lets the next CAA check (on the schedule) through.
+    dns.set_caa("example.com", &[(0, "issue", "letsencrypt.org")]);
+    let due = p.hosts[0].check.next_due_at;
+    assert!(due > T0, "CAA is checked again on the schedule");
+    s.clock.set(due);
+    let p = s
+        .wait_for(&id, "active", |p| p.state == PackState::Active)
+        .await;
+    assert!(p.errors.is_empty());
+    assert_deployed(&s.data, &p);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_times_out_after_the_token_lifetime_and_patch_restarts() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |_| {}).await;
+    let id = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
+    let before = s
+        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts == 1)
+        .await;
+    s.clock.advance(7 * DAY + 1);
+    let items = s.verification(true).await;
+    let p = if items[0]["certificate_status"] == "timing_out" {
+        s.pack(&id).await
+    } else {
+        s.wait_for(&id, "timeout", |p| p.state == PackState::ValidationTimedOut)
+            .await
+    };
+    assert_eq!(p.state, PackState::ValidationTimedOut);
+    assert_eq!(
+        s.verification(false).await[0]["certificate_status"],
+        "timing_out"
+    );
+
+    let v = s
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/ssl/verification/{}", id.as_str()),
+            Some(json!({"validation_method": "txt"})),
+        )
+        .await;
+    assert_ne!(v["result"]["status"], "validation_timed_out");
+    let p = s.pack(&id).await;
+    assert_eq!(p.state, PackState::PendingValidation);
+    assert_ne!(txt_values(&p), txt_values(&before), "fresh tokens");
+    assert_eq!(p.validation_deadline, s.clock_now() + 7 * DAY);
+    publish_txt(&dns, &p);
+    s.verification(true).await;
+    s.wait_for(&id, "active", |p| p.state == PackState::Active)
+        .await;
+    s.shutdown().await;
+}
+
+impl Server {
+    fn clock_now(&self) -> i64 {
+        use zonecert_server::clock::Clock;
+        self.clock.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_reissues_in_the_window_and_an_unrenewed_pack_expires() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |_| {}).await;
+    let id = s
+        .order(&["example.com", "www.example.com"], "txt", 30, "google")
+        .await;
+    let p = s
+        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
+        .await;
+    publish_txt(&dns, &p);
+    s.verification(true).await;
+    let first = s
+        .wait_for(&id, "active", |p| p.state == PackState::Active)
+        .await;
+    let first_cert = first.certificate.clone().unwrap();
+    assert_eq!(first_cert.not_after, T0 + 30 * DAY);
+
+    // Just before the window (7 days before expiry for 30-day certificates): nothing.
+    s.clock.set(T0 + 22 * DAY);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.pack(&id).await.certificate.unwrap().id, first_cert.id);
+
+    // In the window: the records are checked again and a new certificate deployed.
+    s.clock.set(T0 + 23 * DAY + 10);
+    let renewed = s
+        .wait_for(&id, "a renewed certificate", |p| {
+            p.state == PackState::Active
+                && p.certificate
+                    .as_ref()
+                    .is_some_and(|c| c.id != first_cert.id)
+        })
+        .await;
+    let cert = renewed.certificate.clone().unwrap();
+    assert_eq!(cert.not_before, T0 + 23 * DAY + 10);
+    assert_eq!(cert.not_after, T0 + 53 * DAY + 10);
+    assert_deployed(&s.data, &renewed);
+
+    // The records disappear: renewal fails, is recorded, and the pack stays active.
+    for (name, _) in txt_values(&renewed) {
+        dns.remove(&name);
+    }
+    s.clock.set(T0 + 46 * DAY + 20);
+    let failing = s
+        .wait_for(&id, "a renewal error", |p| !p.errors.is_empty())
+        .await;
+    assert_eq!(failing.state, PackState::Active);
+    assert!(
+        failing.errors[0].starts_with("renewal"),
+        "{:?}",
+        failing.errors
+    );
+    assert_eq!(failing.certificate.as_ref().unwrap().id, cert.id);
+
+    // Past not_after with no renewal: expired.
+    s.clock.set(cert.not_after + 1);
+    let expired = s
+        .wait_for(&id, "expiry", |p| p.state == PackState::Expired)
+        .await;
+    assert_eq!(expired.certificate.unwrap().id, cert.id);
+    assert_eq!(
+        s.verification(false).await[0]["certificate_status"],
+        "expired"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brand_check_holds_a_pack_until_an_operator_approves() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |c| c.brand_keywords = vec!["paypal".into()]).await;
+    let held = s
+        .order(
+            &["example.com", "paypal.example.com"],
+            "txt",
+            90,
+            "lets_encrypt",
+        )
+        .await;
+    let rejected = s
+        .order(
+            &["example.com", "paypal-login.example.com"],
+            "txt",
+            90,
+            "lets_encrypt",
+        )
+        .await;
+    let plain = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
+    s.wait_for(&plain, "a first check", |p| p.hosts[0].check.attempts == 1)
+        .await;
+    let items = s.verification(false).await;
+    let item = items
+        .iter()
+        .find(|i| i["hostname"] == "paypal.example.com")
+        .unwrap();
+    assert_eq!(item["brand_check"], true);
+    assert_eq!(item["certificate_status"], "authorizing");
+    let p = s.pack(&held).await;
+    assert_eq!(p.hosts[0].check.attempts, 0, "held packs are not checked");
+
+    zonecert_server::admin::reject_pack(&s.store, rejected.as_str())
+        .await
+        .unwrap();
+    assert!(
+        s.store.pack_by_id(&rejected).await.unwrap().is_none(),
+        "rejected packs are deleted"
+    );
+
+    publish_txt(&dns, &p);
+    let approved = zonecert_server::admin::approve_pack(&s.store, held.as_str(), T0)
+        .await
+        .unwrap();
+    assert!(!approved.brand_check);
+    s.verification(true).await;
+    s.wait_for(&held, "active", |p| p.state == PackState::Active)
+        .await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_validation_waits_for_an_operator() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |_| {}).await;
+    let id = s.order(&["example.com"], "email", 90, "google").await;
+    let items = s.verification(true).await;
+    assert_eq!(items[0]["verification_status"], false);
+    assert!(
+        items[0]["verification_error"]
+            .as_str()
+            .unwrap()
+            .contains("zonecert pack approve")
+    );
+    let p = s.pack(&id).await;
+    assert_eq!(
+        p.hosts[0].check.next_due_at, p.validation_deadline,
+        "no polling"
+    );
+    zonecert_server::admin::approve_pack(&s.store, id.as_str(), T0)
+        .await
+        .unwrap();
+    s.verification(true).await;
+    let p = s
+        .wait_for(&id, "active", |p| p.state == PackState::Active)
+        .await;
+    assert_deployed(&s.data, &p);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_database_never_run_the_same_check_twice() {
+    let dns = DnsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let a = start_in(dir.path(), &dns, clock.clone(), |_| {}).await;
+    let b = start_in(dir.path(), &dns, clock.clone(), |_| {}).await;
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        ids.push(
+            s.order(
+                &["example.com", &format!("h{i}.example.com")],
+                "txt",
+                90,
+                "google",
+            )
+            .await,
+        );
+    }
+    for id in &ids {
+        a.wait_for(id, "a first check", |p| p.hosts[0].check.attempts >= 1)
+            .await;
+    }
+    // Both keep polling; nothing is due again until the clock moves.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        let p = a.pack(id).await;
+        assert!(
+            p.hosts.iter().all(|h| h.check.attempts == 1),
+            "checked exactly once: {p:?}"
+        );
+    }
+    // One schedule slot later: exactly one more check each.
+    clock.advance(60);
+    for id in &ids {
+        a.wait_for(id, "a second check", |p| p.hosts[0].check.attempts >= 2)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        let p = a.pack(id).await;
+        assert!(p.hosts.iter().all(|h| h.check.attempts == 2), "{p:?}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_servers_claim_runs_again_when_its_lease_expires() {
+    use zonecert_server::clock::{Clock, SystemClock};
+    use zonecert_server::model::{CaChoice, DcvMethod, Hostname};
+    use zonecert_server::store::Claim;
+    let dns = DnsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A server that claimed the pack and died (kill -9) before writing any outcome.
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let zone = zonecert_server::admin::create_zone(&store, "example.com", None, T0)
+        .await
+        .unwrap();
+    let pack = Pack::order(
+        zone.id.clone(),
+        vec![Hostname::parse("example.com").unwrap()],
+        DcvMethod::Txt,
+        90,
+        CaChoice::LetsEncrypt,
+        false,
+        "x.dcv.test",
+        T0,
+    );
+    store.insert_pack(&pack, 100).await.unwrap();
+    let claim = Claim {
+        owner: "crashed",
+        now: T0,
+        wall_now: SystemClock.now(),
+        lease_secs: 2,
+        limit: 10,
+    };
+    assert_eq!(store.claim_due(&claim).await.unwrap().len(), 1);
+    assert!(
+        store.claim_due(&claim).await.unwrap().is_empty(),
+        "a leased pack is not claimed twice"
+    );
+
+    let s = start_in(dir.path(), &dns, ManualClock::new(T0), |c| {
+        c.lease = Duration::from_secs(2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.pack(&pack.id).await.hosts[0].check.attempts,
+        0,
+        "the lease is respected"
+    );
+    let p = s
+        .wait_for(&pack.id, "the check after the lease", |p| {
+            p.hosts[0].check.attempts == 1
+        })
+        .await;
+    assert_eq!(p.hosts[0].check.verified, Some(false));
+    s.shutdown().await;
+}
