@@ -7,6 +7,7 @@
 # Usage: bench/verification.sh          (from the repository root or anywhere)
 # Knobs (environment): ZONES=10000 DURATION=10 WARMUP=3 CONNECTIONS=64 WRK_THREADS=2
 #   SERVER_CPU=0 LOAD_CPU=1 DATA_DIR=<dir to keep/reuse the loaded data> SKIP_BUILD=1
+#   ZONECERT_BIN=<binary to measure instead of target/release/zonecert>
 # Everything runs on 127.0.0.1 only.
 set -euo pipefail
 
@@ -35,7 +36,7 @@ for tool in taskset python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 
-bin="$root/target/release/zonecert"
+bin=${ZONECERT_BIN:-$root/target/release/zonecert}
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   log "building (release)"
   (cd "$root" && cargo build --release -p zonecert >&2)
@@ -113,7 +114,7 @@ log "server pid $server_pid on CPU $SERVER_CPU at $base"
 # Sanity: one zone's view holds its 2 packs x 2 hosts.
 first=$(head -n1 "$ids_file")
 curl -fsS -H "Authorization: Bearer $reader" "$base/client/v4/zones/$first/ssl/verification" |
-  python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["success"], d; print(f"sanity: {len(d[\"result\"])} verification entries for one zone", file=sys.stderr)'
+  python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["success"], d; print("sanity:", len(d["result"]), "verification entries for one zone", file=sys.stderr)'
 
 # wrk run: label, then wrk's trailing arguments. Prints "label req/s p50_us p99_us errors".
 run_wrk() {
