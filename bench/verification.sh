@@ -125,11 +125,21 @@ run_wrk() {
   echo "$out" | grep '^RESULT' | sed "s/^RESULT/$label/"
 }
 
-measure() { # label, url, lua args...
+# The server's CPU time so far (user + system) in clock ticks: req/s depends on how much
+# of its core the server got on a shared machine; CPU time per request does not.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick_hz=$(getconf CLK_TCK)
+
+measure() { # label, url, lua args... Prints wrk's fields plus cpu_us (server CPU per request).
   local label=$1 url=$2; shift 2
   log "$label: warm-up ${WARMUP}s, then ${DURATION}s"
   run_wrk warmup "$WARMUP" "$url" -- "$@" >/dev/null
-  run_wrk "$label" "$DURATION" "$url" -- "$@"
+  local before after line requests
+  before=$(cpu_ticks "$server_pid")
+  line=$(run_wrk "$label" "$DURATION" "$url" -- "$@")
+  after=$(cpu_ticks "$server_pid")
+  requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
+  echo "$line cpu_us=$(( (after - before) * 1000000 / tick_hz / (requests > 0 ? requests : 1) ))"
 }
 
 floor=$(measure floor "$base/healthz" static)
@@ -152,11 +162,14 @@ rss_mb = int(sys.argv[3]) / 1024
 min_ratio, max_p99, max_rss = float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
 routes = [("GET /healthz (floor)", floor), ("GET /zones/{random}/ssl/verification", verif)]
 print()
-print(f"{'route':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} {'errors':>7}")
+print(f"{'route':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} "
+      f"{'CPU us/req':>11} {'errors':>7}")
 for name, f in routes:
     errors = f["status_errors"] + f["socket_errors"]
     print(f"{name:<40} {f['rps']:>9.0f} {f['p50_us']/1000:>8.2f} {f['p99_us']/1000:>8.2f} "
-          f"{f['rps']/floor['rps']:>9.2f} {errors:>7}")
+          f"{f['rps']/floor['rps']:>9.2f} {f['cpu_us']:>11} {errors:>7}")
+print(f"server CPU per request, verification / floor: {verif['cpu_us'] / max(floor['cpu_us'], 1):.2f} "
+      "(ratio of CPU costs; steadier than req/s when the machine is shared)")
 print(f"server peak RSS (VmHWM, both runs): {rss_mb:.1f} MB")
 print()
 ratio = verif["rps"] / floor["rps"]
