@@ -53,6 +53,7 @@ cleanup() {
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
+  if [[ -s "$work/server.err" ]] && grep -qiE "panic|error" "$work/server.err"; then echo "server log:" >&2; tail -n 20 "$work/server.err" >&2; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -137,6 +138,14 @@ measure() { # label, url, lua args... Prints wrk's fields plus cpu_us (server CP
   local before after line requests
   before=$(cpu_ticks "$server_pid")
   line=$(run_wrk "$label" "$DURATION" "$url" -- "$@")
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    local status=0
+    wait "$server_pid" || status=$?
+    echo "the server exited during the $label run (status $status); its log:" >&2
+    tail -n 20 "$work/server.err" >&2
+    server_pid=""
+    exit 1
+  fi
   after=$(cpu_ticks "$server_pid")
   requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
   echo "$line cpu_us=$(( (after - before) * 1000000 / tick_hz / (requests > 0 ? requests : 1) ))"

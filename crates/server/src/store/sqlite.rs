@@ -99,15 +99,8 @@ impl SqliteStore {
             StoreError::Backend(format!("opening {}: {e}", self.inner.path.display()))
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // Reads map the database file instead of copying pages through read(2): with
-        // SQLite's default 2 MB page cache, a random zone lookup on a database of
-        // thousands of zones misses the cache on most requests and the copies dominated
-        // the verification endpoint (see docs/benchmarks.md). The mapping shares the
-        // kernel's page cache, so memory grows with the file, not with the connections'
-        // private caches.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA mmap_size = 268435456;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
