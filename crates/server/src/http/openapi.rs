@@ -351,16 +351,20 @@ impl Transform for OmitNullFromOptional {
     }
 }
 
-fn is_null_type(v: &Value) -> bool {
-    v.get("type").and_then(Value::as_str) == Some("null")
+/// A schema that only allows `null`: `{"type": "null"}`, or after the OpenAPI
+/// transforms `{"nullable": true, "enum": [null]}`.
+fn only_null(v: &Value) -> bool {
+    v.get("type").and_then(Value::as_str) == Some("null") || v.get("enum") == Some(&json!([null]))
 }
 
-/// `{"type": ["string", "null"]}` as `{"type": "string"}`, and `{"anyOf": [S,
-/// {"type": "null"}]}` as `S`.
+/// The schema without `null`: `{"type": ["string", "null"]}` as `{"type": "string"}`,
+/// `nullable` dropped, and `{"anyOf": [S, <null>]}` as `S` (a `$ref` with the
+/// field's description beside it goes into `allOf`, as OpenAPI 3.0 wants).
 fn without_null(schema: &mut Value) {
     let Some(obj) = schema.as_object_mut() else {
         return;
     };
+    obj.remove("nullable");
     if let Some(Value::Array(types)) = obj.get_mut("type") {
         types.retain(|t| t != "null");
         if types.len() == 1 {
@@ -368,20 +372,28 @@ fn without_null(schema: &mut Value) {
             obj.insert("type".into(), only);
         }
     }
-    if let Some(Value::Array(branches)) = obj.get_mut("anyOf")
-        && branches.iter().any(is_null_type)
-    {
-        branches.retain(|b| !is_null_type(b));
-        if branches.len() == 1 {
-            let only = branches.remove(0);
-            obj.remove("anyOf");
-            // The field's own keys (its description) stay beside the branch's.
-            if let Value::Object(branch) = only {
-                for (k, v) in branch {
-                    obj.entry(k).or_insert(v);
-                }
+    let Some(Value::Array(branches)) = obj.get_mut("anyOf") else {
+        return;
+    };
+    if !branches.iter().any(only_null) {
+        return;
+    }
+    branches.retain(|b| !only_null(b));
+    if branches.len() != 1 {
+        return;
+    }
+    let only = branches.remove(0);
+    obj.remove("anyOf");
+    match only {
+        Value::Object(branch) if branch.contains_key("$ref") => {
+            obj.insert("allOf".into(), json!([branch]));
+        }
+        Value::Object(branch) => {
+            for (k, v) in branch {
+                obj.entry(k).or_insert(v);
             }
         }
+        _ => {}
     }
 }
 
@@ -446,10 +458,12 @@ fn build() -> Value {
     let error_name = definition_name(&generator.subschema_for::<api::Envelope<()>>());
 
     let mut paths = Map::new();
+    let mut success_envelopes = Vec::new();
     for op in OPERATIONS {
         let mut parameters = path_parameters(op.path);
         parameters.extend(op.query.iter().map(query_parameter));
         let response = (op.response)(&mut generator);
+        success_envelopes.extend(definition_name(&response));
         let mut operation = json!({
             "operationId": op.operation_id,
             "summary": op.summary,
@@ -496,6 +510,14 @@ fn build() -> Value {
     }
     let mut schemas = generator.take_definitions(true);
     add_check_details(&mut schemas);
+    // These envelopes are only ever 200 answers (failures use ErrorEnvelope): they
+    // always succeed and always carry a result.
+    for name in &success_envelopes {
+        if let Some(properties) = schemas.get_mut(name).and_then(|s| s.get_mut("properties")) {
+            properties["success"]["enum"] = json!([true]);
+            without_null(&mut properties["result"]);
+        }
+    }
     let error = error_envelope(&mut schemas, error_name.as_deref());
     schemas.insert("ErrorEnvelope".into(), error);
     json!({
