@@ -432,8 +432,16 @@ fn error_envelope(definitions: &mut Map<String, Value>, name: Option<&str>) -> V
     };
     schema["description"] =
         json!("A failed call: `success` is false, `errors` says why, `result` is null.");
-    schema["properties"]["success"]["enum"] = json!([false]);
-    schema["properties"]["errors"]["minItems"] = json!(1);
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        // The serde defaults (`false`, `[]`) are for decoding; in a failure they would
+        // contradict the constraints below.
+        properties["success"] = json!({"type": "boolean", "enum": [false]});
+        properties["errors"]["minItems"] = json!(1);
+        properties["errors"]["description"] = json!("Why the call failed.");
+        if let Some(Value::Object(errors)) = properties.get_mut("errors") {
+            errors.remove("default");
+        }
+    }
     schema
 }
 
@@ -514,7 +522,7 @@ fn build() -> Value {
     // always succeed and always carry a result.
     for name in &success_envelopes {
         if let Some(properties) = schemas.get_mut(name).and_then(|s| s.get_mut("properties")) {
-            properties["success"]["enum"] = json!([true]);
+            properties["success"] = json!({"type": "boolean", "enum": [true]});
             without_null(&mut properties["result"]);
         }
     }
