@@ -32,7 +32,8 @@ pub struct Envelope<T> {
     #[serde(default)]
     pub messages: Vec<ResponseMessage>,
     /// The payload; `null` on failure.
-    #[serde(default)]
+    // A path rather than plain `default`: serde would otherwise demand `T: Default`.
+    #[serde(default = "Option::<T>::default")]
     pub result: Option<T>,
     /// Pagination of list endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -637,11 +637,14 @@ async fn real_answers_fit_the_documented_schemas() {
         200,
     )
     .await;
-    let verification = check(
+    // The documentation's pack is active (its method cannot change): edit the new one.
+    let ordered_id = ordered["result"]["id"].as_str().unwrap().to_owned();
+    let verification = check_pack(
         &s,
         &doc,
         "PATCH",
         "/zones/{zone_id}/ssl/verification/{certificate_pack_id}",
+        &ordered_id,
         Some(json!({"validation_method": "txt"})),
         200,
     )
