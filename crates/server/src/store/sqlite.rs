@@ -432,8 +432,7 @@ impl SqliteStore {
                  JOIN pack_hosts h ON h.pack_id = p.id \
                  WHERE p.zone_id = ?1 AND p.id = ?2 ORDER BY h.position"
             ))?;
-            let rows = stmt.query_map([zone.as_str(), id.as_str()], pack_row)?;
-            Ok(group_packs(rows)?.pop())
+            Ok(read_packs(stmt.query([zone.as_str(), id.as_str()])?)?.pop())
         })
     }
 
@@ -443,27 +442,26 @@ impl SqliteStore {
     ) -> Result<Option<(Zone, Vec<Pack>)>, StoreError> {
         self.with_conn(|conn| {
             // One read transaction: one snapshot, and one lock round-trip instead of two.
-            let tx = conn.transaction()?;
-            let zone = tx
-                .prepare_cached("SELECT id, name, created_at FROM zones WHERE id = ?1")?
-                .query_row([id.as_str()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
-                })
-                .optional()?;
-            let Some(zone) = zone else {
-                return Ok(None);
-            };
-            let packs = {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+            read_snapshot(conn, |tx| {
+                let zone = tx
+                    .prepare_cached("SELECT id, name, created_at FROM zones WHERE id = ?1")?
+                    .query_row([id.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                let Some(zone) = zone else {
+                    return Ok(None);
+                };
+                let packs = {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
                      JOIN pack_hosts h ON h.pack_id = p.id \
                      WHERE p.zone_id = ?1 ORDER BY p.seq, h.position"
-                ))?;
-                let rows = stmt.query_map([id.as_str()], pack_row)?;
-                group_packs(rows)?
-            };
-            tx.commit()?;
-            Ok(Some((zone_from_parts(zone)?, packs)))
+                    ))?;
+                    read_packs(stmt.query([id.as_str()])?)?
+                };
+                Ok(Some((zone_from_parts(zone)?, packs)))
+            })
         })
     }
 
@@ -474,8 +472,7 @@ impl SqliteStore {
                  JOIN pack_hosts h ON h.pack_id = p.id \
                  WHERE p.zone_id = ?1 ORDER BY p.seq, h.position"
             ))?;
-            let rows = stmt.query_map([zone.as_str()], pack_row)?;
-            group_packs(rows)
+            read_packs(stmt.query([zone.as_str()])?)
         })
     }
 
@@ -499,12 +496,14 @@ impl SqliteStore {
                   ORDER BY seq LIMIT ?3 OFFSET ?4) p \
                  JOIN pack_hosts h ON h.pack_id = p.id ORDER BY p.seq, h.position"
             ))?;
-            let rows = stmt.query_map(
-                params![zone.as_str(), only_active, clamp(limit), clamp(offset)],
-                pack_row,
-            )?;
+            let rows = stmt.query(params![
+                zone.as_str(),
+                only_active,
+                clamp(limit),
+                clamp(offset)
+            ])?;
             Ok(Page {
-                items: group_packs(rows)?,
+                items: read_packs(rows)?,
                 total: total.max(0) as u64,
             })
         })
@@ -526,8 +525,7 @@ impl SqliteStore {
                  JOIN pack_hosts h ON h.pack_id = p.id \
                  WHERE p.id = ?1 ORDER BY h.position"
             ))?;
-            let rows = stmt.query_map([id.as_str()], pack_row)?;
-            Ok(group_packs(rows)?.pop())
+            Ok(read_packs(stmt.query([id.as_str()])?)?.pop())
         })
     }
 
@@ -703,12 +701,6 @@ const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.validity_days,
 const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
 
-/// One joined row: the pack's columns (raw) and one host.
-struct PackRow {
-    pack: RawPack,
-    host: RawHost,
-}
-
 struct RawPack {
     id: String,
     zone_id: String,
@@ -744,62 +736,85 @@ struct RawHost {
     next_due_at: i64,
 }
 
-fn pack_row(r: &Row<'_>) -> rusqlite::Result<PackRow> {
-    Ok(PackRow {
-        pack: RawPack {
-            id: r.get(0)?,
-            zone_id: r.get(1)?,
-            state: r.get(2)?,
-            method: r.get(3)?,
-            validity_days: r.get(4)?,
-            ca: r.get(5)?,
-            cloudflare_branding: r.get(6)?,
-            brand_check: r.get(7)?,
-            errors: r.get(8)?,
-            created_at: r.get(9)?,
-            updated_at: r.get(10)?,
-            validation_deadline: r.get(11)?,
-            cert_id: r.get(12)?,
-            cert_chain_pem: r.get(13)?,
-            cert_not_before: r.get(14)?,
-            cert_not_after: r.get(15)?,
-            cert_issuer: r.get(16)?,
-            cert_signature: r.get(17)?,
-            cert_issued_at: r.get(18)?,
-            version: r.get(19)?,
-        },
-        host: RawHost {
-            hostname: r.get(20)?,
-            kind: r.get(21)?,
-            name: r.get(22)?,
-            value: r.get(23)?,
-            verified: r.get(24)?,
-            last_checked_at: r.get(25)?,
-            reason: r.get(26)?,
-            attempts: r.get(27)?,
-            next_due_at: r.get(28)?,
-        },
+/// The pack columns (`PACK_COLUMNS`, first) of a joined row.
+fn raw_pack(r: &Row<'_>) -> rusqlite::Result<RawPack> {
+    Ok(RawPack {
+        id: r.get(0)?,
+        zone_id: r.get(1)?,
+        state: r.get(2)?,
+        method: r.get(3)?,
+        validity_days: r.get(4)?,
+        ca: r.get(5)?,
+        cloudflare_branding: r.get(6)?,
+        brand_check: r.get(7)?,
+        errors: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        validation_deadline: r.get(11)?,
+        cert_id: r.get(12)?,
+        cert_chain_pem: r.get(13)?,
+        cert_not_before: r.get(14)?,
+        cert_not_after: r.get(15)?,
+        cert_issuer: r.get(16)?,
+        cert_signature: r.get(17)?,
+        cert_issued_at: r.get(18)?,
+        version: r.get(19)?,
     })
 }
 
-/// Folds joined rows (ordered by pack, then host) into packs.
-fn group_packs(
-    rows: impl Iterator<Item = rusqlite::Result<PackRow>>,
-) -> Result<Vec<Pack>, StoreError> {
+/// The host columns (`HOST_COLUMNS`, after the pack's) of a joined row.
+fn raw_host(r: &Row<'_>) -> rusqlite::Result<RawHost> {
+    Ok(RawHost {
+        hostname: r.get(20)?,
+        kind: r.get(21)?,
+        name: r.get(22)?,
+        value: r.get(23)?,
+        verified: r.get(24)?,
+        last_checked_at: r.get(25)?,
+        reason: r.get(26)?,
+        attempts: r.get(27)?,
+        next_due_at: r.get(28)?,
+    })
+}
+
+/// Folds joined rows (ordered by pack, then host) into packs. A pack's own columns
+/// repeat on each of its host rows; they are decoded once, on its first row.
+fn read_packs(mut rows: rusqlite::Rows<'_>) -> Result<Vec<Pack>, StoreError> {
     let mut packs: Vec<Pack> = Vec::new();
-    for row in rows {
-        let row = row?;
-        let host = host_from_raw(row.host)?;
-        match packs.last_mut() {
-            Some(last) if last.id.as_str() == row.pack.id => last.hosts.push(host),
-            _ => {
-                let mut pack = pack_from_raw(row.pack)?;
-                pack.hosts.push(host);
-                packs.push(pack);
-            }
+    while let Some(row) = rows.next()? {
+        let continues = match (packs.last(), row.get_ref(0)?.as_str()) {
+            (Some(last), Ok(id)) => last.id.as_str() == id,
+            _ => false,
+        };
+        if !continues {
+            packs.push(pack_from_raw(raw_pack(row)?)?);
+        }
+        let host = host_from_raw(raw_host(row)?)?;
+        if let Some(pack) = packs.last_mut() {
+            pack.hosts.push(host);
         }
     }
     Ok(packs)
+}
+
+/// Runs `f` in one read transaction (one snapshot of the database). BEGIN and COMMIT are
+/// cached statements: on the request path, re-preparing them showed in profiles.
+fn read_snapshot<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let out = f(conn);
+    let end = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]));
+    if end.is_err() {
+        // Never leave the thread's connection inside a transaction (a stale snapshot).
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let out = out?;
+    end?;
+    Ok(out)
 }
 
 fn pack_from_raw(p: RawPack) -> Result<Pack, StoreError> {
