@@ -175,13 +175,21 @@ async fn lifecycle_phases(
     let mut zone_names = Vec::with_capacity(packs);
     for i in 0..packs {
         let name = format!("z{i:05}.bench.test");
-        zones.push(admin::create_zone(&store, &name, None, now).await?.id.to_string());
+        zones.push(
+            admin::create_zone(&store, &name, None, now)
+                .await?
+                .id
+                .to_string(),
+        );
         zone_names.push(name);
     }
     let mut retry_zones = Vec::new();
     for i in 0..args.retry_samples {
         let name = format!("r{i:05}.bench.test");
-        let id = admin::create_zone(&store, &name, None, now).await?.id.to_string();
+        let id = admin::create_zone(&store, &name, None, now)
+            .await?
+            .id
+            .to_string();
         retry_zones.push((id, name));
     }
     let token = admin::create_token(
@@ -284,11 +292,10 @@ async fn lifecycle_phases(
     let rss_end = srv.peak_rss_kib()?;
     srv.stop().await?;
 
-    let all_active = progress.all_active.context("not every pack became active")?;
-    let checks_secs = progress
-        .all_verified
-        .unwrap_or(all_active)
-        .as_secs_f64();
+    let all_active = progress
+        .all_active
+        .context("not every pack became active")?;
+    let checks_secs = progress.all_verified.unwrap_or(all_active).as_secs_f64();
     let checks_rate = args.hosts as f64 / checks_secs;
     let first_cert = progress.first_cert.unwrap_or_default();
     let issue_span = progress.last_cert.unwrap_or(all_active) - first_cert;
@@ -362,7 +369,10 @@ async fn lifecycle_phases(
     ));
     rows.push(latency_row("GET verification, idle (workers off)", &idle));
     rows.push(latency_row("GET verification, while the run runs", &busy));
-    rows.push(latency_row("GET verification, idle after (workers on)", &after));
+    rows.push(latency_row(
+        "GET verification, idle after (workers on)",
+        &after,
+    ));
     rows.push(row(
         "GET p99 during / p99 idle",
         format!("{ratio:.2}"),
@@ -394,7 +404,10 @@ async fn lifecycle_phases(
     ));
     rows.push(row(
         "  of which the POST / the retry GET (medians)",
-        format!("{:.1} ms / {:.1} ms", retry.post_median_ms, retry.get_median_ms),
+        format!(
+            "{:.1} ms / {:.1} ms",
+            retry.post_median_ms, retry.get_median_ms
+        ),
         "",
         None,
     ));
@@ -539,16 +552,10 @@ struct Progress {
 
 /// Polls the server's database (read-only queries, every 20 ms) until `packs` packs are
 /// active or ten minutes pass.
-async fn watch_progress(
-    db: PathBuf,
-    packs: usize,
-    started: Instant,
-) -> anyhow::Result<Progress> {
+async fn watch_progress(db: PathBuf, packs: usize, started: Instant) -> anyhow::Result<Progress> {
     tokio::task::spawn_blocking(move || {
-        let conn = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let mut p = Progress::default();
         let mut stmt = conn.prepare(
@@ -710,7 +717,10 @@ async fn memory_phase(
     for i in 0..zone_count {
         let apex = format!("m{i:05}.bench.test");
         let zone = admin::create_zone(&store, &apex, None, now).await?;
-        let hosts = vec![Hostname::parse(&apex)?, Hostname::parse(&format!("*.{apex}"))?];
+        let hosts = vec![
+            Hostname::parse(&apex)?,
+            Hostname::parse(&format!("*.{apex}"))?,
+        ];
         for _ in 0..left.min(PACKS_PER_STORED_ZONE) {
             let pack = Pack::order(
                 zone.id.clone(),
@@ -729,9 +739,15 @@ async fn memory_phase(
         left = left.saturating_sub(PACKS_PER_STORED_ZONE);
         zones.push(zone.id.to_string());
     }
-    let token = admin::create_token(&store, "bench", &["SSL and Certificates Read".into()], &[], now)
-        .await?
-        .secret;
+    let token = admin::create_token(
+        &store,
+        "bench",
+        &["SSL and Certificates Read".into()],
+        &[],
+        now,
+    )
+    .await?
+    .secret;
     drop(store);
     eprintln!("== stored in {:.1} s", t.elapsed().as_secs_f64());
     let zones = Arc::new(zones);

@@ -94,7 +94,9 @@ impl Server {
             Ok(fields.get(i).context("short /proc stat")?.parse()?)
         };
         let total = ticks(11)? + ticks(12)?;
-        Ok(Duration::from_secs_f64(total as f64 / clock_ticks()? as f64))
+        Ok(Duration::from_secs_f64(
+            total as f64 / clock_ticks()? as f64,
+        ))
     }
 
     /// SIGTERM, then waits for a clean exit.
@@ -136,7 +138,9 @@ fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
 }
 
 fn clock_ticks() -> anyhow::Result<u64> {
-    let out = std::process::Command::new("getconf").arg("CLK_TCK").output()?;
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
