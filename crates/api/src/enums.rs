@@ -7,15 +7,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Declares a `#[non_exhaustive]` string enum with an `Other(String)` fallback,
-/// its serde impls, `as_str`, `Display` and `FromStr` (which never fails).
+/// its serde impls, `as_str`, `Display` and `FromStr` (which never fails), and with
+/// the `schema` feature its JSON schema: a string enum of the known values.
 macro_rules! string_enum {
     (
-        $(#[$meta:meta])*
+        $(#[doc = $doc:literal])*
         pub enum $name:ident {
             $( $(#[$vmeta:meta])* $variant:ident => $wire:literal, )+
         }
     ) => {
-        $(#[$meta])*
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum $name {
@@ -68,6 +69,24 @@ macro_rules! string_enum {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(deserializer)?;
                 Ok(Self::parse_known(&s).unwrap_or($name::Other(s)))
+            }
+        }
+
+        /// The known values as a string enum. The `Other` fallback is not in the schema:
+        /// a value outside the list is a value this version does not know yet, which
+        /// clients keep rather than reject (the description says so).
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+
+            fn schema_id() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(concat!(module_path!(), "::", stringify!($name)))
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                crate::schema::string_enum(&[$($doc),*], &[$($wire),+])
             }
         }
     };

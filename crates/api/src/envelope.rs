@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(env.result, Some(vec![1, 2]));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+// The doc comment's example is for Rust readers; the schema gets a sentence.
+#[cfg_attr(
+    feature = "schema",
+    schemars(
+        rename = "Envelope_{T}",
+        description = "The envelope every answer comes in: `success`, `errors`, `messages`, \
+                       `result`, and `result_info` on lists."
+    )
+)]
 pub struct Envelope<T> {
     /// Whether the call succeeded.
     #[serde(default)]
@@ -22,15 +32,12 @@ pub struct Envelope<T> {
     #[serde(default)]
     pub messages: Vec<ResponseMessage>,
     /// The payload; `null` on failure.
-    #[serde(default = "none")]
+    // A path rather than plain `default`: serde would otherwise demand `T: Default`.
+    #[serde(default = "Option::<T>::default")]
     pub result: Option<T>,
     /// Pagination of list endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_info: Option<ResultInfo>,
-}
-
-fn none<T>() -> Option<T> {
-    None
 }
 
 impl<T> Envelope<T> {
@@ -62,8 +69,10 @@ impl<T> Envelope<T> {
 /// Codes are integers of 1000 and more; they are kept as `u32` (Cloudflare's codes
 /// pass 65,535, so a `u16` would truncate them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResponseMessage {
     /// The numeric code, e.g. `10000` for an authentication error.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1000)))]
     pub code: u32,
     /// Human-readable text.
     pub message: String,
@@ -93,6 +102,7 @@ impl ResponseMessage {
 
 /// The part of a request an error message points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MessageSource {
     /// A JSON pointer into the request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +111,7 @@ pub struct MessageSource {
 
 /// Pagination of a list response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResultInfo {
     /// The page returned, from 1.
     #[serde(default)]

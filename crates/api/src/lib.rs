@@ -24,6 +24,8 @@
 mod enums;
 mod envelope;
 mod packs;
+#[cfg(feature = "schema")]
+mod schema;
 mod verification;
 mod zones;
 

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 /// A certificate pack with all its properties.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CertificatePack {
     /// The pack's id (a UUID).
     pub id: String,
@@ -37,12 +38,20 @@ pub struct CertificatePack {
     pub validation_errors: Option<Vec<ValidationError>>,
     /// How domain control is validated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::pack_validation_method")
+    )]
     pub validation_method: Option<ValidationMethod>,
     /// The records that must exist, one per host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_records: Option<Vec<ValidationRecord>>,
     /// The validity that was ordered, in days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::validity_days")
+    )]
     pub validity_days: Option<u32>,
     /// Keys this version does not know, kept verbatim.
     #[serde(flatten)]
@@ -51,6 +60,7 @@ pub struct CertificatePack {
 
 /// One certificate of a pack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Certificate {
     /// The certificate's id.
     pub id: String,
@@ -89,6 +99,7 @@ pub struct Certificate {
 
 /// A domain validation error of a pack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ValidationError {
     /// What went wrong, e.g. `SERVFAIL looking up CAA for app.example.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,15 +108,29 @@ pub struct ValidationError {
 
 /// Body of `POST /zones/{zone_id}/ssl/certificate_packs/order`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OrderCertificatePack {
     /// Always [`PackType::Advanced`].
     #[serde(rename = "type")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::advanced_type")
+    )]
     pub pack_type: PackType,
     /// 1 to 50 hosts, including the zone apex.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 50)))]
     pub hosts: Vec<String>,
     /// `txt`, `http` or `email`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::pack_validation_method")
+    )]
     pub validation_method: ValidationMethod,
     /// 14, 30, 90 or 365.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::validity_days")
+    )]
     pub validity_days: u32,
     /// The CA to order from.
     pub certificate_authority: CertificateAuthority,
@@ -116,6 +141,7 @@ pub struct OrderCertificatePack {
 
 /// Body of `PATCH /zones/{zone_id}/ssl/certificate_packs/{id}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EditCertificatePack {
     /// Whether to add a Cloudflare-branded common name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +150,7 @@ pub struct EditCertificatePack {
 
 /// Query of `GET /zones/{zone_id}/ssl/certificate_packs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ListCertificatePacks {
     /// Page number, from 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +165,7 @@ pub struct ListCertificatePacks {
 
 /// Result of `DELETE /zones/{zone_id}/ssl/certificate_packs/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeletedCertificatePack {
     /// The deleted pack's id.
     pub id: String,
@@ -145,6 +173,7 @@ pub struct DeletedCertificatePack {
 
 /// Result of `GET /zones/{zone_id}/ssl/certificate_packs/quota`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CertificatePackQuota {
     /// The quota of advanced packs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +182,7 @@ pub struct CertificatePackQuota {
 
 /// Allocated and used quantities.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Quota {
     /// How many may exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]

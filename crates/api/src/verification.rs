@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 /// Only `certificate_status` is always present. Keys this version does not know are
 /// kept in [`Verification::extra`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Verification {
     /// Where the certificate is in its lifecycle.
     pub certificate_status: CertificateStatus,
@@ -27,6 +28,10 @@ pub struct Verification {
     pub signature: Option<Signature>,
     /// How domain control is validated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::verification_validation_method")
+    )]
     pub validation_method: Option<ValidationMethod>,
     /// The record that must exist: an object (zonecert, the spec) or an array of
     /// records (the live API since 2022).
@@ -48,7 +53,9 @@ pub struct Verification {
 // construction noisier for a few hundred bytes per item.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
+#[cfg_attr(feature = "schema", schemars(transform = crate::schema::exclusive_forms))]
 pub enum VerificationInfo {
     /// One record as an object. zonecert sends the spec's `record_name`/`record_target`
     /// (naming which keys carry the record) together with the real keys.
@@ -69,14 +76,23 @@ impl VerificationInfo {
 
 /// A DCV record: TXT, HTTP file, CNAME delegation or e-mail addresses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ValidationRecord {
     /// In `verification_info`: the name of the key that holds the record's name
     /// (`txt_name`, `http_url`, `cname`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::record_name")
+    )]
     pub record_name: Option<String>,
     /// In `verification_info`: the name of the key that holds the record's value
     /// (`txt_value`, `http_body`, `cname_target`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::record_target")
+    )]
     pub record_target: Option<String>,
     /// The TXT record's name, `_acme-challenge.<host>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +125,7 @@ pub struct ValidationRecord {
 
 /// Body of `PATCH /zones/{zone_id}/ssl/verification/{certificate_pack_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EditVerification {
     /// The method to validate with from now on (the same one rechecks at once).
     pub validation_method: ValidationMethod,
@@ -116,6 +133,7 @@ pub struct EditVerification {
 
 /// Result of the verification PATCH.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EditVerificationResult {
     /// The pack's status after the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

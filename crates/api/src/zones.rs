@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 /// A zone (a DNS domain).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Zone {
     /// 32 lowercase hex characters.
     pub id: String,
@@ -26,6 +27,7 @@ pub struct Zone {
 
 /// Body of `POST /zones`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateZone {
     /// The zone's apex, e.g. `example.com`.
     pub name: String,
@@ -33,6 +35,7 @@ pub struct CreateZone {
 
 /// Result of `GET /user/tokens/verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenStatus {
     /// The token's id.
     pub id: String,

@@ -1,7 +1,8 @@
-//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`, `pack`), and
-//! the client commands (`ssl`).
+//! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`, `pack`,
+//! `ca`), and the client commands (`ssl`).
 
 mod admin_commands;
+mod ca_commands;
 mod client_commands;
 mod serve;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Review certificate packs: approve or reject held packs.
     #[command(subcommand)]
     Pack(admin_commands::PackCommand),
+    /// The built-in CA: export its root certificate.
+    #[command(subcommand)]
+    Ca(ca_commands::CaCommand),
     /// Client commands: SSL verification and certificate packs, against Cloudflare
     /// or a zonecert server (CLOUDFLARE_BASE_URL).
     #[command(subcommand)]
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             Command::User(cmd) => admin_commands::user(cmd).await,
             Command::Token(cmd) => admin_commands::token(cmd).await,
             Command::Pack(cmd) => admin_commands::pack(cmd).await,
+            Command::Ca(cmd) => ca_commands::ca(cmd).await,
             Command::Ssl(cmd) => client_commands::run(cmd).await,
         }
     });

@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Seconds between looks for due work when nothing wakes the workers [default: 10].
     #[arg(long, env = "ZONECERT_POLL_INTERVAL")]
     poll_interval: Option<u64>,
+    /// Seconds a server owns a claimed pack; a crashed server's claims are taken over
+    /// after this [default: 120].
+    #[arg(long, env = "ZONECERT_LEASE")]
+    lease: Option<u64>,
     /// Where certificates and keys are written [default: <data-dir>/certs].
     #[arg(long, env = "ZONECERT_DEPLOY_DIR")]
     deploy_dir: Option<PathBuf>,
@@ -128,6 +132,10 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(Config, SocketAddr)> {
     if let Some(secs) = args.poll_interval.or(file.poll_interval_secs) {
         anyhow::ensure!(secs > 0, "the poll interval must be at least 1 second");
         config.poll_interval = std::time::Duration::from_secs(secs);
+    }
+    if let Some(secs) = args.lease.or(file.lease_secs) {
+        anyhow::ensure!(secs > 0, "the lease must be at least 1 second");
+        config.lease = std::time::Duration::from_secs(secs);
     }
     config.deploy_dir = args.deploy_dir.clone().or(file.deploy_dir);
     config.deploy_hook = match &args.deploy_hook {

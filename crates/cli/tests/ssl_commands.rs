@@ -251,6 +251,22 @@ fn errors_exit_non_zero_with_the_reason() {
 #[test]
 fn watch_prints_the_records_to_create_and_times_out() {
     let server = DevServer::start();
+    // The documentation's pack is active: order one that is still pending.
+    let ordered = server.ssl(&[
+        "packs",
+        "order",
+        "--zone-id",
+        ZONE,
+        "--host",
+        "example.com",
+        "--host",
+        "www.example.com",
+        "--output",
+        "json",
+    ]);
+    assert!(ordered.status.success(), "{}", stderr(&ordered));
+    let pending: Value = serde_json::from_slice(&ordered.stdout).unwrap();
+    let pending = pending["id"].as_str().unwrap().to_owned();
     let out = server.ssl(&[
         "verification",
         "watch",
@@ -269,9 +285,9 @@ fn watch_prints_the_records_to_create_and_times_out() {
         stderr(&out)
     );
     let text = stdout(&out);
-    assert!(text.contains(&format!("pack {PACK}")), "{text}");
+    assert!(text.contains(&format!("pack {pending}")), "{text}");
     assert!(
-        text.contains("create DNS record: _acme-challenge.example.com TXT"),
+        text.contains("create DNS record: _acme-challenge.www.example.com TXT"),
         "{text}"
     );
     assert!(text.contains("value: "), "{text}");

@@ -246,6 +246,8 @@ pub struct ConfigFile {
     pub check_concurrency: Option<usize>,
     /// Seconds between polls for due work.
     pub poll_interval_secs: Option<u64>,
+    /// Seconds a server owns a claimed pack.
+    pub lease_secs: Option<u64>,
     /// Deploy directory.
     pub deploy_dir: Option<PathBuf>,
     /// Deploy hook: program and arguments.
@@ -286,8 +288,10 @@ mod tests {
 
     #[test]
     fn config_files_refuse_unknown_keys() {
-        let ok: ConfigFile = toml::from_str("quota_advanced = 5\nrate_limit = \"off\"").unwrap();
+        let ok: ConfigFile =
+            toml::from_str("quota_advanced = 5\nrate_limit = \"off\"\nlease_secs = 3").unwrap();
         assert_eq!(ok.quota_advanced, Some(5));
+        assert_eq!(ok.lease_secs, Some(3));
         assert!(toml::from_str::<ConfigFile>("quota = 5").is_err());
     }
 

@@ -57,16 +57,33 @@ impl App {
     }
 
     /// Seeds the API documentation's example identifiers (first start) and mints a
-    /// fresh dev token, returning its secret.
-    pub async fn seed_dev(&self) -> Result<String, admin::AdminError> {
+    /// fresh dev token, returning its secret. The example pack is issued by the
+    /// built-in CA and deployed, so it is `active` as in the documentation.
+    pub async fn seed_dev(&self) -> Result<String, DevSeedError> {
         let config = self.state.config.clone();
-        admin::seed_dev(
+        let token = admin::seed_dev(
             &self.state.store,
             |zone| config.dcv_suffix(zone),
             config.quota_advanced,
             self.state.clock.now(),
         )
-        .await
+        .await?;
+        let zone = model::ZoneId::parse(admin::dev::ZONE_ID)
+            .map_err(|e| admin::AdminError::Invalid(e.0))?;
+        let id = model::PackId::parse(admin::dev::PACK_ID)
+            .map_err(|e| admin::AdminError::Invalid(e.0))?;
+        if let Some(pack) = self.state.store.pack(&zone, &id).await?
+            && pack.state == model::PackState::PendingIssuance
+        {
+            let worker = lifecycle::Worker::new(
+                self.state.store.clone(),
+                self.state.config.clone(),
+                self.state.clock.clone(),
+                self.state.signals.clone(),
+            )?;
+            worker.issue_and_deploy(pack).await?;
+        }
+        Ok(token)
     }
 
     /// Starts the lifecycle workers (DCV checks, issuance, deployment, renewal, expiry)
@@ -159,6 +176,20 @@ impl App {
         }
         served
     }
+}
+
+/// Why the dev data could not be seeded.
+#[derive(Debug, thiserror::Error)]
+pub enum DevSeedError {
+    /// Creating the zone, user, pack or token failed.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The built-in CA could not be opened.
+    #[error(transparent)]
+    Lifecycle(#[from] lifecycle::LifecycleError),
 }
 
 /// The running lifecycle workers of an [`App`].

@@ -37,6 +37,12 @@ pub fn mint_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// A request id: 128 bits from the thread's generator, as 32 hex characters. Not a
+/// secret, so it skips the operating system's random source that `mint_id` uses.
+pub fn mint_request_id() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
 /// Whether `s` has the shape of a token secret (so a malformed header is told apart
 /// from an unknown token).
 pub fn looks_like_token(s: &str) -> bool {

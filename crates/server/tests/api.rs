@@ -139,13 +139,14 @@ async fn verification_lists_each_host_of_each_pack_with_its_record() {
     assert_eq!(hosts, ["example.com", "*.example.com"]);
     for item in items {
         assert_eq!(item["cert_pack_uuid"], dev::PACK_ID);
-        assert_eq!(item["certificate_status"], "authorizing");
+        assert_eq!(
+            item["certificate_status"], "active",
+            "the documentation's pack is active"
+        );
+        assert_eq!(item["signature"], "ECDSAWithSHA256");
         assert_eq!(item["validation_method"], "txt");
         assert_eq!(item["verification_type"], "cname");
-        assert!(
-            item.get("verification_status").is_none(),
-            "unknown until checked"
-        );
+        assert_eq!(item["verification_status"], true);
         let info = &item["verification_info"];
         assert_eq!(info["record_name"], "txt_name");
         assert_eq!(info["record_target"], "txt_value");
@@ -159,6 +160,21 @@ async fn verification_lists_each_host_of_each_pack_with_its_record() {
 }
 
 #[tokio::test]
+async fn verification_status_is_omitted_until_a_check_runs() {
+    let s = start().await;
+    let zone = s.zone("fresh.example").await;
+    let (st, _) = s.order(&zone, &["fresh.example"], "txt").await;
+    assert_eq!(st, 200);
+    let (_, body) = s.get(&format!("/zones/{zone}/ssl/verification")).await;
+    let item = &body["result"][0];
+    assert_eq!(item["certificate_status"], "authorizing");
+    assert!(
+        item.get("verification_status").is_none(),
+        "unknown until checked: {item}"
+    );
+}
+
+#[tokio::test]
 async fn the_live_form_has_one_item_per_pack_with_an_array_of_records() {
     let s =
         start_with(|c| c.verification_form = zonecert_server::config::VerificationForm::Live).await;
@@ -167,7 +183,7 @@ async fn the_live_form_has_one_item_per_pack_with_an_array_of_records() {
     assert_eq!(items.len(), 1);
     let records = items[0]["verification_info"].as_array().unwrap();
     assert_eq!(records.len(), 2);
-    assert_eq!(records[0]["status"], "pending");
+    assert_eq!(records[0]["status"], "active");
     assert_eq!(records[0]["txt_name"], "_acme-challenge.example.com");
 }
 
@@ -707,11 +723,13 @@ async fn openapi_document_matches_the_router_and_the_shared_spec() {
         assert!(doc["paths"][op.path][op.method].is_object());
     }
     // Every operation of the shared Cloudflare spec is implemented, under its id.
-    let spec = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/spec/cloudflare-ssl-openapi.yaml"
-    ))
-    .expect("the shared spec beside the repository");
+    // Beside the repository (CI's layout) or further up (a worktree's).
+    let spec_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("shared/spec/cloudflare-ssl-openapi.yaml"))
+        .find(|p| p.is_file())
+        .expect("the shared spec in a parent folder");
+    let spec = std::fs::read_to_string(spec_path).unwrap();
     let ids: Vec<&str> = spec
         .lines()
         .filter_map(|l| l.trim().strip_prefix("operationId: "))

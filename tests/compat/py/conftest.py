@@ -38,6 +38,10 @@ def zonecert_bin() -> str:
     return os.environ.get("ZONECERT_BIN") or str(ROOT / "target" / "debug" / "zonecert")
 
 
+def testdns_bin() -> str:
+    return os.environ.get("ZONECERT_TESTDNS_BIN") or str(ROOT / "target" / "debug" / "zonecert-testdns")
+
+
 @dataclass
 class Server:
     base_url: str
@@ -87,7 +91,7 @@ class Server:
         )
 
 
-def _start(data_dir: Path) -> Server:
+def _start(data_dir: Path, *extra_args: str) -> Server:
     binary = zonecert_bin()
     if not os.access(binary, os.X_OK):
         pytest.exit(f"zonecert binary not found at {binary}: run `cargo build -p zonecert`", returncode=2)
@@ -97,7 +101,7 @@ def _start(data_dir: Path) -> Server:
     (data_dir / "data").mkdir()
     process = subprocess.Popen(
         [binary, "serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir / "data"),
-         "--rate-limit", "off"],
+         "--rate-limit", "off", *extra_args],
         stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
@@ -127,6 +131,68 @@ def _start(data_dir: Path) -> Server:
 def server():
     tmp = Path(tempfile.mkdtemp(prefix="zonecert-compat-py-"))
     started = _start(tmp)
+    try:
+        yield started
+    finally:
+        started.process.terminate()
+        try:
+            started.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            started.process.kill()
+            started.process.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class TestDns:
+    """The testkit's loopback DNS server (`zonecert-testdns`), driven by line commands."""
+
+    def __init__(self) -> None:
+        binary = testdns_bin()
+        if not os.access(binary, os.X_OK):
+            pytest.exit(f"zonecert-testdns not found at {binary}: run `cargo build -p zonecert-testkit`",
+                        returncode=2)
+        self.process = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first = self.process.stdout.readline()
+        match = re.fullmatch(r"dns listening on (127\.0\.0\.1:\d+)\n", first)
+        if not match:
+            self.close()
+            raise RuntimeError(f"zonecert-testdns printed {first!r}")
+        self.addr = match.group(1)
+
+    def command(self, *words: str) -> None:
+        self.process.stdin.write(" ".join(words) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer == "ok\n", f"zonecert-testdns answered {answer!r} to {words}"
+
+    def set_txt(self, name: str, *values: str) -> None:
+        self.command("txt", name, *values)
+
+    def close(self) -> None:
+        # Closing stdin is how the helper is told to stop.
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def dns():
+    started = TestDns()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(scope="module")
+def lifecycle_server(dns: TestDns):
+    """A server whose workers run DCV checks against the loopback DNS server only."""
+    tmp = Path(tempfile.mkdtemp(prefix="zonecert-compat-py-lifecycle-"))
+    started = _start(tmp, "--dcv-resolvers", dns.addr, "--poll-interval", "1")
     try:
         yield started
     finally:

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import Cloudflare from 'cloudflare';
 
@@ -37,7 +38,74 @@ export function zonecertBin() {
 
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
-export async function startServer() {
+export function testDnsBin() {
+  return process.env.ZONECERT_TESTDNS_BIN || join(root, 'target', 'debug', 'zonecert-testdns');
+}
+
+/** Starts `zonecert-testdns`, the testkit's loopback DNS server driven by line commands. */
+export async function startTestDns() {
+  const bin = testDnsBin();
+  await promisify(access)(bin, constants.X_OK).catch(() => {
+    throw new Error(`zonecert-testdns not found at ${bin}: run \`cargo build -p zonecert-testkit\``);
+  });
+  const child = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const dns = new TestDns(child);
+  const first = await dns.nextLine();
+  const match = /^dns listening on (127\.0\.0\.1:\d+)$/.exec(first ?? '');
+  if (!match) {
+    await dns.stop();
+    throw new Error(`zonecert-testdns printed ${JSON.stringify(first)}`);
+  }
+  dns.addr = match[1];
+  return dns;
+}
+
+export class TestDns {
+  constructor(child) {
+    this.child = child;
+    this.lines = [];
+    this.waiting = [];
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const waiter = this.waiting.shift();
+      if (waiter) waiter(line);
+      else this.lines.push(line);
+    });
+    child.on('exit', () => {
+      for (const waiter of this.waiting.splice(0)) waiter(null);
+    });
+  }
+
+  nextLine() {
+    if (this.lines.length > 0) return Promise.resolve(this.lines.shift());
+    if (this.child.exitCode !== null) return Promise.resolve(null);
+    return new Promise((done) => this.waiting.push(done));
+  }
+
+  async command(...words) {
+    this.child.stdin.write(`${words.join(' ')}\n`);
+    const answer = await this.nextLine();
+    if (answer !== 'ok') {
+      throw new Error(`zonecert-testdns answered ${JSON.stringify(answer)} to ${words.join(' ')}`);
+    }
+  }
+
+  setTxt(name, ...values) {
+    return this.command('txt', name, ...values);
+  }
+
+  /** Closing stdin is how the helper is told to stop. */
+  async stop() {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const gone = new Promise((done) => this.child.once('exit', done));
+      this.child.stdin.end();
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+      await gone;
+      clearTimeout(timer);
+    }
+  }
+}
+
+export async function startServer(extraArgs = []) {
   const bin = zonecertBin();
   await promisify(access)(bin, constants.X_OK).catch(() => {
     throw new Error(`zonecert binary not found at ${bin}: run \`cargo build -p zonecert\``);
@@ -52,7 +120,7 @@ export async function startServer() {
   const err = openSync(stderrPath, 'w');
   const child = spawn(
     bin,
-    ['serve', '--dev', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--rate-limit', 'off'],
+    ['serve', '--dev', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--rate-limit', 'off', ...extraArgs],
     { stdio: ['ignore', out, err] },
   );
   closeSync(out);

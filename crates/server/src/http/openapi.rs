@@ -1,10 +1,19 @@
 //! `GET /client/v4/openapi.json`: the document of what this server implements, built
 //! from [`OPERATIONS`], the same table the tests check the router and the shared
-//! Cloudflare spec against.
+//! Cloudflare spec against. Request and response schemas are generated from the wire
+//! types of `zonecert-api` (its `schema` feature), so the document changes with them.
 
 use crate::model::Need;
 use axum::Json;
-use serde_json::{Value, json};
+use schemars::generate::SchemaSettings;
+use schemars::transform::{Transform, transform_subschemas};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::{Map, Value, json};
+use std::sync::LazyLock;
+use zonecert_api as api;
+
+/// Writes the schema of a type into a generator and returns a reference to it.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
 /// One operation the server implements.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +30,108 @@ pub struct Operation {
     pub need: Option<Need>,
     /// The tag it is listed under.
     pub tag: &'static str,
+    /// The query parameters the handler reads.
+    pub query: &'static [QueryParam],
+    /// The JSON body the handler reads, if any.
+    pub body: Option<Body>,
+    /// The schema of the 200 answer.
+    pub response: SchemaFn,
+}
+
+/// A JSON request body.
+#[derive(Debug, Clone, Copy)]
+pub struct Body {
+    /// Whether an empty body is refused.
+    pub required: bool,
+    /// Its schema.
+    pub schema: SchemaFn,
+}
+
+impl Body {
+    const fn required(schema: SchemaFn) -> Self {
+        Body {
+            required: true,
+            schema,
+        }
+    }
+
+    const fn optional(schema: SchemaFn) -> Self {
+        Body {
+            required: false,
+            schema,
+        }
+    }
+}
+
+/// A query parameter. The bounds are those the handlers check (`QueryParams::number`
+/// and the explicit value checks in `ssl.rs` and `zones.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryParam {
+    /// Its name.
+    pub name: &'static str,
+    /// What it does.
+    pub description: &'static str,
+    /// Its schema, as JSON text.
+    pub schema: &'static str,
+}
+
+const PAGE: QueryParam = QueryParam {
+    name: "page",
+    description: "Page number of paginated results, from 1.",
+    schema: r#"{"type": "integer", "minimum": 1, "default": 1}"#,
+};
+
+const PER_PAGE: QueryParam = QueryParam {
+    name: "per_page",
+    description: "Number of items per page.",
+    schema: r#"{"type": "integer", "minimum": 5, "maximum": 50, "default": 20}"#,
+};
+
+const STATUS: QueryParam = QueryParam {
+    name: "status",
+    description: "`all` includes certificate packs of every status, not only active ones.",
+    schema: r#"{"type": "string", "enum": ["all"]}"#,
+};
+
+const DEPLOY: QueryParam = QueryParam {
+    name: "deploy",
+    description: "The deployment environment. Accepted and checked; zonecert has one environment, \
+so it does not filter.",
+    schema: r#"{"type": "string", "enum": ["staging", "production"]}"#,
+};
+
+const RETRY: QueryParam = QueryParam {
+    name: "retry",
+    description: "Recheck the zone's pending hosts now and answer once the checks ran \
+(bounded wait).",
+    schema: r#"{"type": "boolean", "enum": [true]}"#,
+};
+
+const ZONE_NAME: QueryParam = QueryParam {
+    name: "name",
+    description: "Only the zone with this name (case-insensitive).",
+    schema: r#"{"type": "string"}"#,
+};
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// What `DELETE /zones/{zone_id}` answers with (the handler's own `Deleted`).
+#[derive(JsonSchema)]
+#[allow(dead_code)] // Only its schema is used.
+struct DeletedZone {
+    /// The deleted zone's id.
+    id: String,
+}
+
+/// `GET /openapi.json` answers with this document itself, not in an envelope.
+fn openapi_document(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "An OpenAPI 3.0.3 document (this one).",
+        "required": ["openapi", "info", "paths"],
+    })
 }
 
 /// Every operation, in the order of the document.
@@ -32,6 +143,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "SSL Verification Details",
         need: Some(Need::ReadVerification),
         tag: "SSL Verification",
+        query: &[RETRY],
+        body: None,
+        response: schema_of::<api::Envelope<Vec<api::Verification>>>,
     },
     Operation {
         method: "patch",
@@ -40,6 +154,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Edit SSL Certificate Pack Validation Method",
         need: Some(Need::WriteSsl),
         tag: "SSL Verification",
+        query: &[],
+        body: Some(Body::required(schema_of::<api::EditVerification>)),
+        response: schema_of::<api::Envelope<api::EditVerificationResult>>,
     },
     Operation {
         method: "get",
@@ -48,6 +165,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "List Certificate Packs",
         need: Some(Need::ReadSsl),
         tag: "Certificate Packs",
+        query: &[PAGE, PER_PAGE, STATUS, DEPLOY],
+        body: None,
+        response: schema_of::<api::Envelope<Vec<api::CertificatePack>>>,
     },
     Operation {
         method: "post",
@@ -56,6 +176,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Order Advanced Certificate Manager Certificate Pack",
         need: Some(Need::WriteSsl),
         tag: "Certificate Packs",
+        query: &[],
+        body: Some(Body::required(schema_of::<api::OrderCertificatePack>)),
+        response: schema_of::<api::Envelope<api::CertificatePack>>,
     },
     Operation {
         method: "get",
@@ -64,6 +187,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Get Certificate Pack Quotas",
         need: Some(Need::ReadSsl),
         tag: "Certificate Packs",
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::CertificatePackQuota>>,
     },
     Operation {
         method: "get",
@@ -72,6 +198,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Get Certificate Pack",
         need: Some(Need::ReadSsl),
         tag: "Certificate Packs",
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::CertificatePack>>,
     },
     Operation {
         method: "patch",
@@ -80,6 +209,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Restart Validation or Update Advanced Certificate Manager Certificate Pack",
         need: Some(Need::WriteSsl),
         tag: "Certificate Packs",
+        query: &[],
+        body: Some(Body::optional(schema_of::<api::EditCertificatePack>)),
+        response: schema_of::<api::Envelope<api::CertificatePack>>,
     },
     Operation {
         method: "delete",
@@ -88,6 +220,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Delete Advanced Certificate Manager Certificate Pack",
         need: Some(Need::WriteSsl),
         tag: "Certificate Packs",
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::DeletedCertificatePack>>,
     },
     Operation {
         method: "post",
@@ -96,6 +231,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Create Zone",
         need: Some(Need::WriteZone),
         tag: "Zone",
+        query: &[],
+        body: Some(Body::required(schema_of::<api::CreateZone>)),
+        response: schema_of::<api::Envelope<api::Zone>>,
     },
     Operation {
         method: "get",
@@ -104,6 +242,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "List Zones",
         need: Some(Need::ReadZone),
         tag: "Zone",
+        query: &[ZONE_NAME, PAGE, PER_PAGE],
+        body: None,
+        response: schema_of::<api::Envelope<Vec<api::Zone>>>,
     },
     Operation {
         method: "get",
@@ -112,6 +253,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Zone Details",
         need: Some(Need::ReadZone),
         tag: "Zone",
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::Zone>>,
     },
     Operation {
         method: "delete",
@@ -120,6 +264,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Delete Zone",
         need: Some(Need::WriteZone),
         tag: "Zone",
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<DeletedZone>>,
     },
     Operation {
         method: "get",
@@ -128,6 +275,9 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Verify Token",
         need: None,
         tag: "User API Tokens",
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::TokenStatus>>,
     },
     Operation {
         method: "get",
@@ -136,10 +286,13 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "This document",
         need: None,
         tag: "zonecert",
+        query: &[],
+        body: None,
+        response: openapi_document,
     },
 ];
 
-fn parameters(path: &str) -> Vec<Value> {
+fn path_parameters(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| {
@@ -153,21 +306,199 @@ fn parameters(path: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The document.
-pub fn document() -> Value {
-    let mut paths = serde_json::Map::new();
+fn query_parameter(param: &QueryParam) -> Value {
+    // The schemas are literals of this file; a typo is caught by the tests, which
+    // check every parameter has an object schema.
+    let schema = serde_json::from_str::<Value>(param.schema).unwrap_or(Value::Null);
+    json!({
+        "name": param.name,
+        "in": "query",
+        "required": false,
+        "description": param.description,
+        "schema": schema,
+    })
+}
+
+/// Drops `null` from the schema of every property that is not required.
+///
+/// The document describes what zonecert sends, and the wire types skip a `None`
+/// field rather than write `null` (every optional field has `skip_serializing_if`),
+/// so an optional property is absent or has a value, never `null`. Required
+/// properties keep their nullability (`result` is `null` in a failed envelope).
+#[derive(Debug, Clone)]
+struct OmitNullFromOptional;
+
+impl Transform for OmitNullFromOptional {
+    fn transform(&mut self, schema: &mut Schema) {
+        transform_subschemas(self, schema);
+        let required: Vec<String> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(Value::Object(properties)) = schema.get_mut("properties") else {
+            return;
+        };
+        for (name, property) in properties.iter_mut() {
+            if !required.contains(name) {
+                without_null(property);
+            }
+        }
+    }
+}
+
+/// A schema that only allows `null`: `{"type": "null"}`, or after the OpenAPI
+/// transforms `{"nullable": true, "enum": [null]}`.
+fn only_null(v: &Value) -> bool {
+    v.get("type").and_then(Value::as_str) == Some("null") || v.get("enum") == Some(&json!([null]))
+}
+
+/// The schema without `null`: `{"type": ["string", "null"]}` as `{"type": "string"}`,
+/// `nullable` dropped, and `{"anyOf": [S, <null>]}` as `S` (a `$ref` with the
+/// field's description beside it goes into `allOf`, as OpenAPI 3.0 wants).
+fn without_null(schema: &mut Value) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    obj.remove("nullable");
+    if let Some(Value::Array(types)) = obj.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            obj.insert("type".into(), only);
+        }
+    }
+    let Some(Value::Array(branches)) = obj.get_mut("anyOf") else {
+        return;
+    };
+    if !branches.iter().any(only_null) {
+        return;
+    }
+    branches.retain(|b| !only_null(b));
+    if branches.len() != 1 {
+        return;
+    }
+    let only = branches.remove(0);
+    obj.remove("anyOf");
+    match only {
+        Value::Object(branch) if branch.contains_key("$ref") => {
+            obj.insert("allOf".into(), json!([branch]));
+        }
+        Value::Object(branch) => {
+            for (k, v) in branch {
+                obj.entry(k).or_insert(v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The keys `wire.rs` adds to each verification item beyond the api type's fields
+/// (see `check_details` there): why a host is pending and when it is looked at next.
+fn add_check_details(definitions: &mut Map<String, Value>) {
+    let Some(Value::Object(properties)) = definitions
+        .get_mut("Verification")
+        .and_then(|v| v.get_mut("properties"))
+    else {
+        return;
+    };
+    properties.insert(
+        "last_checked_on".into(),
+        json!({"type": "string", "format": "date-time",
+               "description": "zonecert: when the host's record was last checked."}),
+    );
+    properties.insert(
+        "next_check_on".into(),
+        json!({"type": "string", "format": "date-time",
+               "description": "zonecert: when the host's record is checked next (while pending)."}),
+    );
+    properties.insert(
+        "verification_error".into(),
+        json!({"type": "string",
+               "description": "zonecert: why the last check did not pass."}),
+    );
+}
+
+/// The failure envelope every error answers with: the one `ApiError` serializes
+/// (`Envelope<()>`), with what a failure always has: `success` false and at least
+/// one error. `name` is where the generator put its schema.
+fn error_envelope(definitions: &mut Map<String, Value>, name: Option<&str>) -> Value {
+    let Some(mut schema) = name.and_then(|n| definitions.remove(n)) else {
+        return json!({"type": "object"});
+    };
+    schema["description"] =
+        json!("A failed call: `success` is false, `errors` says why, `result` is null.");
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        // The serde defaults (`false`, `[]`) are for decoding; in a failure they would
+        // contradict the constraints below.
+        properties["success"] = json!({"type": "boolean", "enum": [false]});
+        properties["errors"]["minItems"] = json!(1);
+        properties["errors"]["description"] = json!("Why the call failed.");
+        if let Some(Value::Object(errors)) = properties.get_mut("errors") {
+            errors.remove("default");
+        }
+    }
+    schema
+}
+
+/// The name of the definition a `$ref` schema points at.
+fn definition_name(reference: &Schema) -> Option<String> {
+    reference
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.rsplit('/').next())
+        .map(str::to_owned)
+}
+
+const ERROR_REF: &str = "#/components/schemas/ErrorEnvelope";
+
+fn build() -> Value {
+    let mut settings = SchemaSettings::openapi3().for_serialize();
+    // Before the OpenAPI transforms, which turn `null` types into `nullable`.
+    settings
+        .transforms
+        .insert(0, Box::new(OmitNullFromOptional));
+    let mut generator = settings.into_generator();
+    let error_name = definition_name(&generator.subschema_for::<api::Envelope<()>>());
+
+    let mut paths = Map::new();
+    let mut success_envelopes = Vec::new();
     for op in OPERATIONS {
-        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        let mut parameters = path_parameters(op.path);
+        parameters.extend(op.query.iter().map(query_parameter));
+        let response = (op.response)(&mut generator);
+        success_envelopes.extend(definition_name(&response));
         let mut operation = json!({
             "operationId": op.operation_id,
             "summary": op.summary,
             "tags": [op.tag],
-            "parameters": parameters(op.path),
+            "parameters": parameters,
             "responses": {
-                "200": {"description": "Success, in the envelope {success, errors, messages, result}."},
-                "4XX": {"description": "Failure, in the envelope with errors[] and a null result."}
+                "200": {
+                    "description": "Success.",
+                    "content": {"application/json": {"schema": response}},
+                },
+                "4XX": {
+                    "description": "Refused: bad credentials or input, no permission, unknown object, wrong state, rate limited.",
+                    "content": {"application/json": {"schema": {"$ref": ERROR_REF}}},
+                },
+                "5XX": {
+                    "description": "The server failed.",
+                    "content": {"application/json": {"schema": {"$ref": ERROR_REF}}},
+                },
             }
         });
+        if let Some(body) = op.body {
+            let schema = (body.schema)(&mut generator);
+            operation["requestBody"] = json!({
+                "required": body.required,
+                "content": {"application/json": {"schema": schema}},
+            });
+        }
         match op.need {
             Some(need) => {
                 operation["security"] =
@@ -180,10 +511,23 @@ pub fn document() -> Value {
             }
             None => operation["security"] = json!([]),
         }
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
         if let Some(obj) = entry.as_object_mut() {
             obj.insert(op.method.to_owned(), operation);
         }
     }
+    let mut schemas = generator.take_definitions(true);
+    add_check_details(&mut schemas);
+    // These envelopes are only ever 200 answers (failures use ErrorEnvelope): they
+    // always succeed and always carry a result.
+    for name in &success_envelopes {
+        if let Some(properties) = schemas.get_mut(name).and_then(|s| s.get_mut("properties")) {
+            properties["success"] = json!({"type": "boolean", "enum": [true]});
+            without_null(&mut properties["result"]);
+        }
+    }
+    let error = error_envelope(&mut schemas, error_name.as_deref());
+    schemas.insert("ErrorEnvelope".into(), error);
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -196,10 +540,18 @@ pub fn document() -> Value {
                 "api_token": {"type": "http", "scheme": "bearer"},
                 "api_email": {"type": "apiKey", "in": "header", "name": "X-Auth-Email"},
                 "api_key": {"type": "apiKey", "in": "header", "name": "X-Auth-Key"},
-            }
+            },
+            "schemas": schemas,
         },
         "paths": paths,
     })
+}
+
+static DOCUMENT: LazyLock<Value> = LazyLock::new(build);
+
+/// The document.
+pub fn document() -> Value {
+    DOCUMENT.clone()
 }
 
 /// `GET /client/v4/openapi.json`

@@ -349,7 +349,7 @@ impl Worker {
     /// writes it to the deploy directory and marks the pack `active`. The private key
     /// exists only in memory and in `<deploy_dir>/<pack>/privkey.pem`: if deployment
     /// fails, the next try issues a fresh certificate rather than storing the key.
-    async fn issue_and_deploy(&self, pack: Pack) -> Result<(), StoreError> {
+    pub(crate) async fn issue_and_deploy(&self, pack: Pack) -> Result<(), StoreError> {
         let now = self.clock.now();
         let from = pack.state;
         let leaf = match self.issue(&pack, now).await {

@@ -225,6 +225,16 @@ impl Store {
         }
     }
 
+    /// A zone and all its packs, read in one snapshot (the verification view's path).
+    pub async fn zone_with_packs(
+        &self,
+        id: &ZoneId,
+    ) -> Result<Option<(Zone, Vec<Pack>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.zone_with_packs(id),
+        }
+    }
+
     /// Every pack of a zone, in order of creation (the verification view).
     pub async fn packs_of_zone(&self, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
         match self {
