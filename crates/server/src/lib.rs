@@ -26,7 +26,6 @@ use std::sync::Arc;
 use store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// A server ready to serve: its store opened and its state built.
 #[derive(Debug)]
@@ -90,20 +89,66 @@ impl App {
     /// Starts the lifecycle workers (DCV checks, issuance, deployment, renewal, expiry)
     /// in the background. [`App::serve`] does this itself when [`Config::lifecycle`] is
     /// on; call it directly to run the workers without the API.
+    ///
+    /// The workers get their own thread and Tokio runtime: the store answers
+    /// synchronously, so on the API's runtime every lifecycle write would sit in the
+    /// same run queue as the requests, and a request would wait behind the steps of a
+    /// whole batch of packs. On their own thread the operating system schedules the two
+    /// sides, and a request thread that mostly sleeps is run as soon as it wakes.
     pub fn start_lifecycle(&self) -> Result<LifecycleHandle, lifecycle::LifecycleError> {
-        let worker = Arc::new(lifecycle::Worker::new(
+        let (store, config, clock, signals) = (
             self.state.store.clone(),
             self.state.config.clone(),
             self.state.clock.clone(),
             self.state.signals.clone(),
-        )?);
-        // Marked before the task first runs, so a request arriving at once waits for it.
-        self.state.signals.set_workers_running(true);
+        );
         let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        tracker.spawn(worker.run(cancel.clone()));
-        tracker.close();
-        Ok(LifecycleHandle { cancel, tracker })
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let stop = cancel.clone();
+        let thread_signals = signals.clone();
+        std::thread::Builder::new()
+            .name("zonecert-lifecycle".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .thread_name("zonecert-lifecycle")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(lifecycle::LifecycleError::Runtime(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    // Built inside this runtime: the validator's resolver belongs to it.
+                    match lifecycle::Worker::new(store, config, clock, thread_signals) {
+                        Ok(worker) => {
+                            let _ = ready_tx.send(Ok(()));
+                            Arc::new(worker).run(stop).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Dropping the runtime waits for the blocking tasks (issuance, deployment).
+                drop(runtime);
+                let _ = done_tx.send(());
+            })
+            .map_err(lifecycle::LifecycleError::Runtime)?;
+        ready_rx.recv().map_err(|_| {
+            lifecycle::LifecycleError::Runtime(std::io::Error::other(
+                "the lifecycle thread ended before starting",
+            ))
+        })??;
+        // Marked before returning, so a request arriving at once waits for the workers.
+        signals.set_workers_running(true);
+        Ok(LifecycleHandle {
+            cancel,
+            done: done_rx,
+        })
     }
 
     /// Serves the API on `listener`, with the lifecycle workers when
@@ -151,13 +196,14 @@ pub enum DevSeedError {
 #[derive(Debug)]
 pub struct LifecycleHandle {
     cancel: CancellationToken,
-    tracker: TaskTracker,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl LifecycleHandle {
     /// Stops the workers after the steps in hand and waits for them.
     pub async fn stop(self) {
         self.cancel.cancel();
-        self.tracker.wait().await;
+        // An error means the thread is gone already.
+        let _ = self.done.await;
     }
 }

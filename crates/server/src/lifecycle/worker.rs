@@ -39,6 +39,9 @@ pub enum LifecycleError {
     /// The built-in CA could not be loaded or created.
     #[error(transparent)]
     Issuance(#[from] crate::issuance::IssuanceError),
+    /// The workers' thread or runtime could not be started.
+    #[error("starting the lifecycle thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// One server's lifecycle worker.

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Lifecycle benchmark of issue #3: builds zonecert and zonecert-bench in release, then
+# runs the benchmark with the server pinned to CPU $SERVER_CPU and the benchmark (load,
+# DNS server, sampler) to CPU $BENCH_CPU. Prints a table of figures with PASS/FAIL.
+#
+# Usage: bench/lifecycle.sh [zonecert-bench flags...]   e.g. --hosts 10000 --stored-packs 0
+# Knobs (environment): SERVER_CPU=0 BENCH_CPU=1 SKIP_BUILD=1
+# Everything runs on 127.0.0.1 only.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+SERVER_CPU=${SERVER_CPU:-0}
+BENCH_CPU=${BENCH_CPU:-1}
+
+command -v taskset >/dev/null || { echo "missing taskset (util-linux)" >&2; exit 1; }
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+  (cd "$root" && cargo build --release -p zonecert -p zonecert-bench >&2)
+fi
+exec taskset -c "$BENCH_CPU" "$root/target/release/zonecert-bench" --server-cpu "$SERVER_CPU" "$@"

@@ -1,0 +1,895 @@
+//! The lifecycle benchmark of issue #3. Prints figures, it is not a test.
+//!
+//! 1. Orders `--hosts / 2` packs (apex + wildcard, TXT validation) through the API of a
+//!    server with its workers off, and puts every TXT record in a loopback DNS server
+//!    (in this process). Samples `GET /ssl/verification` latency on that idle server.
+//! 2. Restarts the server on the same data with its workers on and measures, from its
+//!    start: time until every pack is active, DCV checks per second, issuances per
+//!    second, the server's peak RSS and the GET latency while this runs.
+//! 3. Order -> active with `retry=true`: POST an order, put its records in DNS, then
+//!    `GET /ssl/verification?retry=true`; the time until the pack is seen active.
+//! 4. Peak RSS with `--stored-packs` packs stored, under a GET load, workers off and on.
+//!
+//! The server is the release `zonecert` binary pinned with `taskset` to `--server-cpu`;
+//! run this program pinned to another CPU (bench/lifecycle.sh does both). Every socket
+//! is on 127.0.0.1.
+
+mod sampler;
+mod server;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use sampler::Latencies;
+use server::{Launch, Server};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use zonecert_server::admin;
+use zonecert_server::clock::{Clock, SystemClock};
+use zonecert_server::config::Config;
+use zonecert_server::model::{CaChoice, DcvMethod, Hostname, Pack};
+use zonecert_server::store::Store;
+use zonecert_testkit::DnsServer;
+
+/// Issue #3's targets.
+const MIN_CHECKS_PER_SEC: f64 = 2000.0;
+const MIN_ISSUANCES_PER_SEC: f64 = 500.0;
+const MAX_P99_RATIO: f64 = 2.0;
+const MAX_ORDER_TO_ACTIVE_MS: f64 = 50.0;
+const MAX_STORED_RSS_MB: f64 = 200.0;
+
+/// Packs per zone in the memory phase (the default quota).
+const PACKS_PER_STORED_ZONE: usize = 100;
+
+#[derive(Debug, Parser)]
+#[command(about = "zonecert lifecycle benchmark (issue #3)")]
+struct Args {
+    /// Hosts in the lifecycle run (two per pack: apex and wildcard).
+    #[arg(long, default_value_t = 10_000)]
+    hosts: usize,
+    /// Order -> active samples with retry=true.
+    #[arg(long, default_value_t = 200)]
+    retry_samples: usize,
+    /// Packs stored for the memory phase (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    stored_packs: usize,
+    /// Seconds of GET load in each memory run.
+    #[arg(long, default_value_t = 15)]
+    stored_secs: u64,
+    /// Seconds of idle GET sampling.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Connections of the GET latency sampler.
+    #[arg(long, default_value_t = 4)]
+    sampler_connections: usize,
+    /// CPU list (`taskset -c`) of the server.
+    #[arg(long, default_value = "0")]
+    server_cpu: String,
+    /// The server's `--check-concurrency`.
+    #[arg(long, default_value_t = 64)]
+    check_concurrency: usize,
+    /// Extra flags passed to every `zonecert serve` (space-separated).
+    #[arg(long, default_value = "")]
+    server_flags: String,
+    /// The `zonecert` binary [default: next to this one].
+    #[arg(long)]
+    zonecert: Option<PathBuf>,
+    /// Parent of the temporary data directories [default: the system's temp dir].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+/// One row of the report.
+struct Row {
+    figure: String,
+    value: String,
+    target: String,
+    pass: Option<bool>,
+}
+
+fn row(figure: &str, value: String, target: &str, pass: Option<bool>) -> Row {
+    Row {
+        figure: figure.into(),
+        value,
+        target: target.into(),
+        pass,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.hosts < 2 || args.hosts % 2 != 0 {
+        bail!("--hosts must be a positive even number (two hosts per pack)");
+    }
+    let bin = match &args.zonecert {
+        Some(b) => b.clone(),
+        None => server::sibling_binary()?,
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: cargo build --release -p zonecert",
+            bin.display()
+        );
+    }
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("zonecert-lcbench-");
+    let work = match &args.work_dir {
+        Some(dir) => builder.tempdir_in(dir)?,
+        None => builder.tempdir()?,
+    };
+    let mut rows = Vec::new();
+    let load_before = loadavg();
+    eprintln!("== machine: {}", machine());
+    eprintln!("== load average before: {load_before}");
+
+    let dns = Arc::new(DnsServer::start().await);
+    lifecycle_phases(&args, &bin, work.path(), &dns, &mut rows).await?;
+    if args.stored_packs > 0 {
+        memory_phase(&args, &bin, work.path(), &dns, &mut rows).await?;
+    }
+
+    let load_after = loadavg();
+    println!();
+    println!("zonecert lifecycle benchmark (issue #3)");
+    println!("machine: {}", machine());
+    println!("load average: before {load_before}, after {load_after}");
+    println!(
+        "server on CPU {} (taskset), this program elsewhere; sampler: {} connections",
+        args.server_cpu, args.sampler_connections
+    );
+    println!();
+    let w0 = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0);
+    let w2 = rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
+    for r in &rows {
+        let verdict = match r.pass {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "",
+        };
+        println!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {verdict}",
+            r.figure, r.value, r.target
+        );
+    }
+    Ok(())
+}
+
+/// Phases 1 to 3.
+async fn lifecycle_phases(
+    args: &Args,
+    bin: &Path,
+    work: &Path,
+    dns: &Arc<DnsServer>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let packs = args.hosts / 2;
+    let data = work.join("lifecycle");
+    let now = SystemClock.now();
+    let store = Store::open_sqlite(&data)?;
+    let mut zones = Vec::with_capacity(packs);
+    let mut zone_names = Vec::with_capacity(packs);
+    for i in 0..packs {
+        let name = format!("z{i:05}.bench.test");
+        zones.push(
+            admin::create_zone(&store, &name, None, now)
+                .await?
+                .id
+                .to_string(),
+        );
+        zone_names.push(name);
+    }
+    let mut retry_zones = Vec::new();
+    for i in 0..args.retry_samples {
+        let name = format!("r{i:05}.bench.test");
+        let id = admin::create_zone(&store, &name, None, now)
+            .await?
+            .id
+            .to_string();
+        retry_zones.push((id, name));
+    }
+    let token = admin::create_token(
+        &store,
+        "bench",
+        &[
+            "SSL and Certificates Read".into(),
+            "SSL and Certificates Write".into(),
+        ],
+        &[],
+        now,
+    )
+    .await?
+    .secret;
+    drop(store);
+    let zones = Arc::new(zones);
+
+    let mut flags: Vec<String> = vec![
+        "--dcv-resolvers".into(),
+        dns.addr().to_string(),
+        "--check-concurrency".into(),
+        args.check_concurrency.to_string(),
+    ];
+    flags.extend(args.server_flags.split_whitespace().map(str::to_owned));
+    let launch = |lifecycle: bool| {
+        let mut f = flags.clone();
+        f.extend(["--lifecycle".into(), lifecycle.to_string()]);
+        Launch {
+            bin: bin.to_owned(),
+            cpu: args.server_cpu.clone(),
+            data_dir: data.clone(),
+            flags: f,
+            log: work.join(format!("server-lifecycle-{lifecycle}.log")),
+        }
+    };
+
+    // ---- 1: order with the workers off, records into DNS, idle latency ----
+    let srv = Server::start(&launch(false)).await?;
+    eprintln!("== ordering {packs} packs ({} hosts)", args.hosts);
+    let t = Instant::now();
+    order_all(&srv.api, &token, &zones, &zone_names, dns).await?;
+    let ordering = t.elapsed();
+    eprintln!(
+        "== ordered in {:.2} s ({:.0} orders/s); idle GET sampling {} s",
+        ordering.as_secs_f64(),
+        packs as f64 / ordering.as_secs_f64(),
+        args.idle_secs
+    );
+    let idle = sampler::sample_for(
+        &srv.api,
+        &token,
+        zones.clone(),
+        args.sampler_connections,
+        Duration::from_secs(args.idle_secs),
+    )
+    .await?;
+    srv.stop().await?;
+
+    // ---- 2: the workers start with every record in place ----
+    let queries_before = dns.query_count();
+    let srv = Server::start(&launch(true)).await?;
+    let started = Instant::now();
+    let cpu_before = srv.cpu_time()?;
+    eprintln!("== workers started; waiting for {packs} packs to become active");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampling = {
+        let api = srv.api.clone();
+        let token = token.clone();
+        let zones = zones.clone();
+        let n = args.sampler_connections;
+        tokio::spawn(async move {
+            sampler::sample(&api, &token, zones, n, Duration::from_secs(3600), stop_rx).await
+        })
+    };
+    let progress = watch_progress(data.join("zonecert.db"), packs, started).await;
+    let _ = stop_tx.send(true);
+    let busy = sampling.await??;
+    let progress = progress?;
+    let cpu_run = srv.cpu_time()? - cpu_before;
+    let queries = dns.query_count() - queries_before;
+    let rss_run = srv.peak_rss_kib()?;
+    eprintln!("== states at the end: {:?}", progress.states);
+
+    eprintln!("== idle again: GET sampling {} s", args.idle_secs);
+    let after = sampler::sample_for(
+        &srv.api,
+        &token,
+        zones.clone(),
+        args.sampler_connections,
+        Duration::from_secs(args.idle_secs),
+    )
+    .await?;
+
+    // ---- 3: order -> active with retry=true ----
+    eprintln!(
+        "== order -> active with retry=true, {} samples",
+        args.retry_samples
+    );
+    let retry = order_to_active(&srv.api, &token, &retry_zones, dns).await?;
+    let rss_end = srv.peak_rss_kib()?;
+    srv.stop().await?;
+
+    let all_active = progress
+        .all_active
+        .context("not every pack became active")?;
+    let checks_secs = progress.all_verified.unwrap_or(all_active).as_secs_f64();
+    let checks_rate = args.hosts as f64 / checks_secs;
+    let first_cert = progress.first_cert.unwrap_or_default();
+    let issue_span = progress.last_cert.unwrap_or(all_active) - first_cert;
+    let issue_rate = packs as f64 / issue_span.as_secs_f64().max(1e-9);
+    let ratio = busy.quantile(0.99).as_secs_f64() / idle.quantile(0.99).as_secs_f64().max(1e-9);
+
+    rows.push(row(
+        "lifecycle: hosts / packs",
+        format!("{} / {packs}", args.hosts),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "ordering through the API (workers off)",
+        format!("{:.0} orders/s", packs as f64 / ordering.as_secs_f64()),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "workers start -> every pack active",
+        format!("{:.2} s", all_active.as_secs_f64()),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "DCV checks/s (hosts / time to last host validated)",
+        format!("{checks_rate:.0}"),
+        ">= 2000",
+        Some(checks_rate >= MIN_CHECKS_PER_SEC),
+    ));
+    rows.push(row(
+        "  DNS queries answered (TXT + CAA), per second",
+        format!(
+            "{queries} ({:.0}/s)",
+            queries as f64 / all_active.as_secs_f64()
+        ),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "issuances/s ECDSA P-256 (packs / first to last certificate)",
+        format!("{issue_rate:.0}"),
+        ">= 500",
+        Some(issue_rate >= MIN_ISSUANCES_PER_SEC),
+    ));
+    rows.push(row(
+        "  first / last certificate after start",
+        format!(
+            "{:.2} s / {:.2} s",
+            first_cert.as_secs_f64(),
+            progress.last_cert.unwrap_or(all_active).as_secs_f64()
+        ),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "server CPU time during the run (share of its core)",
+        format!(
+            "{:.2} s ({:.0}%)",
+            cpu_run.as_secs_f64(),
+            100.0 * cpu_run.as_secs_f64() / all_active.as_secs_f64()
+        ),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "server peak RSS (VmHWM) after the run",
+        format!("{:.1} MB", mb(rss_run)),
+        "",
+        None,
+    ));
+    rows.push(latency_row("GET verification, idle (workers off)", &idle));
+    rows.push(latency_row("GET verification, while the run runs", &busy));
+    rows.push(latency_row(
+        "GET verification, idle after (workers on)",
+        &after,
+    ));
+    rows.push(row(
+        "GET p99 during / p99 idle",
+        format!("{ratio:.2}"),
+        "<= 2",
+        Some(ratio <= MAX_P99_RATIO),
+    ));
+    let median = retry.median_ms();
+    rows.push(row(
+        "order -> active with retry=true, median",
+        format!("{median:.1} ms"),
+        "< 50 ms",
+        Some(median < MAX_ORDER_TO_ACTIVE_MS),
+    ));
+    rows.push(row(
+        "  p90 / max",
+        format!(
+            "{:.1} ms / {:.1} ms",
+            retry.quantile_ms(0.9),
+            retry.quantile_ms(1.0)
+        ),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "  active in the retry=true answer itself",
+        format!(
+            "{} of {} ({} further retry GETs)",
+            retry.active_in_call,
+            retry.samples.len(),
+            retry.repeated_retries
+        ),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "  of which the POST / the retry GET (medians)",
+        format!(
+            "{:.1} ms / {:.1} ms",
+            retry.post_median_ms, retry.get_median_ms
+        ),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "server peak RSS (VmHWM) after the retry phase",
+        format!("{:.1} MB", mb(rss_end)),
+        "",
+        None,
+    ));
+    if idle.errors + busy.errors + after.errors > 0 {
+        rows.push(row(
+            "GET errors (non-200 or failed)",
+            format!("{}", idle.errors + busy.errors + after.errors),
+            "0",
+            Some(false),
+        ));
+    }
+    Ok(())
+}
+
+fn latency_row(label: &str, l: &Latencies) -> Row {
+    row(
+        label,
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms ({} req, {:.0}/s)",
+            ms(l.quantile(0.5)),
+            ms(l.quantile(0.99)),
+            l.count(),
+            l.rate()
+        ),
+        "",
+        None,
+    )
+}
+
+/// Orders one apex + wildcard TXT pack per zone through the API (16 at a time) and puts
+/// each pack's TXT records in DNS as soon as its order returns.
+async fn order_all(
+    api: &str,
+    token: &str,
+    zones: &Arc<Vec<String>>,
+    names: &[String],
+    dns: &Arc<DnsServer>,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let names = Arc::new(names.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, zones, names, next, dns) = (
+            client.clone(),
+            zones.clone(),
+            names.clone(),
+            next.clone(),
+            dns.clone(),
+        );
+        let (api, token) = (api.to_owned(), token.to_owned());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (Some(zone), Some(name)) = (zones.get(i), names.get(i)) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let (_, records) = order(&client, &api, &token, zone, name).await?;
+                put_records(&dns, &records);
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    Ok(())
+}
+
+/// Orders a pack for `apex` and `*.apex`; returns its id and TXT records (name, value).
+async fn order(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    zone: &str,
+    apex: &str,
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    let body = serde_json::json!({
+        "type": "advanced",
+        "hosts": [apex, format!("*.{apex}")],
+        "validation_method": "txt",
+        "validity_days": 90,
+        "certificate_authority": "lets_encrypt",
+    });
+    let resp: serde_json::Value = client
+        .post(format!("{api}/zones/{zone}/ssl/certificate_packs/order"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if resp["success"] != true {
+        bail!("order for {apex} failed: {resp}");
+    }
+    let id = resp["result"]["id"]
+        .as_str()
+        .context("order without id")?
+        .to_owned();
+    let records = resp["result"]["validation_records"]
+        .as_array()
+        .context("order without validation_records")?
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["txt_name"].as_str()?.to_owned(),
+                r["txt_value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect::<Vec<_>>();
+    if records.len() != 2 {
+        bail!("expected 2 TXT records for {apex}, got {resp}");
+    }
+    Ok((id, records))
+}
+
+/// Sets the TXT records, several values at one name becoming one record set.
+fn put_records(dns: &DnsServer, records: &[(String, String)]) {
+    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, value) in records {
+        by_name.entry(name).or_default().push(value);
+    }
+    for (name, values) in by_name {
+        dns.set_txt(name, &values);
+    }
+}
+
+/// When the run's milestones were reached, measured from the workers' start.
+#[derive(Debug, Default)]
+struct Progress {
+    all_verified: Option<Duration>,
+    first_cert: Option<Duration>,
+    last_cert: Option<Duration>,
+    all_active: Option<Duration>,
+    states: BTreeMap<String, i64>,
+}
+
+/// Polls the server's database (read-only queries, every 20 ms) until `packs` packs are
+/// active or ten minutes pass.
+async fn watch_progress(db: PathBuf, packs: usize, started: Instant) -> anyhow::Result<Progress> {
+    tokio::task::spawn_blocking(move || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut p = Progress::default();
+        let mut stmt = conn.prepare(
+            "SELECT (SELECT COUNT(*) FROM pack_hosts WHERE verified = 1), \
+                    (SELECT COUNT(*) FROM packs WHERE cert_id IS NOT NULL), \
+                    (SELECT COUNT(*) FROM packs WHERE state = 'active')",
+        )?;
+        let packs = packs as i64;
+        let mut last_certs = 0;
+        while started.elapsed() < Duration::from_secs(600) {
+            let (verified, certs, active): (i64, i64, i64) =
+                stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let at = started.elapsed();
+            if p.all_verified.is_none() && verified >= 2 * packs {
+                p.all_verified = Some(at);
+            }
+            if p.first_cert.is_none() && certs > 0 {
+                p.first_cert = Some(at);
+            }
+            if certs > last_certs {
+                last_certs = certs;
+                if certs >= packs {
+                    p.last_cert = Some(at);
+                }
+            }
+            if active >= packs {
+                p.all_active = Some(at);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut states = conn.prepare("SELECT state, COUNT(*) FROM packs GROUP BY state")?;
+        p.states = states
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(p)
+    })
+    .await?
+}
+
+/// Order -> active samples.
+#[derive(Debug, Default)]
+struct RetrySamples {
+    samples: Vec<f64>,
+    active_in_call: usize,
+    /// Further `retry=true` GETs sent when the first answer was not active yet.
+    repeated_retries: usize,
+    post_median_ms: f64,
+    get_median_ms: f64,
+}
+
+impl RetrySamples {
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let mut s = self.samples.clone();
+        s.sort_by(f64::total_cmp);
+        if s.is_empty() {
+            return 0.0;
+        }
+        s[((s.len() - 1) as f64 * q).round() as usize]
+    }
+
+    fn median_ms(&self) -> f64 {
+        self.quantile_ms(0.5)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// One at a time: POST an order, put its records in DNS, GET the verification view with
+/// `retry=true`; if the pack is not active in that answer, poll it until it is.
+async fn order_to_active(
+    api: &str,
+    token: &str,
+    zones: &[(String, String)],
+    dns: &DnsServer,
+) -> anyhow::Result<RetrySamples> {
+    let client = reqwest::Client::new();
+    let mut out = RetrySamples::default();
+    let (mut posts, mut gets) = (Vec::new(), Vec::new());
+    for (zone, apex) in zones {
+        let t = Instant::now();
+        let (id, records) = order(&client, api, token, zone, apex).await?;
+        posts.push(ms(t.elapsed()));
+        put_records(dns, &records);
+        let g = Instant::now();
+        let view = verification(&client, api, token, zone, true).await?;
+        gets.push(ms(g.elapsed()));
+        if pack_active_in(&view, &id)? {
+            out.active_in_call += 1;
+        } else {
+            // What a client does next: ask again. A check that ran before the records
+            // were in DNS can answer the first retry with the pack still pending.
+            let mut active = false;
+            for _ in 0..20 {
+                out.repeated_retries += 1;
+                let view = verification(&client, api, token, zone, true).await?;
+                if pack_active_in(&view, &id)? {
+                    active = true;
+                    break;
+                }
+            }
+            if !active {
+                wait_active(&client, api, token, zone, &id).await?;
+            }
+        }
+        out.samples.push(ms(t.elapsed()));
+    }
+    out.post_median_ms = median(posts);
+    out.get_median_ms = median(gets);
+    Ok(out)
+}
+
+async fn verification(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    zone: &str,
+    retry: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let query = if retry { "?retry=true" } else { "" };
+    Ok(client
+        .get(format!("{api}/zones/{zone}/ssl/verification{query}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+/// Whether every verification item of pack `id` says `active`.
+fn pack_active_in(view: &serde_json::Value, id: &str) -> anyhow::Result<bool> {
+    let items: Vec<&serde_json::Value> = view["result"]
+        .as_array()
+        .context("verification view without result")?
+        .iter()
+        .filter(|v| v["cert_pack_uuid"] == id)
+        .collect();
+    Ok(!items.is_empty() && items.iter().all(|v| v["certificate_status"] == "active"))
+}
+
+async fn wait_active(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    zone: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let pack: serde_json::Value = client
+            .get(format!("{api}/zones/{zone}/ssl/certificate_packs/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if pack["result"]["status"] == "active" {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    bail!("pack {id} did not become active within 60 s")
+}
+
+/// Phase 4: peak RSS with many packs stored, under a GET load; workers off, then on
+/// (their records absent, so every check fails and is rescheduled).
+async fn memory_phase(
+    args: &Args,
+    bin: &Path,
+    work: &Path,
+    dns: &Arc<DnsServer>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let data = work.join("stored");
+    let store = Store::open_sqlite(&data)?;
+    let config = Config::new(&data);
+    let now = SystemClock.now();
+    let zone_count = args.stored_packs.div_ceil(PACKS_PER_STORED_ZONE);
+    eprintln!(
+        "== storing {} packs in {zone_count} zones (directly in the database)",
+        args.stored_packs
+    );
+    let t = Instant::now();
+    let mut zones = Vec::with_capacity(zone_count);
+    let mut left = args.stored_packs;
+    for i in 0..zone_count {
+        let apex = format!("m{i:05}.bench.test");
+        let zone = admin::create_zone(&store, &apex, None, now).await?;
+        let hosts = vec![
+            Hostname::parse(&apex)?,
+            Hostname::parse(&format!("*.{apex}"))?,
+        ];
+        for _ in 0..left.min(PACKS_PER_STORED_ZONE) {
+            let pack = Pack::order(
+                zone.id.clone(),
+                hosts.clone(),
+                DcvMethod::Txt,
+                90,
+                CaChoice::LetsEncrypt,
+                false,
+                &config.dcv_suffix(&zone.id),
+                now,
+            );
+            store
+                .insert_pack(&pack, PACKS_PER_STORED_ZONE as u64)
+                .await?;
+        }
+        left = left.saturating_sub(PACKS_PER_STORED_ZONE);
+        zones.push(zone.id.to_string());
+    }
+    let token = admin::create_token(
+        &store,
+        "bench",
+        &["SSL and Certificates Read".into()],
+        &[],
+        now,
+    )
+    .await?
+    .secret;
+    drop(store);
+    eprintln!("== stored in {:.1} s", t.elapsed().as_secs_f64());
+    let zones = Arc::new(zones);
+    let db_mb = std::fs::metadata(data.join("zonecert.db"))
+        .map(|m| m.len() as f64 / 1e6)
+        .unwrap_or_default();
+
+    for lifecycle in [false, true] {
+        let mut flags = vec![
+            "--lifecycle".to_owned(),
+            lifecycle.to_string(),
+            "--dcv-resolvers".into(),
+            dns.addr().to_string(),
+            "--check-concurrency".into(),
+            args.check_concurrency.to_string(),
+        ];
+        flags.extend(args.server_flags.split_whitespace().map(str::to_owned));
+        let srv = Server::start(&Launch {
+            bin: bin.to_owned(),
+            cpu: args.server_cpu.clone(),
+            data_dir: data.clone(),
+            flags,
+            log: work.join(format!("server-stored-{lifecycle}.log")),
+        })
+        .await?;
+        let queries_before = dns.query_count();
+        eprintln!(
+            "== {} packs stored, workers {}: GET load {} s",
+            args.stored_packs,
+            if lifecycle { "on" } else { "off" },
+            args.stored_secs
+        );
+        let load = sampler::sample_for(
+            &srv.api,
+            &token,
+            zones.clone(),
+            args.sampler_connections,
+            Duration::from_secs(args.stored_secs),
+        )
+        .await?;
+        let rss = srv.peak_rss_kib()?;
+        let queries = dns.query_count() - queries_before;
+        srv.stop().await?;
+        let label = if lifecycle {
+            "peak RSS, packs stored, workers on (records absent)"
+        } else {
+            "peak RSS, packs stored, workers off"
+        };
+        rows.push(row(
+            label,
+            format!(
+                "{:.1} MB ({} packs, db {db_mb:.0} MB)",
+                mb(rss),
+                args.stored_packs
+            ),
+            "<= 200 MB",
+            Some(mb(rss) <= MAX_STORED_RSS_MB),
+        ));
+        rows.push(latency_row(
+            "  GET verification meanwhile (100 packs a zone)",
+            &load,
+        ));
+        if lifecycle {
+            rows.push(row(
+                "  DNS queries answered meanwhile (failing checks)",
+                format!(
+                    "{queries} ({:.0}/s)",
+                    queries as f64 / args.stored_secs as f64
+                ),
+                "",
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// KiB to MB (10^6 bytes).
+fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let nproc = std::process::Command::new("nproc")
+        .arg("--all")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{nproc} CPUs ({model}), {cpus} available to this program")
+}
