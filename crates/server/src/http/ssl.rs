@@ -89,7 +89,7 @@ pub(super) async fn get_verification(
         .await?
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
     if retry {
-        packs = recheck(&st, &zone.id, packs).await?;
+        packs = recheck(&st, &uri, &zone.id, packs).await?;
     }
     Ok(Json(api::Envelope::ok(wire::verifications(
         &packs,
@@ -106,7 +106,7 @@ pub(super) async fn edit_verification(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::EditVerificationResult> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
-    let mut pack = pack_of(&st, &uri, &zone, &pack_id).await?;
+    let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
     let body = request::json_object(body, st.config.max_body_bytes, false)?;
     let method = request::one_of(
         &body,
@@ -123,21 +123,24 @@ pub(super) async fn edit_verification(
     }
     let now = st.clock.now();
     let suffix = dcv_suffix(&st, &zone.id);
-    match pack.state {
-        PackState::PendingValidation if method == pack.method => pack.recheck_now(now),
-        PackState::PendingValidation => pack.switch_method(method, &suffix, now),
-        state if state.is_timed_out() => {
-            pack.method = method;
-            pack.restart_validation(&suffix, now);
+    let pack = update_with(&st, &uri, pack, |pack| {
+        match pack.state {
+            PackState::PendingValidation if method == pack.method => pack.recheck_now(now),
+            PackState::PendingValidation => pack.switch_method(method, &suffix, now),
+            state if state.is_timed_out() => {
+                pack.method = method;
+                pack.restart_validation(&suffix, now);
+            }
+            state => {
+                return Err(ApiError::wrong_state(format!(
+                    "the validation method of a pack in status {} cannot be changed",
+                    state.as_str()
+                )));
+            }
         }
-        state => {
-            return Err(ApiError::wrong_state(format!(
-                "the validation method of a pack in status {} cannot be changed",
-                state.as_str()
-            )));
-        }
-    }
-    save(&st, &mut pack).await?;
+        Ok(())
+    })
+    .await?;
     let id = pack.id.clone();
     let pack = wait_for_checks(&st, &zone.id, vec![pack])
         .await?
@@ -159,34 +162,68 @@ fn dcv_suffix(st: &AppState, zone: &ZoneId) -> String {
     st.config.dcv_suffix(zone)
 }
 
-async fn save(st: &AppState, pack: &mut Pack) -> Result<(), ApiError> {
-    st.store.update_pack(pack).await.map_err(|e| match e {
-        StoreError::Conflict => {
-            ApiError::wrong_state("the certificate pack changed while this request ran; try again")
+/// Applies `change` to `pack` and saves it. When a worker wrote the pack meanwhile
+/// (optimistic concurrency: its check may have run a moment ago), the pack is read
+/// again and the change applied to what is now stored, up to three times, so a
+/// client's edit is never refused for a background write.
+async fn update_with(
+    st: &AppState,
+    uri: &Uri,
+    mut pack: Pack,
+    mut change: impl FnMut(&mut Pack) -> Result<(), ApiError>,
+) -> Result<Pack, ApiError> {
+    for _ in 0..3 {
+        change(&mut pack)?;
+        match st.store.update_pack(&mut pack).await {
+            Ok(()) => {
+                st.signals.wake();
+                return Ok(pack);
+            }
+            Err(StoreError::Conflict) => {
+                pack = st
+                    .store
+                    .pack(&pack.zone_id, &pack.id)
+                    .await?
+                    .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
+            }
+            Err(StoreError::NotFound) => return Err(ApiError::unknown_object(uri.path())),
+            Err(e) => return Err(e.into()),
         }
-        other => other.into(),
-    })?;
-    st.signals.wake();
-    Ok(())
+    }
+    Err(ApiError::wrong_state(
+        "the certificate pack kept changing while this request ran; try again",
+    ))
 }
 
 /// `retry=true`: makes the zone's pending hosts due now, wakes the workers and waits
 /// (bounded) for their outcomes, so the answer reflects the check. The attempt
 /// counters are not reset.
-async fn recheck(st: &AppState, zone: &ZoneId, packs: Vec<Pack>) -> Result<Vec<Pack>, ApiError> {
+async fn recheck(
+    st: &AppState,
+    uri: &Uri,
+    zone: &ZoneId,
+    packs: Vec<Pack>,
+) -> Result<Vec<Pack>, ApiError> {
     let now = st.clock.now();
     let mut due = Vec::new();
-    for mut pack in packs {
-        let pending = pack.state == PackState::PendingValidation
-            && pack.hosts.iter().any(|h| h.check.verified != Some(true));
-        if pending {
-            pack.recheck_now(now);
-            match st.store.update_pack(&mut pack).await {
-                // A worker wrote the pack meanwhile: it is being checked anyway.
-                Ok(()) | Err(StoreError::Conflict) => due.push(pack),
-                Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
+    let pending = |p: &Pack| {
+        p.state == PackState::PendingValidation
+            && p.hosts.iter().any(|h| h.check.verified != Some(true))
+    };
+    for pack in packs.into_iter().filter(|p| pending(p)) {
+        // A worker may have just checked (before the client published its record) and
+        // scheduled the next check a minute out: `update_with` re-applies on conflict.
+        match update_with(st, uri, pack, |p| {
+            if pending(p) {
+                p.recheck_now(now);
             }
+            Ok(())
+        })
+        .await
+        {
+            Ok(pack) => due.push(pack),
+            Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
         }
     }
     st.signals.wake();
@@ -352,23 +389,27 @@ pub(super) async fn edit_pack(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::CertificatePack> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
-    let mut pack = pack_of(&st, &uri, &zone, &pack_id).await?;
+    let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
     let body = request::json_object(body, st.config.max_body_bytes, true)?;
     let branding = request::optional_bool(&body, "cloudflare_branding")?;
     let now = st.clock.now();
-    if let Some(b) = branding {
-        pack.cloudflare_branding = b;
-        pack.updated_at = now;
-    }
-    if pack.state == PackState::ValidationTimedOut {
-        pack.restart_validation(&dcv_suffix(&st, &zone.id), now);
-    } else if branding.is_none() {
-        return Err(ApiError::wrong_state(format!(
-            "only a pack in validation_timed_out can be restarted; this one is {}",
-            pack.state.as_str()
-        )));
-    }
-    save(&st, &mut pack).await?;
+    let suffix = dcv_suffix(&st, &zone.id);
+    let pack = update_with(&st, &uri, pack, |pack| {
+        if let Some(b) = branding {
+            pack.cloudflare_branding = b;
+            pack.updated_at = now;
+        }
+        if pack.state == PackState::ValidationTimedOut {
+            pack.restart_validation(&suffix, now);
+        } else if branding.is_none() {
+            return Err(ApiError::wrong_state(format!(
+                "only a pack in validation_timed_out can be restarted; this one is {}",
+                pack.state.as_str()
+            )));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Json(api::Envelope::ok(wire::pack(&pack))))
 }
 
