@@ -579,22 +579,3 @@ async fn builtin_issuer_mints_tokens_then_issues_for_the_order() {
         .unwrap_err();
     assert!(matches!(err, IssuanceError::OrderMismatch(_)), "{err}");
 }
-
-/// Throughput of ECDSA issuance; run in release:
-/// `cargo test -p zonecert-server --release --test issuance -- --ignored --nocapture`
-#[test]
-#[ignore = "benchmark: run explicitly in release mode"]
-fn ecdsa_issuance_throughput() {
-    let data = tempfile::tempdir().unwrap();
-    let ca = BuiltinCa::load_or_create(data.path()).unwrap();
-    let req = request(&["bench.example", "*.bench.example"], KeyType::EcdsaP256);
-    let count = 5000;
-    let started = Instant::now();
-    for _ in 0..count {
-        ca.issue(&req).unwrap();
-    }
-    let elapsed = started.elapsed();
-    let rate = f64::from(count) / elapsed.as_secs_f64();
-    println!("{count} ECDSA issuances in {elapsed:?} on one thread: {rate:.0}/s");
-    assert!(rate >= 500.0, "{rate:.0} issuances/s is below 500/s");
-}
