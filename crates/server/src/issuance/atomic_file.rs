@@ -3,10 +3,33 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::IssuanceError;
+
+/// Creates `dir` (with `dir_mode`) if needed and takes an exclusive lock on the file
+/// `lock_name` in it, held until the returned file is dropped: it serialises the
+/// processes and threads that write in that folder.
+pub(crate) fn lock_dir(dir: &Path, dir_mode: u32, lock_name: &str) -> Result<File, IssuanceError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode)
+        .create(dir)
+        .map_err(|e| IssuanceError::io("create directory", dir, e))?;
+    let lock_path = dir.join(lock_name);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| IssuanceError::io("open lock file", &lock_path, e))?;
+    lock.lock()
+        .map_err(|e| IssuanceError::io("lock", &lock_path, e))?;
+    Ok(lock)
+}
 
 /// A complete, fsynced temporary file next to its destination, waiting to be renamed over it.
 /// Dropping it without `commit` removes the temporary file.

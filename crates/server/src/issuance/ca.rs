@@ -2,9 +2,7 @@
 //! an RSA issuing CA below it for RSA leaves.
 
 use std::fmt;
-use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -17,7 +15,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::{OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256};
 
 use super::IssuanceError;
-use super::atomic_file::write_atomic;
+use super::atomic_file::{lock_dir, write_atomic};
 use super::leaf::{
     IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem, SIGNATURE_ECDSA_SHA256, SIGNATURE_RSA_SHA256,
     check_hosts,
@@ -84,23 +82,7 @@ impl BuiltinCa {
     /// silently replaced: clients may already trust it.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, IssuanceError> {
         let dir = data_dir.join(CA_DIR);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| IssuanceError::io("create directory", &dir, e))?;
-
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| IssuanceError::io("open lock file", &lock_path, e))?;
-        lock.lock()
-            .map_err(|e| IssuanceError::io("lock", &lock_path, e))?;
+        let lock = lock_dir(&dir, 0o700, LOCK_FILE)?;
 
         let root = match load_authority(&dir, ROOT_CERT, ROOT_KEY)? {
             Some(root) => root,

@@ -1,7 +1,5 @@
 //! Writing an issued certificate where a TLS server reads it, and telling that server.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -9,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::atomic_file::{StagedFile, sync_dir};
+use super::atomic_file::{StagedFile, lock_dir, sync_dir};
 use super::{IssuanceError, IssuedLeaf, PrivateKeyPem};
 
 /// How much of a failed hook's stderr goes into the error.
@@ -100,22 +98,7 @@ fn write_files(
     chain: &str,
     key: &PrivateKeyPem,
 ) -> Result<(), IssuanceError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&paths.dir)
-        .map_err(|e| IssuanceError::io("create directory", &paths.dir, e))?;
-    let lock_path = paths.dir.join(".deploy.lock");
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| IssuanceError::io("open lock file", &lock_path, e))?;
-    lock.lock()
-        .map_err(|e| IssuanceError::io("lock", &lock_path, e))?;
+    let lock = lock_dir(&paths.dir, 0o755, ".deploy.lock")?;
 
     let staged_key = StagedFile::stage(&paths.privkey, key.expose_secret().as_bytes(), 0o600)?;
     let staged_chain = StagedFile::stage(&paths.fullchain, chain.as_bytes(), 0o644)?;
