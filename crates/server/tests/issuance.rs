@@ -15,11 +15,10 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256};
 use x509_parser::pem::Pem;
 use x509_parser::public_key::PublicKey;
-use zonecert_api::ValidationMethod;
 use zonecert_server::issuance::{
-    BuiltinCa, DcvRecord, HookCommand, IssuanceError, IssueRequest, IssuedLeaf, Issuer, KeyType,
-    deploy,
+    BuiltinCa, HookCommand, IssuanceError, IssueRequest, IssuedLeaf, Issuer, KeyType, deploy,
 };
+use zonecert_server::model::{DcvMethod, DcvRecord, Hostname};
 
 fn hosts(list: &[&str]) -> Vec<String> {
     list.iter().map(|h| (*h).to_owned()).collect()
@@ -502,52 +501,73 @@ async fn a_hook_past_its_timeout_is_killed() {
     assert!(matches!(err, IssuanceError::HookSpawn { .. }), "{err}");
 }
 
+fn hostnames(list: &[&str]) -> Vec<Hostname> {
+    list.iter().map(|h| Hostname::parse(h).unwrap()).collect()
+}
+
+fn is_token(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[tokio::test]
-async fn builtin_issuer_mints_tokens_then_issues_for_the_order() {
+async fn builtin_issuer_mints_model_records_then_issues_for_the_order() {
     let data = tempfile::tempdir().unwrap();
     let ca = Arc::new(BuiltinCa::load_or_create(data.path()).unwrap());
     let issuer = Issuer::Builtin(Arc::clone(&ca));
-    let order_hosts = hosts(&["example.org", "*.example.org"]);
+    let order_hosts = hostnames(&["example.org", "*.example.org"]);
+    let suffix = "z1.dcv.zonecert.test";
 
     let order = issuer
-        .begin(&order_hosts, &ValidationMethod::Txt)
+        .begin(&order_hosts, DcvMethod::Txt, suffix)
         .await
         .unwrap();
     assert_eq!(order.challenges.len(), 2);
     assert_eq!(order.tokens_expire, None);
+    let mut values = Vec::new();
     for (challenge, host) in order.challenges.iter().zip(&order_hosts) {
         assert_eq!(&challenge.host, host);
-        assert_eq!(challenge.token.len(), 43);
-        assert!(
-            challenge
-                .token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
-        assert_eq!(
-            challenge.record,
-            DcvRecord::Txt {
-                name: "_acme-challenge.example.org".to_owned(),
-                value: challenge.token.clone(),
+        match &challenge.record {
+            DcvRecord::Txt { name, value } => {
+                assert_eq!(name, "_acme-challenge.example.org");
+                assert!(is_token(value), "{value}");
+                values.push(value.clone());
             }
-        );
+            other => panic!("expected a TXT record, got {other:?}"),
+        }
     }
-    assert_ne!(order.challenges[0].token, order.challenges[1].token);
+    assert_ne!(values[0], values[1]);
 
     let http = issuer
-        .begin(&hosts(&["www.example.org"]), &ValidationMethod::Http)
+        .begin(&hostnames(&["www.example.org"]), DcvMethod::Http, suffix)
         .await
         .unwrap();
-    let token = &http.challenges[0].token;
+    match &http.challenges[0].record {
+        DcvRecord::Http { url, body } => {
+            let token = url
+                .strip_prefix("http://www.example.org/.well-known/acme-challenge/")
+                .unwrap();
+            assert!(is_token(token), "{url}");
+            assert!(body.starts_with(&format!("{token}.")), "{body}");
+        }
+        other => panic!("expected an HTTP record, got {other:?}"),
+    }
+
+    let cname = issuer
+        .begin(&order_hosts, DcvMethod::Cname, suffix)
+        .await
+        .unwrap();
     assert_eq!(
-        http.challenges[0].record,
-        DcvRecord::Http {
-            url: format!("http://www.example.org/.well-known/acme-challenge/{token}"),
-            body: token.clone(),
+        cname.challenges[1].record,
+        DcvRecord::Cname {
+            name: "_acme-challenge.example.org".to_owned(),
+            target: format!("example.org.{suffix}"),
         }
     );
+
     let err = issuer
-        .begin(&order_hosts, &ValidationMethod::Http)
+        .begin(&order_hosts, DcvMethod::Http, suffix)
         .await
         .unwrap_err();
     assert!(
@@ -555,13 +575,22 @@ async fn builtin_issuer_mints_tokens_then_issues_for_the_order() {
         "{err}"
     );
     let err = issuer
-        .begin(&order_hosts, &ValidationMethod::Email)
+        .begin(&order_hosts, DcvMethod::Email, suffix)
         .await
         .unwrap_err();
     assert!(
         matches!(err, IssuanceError::UnsupportedValidation { .. }),
         "{err}"
     );
+    let err = issuer
+        .begin(
+            &hostnames(&["a.example.org", "a.example.org"]),
+            DcvMethod::Txt,
+            suffix,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IssuanceError::InvalidRequest(_)), "{err}");
 
     // The hosts of the request may come in another order; the certificate is the CA's.
     let req = request(&["*.example.org", "example.org"], KeyType::Rsa2048);
@@ -577,5 +606,25 @@ async fn builtin_issuer_mints_tokens_then_issues_for_the_order() {
         .finish("{\"issuer\":\"acme\"}", &req)
         .await
         .unwrap_err();
+    assert!(matches!(err, IssuanceError::OrderMismatch(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_local_order_names_the_hosts_minted_without_begin() {
+    let data = tempfile::tempdir().unwrap();
+    let ca = Arc::new(BuiltinCa::load_or_create(data.path()).unwrap());
+    let issuer = Issuer::Builtin(Arc::clone(&ca));
+    let order_ref = issuer
+        .local_order(&hostnames(&["example.org", "www.example.org"]))
+        .unwrap();
+
+    let req = request(&["www.example.org", "example.org"], KeyType::EcdsaP256);
+    let leaf = issuer.finish(&order_ref, &req).await.unwrap();
+    assert_eq!(leaf.hosts, req.hosts);
+    assert_eq!(leaf.signature, "ECDSAWithSHA256");
+    assert!(leaf.chain_pem.ends_with(ca.certificate_pem()));
+
+    let other = request(&["example.org"], KeyType::EcdsaP256);
+    let err = issuer.finish(&order_ref, &other).await.unwrap_err();
     assert!(matches!(err, IssuanceError::OrderMismatch(_)), "{err}");
 }

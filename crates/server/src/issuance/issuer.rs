@@ -3,29 +3,35 @@
 //! An order has two steps, matching ACME (RFC 8555):
 //!
 //! 1. [`Issuer::begin`] while the pack is `initializing`: the issuer hands out one DCV record
-//!    per host and an opaque order reference, which the lifecycle stores with the pack.
-//! 2. [`Issuer::finish`] once zonecert's own check of every record passed (`issuing`): the
+//!    per host (the model's [`DcvRecord`], the same type the pack stores and the validator
+//!    checks) and an opaque order reference, which the lifecycle stores with the pack.
+//! 2. [`Issuer::finish`] once zonecert's own check of every record passed (`pending_issuance`): the
 //!    issuer makes its CA validate and sign, and returns the certificate.
+//!
+//! The built-in CA trusts zonecert's check, so its records need no CA: they are minted when
+//! the pack is ordered ([`Pack::order`](crate::model::Pack::order)), the pack starts in
+//! `pending_validation`, and the lifecycle names the order with [`Issuer::local_order`]
+//! instead of storing a reference. Its `begin` mints the same records the same way.
 //!
 //! Only the built-in CA exists today. An ACME issuer (Let's Encrypt, Pebble) is meant to
 //! become a second variant, `Issuer::Acme`, without changing this interface: `begin` creates
-//! the ACME order and returns the CA's challenges (`_acme-challenge` TXT value =
-//! base64url(SHA-256(key authorization)), or the http-01 URL and key authorization) with the
-//! authorizations' expiry in [`IssuerOrder::tokens_expire`], and an order reference carrying
-//! the order URL; `finish` tells the CA the challenges are ready, polls the order, finalizes
-//! it with a CSR for a locally generated key of the request's [`KeyType`](super::KeyType),
-//! and downloads the chain. Hence the async methods and the serialised order reference.
+//! the ACME order and returns the CA's challenges as records (a TXT record whose value is
+//! base64url(SHA-256(key authorization)), or the http-01 URL with the key authorization as
+//! body) with the authorizations' expiry in [`IssuerOrder::tokens_expire`], and an order
+//! reference carrying the order URL; `finish` tells the CA the challenges are ready, polls
+//! the order, finalizes it with a CSR for a locally generated key of the request's
+//! [`KeyType`](super::KeyType), and downloads the chain. Hence the async methods and the
+//! serialised order reference. `local_order` has no meaning for it and would refuse. How the
+//! lifecycle drives the two steps is described in [`crate::lifecycle`]'s worker.
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use zonecert_api::ValidationMethod;
 
 use super::leaf::check_hosts;
 use super::{BuiltinCa, IssuanceError, IssueRequest, IssuedLeaf};
+use crate::model::{DcvMethod, DcvRecord, Hostname};
 
 /// A certificate authority the lifecycle can order from.
 #[derive(Debug, Clone)]
@@ -52,30 +58,10 @@ pub struct IssuerOrder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostChallenge {
     /// The host, as ordered (may be a wildcard).
-    pub host: String,
-    /// The challenge token (for the built-in CA, 43 base64url characters from 256 random bits).
-    pub token: String,
-    /// What must be published where.
+    pub host: Hostname,
+    /// What must be published where; the token is inside it (the TXT value, the HTTP
+    /// URL and body).
     pub record: DcvRecord,
-}
-
-/// Where a DCV token must be published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DcvRecord {
-    /// A TXT record. For the cname method this is the record the delegation target must serve.
-    Txt {
-        /// `_acme-challenge.<host without "*.">`.
-        name: String,
-        /// The value one of the TXT strings at `name` must equal.
-        value: String,
-    },
-    /// An HTTP resource.
-    Http {
-        /// `http://<host>/.well-known/acme-challenge/<token>`.
-        url: String,
-        /// The body it must answer with (trailing whitespace ignored).
-        body: String,
-    },
 }
 
 /// What the order reference of each issuer holds.
@@ -86,73 +72,70 @@ enum OrderRef {
 }
 
 impl Issuer {
-    /// Starts an order for `hosts` to be validated by `method`.
+    /// Starts an order for `hosts` to be validated by `method`. `dcv_target_suffix` is where
+    /// delegated (cname) validations point, as for [`DcvRecord::mint`].
     ///
-    /// Fails for email validation, which zonecert does not run, and for http validation of a
-    /// wildcard host, which no CA may accept (CA/Browser Forum ballot SC45).
+    /// Fails for email validation, which no CA runs for zonecert (an operator approves such
+    /// packs), and for http validation of a wildcard host, which no CA may accept
+    /// (CA/Browser Forum ballot SC45).
     pub async fn begin(
         &self,
-        hosts: &[String],
-        method: &ValidationMethod,
+        hosts: &[Hostname],
+        method: DcvMethod,
+        dcv_target_suffix: &str,
     ) -> Result<IssuerOrder, IssuanceError> {
-        check_hosts(hosts)?;
-        let http = match method {
-            ValidationMethod::Http => true,
-            ValidationMethod::Txt | ValidationMethod::Cname => false,
-            other => {
+        let names = host_names(hosts);
+        check_hosts(&names)?;
+        match method {
+            DcvMethod::Txt | DcvMethod::Http | DcvMethod::Cname => {}
+            DcvMethod::Email => {
                 return Err(IssuanceError::UnsupportedValidation {
-                    host: hosts.join(", "),
-                    method: other.as_str().to_owned(),
-                    reason: "zonecert validates only by http, txt and cname",
+                    host: names.join(", "),
+                    method: method.as_str().to_owned(),
+                    reason: "an issuer validates only by http, txt and cname",
                 });
             }
-        };
-        if http && let Some(wildcard) = hosts.iter().find(|h| h.starts_with("*.")) {
+        }
+        if method == DcvMethod::Http
+            && let Some(wildcard) = hosts.iter().find(|h| h.is_wildcard())
+        {
             return Err(IssuanceError::UnsupportedValidation {
-                host: wildcard.clone(),
+                host: wildcard.as_str().to_owned(),
                 method: method.as_str().to_owned(),
                 reason: "a wildcard host can only be validated through DNS (txt or cname)",
             });
         }
         match self {
-            Issuer::Builtin(_) => {
-                let challenges = hosts
+            Issuer::Builtin(_) => Ok(IssuerOrder {
+                order_ref: self.local_order(hosts)?,
+                challenges: hosts
                     .iter()
-                    .map(|host| {
-                        let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-                        let record = if http {
-                            DcvRecord::Http {
-                                url: format!("http://{host}/.well-known/acme-challenge/{token}"),
-                                body: token.clone(),
-                            }
-                        } else {
-                            let base = host.strip_prefix("*.").unwrap_or(host);
-                            DcvRecord::Txt {
-                                name: format!("_acme-challenge.{base}"),
-                                value: token.clone(),
-                            }
-                        };
-                        HostChallenge {
-                            host: host.clone(),
-                            token,
-                            record,
-                        }
+                    .map(|host| HostChallenge {
+                        host: host.clone(),
+                        record: DcvRecord::mint(method, host, dcv_target_suffix),
                     })
-                    .collect();
-                let order_ref = serde_json::to_string(&OrderRef::Builtin {
-                    hosts: hosts.to_vec(),
-                })
-                .map_err(|e| IssuanceError::Generation(format!("order reference: {e}")))?;
-                Ok(IssuerOrder {
-                    order_ref,
-                    challenges,
-                    tokens_expire: None,
-                })
-            }
+                    .collect(),
+                tokens_expire: None,
+            }),
         }
     }
 
-    /// Completes the order `order_ref` (from [`Issuer::begin`]) and returns the certificate.
+    /// The order reference of `hosts` whose records zonecert minted itself when the pack
+    /// was ordered, so no [`Issuer::begin`] ran and no reference was stored: the lifecycle
+    /// passes it to [`Issuer::finish`]. The built-in CA trusts zonecert's check, so its
+    /// order is nothing but the hosts. An issuer whose tokens come from its CA (ACME) has
+    /// no such order; its packs keep the reference `begin` returned.
+    pub fn local_order(&self, hosts: &[Hostname]) -> Result<String, IssuanceError> {
+        match self {
+            Issuer::Builtin(_) => serde_json::to_string(&OrderRef::Builtin {
+                hosts: host_names(hosts),
+            })
+            .map_err(|e| IssuanceError::Generation(format!("order reference: {e}"))),
+        }
+    }
+
+    /// Completes the order `order_ref` (from [`Issuer::begin`] or [`Issuer::local_order`])
+    /// and returns the certificate. The built-in CA signs on a blocking thread.
     /// `req.hosts` must be the order's hosts (in any order), as a CA finalizes only what it
     /// authorized.
     pub async fn finish(
@@ -190,4 +173,8 @@ fn same_hosts(a: &[String], b: &[String]) -> bool {
         v
     };
     normalise(a) == normalise(b)
+}
+
+fn host_names(hosts: &[Hostname]) -> Vec<String> {
+    hosts.iter().map(|h| h.as_str().to_owned()).collect()
 }

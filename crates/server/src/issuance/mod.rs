@@ -18,5 +18,5 @@ mod leaf;
 pub use ca::BuiltinCa;
 pub use deploy::{DeployedPaths, HookCommand, deploy};
 pub use error::IssuanceError;
-pub use issuer::{DcvRecord, HostChallenge, Issuer, IssuerOrder};
+pub use issuer::{HostChallenge, Issuer, IssuerOrder};
 pub use leaf::{IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem};

@@ -12,15 +12,18 @@
 //!   error and the pack stays pending, CAA being checked again on the schedule. Past the
 //!   validation deadline the pack becomes `validation_timed_out`. E-mail validation waits
 //!   for an operator (`zonecert pack approve`).
-//! - `pending_issuance -> pending_deployment -> active`: the built-in CA signs (validity
-//!   from the order, `not_before` = now), the certificate is stored, the chain and key
-//!   are written to `<deploy_dir>/<pack>/` and the hook runs. The key never enters the
-//!   database. A failure is a pack error, retried after five minutes.
+//! - `pending_issuance -> pending_deployment -> active`: the issuer (today the built-in
+//!   CA) signs (validity from the order, `not_before` = now), the certificate is
+//!   stored, the chain and key are written to `<deploy_dir>/<pack>/` and the hook
+//!   runs. The key never enters the database. A failure is a pack error, retried after
+//!   five minutes.
 //! - `active`: from the renewal window on, the hosts' records are checked again and a
 //!   new certificate issued and deployed (`active -> pending_deployment -> active`);
 //!   failures are pack errors, retried on the schedule until 24 hours before expiry.
 //!   Past `not_after` the pack is `expired`.
 //! - Packs held for brand check are never claimed until approved.
+//! - `initializing` is not entered yet: it is where an issuer whose tokens come from its
+//!   CA (ACME) will obtain them; the worker module's documentation describes how.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, watch};

@@ -5,12 +5,37 @@
 //! Every step is written to the store before the next begins, so a crash leaves the
 //! pack in a state the next claim resumes from; claims are leases, so a crashed
 //! server's packs are taken over when the lease runs out.
+//!
+//! Certificates come only through the [`Issuer`] seam: [`Issuer::finish`], after
+//! zonecert's own checks (DCV, CAA) passed. Today's only issuer, the built-in CA, trusts
+//! those checks, so its packs' records are minted locally when the pack is ordered
+//! ([`DcvRecord::mint`]), the pack starts in `pending_validation`, and the order
+//! reference passed to `finish` is [`Issuer::local_order`] of the pack's hosts.
+//!
+//! How an ACME issuer plugs in, without reshaping this worker:
+//! - The order handler creates the pack `initializing` (with no records yet) when the
+//!   issuer does not mint locally.
+//! - The worker claims `initializing` packs and calls [`Issuer::begin`] with the pack's
+//!   hosts, method and DCV target suffix; it stores the returned records in the hosts,
+//!   the order reference with the pack, lowers the validation deadline to
+//!   `tokens_expire` when that is earlier, and moves the pack to `pending_validation`.
+//!   A failure is a pack error, retried like a failed issuance, until initialisation
+//!   times out (`initializing_timed_out`).
+//! - Validation runs unchanged: the records are the model's, so the validator checks
+//!   the CA's tokens exactly like local ones, and CAA is checked before issuing.
+//! - Issuance passes the stored reference, instead of `local_order`, to
+//!   [`Issuer::finish`], where the CA validates for itself and signs; a pack restarted or
+//!   switched to another method, and a renewal, go through `begin` again, since the CA's
+//!   authorizations are per order.
+//!
+//! None of this exists in code yet: it needs a stored order reference (a pack column)
+//! and the ACME variant.
 
 use super::Signals;
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::dcv::{CheckOutcome, DcvConfig, Validator};
-use crate::issuance::{BuiltinCa, HookCommand, IssueRequest, IssuedLeaf, deploy};
+use crate::issuance::{BuiltinCa, HookCommand, IssueRequest, IssuedLeaf, Issuer, deploy};
 use crate::model::{DcvRecord, HostCheck, IssuedCertificate, Pack, PackId, PackState, ZoneId};
 use crate::store::{Claim, Store, StoreError};
 use std::sync::Arc;
@@ -52,7 +77,7 @@ pub struct Worker {
     clock: SharedClock,
     signals: Arc<Signals>,
     validator: Validator,
-    ca: Arc<BuiltinCa>,
+    issuer: Issuer,
     hook: Option<HookCommand>,
     owner: String,
     checks: Arc<Semaphore>,
@@ -67,7 +92,7 @@ struct HostOutcome {
 }
 
 impl Worker {
-    /// Builds the worker: its validator and the built-in CA (created in
+    /// Builds the worker: its validator and its issuer, the built-in CA (created in
     /// `<data_dir>/ca` on first start). Must be called inside a Tokio runtime.
     pub fn new(
         store: Store,
@@ -82,7 +107,7 @@ impl Worker {
             timeout: config.dcv_timeout,
             ..DcvConfig::default()
         })?;
-        let ca = Arc::new(BuiltinCa::load_or_create(&config.data_dir)?);
+        let issuer = Issuer::Builtin(Arc::new(BuiltinCa::load_or_create(&config.data_dir)?));
         let hook = config.deploy_hook.as_ref().and_then(|argv| {
             let (program, args) = argv.split_first()?;
             Some(HookCommand {
@@ -98,7 +123,7 @@ impl Worker {
             clock,
             signals,
             validator,
-            ca,
+            issuer,
             hook,
             owner: format!("worker-{}", crate::secrets::mint_id()),
         })
@@ -345,10 +370,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Signs a certificate for the pack's hosts, records it (`pending_deployment`),
-    /// writes it to the deploy directory and marks the pack `active`. The private key
-    /// exists only in memory and in `<deploy_dir>/<pack>/privkey.pem`: if deployment
-    /// fails, the next try issues a fresh certificate rather than storing the key.
+    /// Obtains a certificate for the pack's hosts from the issuer, records it
+    /// (`pending_deployment`), writes it to the deploy directory and marks the pack
+    /// `active`. The private key exists only in memory and in
+    /// `<deploy_dir>/<pack>/privkey.pem`: if deployment fails, the next try issues a fresh
+    /// certificate rather than storing the key.
     pub(crate) async fn issue_and_deploy(&self, pack: Pack) -> Result<(), StoreError> {
         let now = self.clock.now();
         let from = pack.state;
@@ -419,21 +445,18 @@ impl Worker {
         let at = |secs: i64| {
             time::OffsetDateTime::from_unix_timestamp(secs).map_err(|e| format!("time: {e}"))
         };
+        let hosts: Vec<_> = pack.hosts.iter().map(|h| h.hostname.clone()).collect();
         let req = IssueRequest {
-            hosts: pack
-                .hosts
-                .iter()
-                .map(|h| h.hostname.as_str().to_owned())
-                .collect(),
+            hosts: hosts.iter().map(|h| h.as_str().to_owned()).collect(),
             not_before: at(now)?,
             not_after: at(now + i64::from(pack.validity_days) * 86_400)?,
             key_type: self.config.key_type,
         };
-        let ca = Arc::clone(&self.ca);
-        // Key generation (RSA especially) is CPU work: off the async threads.
-        tokio::task::spawn_blocking(move || ca.issue(&req))
+        // The records were minted when the pack was ordered: the order is a local one.
+        let order_ref = self.issuer.local_order(&hosts).map_err(|e| e.to_string())?;
+        self.issuer
+            .finish(&order_ref, &req)
             .await
-            .map_err(|e| format!("issuing task: {e}"))?
             .map_err(|e| e.to_string())
     }
 
