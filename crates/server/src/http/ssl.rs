@@ -122,7 +122,7 @@ pub(super) async fn edit_verification(
         ));
     }
     let now = st.clock.now();
-    let suffix = dcv_suffix(&st, &zone.id);
+    let suffix = st.config.dcv_suffix(&zone.id);
     let pack = update_with(&st, &uri, pack, |pack| {
         match pack.state {
             PackState::PendingValidation if method == pack.method => pack.recheck_now(now),
@@ -156,10 +156,6 @@ pub(super) async fn edit_verification(
                 .unwrap_or(api::ValidationMethod::Txt),
         ),
     })))
-}
-
-fn dcv_suffix(st: &AppState, zone: &ZoneId) -> String {
-    st.config.dcv_suffix(zone)
 }
 
 /// Applies `change` to `pack` and saves it. When a worker wrote the pack meanwhile
@@ -304,7 +300,7 @@ pub(super) async fn order_pack(
         validity_days,
         ca,
         branding,
-        &dcv_suffix(&st, &zone.id),
+        &st.config.dcv_suffix(&zone.id),
         st.clock.now(),
     );
     // High-risk names wait for an operator (`zonecert pack approve|reject ID`).
@@ -393,7 +389,7 @@ pub(super) async fn edit_pack(
     let body = request::json_object(body, st.config.max_body_bytes, true)?;
     let branding = request::optional_bool(&body, "cloudflare_branding")?;
     let now = st.clock.now();
-    let suffix = dcv_suffix(&st, &zone.id);
+    let suffix = st.config.dcv_suffix(&zone.id);
     let pack = update_with(&st, &uri, pack, |pack| {
         if let Some(b) = branding {
             pack.cloudflare_branding = b;
