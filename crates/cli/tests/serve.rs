@@ -261,7 +261,36 @@ async fn admin_commands_manage_zones_users_and_tokens_while_the_server_runs() {
     );
     let dup = admin(data, &["zone", "create", "admin.example"]);
     assert!(!dup.status.success());
+    // The server keeps the zone's view and the user in memory between requests; a
+    // change by another process (this CLI) must still show in the very next request.
+    let view = |key: String| {
+        let http = http.clone();
+        let url = format!("{base}/zones/{zone_id}/ssl/verification");
+        async move {
+            http.get(url)
+                .header("X-Auth-Email", "ops@admin.example")
+                .header("X-Auth-Key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(view(key.to_owned()).await, 200);
+    assert_eq!(view(key.to_owned()).await, 200);
     admin_json(data, &["zone", "delete", zone_id]);
+    assert_eq!(
+        view(key.to_owned()).await,
+        404,
+        "a zone deleted by another process is gone at once"
+    );
     assert_eq!(admin_json(data, &["zone", "list"]), serde_json::json!([]));
+    let gone = admin(data, &["user", "delete", "ops@admin.example"]);
+    assert!(gone.status.success());
+    assert_eq!(
+        view(key.to_owned()).await,
+        403,
+        "a user deleted by another process is refused at once"
+    );
     stop(child);
 }

@@ -12,7 +12,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use zonecert_api as api;
 
 type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
@@ -68,7 +70,7 @@ pub(super) async fn get_verification(
     OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Vec<api::Verification>> {
+) -> Result<Response, ApiError> {
     let (_, zone_id) =
         authorize_zone(&st, &headers, &uri, &zone_id, Need::ReadVerification).await?;
     let query = QueryParams::parse(query.as_deref())?;
@@ -83,18 +85,29 @@ pub(super) async fn get_verification(
         }
     };
     // The zone and its packs in one read: this is the API's hottest path.
-    let (zone, mut packs) = st
+    let view = st
         .store
         .zone_with_packs(&zone_id)
         .await?
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
+    let form = st.config.verification_form;
     if retry {
-        packs = recheck(&st, &uri, &zone.id, packs).await?;
+        let packs = recheck(&st, &uri, &view.zone.id, view.packs.clone()).await?;
+        return Ok(Json(api::Envelope::ok(wire::verifications(&packs, form))).into_response());
     }
-    Ok(Json(api::Envelope::ok(wire::verifications(
-        &packs,
-        st.config.verification_form,
-    ))))
+    // Rendered once per version of the zone: the view is shared through the store's
+    // read cache until the zone changes, and the answer with it.
+    let body = match view.rendered.get() {
+        Some(body) => body.clone(),
+        None => {
+            let envelope = api::Envelope::ok(wire::verifications(&view.packs, form));
+            let body = Bytes::from(serde_json::to_vec(&envelope).map_err(ApiError::internal)?);
+            // Another request may have rendered the same view meanwhile: same bytes.
+            let _ = view.rendered.set(body.clone());
+            body
+        }
+    };
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `PATCH /zones/{zone_id}/ssl/verification/{certificate_pack_id}`

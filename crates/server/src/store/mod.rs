@@ -8,11 +8,15 @@
 //! The methods are `async` although SQLite answers synchronously: the PostgreSQL
 //! backend will await its pool, and callers are written for that already.
 
+mod cache;
 mod sqlite;
+mod wal_watch;
 
 use crate::model::{Pack, PackId, Token, User, Zone, ZoneId};
 use std::path::Path;
+use std::sync::Arc;
 
+pub use cache::ZoneView;
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
@@ -148,7 +152,7 @@ impl Store {
     /// The user with that e-mail (lower case).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.user_by_email(email),
+            Store::Sqlite(s) => Ok(s.user_by_email(email)?.map(Arc::unwrap_or_clone)),
         }
     }
 
@@ -176,7 +180,7 @@ impl Store {
     /// The token whose secret hashes to `hash`.
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.token_by_hash(hash),
+            Store::Sqlite(s) => Ok(s.token_by_hash(hash)?.map(Arc::unwrap_or_clone)),
         }
     }
 
@@ -226,10 +230,8 @@ impl Store {
     }
 
     /// A zone and all its packs, read in one snapshot (the verification view's path).
-    pub async fn zone_with_packs(
-        &self,
-        id: &ZoneId,
-    ) -> Result<Option<(Zone, Vec<Pack>)>, StoreError> {
+    /// Shared with the read cache: clone what must change.
+    pub async fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
         match self {
             Store::Sqlite(s) => s.zone_with_packs(id),
         }

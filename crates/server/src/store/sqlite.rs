@@ -5,9 +5,18 @@
 //! any number of readers run beside one writer. Writes open `BEGIN IMMEDIATE`
 //! transactions, so two writers queue on the busy timeout instead of deadlocking.
 //!
+//! Writes of this process go through one writer connection, behind a mutex.
+//!
 //! Durability: WAL with `synchronous=NORMAL` survives a crash of the process (`kill -9`)
 //! with every committed transaction; only a power loss may lose the last ones.
+//!
+//! The request path's reads (credentials, a zone's packs) go through the [`ReadCache`].
+//! Writes of this process invalidate what they touched as they commit; writes of other
+//! processes are noticed through the database's commit counter ([`WalWatch`]) and empty
+//! it.
 
+use super::cache::{ReadCache, Touch, ZoneView};
+use super::wal_watch::WalWatch;
 use super::{Claim, PackFilter, Page, StoreError};
 use crate::model::{
     CaChoice, DcvMethod, DcvRecord, HostCheck, Hostname, IssuedCertificate, Pack, PackHost, PackId,
@@ -40,12 +49,18 @@ pub struct SqliteStore {
 struct Inner {
     id: u64,
     path: PathBuf,
-    /// Held around every write transaction of this process. SQLite lets one writer in
-    /// at a time anyway; queueing the others here wakes each as soon as the previous one
-    /// commits, where SQLite's busy handler would sleep and poll (1, 2, 5, 10 ... ms),
-    /// adding milliseconds to a request that collides with a lifecycle write. Writers in
-    /// other processes still meet the busy timeout.
-    write_lock: Mutex<()>,
+    /// The connection every write transaction of this process runs on. SQLite lets one
+    /// writer in at a time anyway; queueing the others on this mutex wakes each as soon
+    /// as the previous one commits, where SQLite's busy handler would sleep and poll (1,
+    /// 2, 5, 10 ... ms), adding milliseconds to a request that collides with a lifecycle
+    /// write. Writers in other processes still meet the busy timeout.
+    /// Opened with the store and kept open: it also keeps the `-shm` file that `watch`
+    /// reads from being deleted.
+    writer: Mutex<Connection>,
+    cache: ReadCache,
+    /// `None` when the database is not in WAL mode (a file system without shared
+    /// memory): then reads go past the cache.
+    watch: Option<WalWatch>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -66,55 +81,47 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         }
-        let store = SqliteStore {
+        let mut writer = connect(path)?;
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
+        let version: Option<String> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version.as_deref() {
+            None => {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Backend(format!(
+                    "database schema version {other} is newer than this zonecert ({SCHEMA_VERSION})"
+                )));
+            }
+        }
+        tx.commit()?;
+        let watch = match WalWatch::open(path) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                tracing::warn!(error = %e, "no WAL index to watch: the read cache is off");
+                None
+            }
+        };
+        Ok(SqliteStore {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
                 path: path.to_owned(),
-                write_lock: Mutex::new(()),
+                writer: Mutex::new(writer),
+                cache: ReadCache::default(),
+                watch,
             }),
-        };
-        store.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute_batch(SCHEMA)?;
-            let version: Option<String> = tx
-                .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            match version.as_deref() {
-                None => {
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                        [SCHEMA_VERSION],
-                    )?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(other) => {
-                    return Err(StoreError::Backend(format!(
-                        "database schema version {other} is newer than this zonecert ({SCHEMA_VERSION})"
-                    )));
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })?;
-        Ok(store)
-    }
-
-    fn connect(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open(&self.inner.path).map_err(|e| {
-            StoreError::Backend(format!("opening {}: {e}", self.inner.path.display()))
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )?;
-        // 16 MiB of page cache per connection (the default is 2 MiB): the request path
-        // reads zones, tokens and packs at random, and copying pages in from the OS
-        // showed as the largest single cost in profiles.
-        conn.execute_batch("PRAGMA cache_size = -16384;")?;
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(conn)
+        })
     }
 
     /// Runs `f` on this thread's connection, opening it on first use.
@@ -126,34 +133,51 @@ impl SqliteStore {
             let mut map = cell.borrow_mut();
             let conn = match map.entry(self.inner.id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.connect()?),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(connect(&self.inner.path)?)
+                }
             };
             f(conn)
         })
     }
 
+    /// Runs `f` in a write transaction on the writer connection, then forgets what it
+    /// touched from the cache, before anyone can read past the commit through it.
     fn write<T>(
         &self,
+        touch: Touch<'_>,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_conn(|conn| {
-            // A panic while holding the lock leaves no state behind it: SQLite rolled back.
-            let _queue = self
-                .inner
-                .write_lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
+        // A panic while holding the lock leaves no state behind it: SQLite rolled back.
+        let mut conn = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Inside the write transaction no other connection can commit: the counter read
+        // here is the one this commit moves on from.
+        let before = self.inner.watch.as_ref().and_then(WalWatch::counter);
+        let changes = tx.total_changes();
+        let out = f(&tx)?;
+        let wrote = tx.total_changes() != changes;
+        tx.commit()?;
+        self.inner.cache.committed(before, wrote, touch);
+        Ok(out)
+    }
+
+    /// The cache's epoch for a read that may use and fill it (emptying the cache first
+    /// if another process committed since the last look), or `None` when the commit
+    /// counter cannot be read: then the read goes past the cache.
+    fn cache_epoch(&self) -> Option<u64> {
+        let counter = self.inner.watch.as_ref()?.counter()?;
+        Some(self.inner.cache.epoch_at(counter))
     }
 
     // ---- zones ----
 
     pub(super) fn insert_zone(&self, zone: &Zone) -> Result<(), StoreError> {
-        self.write(|tx| {
+        self.write(Touch::Zone(&zone.id), |tx| {
             let taken: bool = tx.query_row(
                 "SELECT EXISTS(SELECT 1 FROM zones WHERE name = ?1 OR id = ?2)",
                 params![zone.name.as_str(), zone.id.as_str()],
@@ -224,13 +248,15 @@ impl SqliteStore {
     }
 
     pub(super) fn delete_zone(&self, id: &ZoneId) -> Result<bool, StoreError> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM zones WHERE id = ?1", [id.as_str()])? > 0))
+        self.write(Touch::Zone(id), |tx| {
+            Ok(tx.execute("DELETE FROM zones WHERE id = ?1", [id.as_str()])? > 0)
+        })
     }
 
     // ---- users and tokens ----
 
     pub(super) fn insert_user(&self, user: &User) -> Result<(), StoreError> {
-        self.write(|tx| {
+        self.write(Touch::Credentials, |tx| {
             let taken: bool = tx.query_row(
                 "SELECT EXISTS(SELECT 1 FROM users WHERE email = ?1)",
                 [&user.email],
@@ -247,15 +273,26 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        self.with_conn(|conn| {
+    pub(super) fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
+        let epoch = self.cache_epoch();
+        if epoch.is_some()
+            && let Some(user) = self.inner.cache.user(email)
+        {
+            return Ok(Some(user));
+        }
+        let user = self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, email, key_hash, created_at FROM users WHERE email = ?1",
             )?;
             stmt.query_row([email], user_from_row)
                 .optional()?
                 .transpose()
-        })
+        })?;
+        let user = user.map(Arc::new);
+        if let (Some(epoch), Some(user)) = (epoch, &user) {
+            self.inner.cache.put_user(epoch, user.clone());
+        }
+        Ok(user)
     }
 
     pub(super) fn list_users(&self) -> Result<Vec<User>, StoreError> {
@@ -271,7 +308,7 @@ impl SqliteStore {
     }
 
     pub(super) fn delete_user(&self, id_or_email: &str) -> Result<bool, StoreError> {
-        self.write(|tx| {
+        self.write(Touch::Credentials, |tx| {
             Ok(tx.execute(
                 "DELETE FROM users WHERE id = ?1 OR email = ?1",
                 [id_or_email],
@@ -289,7 +326,7 @@ impl SqliteStore {
             .map(|zs| serde_json::to_string(&zs.iter().map(ZoneId::as_str).collect::<Vec<_>>()))
             .transpose()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.write(|tx| {
+        self.write(Touch::Credentials, |tx| {
             tx.execute(
                 "INSERT INTO tokens (id, name, secret_hash, permissions, zones, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -306,8 +343,14 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
-        self.with_conn(|conn| {
+    pub(super) fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
+        let epoch = self.cache_epoch();
+        if epoch.is_some()
+            && let Some(token) = self.inner.cache.token(hash)
+        {
+            return Ok(Some(token));
+        }
+        let token = self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, name, secret_hash, permissions, zones, created_at \
                  FROM tokens WHERE secret_hash = ?1",
@@ -315,7 +358,12 @@ impl SqliteStore {
             stmt.query_row([&hash[..]], token_from_row)
                 .optional()?
                 .transpose()
-        })
+        })?;
+        let token = token.map(Arc::new);
+        if let (Some(epoch), Some(token)) = (epoch, &token) {
+            self.inner.cache.put_token(epoch, token.clone());
+        }
+        Ok(token)
     }
 
     pub(super) fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
@@ -332,17 +380,21 @@ impl SqliteStore {
     }
 
     pub(super) fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM tokens WHERE id = ?1", [id])? > 0))
+        self.write(Touch::Credentials, |tx| {
+            Ok(tx.execute("DELETE FROM tokens WHERE id = ?1", [id])? > 0)
+        })
     }
 
     pub(super) fn delete_tokens_named(&self, name: &str) -> Result<u64, StoreError> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM tokens WHERE name = ?1", [name])? as u64))
+        self.write(Touch::Credentials, |tx| {
+            Ok(tx.execute("DELETE FROM tokens WHERE name = ?1", [name])? as u64)
+        })
     }
 
     // ---- packs ----
 
     pub(super) fn insert_pack(&self, pack: &Pack, allocated: u64) -> Result<(), StoreError> {
-        self.write(|tx| {
+        self.write(Touch::Zone(&pack.zone_id), |tx| {
             let used: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM packs WHERE zone_id = ?1",
                 [pack.zone_id.as_str()],
@@ -387,7 +439,7 @@ impl SqliteStore {
     }
 
     pub(super) fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
-        self.write(|tx| {
+        self.write(Touch::Zone(&pack.zone_id.clone()), |tx| {
             let cert = pack.certificate.as_ref();
             let changed = tx.execute(
                 "UPDATE packs SET state = ?3, method = ?4, cloudflare_branding = ?5, \
@@ -449,11 +501,14 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn zone_with_packs(
-        &self,
-        id: &ZoneId,
-    ) -> Result<Option<(Zone, Vec<Pack>)>, StoreError> {
-        self.with_conn(|conn| {
+    pub(super) fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
+        let epoch = self.cache_epoch();
+        if epoch.is_some()
+            && let Some(view) = self.inner.cache.zone(id)
+        {
+            return Ok(Some(view));
+        }
+        let view = self.with_conn(|conn| {
             // One read transaction: one snapshot, and one lock round-trip instead of two.
             read_snapshot(conn, |tx| {
                 let zone = tx
@@ -473,9 +528,13 @@ impl SqliteStore {
                     ))?;
                     read_packs(stmt.query([id.as_str()])?)?
                 };
-                Ok(Some((zone_from_parts(zone)?, packs)))
+                Ok(Some(Arc::new(ZoneView::new(zone_from_parts(zone)?, packs))))
             })
-        })
+        })?;
+        if let (Some(epoch), Some(view)) = (epoch, &view) {
+            self.inner.cache.put_zone(epoch, view.clone());
+        }
+        Ok(view)
     }
 
     pub(super) fn packs_of_zone(&self, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
@@ -545,7 +604,7 @@ impl SqliteStore {
     pub(super) fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
         // One IMMEDIATE transaction selects and leases together: a second server on the
         // same database waits for it and then sees the lease.
-        self.write(|tx| {
+        self.write(Touch::Nothing, |tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE packs SET lease_owner = ?1, lease_until = ?2 + ?3 \
                  WHERE id IN ( \
@@ -585,7 +644,7 @@ impl SqliteStore {
     }
 
     pub(super) fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
-        self.write(|tx| {
+        self.write(Touch::Nothing, |tx| {
             tx.execute(
                 "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
                  WHERE id = ?1 AND lease_owner = ?2",
@@ -596,13 +655,28 @@ impl SqliteStore {
     }
 
     pub(super) fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
-        self.write(|tx| {
+        self.write(Touch::Zone(zone), |tx| {
             Ok(tx.execute(
                 "DELETE FROM packs WHERE zone_id = ?1 AND id = ?2",
                 [zone.as_str(), id.as_str()],
             )? > 0)
         })
     }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )?;
+    // 16 MiB of page cache per connection (the default is 2 MiB): the request path
+    // reads zones, tokens and packs at random, and copying pages in from the OS
+    // showed as the largest single cost in profiles.
+    conn.execute_batch("PRAGMA cache_size = -16384;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 /// SQLite integers are signed: page arithmetic is clamped into them.

@@ -1,0 +1,283 @@
+//! The read cache of the request path: tokens and users by credential, and each zone's
+//! packs, kept in memory between the writes that change them.
+//!
+//! Every API request authenticates and most read one zone's packs; reading them from
+//! SQLite each time (two read transactions, B-tree seeks, decoding) cost several times
+//! the rest of the request. The cache holds what those reads return, and the backend
+//! keeps it exact:
+//! - a write of this process invalidates what it touched before `write` returns, so a
+//!   request that follows a write always reads it;
+//! - a write of another process (the admin CLI, a second server on the same file) is
+//!   noticed by the next read, which then empties the cache: the database's commit
+//!   counter ([`super::wal_watch`]) is not the one the cache knows. Writes of this
+//!   process tell the cache the counter they leave behind;
+//! - a read that raced with a write does not enter the cache: fills carry the epoch
+//!   they started in, and every invalidation moves the epoch on.
+//!
+//! Misses are not cached (a flood of bad tokens must not grow memory), and the zones'
+//! part has a size budget: past it, arbitrary entries are evicted.
+
+use crate::model::{Pack, Token, User, Zone, ZoneId};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A zone and its packs (with their hosts), ordered as they were created.
+#[derive(Debug)]
+pub struct ZoneView {
+    /// The zone.
+    pub zone: Zone,
+    /// Its packs, oldest first.
+    pub packs: Vec<Pack>,
+    /// The answer rendered from this view by the one endpoint that renders whole views
+    /// (GET verification), kept with the view: the cache drops both when the zone
+    /// changes, so a kept answer is never stale.
+    pub rendered: OnceLock<Bytes>,
+}
+
+impl ZoneView {
+    /// A view of `zone` with `packs`, not rendered yet.
+    pub fn new(zone: Zone, packs: Vec<Pack>) -> ZoneView {
+        ZoneView {
+            zone,
+            packs,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// Roughly the bytes the view holds: the cache's unit of size.
+    fn weight(&self) -> usize {
+        let pack_bytes: usize = self
+            .packs
+            .iter()
+            .map(|p| {
+                512 + p.hosts.len() * 384
+                    + p.errors.iter().map(String::len).sum::<usize>()
+                    + p.certificate.as_ref().map_or(0, |c| c.chain_pem.len())
+            })
+            .sum();
+        // The rendered answer takes about as much again.
+        2 * (256 + pack_bytes)
+    }
+}
+
+/// What a write may have changed, for the cache to forget.
+#[derive(Debug, Clone, Copy)]
+pub enum Touch<'a> {
+    /// Nothing the cache holds (leases, which no view shows).
+    Nothing,
+    /// One zone or its packs.
+    Zone(&'a ZoneId),
+    /// Users or tokens.
+    Credentials,
+}
+
+/// Size budget of the zones' part, in [`ZoneView::weight`] units (bytes, roughly). A
+/// zone of 2 pending packs of 2 hosts weighs about 5.6 KB with its answer, so 64 MiB
+/// keeps some 12,000 such zones; 1,000 zones of 100 such packs would not all fit.
+const ZONES_BUDGET: usize = 64 << 20;
+
+#[derive(Debug, Default)]
+struct Entries {
+    tokens: HashMap<[u8; 32], Arc<Token>>,
+    users: HashMap<String, Arc<User>>,
+    zones: HashMap<ZoneId, Arc<ZoneView>>,
+    zones_weight: usize,
+}
+
+/// The cache; one per open store.
+#[derive(Debug)]
+pub(super) struct ReadCache {
+    /// Moves on with every invalidation, under the entries' write lock.
+    epoch: AtomicU64,
+    /// The database's commit counter the entries are current with, or [`UNKNOWN`].
+    known: AtomicU64,
+    entries: RwLock<Entries>,
+}
+
+/// No commit counter: never equal to a real one (a u32).
+const UNKNOWN: u64 = u64::MAX;
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        ReadCache {
+            epoch: AtomicU64::new(0),
+            known: AtomicU64::new(UNKNOWN),
+            entries: RwLock::default(),
+        }
+    }
+}
+
+impl ReadCache {
+    fn read(&self) -> RwLockReadGuard<'_, Entries> {
+        // The entries are plain maps: a panic elsewhere cannot leave them half-changed
+        // in a way that matters, so a poisoned lock is still usable.
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Before a read that may use the cache, given the database's commit counter now:
+    /// empties the cache if the database moved on without it (another process wrote),
+    /// and returns the epoch to pass to the `put_*` calls of a fill that starts now.
+    pub(super) fn epoch_at(&self, counter: u32) -> u64 {
+        if self.known.load(Ordering::Acquire) != u64::from(counter) {
+            self.clear();
+            self.known.store(u64::from(counter), Ordering::Release);
+        }
+        self.epoch()
+    }
+
+    /// After a write of this process committed. `before` is the commit counter read
+    /// inside the write transaction (no other commit can land there), `wrote` whether it
+    /// changed rows (then its commit moved the counter on by one).
+    pub(super) fn committed(&self, before: Option<u32>, wrote: bool, touch: Touch<'_>) {
+        match before {
+            Some(c) if self.known.load(Ordering::Acquire) == u64::from(c) => self.invalidate(touch),
+            // Another process wrote since the last look, or the counter is unreadable.
+            _ => self.clear(),
+        }
+        let after = before.map_or(UNKNOWN, |c| u64::from(c.wrapping_add(u32::from(wrote))));
+        self.known.store(after, Ordering::Release);
+    }
+
+    pub(super) fn token(&self, hash: &[u8; 32]) -> Option<Arc<Token>> {
+        self.read().tokens.get(hash).cloned()
+    }
+
+    pub(super) fn user(&self, email: &str) -> Option<Arc<User>> {
+        self.read().users.get(email).cloned()
+    }
+
+    pub(super) fn zone(&self, id: &ZoneId) -> Option<Arc<ZoneView>> {
+        self.read().zones.get(id).cloned()
+    }
+
+    pub(super) fn put_token(&self, epoch: u64, token: Arc<Token>) {
+        let mut entries = self.write();
+        if self.epoch() == epoch {
+            entries.tokens.insert(token.secret_hash, token);
+        }
+    }
+
+    pub(super) fn put_user(&self, epoch: u64, user: Arc<User>) {
+        let mut entries = self.write();
+        if self.epoch() == epoch {
+            entries.users.insert(user.email.clone(), user);
+        }
+    }
+
+    pub(super) fn put_zone(&self, epoch: u64, view: Arc<ZoneView>) {
+        let weight = view.weight();
+        if weight > ZONES_BUDGET / 16 {
+            return; // one huge zone would evict everything else
+        }
+        let mut entries = self.write();
+        if self.epoch() != epoch {
+            return;
+        }
+        while entries.zones_weight + weight > ZONES_BUDGET {
+            let Some(victim) = entries.zones.keys().next().cloned() else {
+                break;
+            };
+            if let Some(old) = entries.zones.remove(&victim) {
+                entries.zones_weight = entries.zones_weight.saturating_sub(old.weight());
+            }
+        }
+        entries.zones_weight += weight;
+        if let Some(old) = entries.zones.insert(view.zone.id.clone(), view) {
+            entries.zones_weight = entries.zones_weight.saturating_sub(old.weight());
+        }
+    }
+
+    /// Forgets what a write of this process touched. Called after it committed.
+    fn invalidate(&self, touch: Touch<'_>) {
+        if matches!(touch, Touch::Nothing) {
+            return;
+        }
+        let mut entries = self.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match touch {
+            Touch::Nothing => {}
+            Touch::Zone(id) => {
+                if let Some(old) = entries.zones.remove(id) {
+                    entries.zones_weight = entries.zones_weight.saturating_sub(old.weight());
+                }
+            }
+            Touch::Credentials => {
+                entries.tokens.clear();
+                entries.users.clear();
+            }
+        }
+    }
+
+    /// Forgets everything: another process changed the database.
+    fn clear(&self) {
+        let mut entries = self.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        *entries = Entries::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Hostname;
+
+    fn view(id: &str) -> Arc<ZoneView> {
+        Arc::new(ZoneView::new(
+            Zone {
+                id: ZoneId::parse(id).unwrap(),
+                name: Hostname::parse("example.com").unwrap(),
+                created_at: 0,
+            },
+            Vec::new(),
+        ))
+    }
+
+    const A: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+    const B: &str = "023e105f4ecef8ad9ca31a8372d0c354";
+
+    #[test]
+    fn a_fill_that_raced_with_a_write_is_dropped() {
+        let cache = ReadCache::default();
+        let epoch = cache.epoch_at(7);
+        // A write to another zone lands while the fill reads: the fill may hold data
+        // from before it, so it must not enter.
+        cache.committed(Some(7), true, Touch::Zone(&ZoneId::parse(B).unwrap()));
+        cache.put_zone(epoch, view(A));
+        assert!(cache.zone(&ZoneId::parse(A).unwrap()).is_none());
+        cache.put_zone(cache.epoch_at(8), view(A));
+        assert!(cache.zone(&ZoneId::parse(A).unwrap()).is_some());
+    }
+
+    #[test]
+    fn own_writes_forget_what_they_touched_and_others_everything() {
+        let cache = ReadCache::default();
+        cache.put_zone(cache.epoch_at(1), view(A));
+        cache.put_zone(cache.epoch_at(1), view(B));
+        cache.committed(Some(1), true, Touch::Zone(&ZoneId::parse(A).unwrap()));
+        assert!(cache.zone(&ZoneId::parse(A).unwrap()).is_none());
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_some());
+        // Our commit moved the counter to 2: no loss at the next look.
+        cache.epoch_at(2);
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_some());
+        cache.committed(Some(2), false, Touch::Nothing);
+        cache.epoch_at(2);
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_some());
+        // Another process committed (3): everything goes.
+        cache.epoch_at(3);
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_none());
+        // Another process committed before one of ours: everything goes too.
+        cache.put_zone(cache.epoch_at(3), view(B));
+        cache.committed(Some(4), true, Touch::Nothing);
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_none());
+    }
+}
