@@ -165,6 +165,13 @@ impl App {
             None
         };
         let router = http::router(self.state.clone());
+        // Answers go out whole in one write; Nagle's algorithm would only hold back the
+        // tail of a large one until the client acknowledges the head.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY refused");
+            }
+        });
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

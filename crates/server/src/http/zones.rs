@@ -114,7 +114,7 @@ pub(super) async fn verify_token(
     let credential = super::auth::credential(&headers)?;
     match super::auth::authenticate(&st.store, &credential).await? {
         Principal::Token(token) => Ok(Json(api::Envelope::ok(api::TokenStatus {
-            id: token.id,
+            id: token.id.clone(),
             status: "active".into(),
         }))),
         // The endpoint verifies API tokens; a global key is not one.

@@ -1,6 +1,7 @@
 //! Who is calling and what they may do: users, API tokens, permission groups.
 
 use super::ids::ZoneId;
+use std::sync::Arc;
 
 /// A token permission group relevant to zonecert (Cloudflare's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,13 +110,13 @@ pub struct Token {
     pub created_at: i64,
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request. Shared with the store's read cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A user authenticated by e-mail and global key.
-    User(User),
+    User(Arc<User>),
     /// An API token.
-    Token(Token),
+    Token(Arc<Token>),
 }
 
 impl Principal {
@@ -149,14 +150,14 @@ mod tests {
     use super::*;
 
     fn token(perms: Vec<Permission>, zones: Option<Vec<ZoneId>>) -> Principal {
-        Principal::Token(Token {
+        Principal::Token(Arc::new(Token {
             id: "t".into(),
             name: "t".into(),
             secret_hash: [0; 32],
             permissions: perms,
             zones,
             created_at: 0,
-        })
+        }))
     }
 
     #[test]

@@ -150,9 +150,9 @@ impl Store {
     }
 
     /// The user with that e-mail (lower case).
-    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
         match self {
-            Store::Sqlite(s) => Ok(s.user_by_email(email)?.map(Arc::unwrap_or_clone)),
+            Store::Sqlite(s) => s.user_by_email(email),
         }
     }
 
@@ -178,9 +178,9 @@ impl Store {
     }
 
     /// The token whose secret hashes to `hash`.
-    pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
+    pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
         match self {
-            Store::Sqlite(s) => Ok(s.token_by_hash(hash)?.map(Arc::unwrap_or_clone)),
+            Store::Sqlite(s) => s.token_by_hash(hash),
         }
     }
 
