@@ -16,6 +16,9 @@
 //!
 //! Misses are not cached (a flood of bad tokens must not grow memory), and the zones'
 //! part has a size budget: past it, arbitrary entries are evicted.
+//!
+//! A backend shared by many nodes (PostgreSQL) may use the cache only with a change
+//! signal that plays the commit counter's part (LISTEN/NOTIFY on every commit).
 
 use crate::model::{Pack, Token, User, Zone, ZoneId};
 use bytes::Bytes;
