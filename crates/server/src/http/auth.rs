@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use crate::model::{Need, Principal, ZoneId};
 use crate::secrets;
-use crate::store::Store;
+use crate::store::{Reads, Store};
 use axum::http::HeaderMap;
 
 /// The credential a request presents, parsed but not yet checked.
@@ -63,11 +63,14 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential, ApiError> {
 }
 
 /// Checks a credential against the store.
-pub async fn authenticate(store: &Store, credential: &Credential) -> Result<Principal, ApiError> {
+pub async fn authenticate(
+    reads: &Reads<'_>,
+    credential: &Credential,
+) -> Result<Principal, ApiError> {
     match credential {
         Credential::Token(secret) => {
             let hash = secrets::hash(secret);
-            match store.token_by_hash(&hash).await? {
+            match reads.token_by_hash(&hash).await? {
                 Some(token) if secrets::hashes_match(&token.secret_hash, &hash) => {
                     Ok(Principal::Token(token))
                 }
@@ -76,7 +79,7 @@ pub async fn authenticate(store: &Store, credential: &Credential) -> Result<Prin
         }
         Credential::GlobalKey { email, key } => {
             let hash = secrets::hash(key);
-            match store.user_by_email(email).await? {
+            match reads.user_by_email(email).await? {
                 Some(user) if secrets::hashes_match(&user.key_hash, &hash) => {
                     Ok(Principal::User(user))
                 }
@@ -93,7 +96,7 @@ pub async fn authorize(
     need: Need,
     zone: Option<&ZoneId>,
 ) -> Result<Principal, ApiError> {
-    let principal = authenticate(store, &credential(headers)?).await?;
+    let principal = authenticate(&store.reads(), &credential(headers)?).await?;
     if !principal.has(need) || zone.is_some_and(|z| !principal.covers_zone(z)) {
         return Err(ApiError::unauthorized());
     }

@@ -7,7 +7,7 @@ use super::request::{self, QueryParams};
 use super::wire;
 use crate::model::order::check_order;
 use crate::model::{CaChoice, DcvMethod, Need, Pack, PackId, PackState, Principal, Zone, ZoneId};
-use crate::store::{PackFilter, StoreError};
+use crate::store::{PackFilter, Reads, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -23,14 +23,13 @@ type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
 /// reading the zone. Order: credentials (400/403), id shape (404), permission and zone
 /// scope (403); the caller then reads the zone (404 when absent).
 async fn authorize_zone(
-    st: &AppState,
+    reads: &Reads<'_>,
     headers: &HeaderMap,
     uri: &Uri,
     raw_zone: &str,
     need: Need,
 ) -> Result<(Principal, ZoneId), ApiError> {
-    let principal =
-        super::auth::authenticate(&st.store, &super::auth::credential(headers)?).await?;
+    let principal = super::auth::authenticate(reads, &super::auth::credential(headers)?).await?;
     let zone_id = ZoneId::parse(raw_zone).map_err(|_| ApiError::unknown_object(uri.path()))?;
     if !principal.has(need) || !principal.covers_zone(&zone_id) {
         return Err(ApiError::unauthorized());
@@ -46,7 +45,8 @@ pub(super) async fn zone_access(
     raw_zone: &str,
     need: Need,
 ) -> Result<(Principal, Zone), ApiError> {
-    let (principal, zone_id) = authorize_zone(st, headers, uri, raw_zone, need).await?;
+    let (principal, zone_id) =
+        authorize_zone(&st.store.reads(), headers, uri, raw_zone, need).await?;
     let zone = st
         .store
         .zone(&zone_id)
@@ -73,8 +73,10 @@ pub(super) async fn get_verification(
     // extractor would copy them, on the API's hottest path.
     request: Request,
 ) -> Result<Response, ApiError> {
+    // One look at the store's freshness covers the request's two cached reads.
+    let reads = st.store.reads();
     let (_, zone_id) = authorize_zone(
-        &st,
+        &reads,
         request.headers(),
         &uri,
         &zone_id,
@@ -93,8 +95,7 @@ pub(super) async fn get_verification(
         }
     };
     // The zone and its packs in one read: this is the API's hottest path.
-    let view = st
-        .store
+    let view = reads
         .zone_with_packs(&zone_id)
         .await?
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;

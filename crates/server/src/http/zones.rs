@@ -112,7 +112,7 @@ pub(super) async fn verify_token(
     headers: HeaderMap,
 ) -> ApiResult<api::TokenStatus> {
     let credential = super::auth::credential(&headers)?;
-    match super::auth::authenticate(&st.store, &credential).await? {
+    match super::auth::authenticate(&st.store.reads(), &credential).await? {
         Principal::Token(token) => Ok(Json(api::Envelope::ok(api::TokenStatus {
             id: token.id.clone(),
             status: "active".into(),

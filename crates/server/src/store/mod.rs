@@ -83,7 +83,52 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
+/// One request's reads of what the request path reads most (credentials, a zone's
+/// view), through the read cache. Made when the request starts: making it checks once
+/// that the cache holds every commit made so far (for SQLite, one look at the commit
+/// counter), which then covers all of the request's reads.
+#[derive(Debug)]
+pub struct Reads<'a> {
+    store: &'a Store,
+    /// Where the cache stood at the check; `None`: read past the cache.
+    epoch: Option<u64>,
+}
+
+impl Reads<'_> {
+    /// The user with that e-mail (lower case).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
+        match self.store {
+            Store::Sqlite(s) => s.user_by_email(self.epoch, email),
+        }
+    }
+
+    /// The token whose secret hashes to `hash`.
+    pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
+        match self.store {
+            Store::Sqlite(s) => s.token_by_hash(self.epoch, hash),
+        }
+    }
+
+    /// A zone and all its packs, read in one snapshot (the verification view's path).
+    /// Shared with the read cache: clone what must change.
+    pub async fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
+        match self.store {
+            Store::Sqlite(s) => s.zone_with_packs(self.epoch, id),
+        }
+    }
+}
+
 impl Store {
+    /// Starts a request's reads: see [`Reads`].
+    pub fn reads(&self) -> Reads<'_> {
+        Reads {
+            store: self,
+            epoch: match self {
+                Store::Sqlite(s) => s.cache_epoch(),
+            },
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database in `data_dir`.
     pub fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
         Ok(Store::Sqlite(SqliteStore::open(
@@ -151,9 +196,7 @@ impl Store {
 
     /// The user with that e-mail (lower case).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.user_by_email(email),
-        }
+        self.reads().user_by_email(email).await
     }
 
     /// Every user.
@@ -179,9 +222,7 @@ impl Store {
 
     /// The token whose secret hashes to `hash`.
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.token_by_hash(hash),
-        }
+        self.reads().token_by_hash(hash).await
     }
 
     /// Every token.
@@ -232,9 +273,7 @@ impl Store {
     /// A zone and all its packs, read in one snapshot (the verification view's path).
     /// Shared with the read cache: clone what must change.
     pub async fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.zone_with_packs(id),
-        }
+        self.reads().zone_with_packs(id).await
     }
 
     /// Every pack of a zone, in order of creation (the verification view).

@@ -169,7 +169,7 @@ impl SqliteStore {
     /// The cache's epoch for a read that may use and fill it (emptying the cache first
     /// if another process committed since the last look), or `None` when the commit
     /// counter cannot be read: then the read goes past the cache.
-    fn cache_epoch(&self) -> Option<u64> {
+    pub(super) fn cache_epoch(&self) -> Option<u64> {
         let counter = self.inner.watch.as_ref()?.counter()?;
         Some(self.inner.cache.epoch_at(counter))
     }
@@ -273,8 +273,12 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
-        let epoch = self.cache_epoch();
+    /// `epoch`: from [`Self::cache_epoch`], once per request; `None` reads past the cache.
+    pub(super) fn user_by_email(
+        &self,
+        epoch: Option<u64>,
+        email: &str,
+    ) -> Result<Option<Arc<User>>, StoreError> {
         if epoch.is_some()
             && let Some(user) = self.inner.cache.user(email)
         {
@@ -343,8 +347,12 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
-        let epoch = self.cache_epoch();
+    /// `epoch`: as for [`Self::user_by_email`].
+    pub(super) fn token_by_hash(
+        &self,
+        epoch: Option<u64>,
+        hash: &[u8; 32],
+    ) -> Result<Option<Arc<Token>>, StoreError> {
         if epoch.is_some()
             && let Some(token) = self.inner.cache.token(hash)
         {
@@ -501,8 +509,12 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
-        let epoch = self.cache_epoch();
+    /// `epoch`: as for [`Self::user_by_email`].
+    pub(super) fn zone_with_packs(
+        &self,
+        epoch: Option<u64>,
+        id: &ZoneId,
+    ) -> Result<Option<Arc<ZoneView>>, StoreError> {
         if epoch.is_some()
             && let Some(view) = self.inner.cache.zone(id)
         {
