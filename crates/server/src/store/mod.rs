@@ -282,6 +282,34 @@ impl Store {
         }
     }
 
+    /// Leases due packs like [`Store::claim_due`] (same due work, same lease rules, one
+    /// transaction), the packs whose work has been due longest first. It finds the due work
+    /// through indexes on due times, so its cost follows the amount of due work rather
+    /// than the number of packs stored: the lifecycle calls it whenever it has room.
+    pub async fn claim_due_soonest(
+        &self,
+        claim: &Claim<'_>,
+    ) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.claim_due_soonest(claim),
+        }
+    }
+
+    /// Writes a batch of lifecycle changes in one transaction: each pack of `updates` as
+    /// [`Store::update_pack`] would (bumping its `version`), then gives up `owner`'s leases
+    /// on `releases`. Returns one outcome per update, in order: a conflict or a pack
+    /// deleted meanwhile fails only that update. `Err` means nothing was written.
+    pub async fn write_lifecycle_batch(
+        &self,
+        owner: &str,
+        updates: &mut [Pack],
+        releases: &[PackId],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, releases),
+        }
+    }
+
     /// Gives up `owner`'s lease on a pack (a no-op if it holds none).
     pub async fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
         match self {

@@ -387,53 +387,7 @@ impl SqliteStore {
     }
 
     pub(super) fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let cert = pack.certificate.as_ref();
-            let changed = tx.execute(
-                "UPDATE packs SET state = ?3, method = ?4, cloudflare_branding = ?5, \
-                 brand_check = ?6, errors = ?7, updated_at = ?8, validation_deadline = ?9, \
-                 cert_id = ?10, cert_chain_pem = ?11, cert_not_before = ?12, \
-                 cert_not_after = ?13, cert_issuer = ?14, cert_signature = ?15, \
-                 cert_issued_at = ?16, version = version + 1 \
-                 WHERE id = ?1 AND version = ?2",
-                params![
-                    pack.id.as_str(),
-                    pack.version,
-                    pack.state.as_str(),
-                    pack.method.as_str(),
-                    pack.cloudflare_branding,
-                    pack.brand_check,
-                    errors_json(&pack.errors)?,
-                    pack.updated_at,
-                    pack.validation_deadline,
-                    cert.map(|c| c.id.as_str()),
-                    cert.map(|c| c.chain_pem.as_str()),
-                    cert.map(|c| c.not_before),
-                    cert.map(|c| c.not_after),
-                    cert.map(|c| c.issuer.as_str()),
-                    cert.map(|c| c.signature.as_str()),
-                    cert.map(|c| c.issued_at),
-                ],
-            )?;
-            if changed == 0 {
-                let exists: bool = tx.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM packs WHERE id = ?1)",
-                    [pack.id.as_str()],
-                    |r| r.get(0),
-                )?;
-                return Err(if exists {
-                    StoreError::Conflict
-                } else {
-                    StoreError::NotFound
-                });
-            }
-            tx.execute(
-                "DELETE FROM pack_hosts WHERE pack_id = ?1",
-                [pack.id.as_str()],
-            )?;
-            insert_hosts(tx, pack)?;
-            Ok(())
-        })?;
+        self.write(|tx| update_pack_row(tx, pack))?;
         pack.version += 1;
         Ok(())
     }
@@ -595,6 +549,90 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn claim_due_soonest(
+        &self,
+        claim: &Claim<'_>,
+    ) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
+        // The due rows come from three index range scans (hosts by due time, pending packs by
+        // deadline, active packs by expiry), so the cost follows the due work, not the
+        // number of packs stored.
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE packs SET lease_owner = ?1, lease_until = ?2 + ?3 \
+                 WHERE id IN ( \
+                   SELECT p.id FROM ( \
+                       SELECT pack_id AS id, next_due_at AS due FROM pack_hosts \
+                       WHERE next_due_at <= ?4 \
+                     UNION ALL \
+                       SELECT id, validation_deadline FROM packs \
+                       WHERE state = 'pending_validation' AND validation_deadline <= ?4 \
+                     UNION ALL \
+                       SELECT id, cert_not_after FROM packs \
+                       WHERE state = 'active' AND cert_not_after <= ?4 \
+                   ) d JOIN packs p ON p.id = d.id \
+                   WHERE (p.lease_until IS NULL OR p.lease_until <= ?2) \
+                     AND p.brand_check = 0 \
+                     AND p.state IN ('pending_validation', 'pending_issuance', \
+                                     'pending_deployment', 'active') \
+                   GROUP BY p.id ORDER BY MIN(d.due), MIN(p.seq) LIMIT ?5) \
+                 RETURNING zone_id, id",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    claim.owner,
+                    claim.wall_now,
+                    claim.lease_secs,
+                    claim.now,
+                    clamp(claim.limit)
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (zone, id) = row?;
+                out.push((
+                    ZoneId::parse(&zone).map_err(|_| corrupt("zone id", &zone))?,
+                    PackId::parse(&id).map_err(|_| corrupt("pack id", &id))?,
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn write_lifecycle_batch(
+        &self,
+        owner: &str,
+        updates: &mut [Pack],
+        releases: &[PackId],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let outcomes = self.write(|tx| {
+            let mut outcomes = Vec::with_capacity(updates.len());
+            for pack in updates.iter() {
+                // A conflict or a deleted pack changed nothing: it fails alone. Any other
+                // error ends the transaction, rolling back the whole batch.
+                outcomes.push(match update_pack_row(tx, pack) {
+                    Ok(()) => Ok(()),
+                    Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
+                    Err(e) => return Err(e),
+                });
+            }
+            let mut release = tx.prepare_cached(
+                "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )?;
+            for id in releases {
+                release.execute([id.as_str(), owner])?;
+            }
+            Ok(outcomes)
+        })?;
+        for (pack, outcome) in updates.iter_mut().zip(&outcomes) {
+            if outcome.is_ok() {
+                pack.version += 1;
+            }
+        }
+        Ok(outcomes)
+    }
+
     pub(super) fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
         self.write(|tx| {
             Ok(tx.execute(
@@ -612,6 +650,56 @@ fn clamp(n: u64) -> i64 {
 
 fn errors_json(errors: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(errors).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// Writes a changed pack back if its `version` is still the stored one (the caller bumps
+/// its copy's version on success).
+fn update_pack_row(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), StoreError> {
+    let cert = pack.certificate.as_ref();
+    // Cached statements: the lifecycle writes packs in batches of hundreds.
+    let changed = tx
+        .prepare_cached(
+            "UPDATE packs SET state = ?3, method = ?4, cloudflare_branding = ?5, \
+         brand_check = ?6, errors = ?7, updated_at = ?8, validation_deadline = ?9, \
+         cert_id = ?10, cert_chain_pem = ?11, cert_not_before = ?12, \
+         cert_not_after = ?13, cert_issuer = ?14, cert_signature = ?15, \
+         cert_issued_at = ?16, version = version + 1 \
+         WHERE id = ?1 AND version = ?2",
+        )?
+        .execute(params![
+            pack.id.as_str(),
+            pack.version,
+            pack.state.as_str(),
+            pack.method.as_str(),
+            pack.cloudflare_branding,
+            pack.brand_check,
+            errors_json(&pack.errors)?,
+            pack.updated_at,
+            pack.validation_deadline,
+            cert.map(|c| c.id.as_str()),
+            cert.map(|c| c.chain_pem.as_str()),
+            cert.map(|c| c.not_before),
+            cert.map(|c| c.not_after),
+            cert.map(|c| c.issuer.as_str()),
+            cert.map(|c| c.signature.as_str()),
+            cert.map(|c| c.issued_at),
+        ])?;
+    if changed == 0 {
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM packs WHERE id = ?1)",
+            [pack.id.as_str()],
+            |r| r.get(0),
+        )?;
+        return Err(if exists {
+            StoreError::Conflict
+        } else {
+            StoreError::NotFound
+        });
+    }
+    tx.prepare_cached("DELETE FROM pack_hosts WHERE pack_id = ?1")?
+        .execute([pack.id.as_str()])?;
+    insert_hosts(tx, pack)?;
+    Ok(())
 }
 
 fn insert_hosts(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), StoreError> {
