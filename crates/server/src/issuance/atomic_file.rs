@@ -202,11 +202,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), IssuanceError> {
 pub(crate) fn sync_dir_shared(dir: &Path) -> Result<(), IssuanceError> {
     static GROUPS: LazyLock<Mutex<HashMap<PathBuf, Arc<SyncGroup>>>> =
         LazyLock::new(Mutex::default);
-    let group = Arc::clone(
-        locked(&GROUPS)
-            .entry(dir.to_path_buf())
-            .or_insert_with(Arc::default),
-    );
+    let group = Arc::clone(locked(&GROUPS).entry(dir.to_path_buf()).or_default());
     let ticket = {
         let mut tickets = locked(&group.tickets);
         tickets.issued += 1;

@@ -119,7 +119,7 @@ pub struct Worker {
 #[derive(Debug)]
 enum WriteOp {
     /// Save the pack (version-checked); the reply is the saved pack.
-    Update(Pack, oneshot::Sender<Result<Pack, StoreError>>),
+    Update(Box<Pack>, oneshot::Sender<Result<Pack, StoreError>>),
     /// Give up this worker's lease on the pack.
     Release(PackId, oneshot::Sender<()>),
 }
@@ -719,7 +719,7 @@ impl Worker {
     async fn update(&self, pack: Pack) -> Result<Pack, StoreError> {
         let (reply, saved) = oneshot::channel();
         self.writes
-            .send(WriteOp::Update(pack, reply))
+            .send(WriteOp::Update(Box::new(pack), reply))
             .map_err(|_| writer_gone())?;
         saved.await.map_err(|_| writer_gone())?
     }
@@ -766,7 +766,7 @@ async fn write_batches(store: Store, owner: String, mut queued: mpsc::UnboundedR
         for op in ops.drain(..) {
             match op {
                 WriteOp::Update(pack, reply) => {
-                    packs.push(pack);
+                    packs.push(*pack);
                     saved_replies.push(reply);
                 }
                 WriteOp::Release(id, reply) => {

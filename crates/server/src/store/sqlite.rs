@@ -1086,6 +1086,95 @@ mod tests {
         assert!(past.items.is_empty());
     }
 
+    fn claim(now: i64, limit: u64) -> Claim<'static> {
+        Claim {
+            owner: "worker-a",
+            now,
+            wall_now: 1_000,
+            lease_secs: 60,
+            limit,
+        }
+    }
+
+    #[test]
+    fn soonest_claims_take_the_longest_due_first_and_respect_leases() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let (mut late, mut early, mut overdue) = (pack(&z), pack(&z), pack(&z));
+        for h in &mut late.hosts {
+            h.check.next_due_at = 500;
+        }
+        for h in &mut early.hosts {
+            h.check.next_due_at = 200;
+        }
+        // No host due, but past its validation deadline: due through the deadline.
+        overdue.validation_deadline = 300;
+        for h in &mut overdue.hosts {
+            h.check.next_due_at = 10_000;
+        }
+        for p in [&late, &early, &overdue] {
+            s.insert_pack(p, 10).unwrap();
+        }
+        // As a sorted list: the claim chooses by due time, RETURNING lists in table order.
+        let ids = |claimed: Vec<(ZoneId, PackId)>| -> Vec<String> {
+            let mut ids: Vec<String> = claimed.into_iter().map(|(_, id)| id.to_string()).collect();
+            ids.sort();
+            ids
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert!(s.claim_due_soonest(&claim(100, 10)).unwrap().is_empty());
+        assert_eq!(
+            ids(s.claim_due_soonest(&claim(1_000, 2)).unwrap()),
+            sorted(vec![early.id.to_string(), overdue.id.to_string()])
+        );
+        assert_eq!(
+            ids(s.claim_due_soonest(&claim(1_000, 10)).unwrap()),
+            [late.id.to_string()]
+        );
+        // Everything is leased now; a lapsed lease is claimable again.
+        assert!(s.claim_due_soonest(&claim(1_000, 10)).unwrap().is_empty());
+        let mut later = claim(1_000, 10);
+        later.wall_now = 1_061;
+        assert_eq!(s.claim_due_soonest(&later).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn lifecycle_batches_write_each_pack_alone_and_release_leases() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let (a, b) = (pack(&z), pack(&z));
+        s.insert_pack(&a, 10).unwrap();
+        s.insert_pack(&b, 10).unwrap();
+        assert_eq!(s.claim_due_soonest(&claim(1_000, 10)).unwrap().len(), 2);
+
+        let mut fresh_a = s.pack(&z.id, &a.id).unwrap().unwrap();
+        fresh_a.hosts[0].check.attempts = 3;
+        let stale_b = s.pack(&z.id, &b.id).unwrap().unwrap();
+        let mut newer_b = stale_b.clone();
+        newer_b.hosts[0].check.attempts = 7;
+        s.update_pack(&mut newer_b).unwrap();
+
+        let mut batch = vec![fresh_a.clone(), stale_b];
+        let outcomes = s
+            .write_lifecycle_batch("worker-a", &mut batch, &[a.id.clone(), b.id.clone()])
+            .unwrap();
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
+        assert_eq!(batch[0].version, fresh_a.version + 1);
+        assert_eq!(s.pack(&z.id, &a.id).unwrap().unwrap(), batch[0]);
+        assert_eq!(
+            s.pack(&z.id, &b.id).unwrap().unwrap().hosts[0]
+                .check
+                .attempts,
+            7
+        );
+        // Both leases were given up in the same transaction.
+        assert_eq!(s.claim_due_soonest(&claim(1_000, 10)).unwrap().len(), 2);
+    }
+
     #[test]
     fn deleting_a_zone_deletes_its_packs() {
         let (_d, s) = store();
