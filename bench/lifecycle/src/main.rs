@@ -56,6 +56,11 @@ struct Args {
     /// Packs stored for the memory phase (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     stored_packs: usize,
+    /// Requests per second of the GET sampler in the memory phase, whose zones hold 100
+    /// packs each (an answer of 200 items costs the server about ten times a lifecycle
+    /// zone's).
+    #[arg(long, default_value_t = 200)]
+    stored_rate: u32,
     /// Seconds of GET load in each memory run.
     #[arg(long, default_value_t = 15)]
     stored_secs: u64,
@@ -819,7 +824,7 @@ async fn memory_phase(
             &srv.api,
             &token,
             zones.clone(),
-            args.sampler_rate,
+            args.stored_rate,
             Duration::from_secs(args.stored_secs),
         )
         .await?;

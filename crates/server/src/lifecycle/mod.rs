@@ -78,10 +78,11 @@ impl Signals {
     }
 }
 
-/// The nice value of the lifecycle's threads: the lowest priority, so a request thread
-/// that wakes up preempts lifecycle work at once instead of waiting for the end of its
-/// time slice. The lifecycle runs on whatever CPU time the requests leave.
-const LIFECYCLE_NICE: i32 = 19;
+/// The nice value of the lifecycle's threads: low, so a request thread that wakes up
+/// preempts lifecycle work at once instead of waiting for the end of its time slice. Not
+/// the lowest (19): under a request load that takes the whole CPU, nice 10 still leaves
+/// the lifecycle about a tenth of it, where 19 left it so little that checks stopped.
+const LIFECYCLE_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority to [`LIFECYCLE_NICE`]; meant for every
 /// thread of the lifecycle's runtime (its `on_thread_start`). On Linux the nice value

@@ -69,8 +69,10 @@ const ISSUANCE_CONCURRENCY: usize = 32;
 /// this many slots so it never stops.
 const ISSUANCE_WHILE_CHECKING: usize = 4;
 
-/// Most pack writes committed in one transaction.
-const WRITE_BATCH: usize = 512;
+/// Most store operations taken from the queue at once (the writes among them commit in
+/// one transaction). Bounded so one transaction stays short: the store thread runs at
+/// normal priority and a request thread may wait for the CPU behind it.
+const WRITE_BATCH: usize = 128;
 
 /// How long a failed issuance or deployment waits before it is tried again.
 const ISSUANCE_RETRY_SECS: i64 = 300;
@@ -97,14 +99,12 @@ pub enum LifecycleError {
 /// One server's lifecycle worker.
 #[derive(Debug)]
 pub struct Worker {
-    store: Store,
     config: Arc<Config>,
     clock: SharedClock,
     signals: Arc<Signals>,
     validator: Validator,
     issuer: Issuer,
     hook: Option<HookCommand>,
-    owner: String,
     checks: Arc<Semaphore>,
     issuing: Semaphore,
     issuing_while_checking: Semaphore,
@@ -113,15 +113,34 @@ pub struct Worker {
     writes: mpsc::UnboundedSender<WriteOp>,
 }
 
-/// A write handed to the worker's writer, which commits whatever has queued up meanwhile
-/// in one transaction (group commit): the packs in flight share transactions instead of
-/// each paying for its own, and queue for the store's write lock once per batch.
+/// An operation handed to the worker's store thread, the only lifecycle thread that
+/// touches the store. It commits the writes that queued up meanwhile in one transaction
+/// (group commit): the packs in flight share transactions instead of each paying for its
+/// own, and queue for the store's write lock once per batch.
+///
+/// Why one thread at normal priority: SQLite's in-process locks (its file and
+/// shared-memory mutexes) are shared by every connection of the process, requests'
+/// included. A low-priority lifecycle thread preempted while holding one made requests
+/// wait until it got the CPU back, behind every other lifecycle thread: tens of
+/// milliseconds. Every other lifecycle thread runs at low priority and never holds them.
 #[derive(Debug)]
 enum WriteOp {
     /// Save the pack (version-checked); the reply is the saved pack.
     Update(Box<Pack>, oneshot::Sender<Result<Pack, StoreError>>),
     /// Give up this worker's lease on the pack.
     Release(PackId, oneshot::Sender<()>),
+    /// Read a pack.
+    Read(
+        ZoneId,
+        PackId,
+        oneshot::Sender<Result<Option<Pack>, StoreError>>,
+    ),
+    /// Lease up to this many due packs, as of `now` (the lifecycle's clock).
+    Claim {
+        now: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
+    },
 }
 
 /// One host's check result, tied to the record that was checked so it is never
@@ -159,20 +178,20 @@ impl Worker {
         });
         let owner = format!("worker-{}", crate::secrets::mint_id());
         let (writes, queued) = mpsc::unbounded_channel();
-        // The writer gets a thread of its own: a commit can wait for SQLite's checkpoint
-        // fsyncs, and on the runtime's thread every check would wait with it. It ends when
-        // the worker (the only sender) is dropped.
+        // The store thread (see `WriteOp`) is a thread of its own, at normal priority; a
+        // commit can also wait for SQLite's checkpoint fsyncs, and on the runtime's thread
+        // every check would wait with it. It ends when the worker (the only sender) is
+        // dropped.
         let runtime = tokio::runtime::Handle::current();
-        let (writer_store, writer_owner) = (store.clone(), owner.clone());
+
+        let lease_secs = config.lease.as_secs().max(1) as i64;
         std::thread::Builder::new()
-            .name("zonecert-lc-writer".into())
+            .name("zonecert-lc-store".into())
             .spawn(move || {
-                super::lower_thread_priority();
-                runtime.block_on(write_batches(writer_store, writer_owner, queued));
+                runtime.block_on(store_thread(store, owner, lease_secs, queued));
             })
             .map_err(LifecycleError::Runtime)?;
         Ok(Worker {
-            store,
             checks: Arc::new(Semaphore::new(config.check_concurrency.max(1))),
             issuing: Semaphore::new(ISSUANCE_CONCURRENCY),
             issuing_while_checking: Semaphore::new(ISSUANCE_WHILE_CHECKING),
@@ -183,7 +202,6 @@ impl Worker {
             validator,
             issuer,
             hook,
-            owner,
             writes,
         })
     }
@@ -241,16 +259,16 @@ impl Worker {
             return true;
         }
         let limit = room.min(CLAIM_BATCH);
-        let claimed = self
-            .store
-            .claim_due_soonest(&Claim {
-                owner: &self.owner,
-                now: self.clock.now(),
-                wall_now: SystemClock.now(),
-                lease_secs: self.config.lease.as_secs().max(1) as i64,
-                limit: limit as u64,
-            })
-            .await;
+        let (reply, claimed) = oneshot::channel();
+        let asked = self.writes.send(WriteOp::Claim {
+            now: self.clock.now(),
+            limit,
+            reply,
+        });
+        let claimed = match asked {
+            Ok(()) => claimed.await.unwrap_or_else(|_| Err(writer_gone())),
+            Err(_) => Err(writer_gone()),
+        };
         let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -275,7 +293,7 @@ impl Worker {
     }
 
     async fn step(&self, zone: &ZoneId, id: &PackId) -> Result<(), StoreError> {
-        let Some(pack) = self.store.pack(zone, id).await? else {
+        let Some(pack) = self.read(zone, id).await? else {
             return Ok(());
         };
         let now = self.clock.now();
@@ -702,7 +720,7 @@ impl Worker {
             match self.update(next).await {
                 Ok(saved) => return Ok(Some(saved)),
                 Err(StoreError::Conflict) if attempt == 0 => {
-                    match self.store.pack(&current.zone_id, &current.id).await? {
+                    match self.read(&current.zone_id, &current.id).await? {
                         Some(fresh) => current = fresh,
                         None => return Ok(None),
                     }
@@ -722,6 +740,15 @@ impl Worker {
             .send(WriteOp::Update(Box::new(pack), reply))
             .map_err(|_| writer_gone())?;
         saved.await.map_err(|_| writer_gone())?
+    }
+
+    /// Reads a pack through the store thread.
+    async fn read(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        let (reply, read) = oneshot::channel();
+        self.writes
+            .send(WriteOp::Read(zone.clone(), id.clone(), reply))
+            .map_err(|_| writer_gone())?;
+        read.await.map_err(|_| writer_gone())?
     }
 
     /// Gives up the lease on a pack, through the writer (a failure is logged there; the
@@ -754,17 +781,28 @@ fn writer_gone() -> StoreError {
     StoreError::Backend("the lifecycle's writer has stopped".into())
 }
 
-/// The worker's writer: commits the queued writes, up to [`WRITE_BATCH`] at a time, each
-/// batch in one transaction. Runs until every sender is gone.
-async fn write_batches(store: Store, owner: String, mut queued: mpsc::UnboundedReceiver<WriteOp>) {
+/// The worker's store thread: takes up to [`WRITE_BATCH`] queued operations at a time,
+/// answers the reads, commits the writes in one transaction, then claims (so leases given
+/// up in this batch can be claimed again). Runs until every sender is gone.
+async fn store_thread(
+    store: Store,
+    owner: String,
+    lease_secs: i64,
+    mut queued: mpsc::UnboundedReceiver<WriteOp>,
+) {
     let mut ops = Vec::with_capacity(WRITE_BATCH);
     while queued.recv_many(&mut ops, WRITE_BATCH).await > 0 {
         let mut packs = Vec::new();
         let mut saved_replies = Vec::new();
         let mut releases = Vec::new();
         let mut released_replies = Vec::new();
+        let mut claims = Vec::new();
         for op in ops.drain(..) {
             match op {
+                WriteOp::Read(zone, id, reply) => {
+                    let _ = reply.send(store.pack(&zone, &id).await);
+                }
+                WriteOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
                 WriteOp::Update(pack, reply) => {
                     packs.push(*pack);
                     saved_replies.push(reply);
@@ -775,10 +813,14 @@ async fn write_batches(store: Store, owner: String, mut queued: mpsc::UnboundedR
                 }
             }
         }
-        match store
-            .write_lifecycle_batch(&owner, &mut packs, &releases)
-            .await
-        {
+        let written = if packs.is_empty() && releases.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store
+                .write_lifecycle_batch(&owner, &mut packs, &releases)
+                .await
+        };
+        match written {
             Ok(outcomes) => {
                 for ((pack, reply), outcome) in packs.into_iter().zip(saved_replies).zip(outcomes) {
                     let _ = reply.send(outcome.map(|()| pack));
@@ -794,6 +836,18 @@ async fn write_batches(store: Store, owner: String, mut queued: mpsc::UnboundedR
         }
         for reply in released_replies {
             let _ = reply.send(());
+        }
+        for (now, limit, reply) in claims {
+            let claimed = store
+                .claim_due_soonest(&Claim {
+                    owner: &owner,
+                    now,
+                    wall_now: SystemClock.now(),
+                    lease_secs,
+                    limit: limit as u64,
+                })
+                .await;
+            let _ = reply.send(claimed);
         }
     }
 }
