@@ -110,7 +110,7 @@ pub struct Worker {
     issuing_while_checking: Semaphore,
     /// Packs whose hosts (or CAA) are being checked right now.
     checking: AtomicUsize,
-    writes: mpsc::UnboundedSender<WriteOp>,
+    store_ops: mpsc::UnboundedSender<StoreOp>,
 }
 
 /// An operation handed to the worker's store thread, the only lifecycle thread that
@@ -124,7 +124,7 @@ pub struct Worker {
 /// wait until it got the CPU back, behind every other lifecycle thread: tens of
 /// milliseconds. Every other lifecycle thread runs at low priority and never holds them.
 #[derive(Debug)]
-enum WriteOp {
+enum StoreOp {
     /// Save the pack (version-checked); the reply is the saved pack.
     Update(Box<Pack>, oneshot::Sender<Result<Pack, StoreError>>),
     /// Give up this worker's lease on the pack.
@@ -177,8 +177,8 @@ impl Worker {
             })
         });
         let owner = format!("worker-{}", crate::secrets::mint_id());
-        let (writes, queued) = mpsc::unbounded_channel();
-        // The store thread (see `WriteOp`) is a thread of its own, at normal priority; a
+        let (store_ops, queued) = mpsc::unbounded_channel();
+        // The store thread (see `StoreOp`) is a thread of its own, at normal priority; a
         // commit can also wait for SQLite's checkpoint fsyncs, and on the runtime's thread
         // every check would wait with it. It ends when the worker (the only sender) is
         // dropped.
@@ -202,7 +202,7 @@ impl Worker {
             validator,
             issuer,
             hook,
-            writes,
+            store_ops,
         })
     }
 
@@ -260,14 +260,14 @@ impl Worker {
         }
         let limit = room.min(CLAIM_BATCH);
         let (reply, claimed) = oneshot::channel();
-        let asked = self.writes.send(WriteOp::Claim {
+        let asked = self.store_ops.send(StoreOp::Claim {
             now: self.clock.now(),
             limit,
             reply,
         });
         let claimed = match asked {
-            Ok(()) => claimed.await.unwrap_or_else(|_| Err(writer_gone())),
-            Err(_) => Err(writer_gone()),
+            Ok(()) => claimed.await.unwrap_or_else(|_| Err(store_thread_gone())),
+            Err(_) => Err(store_thread_gone()),
         };
         let claimed = match claimed {
             Ok(claimed) => claimed,
@@ -733,29 +733,29 @@ impl Worker {
         Ok(None)
     }
 
-    /// Saves the pack through the writer; the saved pack (its version bumped) comes back.
+    /// Saves the pack through the store thread; the saved pack (its version bumped) comes back.
     async fn update(&self, pack: Pack) -> Result<Pack, StoreError> {
         let (reply, saved) = oneshot::channel();
-        self.writes
-            .send(WriteOp::Update(Box::new(pack), reply))
-            .map_err(|_| writer_gone())?;
-        saved.await.map_err(|_| writer_gone())?
+        self.store_ops
+            .send(StoreOp::Update(Box::new(pack), reply))
+            .map_err(|_| store_thread_gone())?;
+        saved.await.map_err(|_| store_thread_gone())?
     }
 
     /// Reads a pack through the store thread.
     async fn read(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
         let (reply, read) = oneshot::channel();
-        self.writes
-            .send(WriteOp::Read(zone.clone(), id.clone(), reply))
-            .map_err(|_| writer_gone())?;
-        read.await.map_err(|_| writer_gone())?
+        self.store_ops
+            .send(StoreOp::Read(zone.clone(), id.clone(), reply))
+            .map_err(|_| store_thread_gone())?;
+        read.await.map_err(|_| store_thread_gone())?
     }
 
-    /// Gives up the lease on a pack, through the writer (a failure is logged there; the
+    /// Gives up the lease on a pack, through the store thread (a failure is logged there; the
     /// lease then runs out by itself).
     async fn release(&self, id: PackId) {
         let (reply, released) = oneshot::channel();
-        if self.writes.send(WriteOp::Release(id, reply)).is_ok() {
+        if self.store_ops.send(StoreOp::Release(id, reply)).is_ok() {
             let _ = released.await;
         }
     }
@@ -777,8 +777,8 @@ impl Drop for Checking<'_> {
     }
 }
 
-fn writer_gone() -> StoreError {
-    StoreError::Backend("the lifecycle's writer has stopped".into())
+fn store_thread_gone() -> StoreError {
+    StoreError::Backend("the lifecycle's store thread has stopped".into())
 }
 
 /// The worker's store thread: takes up to [`WRITE_BATCH`] queued operations at a time,
@@ -788,7 +788,7 @@ async fn store_thread(
     store: Store,
     owner: String,
     lease_secs: i64,
-    mut queued: mpsc::UnboundedReceiver<WriteOp>,
+    mut queued: mpsc::UnboundedReceiver<StoreOp>,
 ) {
     let mut ops = Vec::with_capacity(WRITE_BATCH);
     while queued.recv_many(&mut ops, WRITE_BATCH).await > 0 {
@@ -799,15 +799,15 @@ async fn store_thread(
         let mut claims = Vec::new();
         for op in ops.drain(..) {
             match op {
-                WriteOp::Read(zone, id, reply) => {
+                StoreOp::Read(zone, id, reply) => {
                     let _ = reply.send(store.pack(&zone, &id).await);
                 }
-                WriteOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
-                WriteOp::Update(pack, reply) => {
+                StoreOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
+                StoreOp::Update(pack, reply) => {
                     packs.push(*pack);
                     saved_replies.push(reply);
                 }
-                WriteOp::Release(id, reply) => {
+                StoreOp::Release(id, reply) => {
                     releases.push(id);
                     released_replies.push(reply);
                 }
