@@ -4,7 +4,7 @@
 # DNS server, sampler) to CPU $BENCH_CPU. Prints a table of figures with PASS/FAIL.
 #
 # Usage: bench/lifecycle.sh [zonecert-bench flags...]   e.g. --hosts 10000 --stored-packs 0
-# Knobs (environment): SERVER_CPU=0 BENCH_CPU=1 SKIP_BUILD=1
+# Knobs (environment): SERVER_CPU=0 BENCH_CPU=1 SKIP_BUILD=1 CARGO_TARGET_DIR (where cargo builds)
 # Everything runs on 127.0.0.1 only.
 set -euo pipefail
 
@@ -17,4 +17,5 @@ command -v taskset >/dev/null || { echo "missing taskset (util-linux)" >&2; exit
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   (cd "$root" && cargo build --release -p zonecert -p zonecert-bench >&2)
 fi
-exec taskset -c "$BENCH_CPU" "$root/target/release/zonecert-bench" --server-cpu "$SERVER_CPU" "$@"
+target=${CARGO_TARGET_DIR:-$root/target}
+exec taskset -c "$BENCH_CPU" "$target/release/zonecert-bench" --server-cpu "$SERVER_CPU" "$@"

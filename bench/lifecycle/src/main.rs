@@ -56,15 +56,20 @@ struct Args {
     /// Packs stored for the memory phase (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     stored_packs: usize,
+    /// Requests per second of the GET sampler in the memory phase, whose zones hold 100
+    /// packs each (an answer of 200 items costs the server about ten times a lifecycle
+    /// zone's).
+    #[arg(long, default_value_t = 200)]
+    stored_rate: u32,
     /// Seconds of GET load in each memory run.
     #[arg(long, default_value_t = 15)]
     stored_secs: u64,
     /// Seconds of idle GET sampling.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
-    /// Connections of the GET latency sampler.
-    #[arg(long, default_value_t = 4)]
-    sampler_connections: usize,
+    /// Requests per second of the GET latency sampler (open loop).
+    #[arg(long, default_value_t = 1000)]
+    sampler_rate: u32,
     /// CPU list (`taskset -c`) of the server.
     #[arg(long, default_value = "0")]
     server_cpu: String,
@@ -138,8 +143,8 @@ async fn main() -> anyhow::Result<()> {
     println!("machine: {}", machine());
     println!("load average: before {load_before}, after {load_after}");
     println!(
-        "server on CPU {} (taskset), this program elsewhere; sampler: {} connections",
-        args.server_cpu, args.sampler_connections
+        "server on CPU {} (taskset), this program elsewhere; sampler: open loop, {} GET/s",
+        args.server_cpu, args.sampler_rate
     );
     println!();
     let w0 = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0);
@@ -242,7 +247,7 @@ async fn lifecycle_phases(
         &srv.api,
         &token,
         zones.clone(),
-        args.sampler_connections,
+        args.sampler_rate,
         Duration::from_secs(args.idle_secs),
     )
     .await?;
@@ -259,7 +264,7 @@ async fn lifecycle_phases(
         let api = srv.api.clone();
         let token = token.clone();
         let zones = zones.clone();
-        let n = args.sampler_connections;
+        let n = args.sampler_rate;
         tokio::spawn(async move {
             sampler::sample(&api, &token, zones, n, Duration::from_secs(3600), stop_rx).await
         })
@@ -278,7 +283,7 @@ async fn lifecycle_phases(
         &srv.api,
         &token,
         zones.clone(),
-        args.sampler_connections,
+        args.sampler_rate,
         Duration::from_secs(args.idle_secs),
     )
     .await?;
@@ -819,7 +824,7 @@ async fn memory_phase(
             &srv.api,
             &token,
             zones.clone(),
-            args.sampler_connections,
+            args.stored_rate,
             Duration::from_secs(args.stored_secs),
         )
         .await?;

@@ -1,12 +1,18 @@
-//! A closed-loop latency sampler: a few connections, each sending
-//! `GET /zones/{random zone}/ssl/verification` as soon as the previous answer arrived.
-//! Light load on purpose: it measures what a client sees while the lifecycle runs, not
-//! the server's peak throughput (bench/verification.sh does that).
+//! An open-loop latency sampler: `GET /zones/{random zone}/ssl/verification` sent at a
+//! fixed rate whatever the answers do, so a stalled server is not hidden by the sampler
+//! waiting for it (no coordinated omission). Each latency runs from the moment the request
+//! is handed to the HTTP client, not from its timer tick: the tick fires up to a
+//! millisecond late (the timer's resolution) and this process shares its CPU with the DNS
+//! server, and neither delay is the server's. A light load on purpose: it measures what clients see while the
+//! lifecycle runs, not the server's peak throughput (bench/verification.sh does that). A
+//! closed loop of a few connections would saturate the server's core by itself and leave
+//! the lifecycle only what the sampler does not take.
 
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
 
 /// Latencies of one sampling period.
 #[derive(Debug, Clone, Default)]
@@ -39,61 +45,64 @@ impl Latencies {
     }
 }
 
-/// Samples until `stop` turns true (or `limit` passes).
+/// Samples at `rate` requests per second until `stop` turns true (or `limit` passes),
+/// then waits for the answers still due.
 pub async fn sample(
     api: &str,
     token: &str,
     zones: Arc<Vec<String>>,
-    connections: usize,
+    rate: u32,
     limit: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Latencies> {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(30))
         .build()?;
+    let auth = format!("Bearer {token}");
     let started = Instant::now();
     let deadline = started + limit;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let client = client.clone();
-        let zones = zones.clone();
-        let api = api.to_owned();
-        let auth = format!("Bearer {token}");
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let mut out = Vec::new();
-            let mut errors = 0u64;
-            while !*stop.borrow() && Instant::now() < deadline {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    // Late ticks fire at once: the rate holds whatever the answers do.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let (done, mut answers) = mpsc::unbounded_channel();
+    loop {
+        tokio::select! {
+            due = ticks.tick() => {
+                if due.into_std() >= deadline || *stop.borrow() {
+                    break;
+                }
                 let zone = &zones[rand::rng().random_range(0..zones.len())];
-                let url = format!("{api}/zones/{zone}/ssl/verification");
-                let t = Instant::now();
-                let ok = match client.get(&url).header("Authorization", &auth).send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        resp.bytes().await.is_ok() && status.is_success()
-                    }
-                    Err(_) => false,
-                };
-                if ok {
-                    out.push(t.elapsed());
-                } else {
-                    errors += 1;
+                let request = client
+                    .get(format!("{api}/zones/{zone}/ssl/verification"))
+                    .header("Authorization", &auth);
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let ok = match request.send().await {
+                        Ok(resp) => {
+                            let status = resp.status();
+                            resp.bytes().await.is_ok() && status.is_success()
+                        }
+                        Err(_) => false,
+                    };
+                    let _ = done.send(ok.then(|| sent.elapsed()));
+                });
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
                 }
             }
-            (out, errors)
-        });
+        }
     }
-    // Wake the loop when `stop` flips; the tasks check it between requests.
-    let waiter = tokio::spawn(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    drop(done);
     let mut all = Latencies::default();
-    while let Some(joined) = tasks.join_next().await {
-        let (out, errors) = joined?;
-        all.sorted.extend(out);
-        all.errors += errors;
+    while let Some(answer) = answers.recv().await {
+        match answer {
+            Some(latency) => all.sorted.push(latency),
+            None => all.errors += 1,
+        }
     }
-    waiter.abort();
     all.elapsed = started.elapsed();
     all.sorted.sort();
     Ok(all)
@@ -104,9 +113,9 @@ pub async fn sample_for(
     api: &str,
     token: &str,
     zones: Arc<Vec<String>>,
-    connections: usize,
+    rate: u32,
     period: Duration,
 ) -> anyhow::Result<Latencies> {
     let (_keep, stop) = watch::channel(false);
-    sample(api, token, zones, connections, period, stop).await
+    sample(api, token, zones, rate, period, stop).await
 }

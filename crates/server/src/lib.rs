@@ -93,8 +93,10 @@ impl App {
     /// The workers get their own thread and Tokio runtime: the store answers
     /// synchronously, so on the API's runtime every lifecycle write would sit in the
     /// same run queue as the requests, and a request would wait behind the steps of a
-    /// whole batch of packs. On their own thread the operating system schedules the two
-    /// sides, and a request thread that mostly sleeps is run as soon as it wakes.
+    /// whole batch of packs. On their own threads, at a low priority (all but the one
+    /// holding the workers' SQLite connection, see the lifecycle's worker), the operating
+    /// system schedules the two sides, and a request thread preempts lifecycle work as
+    /// soon as it wakes.
     pub fn start_lifecycle(&self) -> Result<LifecycleHandle, lifecycle::LifecycleError> {
         let (store, config, clock, signals) = (
             self.state.store.clone(),
@@ -110,8 +112,12 @@ impl App {
         std::thread::Builder::new()
             .name("zonecert-lifecycle".into())
             .spawn(move || {
+                // This thread runs the workers' claim loop; the runtime's own threads
+                // lower themselves as they start.
+                lifecycle::lower_thread_priority();
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .thread_name("zonecert-lifecycle")
+                    .on_thread_start(lifecycle::lower_thread_priority)
                     .enable_all()
                     .build()
                 {

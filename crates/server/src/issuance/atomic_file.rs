@@ -1,10 +1,12 @@
 //! Crash-safe file replacement: a reader sees either the old file or the new one, never a
 //! partial write, and after `commit` returns the new content survives a power loss.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use super::IssuanceError;
 
@@ -89,6 +91,98 @@ impl Drop for StagedFile {
     }
 }
 
+/// A new directory built complete under a temporary name next to its destination, then
+/// renamed into place in one step: a reader sees no directory or the whole of it, and two
+/// writers racing to create the same destination cannot mix their files (the second rename
+/// fails, the destination being no longer empty). Dropping it without a successful `commit`
+/// removes the temporary directory.
+#[derive(Debug)]
+pub(crate) struct StagedDir {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl StagedDir {
+    /// Creates the temporary directory, with `mode`, next to `dest`.
+    pub(crate) fn create(dest: &Path, mode: u32) -> Result<Self, IssuanceError> {
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = parent_dir(dest);
+        let tmp = parent.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
+        let created = match std::fs::DirBuilder::new().mode(mode).create(&tmp) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // The first directory ever deployed to: create the parents too.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(mode)
+                    .create(parent)
+                    .and_then(|()| std::fs::DirBuilder::new().mode(mode).create(&tmp))
+            }
+            other => other,
+        };
+        created.map_err(|e| IssuanceError::io("create directory", &tmp, e))?;
+        Ok(StagedDir {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// Writes the file `name` in the staged directory, created with `mode` from the start, and
+    /// makes its content durable.
+    pub(crate) fn write(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<(), IssuanceError> {
+        let path = self.tmp.join(name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| IssuanceError::io("create", &path, e))?;
+        file.write_all(contents)
+            .map_err(|e| IssuanceError::io("write", &path, e))?;
+        // Data and size; the name is made durable by the directory's fsync in `commit`.
+        file.sync_data()
+            .map_err(|e| IssuanceError::io("fsync", &path, e))
+    }
+
+    /// Makes the staged directory's entries durable and renames it to the destination.
+    /// Returns `false`, leaving the destination alone, when it already exists with content.
+    /// The caller fsyncs the parent directory to make the rename itself durable.
+    pub(crate) fn commit(mut self) -> Result<bool, IssuanceError> {
+        sync_dir(&self.tmp)?;
+        match std::fs::rename(&self.tmp, &self.dest) {
+            Ok(()) => {
+                self.committed = true;
+                Ok(true)
+            }
+            Err(e)
+                if e.kind() == ErrorKind::DirectoryNotEmpty
+                    || e.kind() == ErrorKind::AlreadyExists =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(IssuanceError::io("rename into place", &self.dest, e)),
+        }
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort, as for a staged file.
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
 /// Stages, commits and makes durable one file.
 pub(crate) fn write_atomic(dest: &Path, contents: &[u8], mode: u32) -> Result<(), IssuanceError> {
     StagedFile::stage(dest, contents, mode)?.commit()?;
@@ -100,6 +194,52 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), IssuanceError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| IssuanceError::io("fsync directory", dir, e))
+}
+
+/// Fsyncs a directory on behalf of every caller whose change in it happened before the
+/// fsync started: concurrent callers (deployments of many packs into one deploy directory)
+/// share one fsync instead of queueing one each. Returns once a covering fsync succeeded.
+pub(crate) fn sync_dir_shared(dir: &Path) -> Result<(), IssuanceError> {
+    static GROUPS: LazyLock<Mutex<HashMap<PathBuf, Arc<SyncGroup>>>> =
+        LazyLock::new(Mutex::default);
+    let group = Arc::clone(locked(&GROUPS).entry(dir.to_path_buf()).or_default());
+    let ticket = {
+        let mut tickets = locked(&group.tickets);
+        tickets.issued += 1;
+        tickets.issued
+    };
+    let _one_at_a_time = locked(&group.running);
+    let covers = {
+        let tickets = locked(&group.tickets);
+        if tickets.synced >= ticket {
+            // An fsync that started after this caller's change has completed meanwhile.
+            return Ok(());
+        }
+        tickets.issued
+    };
+    sync_dir(dir)?;
+    let mut tickets = locked(&group.tickets);
+    tickets.synced = tickets.synced.max(covers);
+    Ok(())
+}
+
+/// The fsync state of one directory: callers take increasing tickets after their change;
+/// `synced` is the highest ticket an fsync is known to cover.
+#[derive(Debug, Default)]
+struct SyncGroup {
+    tickets: Mutex<Tickets>,
+    running: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Tickets {
+    issued: u64,
+    synced: u64,
+}
+
+/// A poisoned lock here guards plain counters that are never left half-updated.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::atomic_file::{StagedFile, lock_dir, sync_dir};
+use super::atomic_file::{StagedDir, StagedFile, lock_dir, sync_dir, sync_dir_shared};
 use super::{IssuanceError, IssuedLeaf, PrivateKeyPem};
+
+const FULLCHAIN: &str = "fullchain.pem";
+const PRIVKEY: &str = "privkey.pem";
 
 /// How much of a failed hook's stderr goes into the error.
 const STDERR_TAIL_BYTES: usize = 2048;
@@ -47,11 +50,16 @@ pub struct DeployedPaths {
 /// Writes `leaf` to `<deploy_dir>/<pack_id>/fullchain.pem` and `privkey.pem`, replacing any
 /// previous files atomically, then runs `hook` if given.
 ///
-/// Each file is written to a temporary file in the same directory, fsynced and renamed over
-/// the old one; the directory is fsynced after. The key is renamed first and the chain last,
-/// so a server watching `fullchain.pem` never sees the new certificate with the old key;
-/// concurrent deployments of the same pack are serialised by a lock file so their files do
-/// not mix. The hook runs only after both files are in place.
+/// A first deployment builds the pack's directory under a temporary name (both files
+/// written and fsynced, the directory fsynced) and renames it into place: the directory
+/// appears complete or not at all. A later one (a renewal) writes each file to a temporary
+/// file in the directory, fsyncs it and renames it over the old one, then fsyncs the
+/// directory; the key is renamed first and the chain last, so a server watching
+/// `fullchain.pem` never sees the new certificate with the old key, and concurrent
+/// replacements of the same pack are serialised by a lock file so their files do not mix.
+/// Either way the deploy directory is fsynced before this returns (one fsync shared by
+/// concurrent deployments), so the files are durable. The hook runs only after both files
+/// are in place.
 pub async fn deploy(
     deploy_dir: &Path,
     pack_id: &str,
@@ -61,8 +69,8 @@ pub async fn deploy(
     check_pack_id(pack_id)?;
     let dir = deploy_dir.join(pack_id);
     let paths = DeployedPaths {
-        fullchain: dir.join("fullchain.pem"),
-        privkey: dir.join("privkey.pem"),
+        fullchain: dir.join(FULLCHAIN),
+        privkey: dir.join(PRIVKEY),
         dir,
     };
     let chain = leaf.chain_pem.clone();
@@ -98,6 +106,23 @@ fn write_files(
     chain: &str,
     key: &PrivateKeyPem,
 ) -> Result<(), IssuanceError> {
+    let first = match std::fs::symlink_metadata(&paths.dir) {
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(IssuanceError::io("look up", &paths.dir, e)),
+    };
+    if first {
+        // Three inodes and three fsyncs of its own per pack: creating inodes dominated the
+        // deployment's cost in profiles, and a lock file would be a fourth.
+        let staged = StagedDir::create(&paths.dir, 0o755)?;
+        staged.write(PRIVKEY, key.expose_secret().as_bytes(), 0o600)?;
+        staged.write(FULLCHAIN, chain.as_bytes(), 0o644)?;
+        if staged.commit()? {
+            return sync_dir_shared(deploy_dir);
+        }
+        // Another deployment of this pack created the directory meanwhile: replace its
+        // files under the lock like any later deployment.
+    }
     let lock = lock_dir(&paths.dir, 0o755, ".deploy.lock")?;
 
     let staged_key = StagedFile::stage(&paths.privkey, key.expose_secret().as_bytes(), 0o600)?;
@@ -105,8 +130,9 @@ fn write_files(
     staged_key.commit()?;
     staged_chain.commit()?;
     sync_dir(&paths.dir)?;
-    // The pack directory may be new: make its own entry durable too.
-    sync_dir(deploy_dir)?;
+    // The pack directory may be new (left empty by an interrupted first deployment): make
+    // its own entry durable too.
+    sync_dir_shared(deploy_dir)?;
     drop(lock);
     Ok(())
 }

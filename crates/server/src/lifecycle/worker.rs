@@ -39,13 +39,40 @@ use crate::issuance::{BuiltinCa, HookCommand, IssueRequest, IssuedLeaf, Issuer, 
 use crate::model::{DcvRecord, HostCheck, IssuedCertificate, Pack, PackId, PackState, ZoneId};
 use crate::store::{Claim, Store, StoreError};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Packs claimed per round.
-const BATCH: u64 = 64;
+/// Most packs one worker holds at once. Validation runs ahead of issuance (checks are
+/// cheap, issuance writes files): a validated pack waits here, under its lease, for an
+/// issuance slot, so this bounds how far ahead it runs (and the memory it takes).
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Most packs leased by one claim.
+const CLAIM_BATCH: usize = 512;
+
+/// While more work is due than fits, the worker claims again once this much room has
+/// freed up, so claims stay large (each one is a write transaction).
+const RECLAIM_ROOM: usize = 128;
+
+/// Issuances and deployments at once. Deployment mostly waits for fsyncs, so many run
+/// side by side.
+const ISSUANCE_CONCURRENCY: usize = 32;
+
+/// Issuances and deployments at once while checks are running. Each runs on a thread of
+/// its own (signing, file system work), and the checks of every pack share one: with many
+/// issuances runnable, the operating system would give the checks a small share of the
+/// CPU. Checks are cheap and tell users what is missing, so they go first; issuance keeps
+/// this many slots so it never stops.
+const ISSUANCE_WHILE_CHECKING: usize = 4;
+
+/// Most store operations taken from the queue at once (the writes among them commit in
+/// one transaction). Bounded so one transaction stays short: the store thread runs at
+/// normal priority and a request thread may wait for the CPU behind it.
+const WRITE_BATCH: usize = 128;
 
 /// How long a failed issuance or deployment waits before it is tried again.
 const ISSUANCE_RETRY_SECS: i64 = 300;
@@ -72,15 +99,48 @@ pub enum LifecycleError {
 /// One server's lifecycle worker.
 #[derive(Debug)]
 pub struct Worker {
-    store: Store,
     config: Arc<Config>,
     clock: SharedClock,
     signals: Arc<Signals>,
     validator: Validator,
     issuer: Issuer,
     hook: Option<HookCommand>,
-    owner: String,
     checks: Arc<Semaphore>,
+    issuing: Semaphore,
+    issuing_while_checking: Semaphore,
+    /// Packs whose hosts (or CAA) are being checked right now.
+    checking: AtomicUsize,
+    store_ops: mpsc::UnboundedSender<StoreOp>,
+}
+
+/// An operation handed to the worker's store thread, the only lifecycle thread that
+/// touches the store. It commits the writes that queued up meanwhile in one transaction
+/// (group commit): the packs in flight share transactions instead of each paying for its
+/// own, and queue for the store's write lock once per batch.
+///
+/// Why one thread at normal priority: SQLite's in-process locks (its file and
+/// shared-memory mutexes) are shared by every connection of the process, requests'
+/// included. A low-priority lifecycle thread preempted while holding one made requests
+/// wait until it got the CPU back, behind every other lifecycle thread: tens of
+/// milliseconds. Every other lifecycle thread runs at low priority and never holds them.
+#[derive(Debug)]
+enum StoreOp {
+    /// Save the pack (version-checked); the reply is the saved pack.
+    Update(Box<Pack>, oneshot::Sender<Result<Pack, StoreError>>),
+    /// Give up this worker's lease on the pack.
+    Release(PackId, oneshot::Sender<()>),
+    /// Read a pack.
+    Read(
+        ZoneId,
+        PackId,
+        oneshot::Sender<Result<Option<Pack>, StoreError>>,
+    ),
+    /// Lease up to this many due packs, as of `now` (the lifecycle's clock).
+    Claim {
+        now: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
+    },
 }
 
 /// One host's check result, tied to the record that was checked so it is never
@@ -116,84 +176,124 @@ impl Worker {
                 timeout: Duration::from_secs(60),
             })
         });
+        let owner = format!("worker-{}", crate::secrets::mint_id());
+        let (store_ops, queued) = mpsc::unbounded_channel();
+        // The store thread (see `StoreOp`) is a thread of its own, at normal priority; a
+        // commit can also wait for SQLite's checkpoint fsyncs, and on the runtime's thread
+        // every check would wait with it. It ends when the worker (the only sender) is
+        // dropped.
+        let runtime = tokio::runtime::Handle::current();
+
+        let lease_secs = config.lease.as_secs().max(1) as i64;
+        std::thread::Builder::new()
+            .name("zonecert-lc-store".into())
+            .spawn(move || {
+                runtime.block_on(store_thread(store, owner, lease_secs, queued));
+            })
+            .map_err(LifecycleError::Runtime)?;
         Ok(Worker {
-            store,
             checks: Arc::new(Semaphore::new(config.check_concurrency.max(1))),
+            issuing: Semaphore::new(ISSUANCE_CONCURRENCY),
+            issuing_while_checking: Semaphore::new(ISSUANCE_WHILE_CHECKING),
+            checking: AtomicUsize::new(0),
             config,
             clock,
             signals,
             validator,
             issuer,
             hook,
-            owner: format!("worker-{}", crate::secrets::mint_id()),
+            store_ops,
         })
     }
 
-    /// Runs rounds until `cancel` fires; the round in hand is finished first.
+    /// Works until `cancel` fires, then finishes the packs in hand.
+    ///
+    /// Claims continuously rather than in rounds: whenever enough of its
+    /// [`MAX_IN_FLIGHT`] room has freed up and the last claim left due work behind, it
+    /// claims again, so no pack waits for the slowest of a batch. Otherwise it claims
+    /// when woken (an order, `retry=true`, PATCH) or at each poll interval.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         self.signals.set_workers_running(true);
-        loop {
-            let claimed = match self.round().await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "lifecycle: claiming due work failed");
-                    0
+        let mut in_flight = JoinSet::new();
+        let mut claim_now = true;
+        let mut more_due = false;
+        let mut next_poll = Instant::now() + self.config.poll_interval;
+        while !cancel.is_cancelled() {
+            if claim_now {
+                // Fill the room: validation then runs ahead of issuance.
+                more_due = self.claim_into(&mut in_flight).await;
+                while more_due && MAX_IN_FLIGHT.saturating_sub(in_flight.len()) >= RECLAIM_ROOM {
+                    more_due = self.claim_into(&mut in_flight).await;
                 }
-            };
-            if cancel.is_cancelled() {
-                break;
-            }
-            if claimed as u64 == BATCH {
-                continue;
+                claim_now = false;
             }
             tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = self.signals.woken() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = cancel.cancelled() => {}
+                Some(joined) = in_flight.join_next() => {
+                    if let Err(e) = joined {
+                        tracing::error!(error = %e, "lifecycle task panicked");
+                    }
+                    claim_now = more_due
+                        && MAX_IN_FLIGHT.saturating_sub(in_flight.len()) >= RECLAIM_ROOM;
+                }
+                _ = self.signals.woken() => claim_now = true,
+                _ = tokio::time::sleep_until(next_poll) => {
+                    claim_now = true;
+                    next_poll = Instant::now() + self.config.poll_interval;
+                }
+            }
+        }
+        while let Some(joined) = in_flight.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "lifecycle task panicked");
             }
         }
         self.signals.set_workers_running(false);
     }
 
-    /// Claims one batch of due packs and works on them concurrently (checks bounded by
-    /// `check_concurrency`); returns how many were claimed.
-    pub async fn round(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let claimed = self
-            .store
-            .claim_due(&Claim {
-                owner: &self.owner,
-                now: self.clock.now(),
-                wall_now: SystemClock.now(),
-                lease_secs: self.config.lease.as_secs().max(1) as i64,
-                limit: BATCH,
-            })
-            .await?;
-        let n = claimed.len();
-        let mut tasks = JoinSet::new();
+    /// Claims as many due packs as there is room for (at most [`CLAIM_BATCH`]) and starts
+    /// a task for each; returns whether more may be due (the claim was full).
+    async fn claim_into(self: &Arc<Self>, in_flight: &mut JoinSet<()>) -> bool {
+        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+        if room == 0 {
+            return true;
+        }
+        let limit = room.min(CLAIM_BATCH);
+        let (reply, claimed) = oneshot::channel();
+        let asked = self.store_ops.send(StoreOp::Claim {
+            now: self.clock.now(),
+            limit,
+            reply,
+        });
+        let claimed = match asked {
+            Ok(()) => claimed.await.unwrap_or_else(|_| Err(store_thread_gone())),
+            Err(_) => Err(store_thread_gone()),
+        };
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "lifecycle: claiming due work failed");
+                return false;
+            }
+        };
+        let more = claimed.len() == limit;
         for (zone, id) in claimed {
             let me = Arc::clone(self);
-            tasks.spawn(async move {
+            in_flight.spawn(async move {
                 if let Err(e) = me.step(&zone, &id).await {
                     tracing::warn!(pack = %id.as_str(), error = %e, "lifecycle step failed");
                 }
-                if let Err(e) = me.store.release(&me.owner, &id).await {
-                    tracing::warn!(pack = %id.as_str(), error = %e, "releasing a lease failed");
-                }
+                me.release(id).await;
                 // Once per pack, after its last write: a waiting `retry=true` then sees
                 // where the pack ended up, not an intermediate state.
                 me.signals.progressed();
             });
         }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                tracing::error!(error = %e, "lifecycle task panicked");
-            }
-        }
-        Ok(n)
+        more
     }
 
     async fn step(&self, zone: &ZoneId, id: &PackId) -> Result<(), StoreError> {
-        let Some(pack) = self.store.pack(zone, id).await? else {
+        let Some(pack) = self.read(zone, id).await? else {
             return Ok(());
         };
         let now = self.clock.now();
@@ -232,7 +332,8 @@ impl Worker {
     }
 
     /// Checks the due unverified hosts; when every host has validated and CAA allows the
-    /// CA, moves on to issuance.
+    /// CA, moves on to issuance. The outcomes and the move to `pending_issuance` (or the
+    /// CAA refusal) are one write.
     async fn validate(&self, pack: Pack) -> Result<(), StoreError> {
         let now = self.clock.now();
         let due: Vec<usize> = pack
@@ -242,50 +343,88 @@ impl Worker {
             .filter(|(_, h)| h.check.verified != Some(true) && h.check.next_due_at <= now)
             .map(|(i, _)| i)
             .collect();
-        let pack = if due.is_empty() {
-            // Claimed with every host validated: CAA is being retried.
-            pack
+        if due.is_empty() && !all_verified(&pack) {
+            // Nothing due yet (claimed for another server's lapsed lease, say).
+            return Ok(());
+        }
+        let checking = Checking::start(&self.checking);
+        // With `due` empty the pack was claimed with every host validated: CAA is being
+        // retried.
+        let outcomes = if due.is_empty() {
+            Vec::new()
         } else {
-            let outcomes = self.check_hosts(&pack, &due, false).await;
-            let deadline = pack.validation_deadline;
-            let saved = self
-                .save_with(pack, |p| {
-                    p.state == PackState::PendingValidation
-                        && apply_outcomes(p, &outcomes, now, Some(deadline))
-                })
-                .await?;
-            match saved {
-                Some(pack) => pack,
-                None => return Ok(()),
-            }
+            self.check_hosts(&pack, &due, false).await
         };
-        if pack.hosts.iter().any(|h| h.check.verified != Some(true)) {
-            return Ok(());
-        }
-        if let Some(refusal) = self.caa_refusal(&pack).await {
-            self.hold_for_caa(pack, refusal, now).await?;
-            return Ok(());
-        }
+        let deadline = pack.validation_deadline;
+        let mut preview = pack.clone();
+        apply_outcomes(&mut preview, &outcomes, now, Some(deadline));
+        // CAA is asked only when these outcomes complete the validation.
+        let caa = if all_verified(&preview) {
+            Some(self.caa_refusal(&preview).await)
+        } else {
+            None
+        };
+        drop(checking);
         let Some(pack) = self
             .save_with(pack, |p| {
-                if p.state != PackState::PendingValidation
-                    || p.hosts.iter().any(|h| h.check.verified != Some(true))
-                {
+                if p.state != PackState::PendingValidation {
                     return false;
                 }
-                p.state = PackState::PendingIssuance;
-                p.errors.clear();
-                // Due now: if this server dies here, the next claim resumes issuance.
-                for h in &mut p.hosts {
-                    h.check.next_due_at = now;
+                let matched = apply_outcomes(p, &outcomes, now, Some(deadline));
+                if !due.is_empty() && !matched {
+                    // Every checked record was replaced meanwhile: nothing to record.
+                    return false;
                 }
-                true
+                if !all_verified(p) {
+                    return true;
+                }
+                match &caa {
+                    Some(Some(refusal)) => hold_for_caa(p, refusal.clone(), now),
+                    Some(None) => to_issuance(p, now),
+                    // Validated by a change made meanwhile, CAA not asked: below.
+                    None => true,
+                }
             })
             .await?
         else {
             return Ok(());
         };
-        self.issue_and_deploy(pack).await
+        match pack.state {
+            PackState::PendingIssuance => self.issue_and_deploy(pack).await,
+            PackState::PendingValidation if caa.is_none() && all_verified(&pack) => {
+                self.after_late_validation(pack, now).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A pack found fully validated only when its outcomes were saved (a change made
+    /// meanwhile validated the rest): CAA, then issuance, as separate writes.
+    async fn after_late_validation(&self, pack: Pack, now: i64) -> Result<(), StoreError> {
+        match self.caa_refusal(&pack).await {
+            Some(refusal) => {
+                self.save_with(pack, |p| {
+                    p.state == PackState::PendingValidation
+                        && all_verified(p)
+                        && hold_for_caa(p, refusal.clone(), now)
+                })
+                .await?;
+                Ok(())
+            }
+            None => {
+                let saved = self
+                    .save_with(pack, |p| {
+                        p.state == PackState::PendingValidation
+                            && all_verified(p)
+                            && to_issuance(p, now)
+                    })
+                    .await?;
+                match saved {
+                    Some(pack) => self.issue_and_deploy(pack).await,
+                    None => Ok(()),
+                }
+            }
+        }
     }
 
     /// Renewal of an active pack: the hosts' records are checked again (the built-in CA
@@ -376,6 +515,13 @@ impl Worker {
     /// `<deploy_dir>/<pack>/privkey.pem`: if deployment fails, the next try issues a fresh
     /// certificate rather than storing the key.
     pub(crate) async fn issue_and_deploy(&self, pack: Pack) -> Result<(), StoreError> {
+        // The semaphores are never closed; without a permit this would only run unbounded.
+        let _slot = self.issuing.acquire().await.ok();
+        let _checks_first = if self.checking.load(Ordering::Relaxed) > 0 {
+            self.issuing_while_checking.acquire().await.ok()
+        } else {
+            None
+        };
         let now = self.clock.now();
         let from = pack.state;
         let leaf = match self.issue(&pack, now).await {
@@ -484,23 +630,6 @@ impl Worker {
         Ok(())
     }
 
-    /// Keeps a validated pack in `pending_validation` with the CAA refusal as its error,
-    /// and checks CAA again at the hosts' next schedule slot.
-    async fn hold_for_caa(&self, pack: Pack, refusal: String, now: i64) -> Result<(), StoreError> {
-        self.save_with(pack, |p| {
-            if p.state != PackState::PendingValidation {
-                return false;
-            }
-            push_error(p, refusal.clone());
-            for h in &mut p.hosts {
-                h.check.next_due_at = HostCheck::next_due_after(h.check.attempts, now);
-            }
-            true
-        })
-        .await?;
-        Ok(())
-    }
-
     /// The first host whose CAA records forbid the pack's CA, as an error message.
     async fn caa_refusal(&self, pack: &Pack) -> Option<String> {
         let identity = pack.ca.caa_identity();
@@ -588,10 +717,10 @@ impl Worker {
                 return Ok(None);
             }
             next.updated_at = self.clock.now();
-            match self.store.update_pack(&mut next).await {
-                Ok(()) => return Ok(Some(next)),
+            match self.update(next).await {
+                Ok(saved) => return Ok(Some(saved)),
                 Err(StoreError::Conflict) if attempt == 0 => {
-                    match self.store.pack(&current.zone_id, &current.id).await? {
+                    match self.read(&current.zone_id, &current.id).await? {
                         Some(fresh) => current = fresh,
                         None => return Ok(None),
                     }
@@ -600,10 +729,152 @@ impl Worker {
                 Err(e) => return Err(e),
             }
         }
-        // A second conflict: the lease stays until released and the pack is still due,
-        // so the next round checks again.
+        // A second conflict: the pack is still due, so a later claim checks again.
         Ok(None)
     }
+
+    /// Saves the pack through the store thread; the saved pack (its version bumped) comes back.
+    async fn update(&self, pack: Pack) -> Result<Pack, StoreError> {
+        let (reply, saved) = oneshot::channel();
+        self.store_ops
+            .send(StoreOp::Update(Box::new(pack), reply))
+            .map_err(|_| store_thread_gone())?;
+        saved.await.map_err(|_| store_thread_gone())?
+    }
+
+    /// Reads a pack through the store thread.
+    async fn read(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        let (reply, read) = oneshot::channel();
+        self.store_ops
+            .send(StoreOp::Read(zone.clone(), id.clone(), reply))
+            .map_err(|_| store_thread_gone())?;
+        read.await.map_err(|_| store_thread_gone())?
+    }
+
+    /// Gives up the lease on a pack, through the store thread (a failure is logged there; the
+    /// lease then runs out by itself).
+    async fn release(&self, id: PackId) {
+        let (reply, released) = oneshot::channel();
+        if self.store_ops.send(StoreOp::Release(id, reply)).is_ok() {
+            let _ = released.await;
+        }
+    }
+}
+
+/// Counts a pack as being checked for as long as it lives (a cancelled task included).
+struct Checking<'a>(&'a AtomicUsize);
+
+impl<'a> Checking<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Checking(count)
+    }
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn store_thread_gone() -> StoreError {
+    StoreError::Backend("the lifecycle's store thread has stopped".into())
+}
+
+/// The worker's store thread: takes up to [`WRITE_BATCH`] queued operations at a time,
+/// answers the reads, commits the writes in one transaction, then claims (so leases given
+/// up in this batch can be claimed again). Runs until every sender is gone.
+async fn store_thread(
+    store: Store,
+    owner: String,
+    lease_secs: i64,
+    mut queued: mpsc::UnboundedReceiver<StoreOp>,
+) {
+    let mut ops = Vec::with_capacity(WRITE_BATCH);
+    while queued.recv_many(&mut ops, WRITE_BATCH).await > 0 {
+        let mut packs = Vec::new();
+        let mut saved_replies = Vec::new();
+        let mut releases = Vec::new();
+        let mut released_replies = Vec::new();
+        let mut claims = Vec::new();
+        for op in ops.drain(..) {
+            match op {
+                StoreOp::Read(zone, id, reply) => {
+                    let _ = reply.send(store.pack(&zone, &id).await);
+                }
+                StoreOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
+                StoreOp::Update(pack, reply) => {
+                    packs.push(*pack);
+                    saved_replies.push(reply);
+                }
+                StoreOp::Release(id, reply) => {
+                    releases.push(id);
+                    released_replies.push(reply);
+                }
+            }
+        }
+        let written = if packs.is_empty() && releases.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store
+                .write_lifecycle_batch(&owner, &mut packs, &releases)
+                .await
+        };
+        match written {
+            Ok(outcomes) => {
+                for ((pack, reply), outcome) in packs.into_iter().zip(saved_replies).zip(outcomes) {
+                    let _ = reply.send(outcome.map(|()| pack));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, packs = packs.len(), leases = releases.len(), "lifecycle: a batch of writes failed");
+                let reason = e.to_string();
+                for reply in saved_replies {
+                    let _ = reply.send(Err(StoreError::Backend(reason.clone())));
+                }
+            }
+        }
+        for reply in released_replies {
+            let _ = reply.send(());
+        }
+        for (now, limit, reply) in claims {
+            let claimed = store
+                .claim_due(&Claim {
+                    owner: &owner,
+                    now,
+                    wall_now: SystemClock.now(),
+                    lease_secs,
+                    limit: limit as u64,
+                })
+                .await;
+            let _ = reply.send(claimed);
+        }
+    }
+}
+
+fn all_verified(pack: &Pack) -> bool {
+    pack.hosts.iter().all(|h| h.check.verified == Some(true))
+}
+
+/// Moves a validated pack on to issuance, due at once: if this server dies before issuing,
+/// the next claim resumes there.
+fn to_issuance(pack: &mut Pack, now: i64) -> bool {
+    pack.state = PackState::PendingIssuance;
+    pack.errors.clear();
+    for h in &mut pack.hosts {
+        h.check.next_due_at = now;
+    }
+    true
+}
+
+/// Keeps a validated pack in `pending_validation` with the CAA refusal as its error, CAA
+/// being checked again at the hosts' next schedule slot.
+fn hold_for_caa(pack: &mut Pack, refusal: String, now: i64) -> bool {
+    push_error(pack, refusal);
+    for h in &mut pack.hosts {
+        h.check.next_due_at = HostCheck::next_due_after(h.check.attempts, now);
+    }
+    true
 }
 
 /// Writes check outcomes into the hosts whose record is still the one checked.

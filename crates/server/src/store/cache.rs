@@ -72,6 +72,8 @@ pub enum Touch<'a> {
     Nothing,
     /// One zone or its packs.
     Zone(&'a ZoneId),
+    /// Several zones or their packs (a lifecycle batch).
+    Zones(&'a [ZoneId]),
     /// Users or tokens.
     Credentials,
 }
@@ -120,6 +122,14 @@ impl Default for ReadCache {
             epoch: AtomicU64::new(0),
             known: AtomicU64::new(UNKNOWN),
             entries: RwLock::default(),
+        }
+    }
+}
+
+impl Entries {
+    fn forget_zone(&mut self, id: &ZoneId) {
+        if let Some(old) = self.zones.remove(&zone_key(id)) {
+            self.zones_weight = self.zones_weight.saturating_sub(old.weight());
         }
     }
 }
@@ -221,9 +231,10 @@ impl ReadCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match touch {
             Touch::Nothing => {}
-            Touch::Zone(id) => {
-                if let Some(old) = entries.zones.remove(&zone_key(id)) {
-                    entries.zones_weight = entries.zones_weight.saturating_sub(old.weight());
+            Touch::Zone(id) => entries.forget_zone(id),
+            Touch::Zones(ids) => {
+                for id in ids {
+                    entries.forget_zone(id);
                 }
             }
             Touch::Credentials => {

@@ -311,15 +311,33 @@ impl Store {
     }
 
     /// Leases up to `claim.limit` packs that have lifecycle work due and are not leased
-    /// by a live worker, returning them. Due work: a pending_validation pack with a host
-    /// due (or past its validation deadline), a pending_issuance or pending_deployment
-    /// pack with a host due (its retry time), an active pack with a host due (renewal)
-    /// or past its certificate's `not_after`. Packs held for brand check are never due.
-    /// Selecting and leasing is one transaction, so two servers on one database never
-    /// claim the same pack; an expired lease (a crashed server) is claimable again.
+    /// by a live worker, the packs whose work has been due longest first, returning them.
+    /// Due work: a pending_validation pack with a host due (or past its validation
+    /// deadline), a pending_issuance or pending_deployment pack with a host due (its retry
+    /// time), an active pack with a host due (renewal) or past its certificate's
+    /// `not_after`. Packs held for brand check are never due. Selecting and leasing is one
+    /// transaction, so two servers on one database never claim the same pack; an expired
+    /// lease (a crashed server) is claimable again. It finds the due work
+    /// through indexes on due times, so its cost follows the amount of due work rather
+    /// than the number of packs stored: the lifecycle calls it whenever it has room.
     pub async fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.claim_due(claim),
+        }
+    }
+
+    /// Writes a batch of lifecycle changes in one transaction: each pack of `updates` as
+    /// [`Store::update_pack`] would (bumping its `version`), then gives up `owner`'s leases
+    /// on `releases`. Returns one outcome per update, in order: a conflict or a pack
+    /// deleted meanwhile fails only that update. `Err` means nothing was written.
+    pub async fn write_lifecycle_batch(
+        &self,
+        owner: &str,
+        updates: &mut [Pack],
+        releases: &[PackId],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, releases),
         }
     }
 

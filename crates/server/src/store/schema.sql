@@ -72,3 +72,8 @@ CREATE TABLE IF NOT EXISTS pack_hosts (
     PRIMARY KEY (pack_id, position)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pack_hosts_due ON pack_hosts(next_due_at);
+-- The lifecycle's claim finds packs past their validation deadline or their certificate's
+-- expiry through these instead of scanning every pack.
+CREATE INDEX IF NOT EXISTS packs_validation_deadline ON packs(validation_deadline)
+    WHERE state = 'pending_validation';
+CREATE INDEX IF NOT EXISTS packs_cert_expiry ON packs(cert_not_after) WHERE state = 'active';

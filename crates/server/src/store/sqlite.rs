@@ -448,51 +448,7 @@ impl SqliteStore {
 
     pub(super) fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
         self.write(Touch::Zone(&pack.zone_id.clone()), |tx| {
-            let cert = pack.certificate.as_ref();
-            let changed = tx.execute(
-                "UPDATE packs SET state = ?3, method = ?4, cloudflare_branding = ?5, \
-                 brand_check = ?6, errors = ?7, updated_at = ?8, validation_deadline = ?9, \
-                 cert_id = ?10, cert_chain_pem = ?11, cert_not_before = ?12, \
-                 cert_not_after = ?13, cert_issuer = ?14, cert_signature = ?15, \
-                 cert_issued_at = ?16, version = version + 1 \
-                 WHERE id = ?1 AND version = ?2",
-                params![
-                    pack.id.as_str(),
-                    pack.version,
-                    pack.state.as_str(),
-                    pack.method.as_str(),
-                    pack.cloudflare_branding,
-                    pack.brand_check,
-                    errors_json(&pack.errors)?,
-                    pack.updated_at,
-                    pack.validation_deadline,
-                    cert.map(|c| c.id.as_str()),
-                    cert.map(|c| c.chain_pem.as_str()),
-                    cert.map(|c| c.not_before),
-                    cert.map(|c| c.not_after),
-                    cert.map(|c| c.issuer.as_str()),
-                    cert.map(|c| c.signature.as_str()),
-                    cert.map(|c| c.issued_at),
-                ],
-            )?;
-            if changed == 0 {
-                let exists: bool = tx.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM packs WHERE id = ?1)",
-                    [pack.id.as_str()],
-                    |r| r.get(0),
-                )?;
-                return Err(if exists {
-                    StoreError::Conflict
-                } else {
-                    StoreError::NotFound
-                });
-            }
-            tx.execute(
-                "DELETE FROM pack_hosts WHERE pack_id = ?1",
-                [pack.id.as_str()],
-            )?;
-            insert_hosts(tx, pack)?;
-            Ok(())
+            update_pack_row(tx, pack)
         })?;
         pack.version += 1;
         Ok(())
@@ -613,24 +569,40 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
+        self.write(Touch::Nothing, |tx| {
+            tx.execute(
+                "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND lease_owner = ?2",
+                [id.as_str(), owner],
+            )?;
+            Ok(())
+        })
+    }
+
     pub(super) fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
-        // One IMMEDIATE transaction selects and leases together: a second server on the
-        // same database waits for it and then sees the lease.
+        // The due rows come from three index range scans (hosts by due time, pending packs by
+        // deadline, active packs by expiry), so the cost follows the due work, not the
+        // number of packs stored.
         self.write(Touch::Nothing, |tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE packs SET lease_owner = ?1, lease_until = ?2 + ?3 \
                  WHERE id IN ( \
-                   SELECT p.id FROM packs p \
+                   SELECT p.id FROM ( \
+                       SELECT pack_id AS id, next_due_at AS due FROM pack_hosts \
+                       WHERE next_due_at <= ?4 \
+                     UNION ALL \
+                       SELECT id, validation_deadline FROM packs \
+                       WHERE state = 'pending_validation' AND validation_deadline <= ?4 \
+                     UNION ALL \
+                       SELECT id, cert_not_after FROM packs \
+                       WHERE state = 'active' AND cert_not_after <= ?4 \
+                   ) d JOIN packs p ON p.id = d.id \
                    WHERE (p.lease_until IS NULL OR p.lease_until <= ?2) \
                      AND p.brand_check = 0 \
-                     AND ( \
-                       (p.state IN ('pending_validation', 'pending_issuance', \
-                                    'pending_deployment', 'active') \
-                        AND EXISTS (SELECT 1 FROM pack_hosts h \
-                                    WHERE h.pack_id = p.id AND h.next_due_at <= ?4)) \
-                       OR (p.state = 'pending_validation' AND p.validation_deadline <= ?4) \
-                       OR (p.state = 'active' AND p.cert_not_after <= ?4)) \
-                   ORDER BY p.seq LIMIT ?5) \
+                     AND p.state IN ('pending_validation', 'pending_issuance', \
+                                     'pending_deployment', 'active') \
+                   GROUP BY p.id ORDER BY MIN(d.due), MIN(p.seq) LIMIT ?5) \
                  RETURNING zone_id, id",
             )?;
             let rows = stmt.query_map(
@@ -655,15 +627,39 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
-        self.write(Touch::Nothing, |tx| {
-            tx.execute(
+    pub(super) fn write_lifecycle_batch(
+        &self,
+        owner: &str,
+        updates: &mut [Pack],
+        releases: &[PackId],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let zones: Vec<ZoneId> = updates.iter().map(|p| p.zone_id.clone()).collect();
+        let outcomes = self.write(Touch::Zones(&zones), |tx| {
+            let mut outcomes = Vec::with_capacity(updates.len());
+            for pack in updates.iter() {
+                // A conflict or a deleted pack changed nothing: it fails alone. Any other
+                // error ends the transaction, rolling back the whole batch.
+                outcomes.push(match update_pack_row(tx, pack) {
+                    Ok(()) => Ok(()),
+                    Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
+                    Err(e) => return Err(e),
+                });
+            }
+            let mut release = tx.prepare_cached(
                 "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
                  WHERE id = ?1 AND lease_owner = ?2",
-                [id.as_str(), owner],
             )?;
-            Ok(())
-        })
+            for id in releases {
+                release.execute([id.as_str(), owner])?;
+            }
+            Ok(outcomes)
+        })?;
+        for (pack, outcome) in updates.iter_mut().zip(&outcomes) {
+            if outcome.is_ok() {
+                pack.version += 1;
+            }
+        }
+        Ok(outcomes)
     }
 
     pub(super) fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
@@ -698,6 +694,56 @@ fn clamp(n: u64) -> i64 {
 
 fn errors_json(errors: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(errors).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// Writes a changed pack back if its `version` is still the stored one (the caller bumps
+/// its copy's version on success).
+fn update_pack_row(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), StoreError> {
+    let cert = pack.certificate.as_ref();
+    // Cached statements: the lifecycle writes packs in batches of hundreds.
+    let changed = tx
+        .prepare_cached(
+            "UPDATE packs SET state = ?3, method = ?4, cloudflare_branding = ?5, \
+         brand_check = ?6, errors = ?7, updated_at = ?8, validation_deadline = ?9, \
+         cert_id = ?10, cert_chain_pem = ?11, cert_not_before = ?12, \
+         cert_not_after = ?13, cert_issuer = ?14, cert_signature = ?15, \
+         cert_issued_at = ?16, version = version + 1 \
+         WHERE id = ?1 AND version = ?2",
+        )?
+        .execute(params![
+            pack.id.as_str(),
+            pack.version,
+            pack.state.as_str(),
+            pack.method.as_str(),
+            pack.cloudflare_branding,
+            pack.brand_check,
+            errors_json(&pack.errors)?,
+            pack.updated_at,
+            pack.validation_deadline,
+            cert.map(|c| c.id.as_str()),
+            cert.map(|c| c.chain_pem.as_str()),
+            cert.map(|c| c.not_before),
+            cert.map(|c| c.not_after),
+            cert.map(|c| c.issuer.as_str()),
+            cert.map(|c| c.signature.as_str()),
+            cert.map(|c| c.issued_at),
+        ])?;
+    if changed == 0 {
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM packs WHERE id = ?1)",
+            [pack.id.as_str()],
+            |r| r.get(0),
+        )?;
+        return Err(if exists {
+            StoreError::Conflict
+        } else {
+            StoreError::NotFound
+        });
+    }
+    tx.prepare_cached("DELETE FROM pack_hosts WHERE pack_id = ?1")?
+        .execute([pack.id.as_str()])?;
+    insert_hosts(tx, pack)?;
+    Ok(())
 }
 
 fn insert_hosts(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), StoreError> {
@@ -1082,6 +1128,95 @@ mod tests {
         assert_eq!((active.total, active.items.len()), (0, 0));
         let past = s.list_packs(&z.id, PackFilter::All, 100, 5).unwrap();
         assert!(past.items.is_empty());
+    }
+
+    fn claim(now: i64, limit: u64) -> Claim<'static> {
+        Claim {
+            owner: "worker-a",
+            now,
+            wall_now: 1_000,
+            lease_secs: 60,
+            limit,
+        }
+    }
+
+    #[test]
+    fn soonest_claims_take_the_longest_due_first_and_respect_leases() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let (mut late, mut early, mut overdue) = (pack(&z), pack(&z), pack(&z));
+        for h in &mut late.hosts {
+            h.check.next_due_at = 500;
+        }
+        for h in &mut early.hosts {
+            h.check.next_due_at = 200;
+        }
+        // No host due, but past its validation deadline: due through the deadline.
+        overdue.validation_deadline = 300;
+        for h in &mut overdue.hosts {
+            h.check.next_due_at = 10_000;
+        }
+        for p in [&late, &early, &overdue] {
+            s.insert_pack(p, 10).unwrap();
+        }
+        // As a sorted list: the claim chooses by due time, RETURNING lists in table order.
+        let ids = |claimed: Vec<(ZoneId, PackId)>| -> Vec<String> {
+            let mut ids: Vec<String> = claimed.into_iter().map(|(_, id)| id.to_string()).collect();
+            ids.sort();
+            ids
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert!(s.claim_due(&claim(100, 10)).unwrap().is_empty());
+        assert_eq!(
+            ids(s.claim_due(&claim(1_000, 2)).unwrap()),
+            sorted(vec![early.id.to_string(), overdue.id.to_string()])
+        );
+        assert_eq!(
+            ids(s.claim_due(&claim(1_000, 10)).unwrap()),
+            [late.id.to_string()]
+        );
+        // Everything is leased now; a lapsed lease is claimable again.
+        assert!(s.claim_due(&claim(1_000, 10)).unwrap().is_empty());
+        let mut later = claim(1_000, 10);
+        later.wall_now = 1_061;
+        assert_eq!(s.claim_due(&later).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn lifecycle_batches_write_each_pack_alone_and_release_leases() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let (a, b) = (pack(&z), pack(&z));
+        s.insert_pack(&a, 10).unwrap();
+        s.insert_pack(&b, 10).unwrap();
+        assert_eq!(s.claim_due(&claim(1_000, 10)).unwrap().len(), 2);
+
+        let mut fresh_a = s.pack(&z.id, &a.id).unwrap().unwrap();
+        fresh_a.hosts[0].check.attempts = 3;
+        let stale_b = s.pack(&z.id, &b.id).unwrap().unwrap();
+        let mut newer_b = stale_b.clone();
+        newer_b.hosts[0].check.attempts = 7;
+        s.update_pack(&mut newer_b).unwrap();
+
+        let mut batch = vec![fresh_a.clone(), stale_b];
+        let outcomes = s
+            .write_lifecycle_batch("worker-a", &mut batch, &[a.id.clone(), b.id.clone()])
+            .unwrap();
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
+        assert_eq!(batch[0].version, fresh_a.version + 1);
+        assert_eq!(s.pack(&z.id, &a.id).unwrap().unwrap(), batch[0]);
+        assert_eq!(
+            s.pack(&z.id, &b.id).unwrap().unwrap().hosts[0]
+                .check
+                .attempts,
+            7
+        );
+        // Both leases were given up in the same transaction.
+        assert_eq!(s.claim_due(&claim(1_000, 10)).unwrap().len(), 2);
     }
 
     #[test]
