@@ -110,6 +110,10 @@ pub(super) struct ReadCache {
     epoch: AtomicU64,
     /// The database's commit counter the entries are current with, or [`UNKNOWN`].
     known: AtomicU64,
+    /// While a write of this process commits: the counter its commit will leave, or
+    /// [`UNKNOWN`]. A read that sees it is concurrent with that write, whose invalidation
+    /// follows; without this, every such read would empty the cache.
+    committing: AtomicU64,
     entries: RwLock<Entries>,
 }
 
@@ -121,6 +125,7 @@ impl Default for ReadCache {
         ReadCache {
             epoch: AtomicU64::new(0),
             known: AtomicU64::new(UNKNOWN),
+            committing: AtomicU64::new(UNKNOWN),
             entries: RwLock::default(),
         }
     }
@@ -153,11 +158,25 @@ impl ReadCache {
     /// empties the cache if the database moved on without it (another process wrote),
     /// and returns the epoch to pass to the `put_*` calls of a fill that starts now.
     pub(super) fn epoch_at(&self, counter: u32) -> u64 {
-        if self.known.load(Ordering::Acquire) != u64::from(counter) {
+        let counter = u64::from(counter);
+        if self.known.load(Ordering::Acquire) != counter
+            && self.committing.load(Ordering::Acquire) != counter
+        {
             self.clear();
-            self.known.store(u64::from(counter), Ordering::Release);
+            self.known.store(counter, Ordering::Release);
         }
         self.epoch()
+    }
+
+    /// Before a write of this process commits, with what [`Self::committed`] will be
+    /// told: announces the counter the commit will leave.
+    pub(super) fn committing(&self, before: Option<u32>, wrote: bool) {
+        if let Some(c) = before.filter(|_| wrote)
+            && self.known.load(Ordering::Acquire) == u64::from(c)
+        {
+            self.committing
+                .store(u64::from(c.wrapping_add(1)), Ordering::Release);
+        }
     }
 
     /// After a write of this process committed. `before` is the commit counter read
@@ -171,6 +190,15 @@ impl ReadCache {
         }
         let after = before.map_or(UNKNOWN, |c| u64::from(c.wrapping_add(u32::from(wrote))));
         self.known.store(after, Ordering::Release);
+        self.committing.store(UNKNOWN, Ordering::Release);
+    }
+
+    /// After a write of this process failed to commit: nothing is known any more (the
+    /// counter another process moves on must not pass for this one's).
+    pub(super) fn commit_failed(&self) {
+        self.clear();
+        self.known.store(UNKNOWN, Ordering::Release);
+        self.committing.store(UNKNOWN, Ordering::Release);
     }
 
     pub(super) fn token(&self, hash: &[u8; 32]) -> Option<Arc<Token>> {
@@ -246,9 +274,14 @@ impl ReadCache {
 
     /// Forgets everything: another process changed the database.
     fn clear(&self) {
-        let mut entries = self.write();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        *entries = Entries::default();
+        let old = {
+            let mut entries = self.write();
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            std::mem::take(&mut *entries)
+        };
+        // Dropped after the lock is released: freeing thousands of views takes long
+        // enough to hold up every request waiting on it.
+        drop(old);
     }
 }
 
@@ -304,6 +337,29 @@ mod tests {
         // Another process committed before one of ours: everything goes too.
         cache.put_zone(cache.epoch_at(3), view(B));
         cache.committed(Some(4), true, Touch::Nothing);
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_read_during_an_own_commit_keeps_the_cache() {
+        let cache = ReadCache::default();
+        cache.put_zone(cache.epoch_at(5), view(A));
+        cache.put_zone(cache.epoch_at(5), view(B));
+        cache.committing(Some(5), true);
+        // The commit landed (6) but has not invalidated yet: a read now is concurrent
+        // with the write and must not wipe the other zones.
+        cache.epoch_at(6);
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_some());
+        cache.committed(Some(5), true, Touch::Zone(&ZoneId::parse(A).unwrap()));
+        assert!(cache.zone(&ZoneId::parse(A).unwrap()).is_none());
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_some());
+        // A commit that failed leaves nothing trusted: another process's 7 empties it.
+        cache.committing(Some(6), true);
+        cache.commit_failed();
+        cache.put_zone(cache.epoch_at(7), view(B));
+        cache.committing(Some(7), true);
+        cache.commit_failed();
+        cache.epoch_at(8);
         assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_none());
     }
 }

@@ -161,7 +161,11 @@ impl SqliteStore {
         let changes = tx.total_changes();
         let out = f(&tx)?;
         let wrote = tx.total_changes() != changes;
-        tx.commit()?;
+        self.inner.cache.committing(before, wrote);
+        if let Err(e) = tx.commit() {
+            self.inner.cache.commit_failed();
+            return Err(e.into());
+        }
         self.inner.cache.committed(before, wrote, touch);
         Ok(out)
     }
