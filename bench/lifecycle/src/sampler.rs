@@ -65,6 +65,14 @@ pub async fn sample(
     // Late ticks fire at once: the rate holds whatever the answers do.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let (done, mut answers) = mpsc::unbounded_channel();
+    // With ZONECERT_BENCH_TRACE=FILE, each request carries an `x-request-id` (the server
+    // logs it) and its send and receive wall-clock times go to FILE, so a run can be split
+    // into time before the server's handler, in it, and after it (see
+    // docs/benchmarks-lifecycle.md).
+    let trace = std::env::var_os("ZONECERT_BENCH_TRACE");
+    let (trace_tx, mut trace_rx) = mpsc::unbounded_channel::<String>();
+    let mut sequence = 0u64;
+    let run: u32 = rand::rng().random();
     loop {
         tokio::select! {
             due = ticks.tick() => {
@@ -72,11 +80,23 @@ pub async fn sample(
                     break;
                 }
                 let zone = &zones[rand::rng().random_range(0..zones.len())];
-                let request = client
+                sequence += 1;
+                let id = format!("b{run:08x}-{sequence:07}");
+                let mut request = client
                     .get(format!("{api}/zones/{zone}/ssl/verification"))
                     .header("Authorization", &auth);
+                if trace.is_some() {
+                    request = request.header("x-request-id", &id);
+                }
                 let done = done.clone();
+                let trace_tx = trace.is_some().then(|| trace_tx.clone());
                 tokio::spawn(async move {
+                    let unix_us = || {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_micros())
+                    };
+                    let sent_unix = unix_us();
                     let sent = Instant::now();
                     let ok = match request.send().await {
                         Ok(resp) => {
@@ -85,6 +105,9 @@ pub async fn sample(
                         }
                         Err(_) => false,
                     };
+                    if let Some(tx) = trace_tx {
+                        let _ = tx.send(format!("{id} {sent_unix} {}\n", unix_us()));
+                    }
                     let _ = done.send(ok.then(|| sent.elapsed()));
                 });
             }
@@ -96,6 +119,7 @@ pub async fn sample(
         }
     }
     drop(done);
+    drop(trace_tx);
     let mut all = Latencies::default();
     while let Some(answer) = answers.recv().await {
         match answer {
@@ -105,6 +129,17 @@ pub async fn sample(
     }
     all.elapsed = started.elapsed();
     all.sorted.sort();
+    if let Some(path) = trace {
+        let mut lines = String::new();
+        while let Ok(line) = trace_rx.try_recv() {
+            lines.push_str(&line);
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        std::io::Write::write_all(&mut file, lines.as_bytes())?;
+    }
     Ok(all)
 }
 

@@ -294,3 +294,41 @@ async fn admin_commands_manage_zones_users_and_tokens_while_the_server_runs() {
     );
     stop(child);
 }
+
+#[test]
+fn a_lifecycle_that_cannot_start_stops_the_server_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // A CA whose files are not a CA: the server must refuse it, never replace it.
+    std::fs::create_dir_all(data.join("ca")).unwrap();
+    std::fs::write(data.join("ca/ca.pem"), "not a certificate").unwrap();
+    std::fs::write(data.join("ca/ca-key.pem"), "not a key").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--lifecycle", "true"])
+        .args(["--dcv-resolvers", "127.0.0.1:9", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("the server kept running without its lifecycle");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "exit status {status}");
+    assert!(stderr.contains("ca.pem"), "names the bad file: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("ca/ca.pem")).unwrap(),
+        "not a certificate",
+        "the operator's file is left alone"
+    );
+}

@@ -159,18 +159,38 @@ impl App {
 
     /// Serves the API on `listener`, with the lifecycle workers when
     /// [`Config::lifecycle`] is on, until `shutdown` resolves; then finishes the
-    /// requests in flight and the workers' steps in hand.
+    /// requests in flight and the workers' steps in hand. A lifecycle that fails to
+    /// start stops the server with its error.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let lifecycle = if self.state.config.lifecycle {
-            Some(self.start_lifecycle().map_err(std::io::Error::other)?)
-        } else {
-            None
-        };
         let router = http::router(self.state.clone());
+        // The lifecycle starts beside the API, not before it: setting the workers up
+        // (the CA, the resolvers) took about 200 ms in the lifecycle benchmark, and the
+        // first requests waited that long in the listen queue.
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+        let starting = self.state.config.lifecycle.then(|| {
+            tokio::spawn(async move {
+                let started = tokio::task::spawn_blocking(move || self.start_lifecycle())
+                    .await
+                    .map_err(|e| lifecycle::LifecycleError::Runtime(std::io::Error::other(e)))
+                    .and_then(|started| started);
+                if started.is_err() {
+                    let _ = failed_tx.send(());
+                }
+                started
+            })
+        });
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                // Only a failure sends; a lifecycle that started (or none) drops the
+                // sender, which disables this branch.
+                Ok(()) = failed_rx => {}
+            }
+        };
         // Answers go out whole in one write; Nagle's algorithm would only hold back the
         // tail of a large one until the client acknowledges the head.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -184,8 +204,12 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        if let Some(lifecycle) = lifecycle {
-            lifecycle.stop().await;
+        if let Some(starting) = starting {
+            match starting.await {
+                Ok(Ok(lifecycle)) => lifecycle.stop().await,
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
         }
         served
     }
