@@ -172,12 +172,17 @@ impl App {
         // first requests waited that long in the listen queue.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
         let starting = self.state.config.lifecycle.then(|| {
+            // A `retry=true` that arrives while the workers start waits for their checks,
+            // as it would once they run.
+            self.state.signals.set_workers_running(true);
+            let signals = self.state.signals.clone();
             tokio::spawn(async move {
                 let started = tokio::task::spawn_blocking(move || self.start_lifecycle())
                     .await
                     .map_err(|e| lifecycle::LifecycleError::Runtime(std::io::Error::other(e)))
                     .and_then(|started| started);
                 if started.is_err() {
+                    signals.set_workers_running(false);
                     let _ = failed_tx.send(());
                 }
                 started
