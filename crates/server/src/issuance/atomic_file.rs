@@ -46,27 +46,13 @@ impl StagedFile {
     /// Writes `contents` to a fresh temporary file in `dest`'s directory, created with `mode`
     /// from the start so a secret never sits in a more permissive file, and fsyncs it.
     pub(crate) fn stage(dest: &Path, contents: &[u8], mode: u32) -> Result<Self, IssuanceError> {
-        let dir = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // The random suffix keeps concurrent writers of the same destination apart;
-        // create_new refuses to follow a planted file or symlink.
-        let tmp = dir.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| IssuanceError::io("create temporary file", &tmp, e))?;
+        let tmp = temp_sibling(dest);
+        let file = create_new(&tmp, contents, mode)?;
         let staged = StagedFile {
             tmp,
             dest: dest.to_path_buf(),
             committed: false,
         };
-        file.write_all(contents)
-            .map_err(|e| IssuanceError::io("write", &staged.tmp, e))?;
         file.sync_all()
             .map_err(|e| IssuanceError::io("fsync", &staged.tmp, e))?;
         Ok(staged)
@@ -106,12 +92,8 @@ pub(crate) struct StagedDir {
 impl StagedDir {
     /// Creates the temporary directory, with `mode`, next to `dest`.
     pub(crate) fn create(dest: &Path, mode: u32) -> Result<Self, IssuanceError> {
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let parent = parent_dir(dest);
-        let tmp = parent.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
+        let tmp = temp_sibling(dest);
         let created = match std::fs::DirBuilder::new().mode(mode).create(&tmp) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 // The first directory ever deployed to: create the parents too.
@@ -140,14 +122,7 @@ impl StagedDir {
         mode: u32,
     ) -> Result<(), IssuanceError> {
         let path = self.tmp.join(name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .map_err(|e| IssuanceError::io("create", &path, e))?;
-        file.write_all(contents)
-            .map_err(|e| IssuanceError::io("write", &path, e))?;
+        let file = create_new(&path, contents, mode)?;
         // Data and size; the name is made durable by the directory's fsync in `commit`.
         file.sync_data()
             .map_err(|e| IssuanceError::io("fsync", &path, e))
@@ -181,6 +156,33 @@ impl Drop for StagedDir {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// A fresh name next to `dest` to build it under: the random suffix keeps concurrent
+/// writers of the same destination apart.
+fn temp_sibling(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_dir(dest).join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()))
+}
+
+/// Creates the file `path` with `mode` from the start, so a secret never sits in a more
+/// permissive file, and writes `contents` (not yet durable). `create_new` refuses to follow
+/// a planted file or symlink. A file it created but could not fill is removed again.
+fn create_new(path: &Path, contents: &[u8], mode: u32) -> Result<File, IssuanceError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| IssuanceError::io("create", path, e))?;
+    if let Err(e) = file.write_all(contents) {
+        let _ = std::fs::remove_file(path);
+        return Err(IssuanceError::io("write", path, e));
+    }
+    Ok(file)
 }
 
 /// Stages, commits and makes durable one file.

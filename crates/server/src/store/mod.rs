@@ -220,11 +220,6 @@ impl Store {
         }
     }
 
-    /// The token whose secret hashes to `hash`.
-    pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
-        self.reads().token_by_hash(hash).await
-    }
-
     /// Every token.
     pub async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
         match self {
@@ -268,12 +263,6 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.pack(zone, id),
         }
-    }
-
-    /// A zone and all its packs, read in one snapshot (the verification view's path).
-    /// Shared with the read cache: clone what must change.
-    pub async fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
-        self.reads().zone_with_packs(id).await
     }
 
     /// Every pack of a zone, in order of creation (the verification view).

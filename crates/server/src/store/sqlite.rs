@@ -22,7 +22,9 @@ use crate::model::{
     CaChoice, DcvMethod, DcvRecord, HostCheck, Hostname, IssuedCertificate, Pack, PackHost, PackId,
     PackState, Permission, Token, User, Zone, ZoneId,
 };
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OptionalExtension, Row, ToSql, TransactionBehavior, params, params_from_iter,
+};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -415,35 +417,22 @@ impl SqliteStore {
             if used.max(0) as u64 >= allocated {
                 return Err(StoreError::QuotaExceeded { allocated });
             }
-            let cert = pack.certificate.as_ref();
+            let changes = PackChanges::of(pack)?;
+            let leading: [&dyn ToSql; 5] = [
+                &pack.id.as_str(),
+                &pack.zone_id.as_str(),
+                &pack.validity_days,
+                &pack.ca.as_str(),
+                &pack.created_at,
+            ];
             tx.execute(
-                "INSERT INTO packs (id, zone_id, state, method, validity_days, ca, \
-                 cloudflare_branding, brand_check, errors, created_at, updated_at, \
-                 validation_deadline, cert_id, cert_chain_pem, cert_not_before, cert_not_after, \
-                 cert_issuer, cert_signature, cert_issued_at, version) \
+                "INSERT INTO packs (id, zone_id, validity_days, ca, created_at, state, method, \
+                 cloudflare_branding, brand_check, errors, updated_at, validation_deadline, \
+                 cert_id, cert_chain_pem, cert_not_before, cert_not_after, cert_issuer, \
+                 cert_signature, cert_issued_at, version) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
                  ?17, ?18, ?19, 0)",
-                params![
-                    pack.id.as_str(),
-                    pack.zone_id.as_str(),
-                    pack.state.as_str(),
-                    pack.method.as_str(),
-                    pack.validity_days,
-                    pack.ca.as_str(),
-                    pack.cloudflare_branding,
-                    pack.brand_check,
-                    errors_json(&pack.errors)?,
-                    pack.created_at,
-                    pack.updated_at,
-                    pack.validation_deadline,
-                    cert.map(|c| c.id.as_str()),
-                    cert.map(|c| c.chain_pem.as_str()),
-                    cert.map(|c| c.not_before),
-                    cert.map(|c| c.not_after),
-                    cert.map(|c| c.issuer.as_str()),
-                    cert.map(|c| c.signature.as_str()),
-                    cert.map(|c| c.issued_at),
-                ],
+                params_from_iter(leading.into_iter().chain(changes.params())),
             )?;
             insert_hosts(tx, pack)?;
             Ok(())
@@ -451,9 +440,7 @@ impl SqliteStore {
     }
 
     pub(super) fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
-        self.write(Touch::Zone(&pack.zone_id.clone()), |tx| {
-            update_pack_row(tx, pack)
-        })?;
+        self.write(Touch::Zone(&pack.zone_id), |tx| update_pack_row(tx, pack))?;
         pack.version += 1;
         Ok(())
     }
@@ -703,7 +690,8 @@ fn errors_json(errors: &[String]) -> Result<String, StoreError> {
 /// Writes a changed pack back if its `version` is still the stored one (the caller bumps
 /// its copy's version on success).
 fn update_pack_row(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), StoreError> {
-    let cert = pack.certificate.as_ref();
+    let changes = PackChanges::of(pack)?;
+    let leading: [&dyn ToSql; 2] = [&pack.id.as_str(), &pack.version];
     // Cached statements: the lifecycle writes packs in batches of hundreds.
     let changed = tx
         .prepare_cached(
@@ -714,24 +702,9 @@ fn update_pack_row(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), St
          cert_issued_at = ?16, version = version + 1 \
          WHERE id = ?1 AND version = ?2",
         )?
-        .execute(params![
-            pack.id.as_str(),
-            pack.version,
-            pack.state.as_str(),
-            pack.method.as_str(),
-            pack.cloudflare_branding,
-            pack.brand_check,
-            errors_json(&pack.errors)?,
-            pack.updated_at,
-            pack.validation_deadline,
-            cert.map(|c| c.id.as_str()),
-            cert.map(|c| c.chain_pem.as_str()),
-            cert.map(|c| c.not_before),
-            cert.map(|c| c.not_after),
-            cert.map(|c| c.issuer.as_str()),
-            cert.map(|c| c.signature.as_str()),
-            cert.map(|c| c.issued_at),
-        ])?;
+        .execute(params_from_iter(
+            leading.into_iter().chain(changes.params()),
+        ))?;
     if changed == 0 {
         let exists: bool = tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM packs WHERE id = ?1)",
@@ -748,6 +721,66 @@ fn update_pack_row(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), St
         .execute([pack.id.as_str()])?;
     insert_hosts(tx, pack)?;
     Ok(())
+}
+
+/// The columns of a pack that change over its life, bound in this order by both the INSERT
+/// and the UPDATE of a pack, after their own leading columns.
+struct PackChanges<'a> {
+    state: &'a str,
+    method: &'a str,
+    cloudflare_branding: bool,
+    brand_check: bool,
+    errors: String,
+    updated_at: i64,
+    validation_deadline: i64,
+    cert_id: Option<&'a str>,
+    cert_chain_pem: Option<&'a str>,
+    cert_not_before: Option<i64>,
+    cert_not_after: Option<i64>,
+    cert_issuer: Option<&'a str>,
+    cert_signature: Option<&'a str>,
+    cert_issued_at: Option<i64>,
+}
+
+impl<'a> PackChanges<'a> {
+    fn of(pack: &'a Pack) -> Result<Self, StoreError> {
+        let cert = pack.certificate.as_ref();
+        Ok(PackChanges {
+            state: pack.state.as_str(),
+            method: pack.method.as_str(),
+            cloudflare_branding: pack.cloudflare_branding,
+            brand_check: pack.brand_check,
+            errors: errors_json(&pack.errors)?,
+            updated_at: pack.updated_at,
+            validation_deadline: pack.validation_deadline,
+            cert_id: cert.map(|c| c.id.as_str()),
+            cert_chain_pem: cert.map(|c| c.chain_pem.as_str()),
+            cert_not_before: cert.map(|c| c.not_before),
+            cert_not_after: cert.map(|c| c.not_after),
+            cert_issuer: cert.map(|c| c.issuer.as_str()),
+            cert_signature: cert.map(|c| c.signature.as_str()),
+            cert_issued_at: cert.map(|c| c.issued_at),
+        })
+    }
+
+    fn params(&self) -> [&dyn ToSql; 14] {
+        [
+            &self.state,
+            &self.method,
+            &self.cloudflare_branding,
+            &self.brand_check,
+            &self.errors,
+            &self.updated_at,
+            &self.validation_deadline,
+            &self.cert_id,
+            &self.cert_chain_pem,
+            &self.cert_not_before,
+            &self.cert_not_after,
+            &self.cert_issuer,
+            &self.cert_signature,
+            &self.cert_issued_at,
+        ]
+    }
 }
 
 fn insert_hosts(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), StoreError> {
