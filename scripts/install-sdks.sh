@@ -52,5 +52,25 @@ install_py() {
     cp "$requirements" "$venv/requirements.txt"
 }
 
+# The runtimes the SDKs need: Node.js with npm, and Python 3 with its venv module (a separate
+# package on Debian). Installed from the distribution when missing and apt-get can.
+ensure_runtimes() {
+    local missing=()
+    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+    python3 -m venv --help >/dev/null 2>&1 || missing+=(python3 python3-venv)
+    if ((${#missing[@]} == 0)); then
+        return
+    fi
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "install-sdks: installing ${missing[*]} with apt-get"
+        apt-get update >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "install-sdks: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+}
+
+ensure_runtimes
 install_node
 install_py
