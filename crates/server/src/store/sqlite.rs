@@ -285,24 +285,21 @@ impl SqliteStore {
         epoch: Option<u64>,
         email: &str,
     ) -> Result<Option<Arc<User>>, StoreError> {
-        if epoch.is_some()
-            && let Some(user) = self.inner.cache.user(email)
-        {
-            return Ok(Some(user));
-        }
-        let user = self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, email, key_hash, created_at FROM users WHERE email = ?1",
-            )?;
-            stmt.query_row([email], user_from_row)
-                .optional()?
-                .transpose()
-        })?;
-        let user = user.map(Arc::new);
-        if let (Some(epoch), Some(user)) = (epoch, &user) {
-            self.inner.cache.put_user(epoch, user.clone());
-        }
-        Ok(user)
+        read_through(
+            epoch,
+            || self.inner.cache.user(email),
+            || {
+                self.with_conn(|conn| {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT id, email, key_hash, created_at FROM users WHERE email = ?1",
+                    )?;
+                    stmt.query_row([email], user_from_row)
+                        .optional()?
+                        .transpose()
+                })
+            },
+            |epoch, user| self.inner.cache.put_user(epoch, user),
+        )
     }
 
     pub(super) fn list_users(&self) -> Result<Vec<User>, StoreError> {
@@ -359,25 +356,22 @@ impl SqliteStore {
         epoch: Option<u64>,
         hash: &[u8; 32],
     ) -> Result<Option<Arc<Token>>, StoreError> {
-        if epoch.is_some()
-            && let Some(token) = self.inner.cache.token(hash)
-        {
-            return Ok(Some(token));
-        }
-        let token = self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, name, secret_hash, permissions, zones, created_at \
-                 FROM tokens WHERE secret_hash = ?1",
-            )?;
-            stmt.query_row([&hash[..]], token_from_row)
-                .optional()?
-                .transpose()
-        })?;
-        let token = token.map(Arc::new);
-        if let (Some(epoch), Some(token)) = (epoch, &token) {
-            self.inner.cache.put_token(epoch, token.clone());
-        }
-        Ok(token)
+        read_through(
+            epoch,
+            || self.inner.cache.token(hash),
+            || {
+                self.with_conn(|conn| {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT id, name, secret_hash, permissions, zones, created_at \
+                         FROM tokens WHERE secret_hash = ?1",
+                    )?;
+                    stmt.query_row([&hash[..]], token_from_row)
+                        .optional()?
+                        .transpose()
+                })
+            },
+            |epoch, token| self.inner.cache.put_token(epoch, token),
+        )
     }
 
     pub(super) fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
@@ -462,49 +456,34 @@ impl SqliteStore {
         epoch: Option<u64>,
         id: &ZoneId,
     ) -> Result<Option<Arc<ZoneView>>, StoreError> {
-        if epoch.is_some()
-            && let Some(view) = self.inner.cache.zone(id)
-        {
-            return Ok(Some(view));
-        }
-        let view = self.with_conn(|conn| {
-            // One read transaction: one snapshot, and one lock round-trip instead of two.
-            read_snapshot(conn, |tx| {
-                let zone = tx
-                    .prepare_cached("SELECT id, name, created_at FROM zones WHERE id = ?1")?
-                    .query_row([id.as_str()], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        read_through(
+            epoch,
+            || self.inner.cache.zone(id),
+            || {
+                self.with_conn(|conn| {
+                    // One read transaction: one snapshot, and one lock round-trip instead
+                    // of two.
+                    read_snapshot(conn, |tx| {
+                        let zone = tx
+                            .prepare_cached("SELECT id, name, created_at FROM zones WHERE id = ?1")?
+                            .query_row([id.as_str()], |r| {
+                                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                            })
+                            .optional()?;
+                        let Some(zone) = zone else {
+                            return Ok(None);
+                        };
+                        let packs = packs_of_zone(tx, id)?;
+                        Ok(Some(ZoneView::new(zone_from_parts(zone)?, packs)))
                     })
-                    .optional()?;
-                let Some(zone) = zone else {
-                    return Ok(None);
-                };
-                let packs = {
-                    let mut stmt = tx.prepare_cached(&format!(
-                        "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
-                     JOIN pack_hosts h ON h.pack_id = p.id \
-                     WHERE p.zone_id = ?1 ORDER BY p.seq, h.position"
-                    ))?;
-                    read_packs(stmt.query([id.as_str()])?)?
-                };
-                Ok(Some(Arc::new(ZoneView::new(zone_from_parts(zone)?, packs))))
-            })
-        })?;
-        if let (Some(epoch), Some(view)) = (epoch, &view) {
-            self.inner.cache.put_zone(epoch, view.clone());
-        }
-        Ok(view)
+                })
+            },
+            |epoch, view| self.inner.cache.put_zone(epoch, view),
+        )
     }
 
     pub(super) fn packs_of_zone(&self, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
-                 JOIN pack_hosts h ON h.pack_id = p.id \
-                 WHERE p.zone_id = ?1 ORDER BY p.seq, h.position"
-            ))?;
-            read_packs(stmt.query([zone.as_str()])?)
-        })
+        self.with_conn(|conn| packs_of_zone(conn, zone))
     }
 
     pub(super) fn list_packs(
@@ -676,6 +655,37 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch("PRAGMA cache_size = -16384;")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Reads through the cache: what `cached` holds when `epoch` allows it, else what `read`
+/// finds, handed to `keep` with the epoch taken before the read (so a fill that raced with
+/// a write is dropped; see [`ReadCache`]).
+fn read_through<T>(
+    epoch: Option<u64>,
+    cached: impl FnOnce() -> Option<Arc<T>>,
+    read: impl FnOnce() -> Result<Option<T>, StoreError>,
+    keep: impl FnOnce(u64, Arc<T>),
+) -> Result<Option<Arc<T>>, StoreError> {
+    if epoch.is_some()
+        && let Some(hit) = cached()
+    {
+        return Ok(Some(hit));
+    }
+    let found = read()?.map(Arc::new);
+    if let (Some(epoch), Some(found)) = (epoch, &found) {
+        keep(epoch, found.clone());
+    }
+    Ok(found)
+}
+
+/// Every pack of a zone with its hosts, in order of creation.
+fn packs_of_zone(conn: &Connection, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+         JOIN pack_hosts h ON h.pack_id = p.id \
+         WHERE p.zone_id = ?1 ORDER BY p.seq, h.position"
+    ))?;
+    read_packs(stmt.query([zone.as_str()])?)
 }
 
 /// SQLite integers are signed: page arithmetic is clamped into them.
