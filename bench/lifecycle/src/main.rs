@@ -126,6 +126,14 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => builder.tempdir_in(dir)?,
         None => builder.tempdir()?,
     };
+    // ZONECERT_BENCH_KEEP keeps the data and the servers' logs for a look afterwards.
+    let work = if std::env::var_os("ZONECERT_BENCH_KEEP").is_some() {
+        let kept = work.keep();
+        eprintln!("== keeping {}", kept.display());
+        WorkDir::Kept(kept)
+    } else {
+        WorkDir::Temporary(work)
+    };
     let mut rows = Vec::new();
     let load_before = loadavg();
     eprintln!("== machine: {}", machine());
@@ -564,6 +572,8 @@ struct Progress {
 /// active or ten minutes pass.
 async fn watch_progress(db: PathBuf, packs: usize, started: Instant) -> anyhow::Result<Progress> {
     tokio::task::spawn_blocking(move || {
+        // Below the sampler, which shares this CPU (see the sampler).
+        zonecert_server::sched::lower_priority();
         let conn =
             rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -604,6 +614,21 @@ async fn watch_progress(db: PathBuf, packs: usize, started: Instant) -> anyhow::
         Ok(p)
     })
     .await?
+}
+
+/// The benchmark's files: removed at the end unless kept.
+enum WorkDir {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        match self {
+            WorkDir::Temporary(dir) => dir.path(),
+            WorkDir::Kept(path) => path,
+        }
+    }
 }
 
 /// Order -> active samples.

@@ -7,6 +7,12 @@
 //! lifecycle runs, not the server's peak throughput (bench/verification.sh does that). A
 //! closed loop of a few connections would saturate the server's core by itself and leave
 //! the lifecycle only what the sampler does not take.
+//!
+//! The sampler runs on a thread of its own, with a runtime of its own, and asks the
+//! scheduler for a short time slice (as the server's request threads do): the
+//! benchmark's other work on this CPU (the DNS server answering the lifecycle's
+//! queries, the progress poller's SQLite reads) would otherwise delay sending requests
+//! and reading answers, and that delay is the benchmark's, not the server's.
 
 use rand::Rng;
 use std::sync::Arc;
@@ -46,8 +52,33 @@ impl Latencies {
 }
 
 /// Samples at `rate` requests per second until `stop` turns true (or `limit` passes),
-/// then waits for the answers still due.
+/// then waits for the answers still due. Runs on a thread of its own (see above).
 pub async fn sample(
+    api: &str,
+    token: &str,
+    zones: Arc<Vec<String>>,
+    rate: u32,
+    limit: Duration,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Latencies> {
+    let (api, token) = (api.to_owned(), token.to_owned());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sampler".into())
+        .spawn(move || {
+            // Where refused, the sampler runs at the default slice (as before).
+            let _ = zonecert_server::sched::prefer_latency();
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(sample_here(&api, &token, zones, rate, limit, stop)));
+            let _ = reply.send(outcome);
+        })?;
+    answer.await?
+}
+
+async fn sample_here(
     api: &str,
     token: &str,
     zones: Arc<Vec<String>>,

@@ -48,6 +48,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Request threads preempt lifecycle work when they wake (see
+        // `zonecert_server::sched`). A refusal is reported by `serve`, which asks again
+        // for this thread once logging is set up.
+        .on_thread_start(|| {
+            let _ = zonecert_server::sched::prefer_latency();
+        })
         .enable_all()
         .build()
     {

@@ -209,6 +209,11 @@ async fn shutdown_signal() {
 /// Runs the server.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logs(args.log_json);
+    // For this thread (it accepts connections), and to report what the runtime's own
+    // threads met when they asked the same before logging was set up.
+    if let Err(e) = zonecert_server::sched::prefer_latency() {
+        tracing::warn!(reason = %e, "request threads keep the default scheduling: lifecycle work may delay them");
+    }
     let (config, listen) = configure(&args)?;
     let dev = config.dev;
     let lifecycle = config.lifecycle;

@@ -16,6 +16,7 @@ pub mod http;
 pub mod issuance;
 pub mod lifecycle;
 pub mod model;
+pub mod sched;
 pub mod secrets;
 pub mod store;
 
@@ -114,10 +115,10 @@ impl App {
             .spawn(move || {
                 // This thread runs the workers' claim loop; the runtime's own threads
                 // lower themselves as they start.
-                lifecycle::lower_thread_priority();
+                sched::lower_priority();
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .thread_name("zonecert-lifecycle")
-                    .on_thread_start(lifecycle::lower_thread_priority)
+                    .on_thread_start(sched::lower_priority)
                     .enable_all()
                     .build()
                 {

@@ -121,6 +121,52 @@ async fn txt_one_of_several_values_matches_apex_and_wildcard_share_a_name() {
 }
 
 #[tokio::test]
+async fn checks_of_one_pack_share_identical_lookups_and_the_next_pack_asks_again() {
+    let dns = DnsServer::start().await;
+    // An apex and its wildcard: two tokens at one name. A pack's checks wait for slots
+    // of the check bound, so they need not overlap: here they run one after the other.
+    dns.set_txt(CHALLENGE, &[TOKEN, "wildcard-token"]);
+    let v = dns_validator(&dns);
+
+    let asked = dns.query_count();
+    assert_eq!(v.check_txt(CHALLENGE, TOKEN).await, CheckOutcome::Passed);
+    assert_eq!(
+        v.check_txt(CHALLENGE, "wildcard-token").await,
+        CheckOutcome::Passed
+    );
+    assert_eq!(
+        dns.query_count() - asked,
+        2,
+        "unshared: one query per check"
+    );
+
+    let shared = v.sharing_answers();
+    let asked = dns.query_count();
+    assert_eq!(
+        shared.check_txt(CHALLENGE, TOKEN).await,
+        CheckOutcome::Passed
+    );
+    assert_eq!(
+        shared.clone().check_txt(CHALLENGE, "wildcard-token").await,
+        CheckOutcome::Passed
+    );
+    assert_failed_containing(
+        &shared.check_txt(CHALLENGE, "never-published").await,
+        "has 2 values, none matches",
+    );
+    assert_eq!(
+        dns.query_count() - asked,
+        1,
+        "shared: one query for the pack"
+    );
+
+    // The next pack's checks see the change: nothing is kept past a pack.
+    dns.set_txt(CHALLENGE, &["replaced"]);
+    let next = v.sharing_answers();
+    assert_failed_containing(&next.check_txt(CHALLENGE, TOKEN).await, "\"replaced\"");
+}
+
+#[tokio::test]
 async fn txt_changes_are_seen_by_the_next_check() {
     let dns = DnsServer::start().await;
     let v = dns_validator(&dns);

@@ -3,7 +3,7 @@
 use hickory_resolver::proto::rr::rdata::CAA;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
-use super::Inner;
+use super::Validator;
 use super::dns;
 
 /// Property tags this checker understands; an unknown tag flagged critical forbids issuance.
@@ -17,7 +17,11 @@ const KNOWN_TAGS: &[&str] = &[
     "issuevmc",
 ];
 
-pub(super) async fn check(inner: &Inner, host: &str, ca_identity: &str) -> Result<(), String> {
+pub(super) async fn check(
+    validator: &Validator,
+    host: &str,
+    ca_identity: &str,
+) -> Result<(), String> {
     let host = dns::display_name(host);
     let (wildcard, base) = match host.strip_prefix("*.") {
         Some(base) => (true, base.to_owned()),
@@ -28,12 +32,12 @@ pub(super) async fn check(inner: &Inner, host: &str, ca_identity: &str) -> Resul
             "{host:?} is not a host name CAA can be checked for"
         ));
     }
-    let timeout = inner.config.timeout;
+    let timeout = validator.inner.config.timeout;
     // The relevant record set is the one at the closest name, going up from the host, that has
     // CAA records (RFC 8659 section 3). The root is never asked.
     let mut name = base.as_str();
     loop {
-        match inner.dns.lookup(name, RecordType::CAA).await {
+        match validator.lookup(name, RecordType::CAA).await {
             Ok(records) => {
                 let set: Vec<&CAA> = records
                     .iter()

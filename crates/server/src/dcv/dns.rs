@@ -1,5 +1,7 @@
 //! DNS lookups for the checks: the configured resolvers, no caching, failures classified.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -12,6 +14,35 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, Record, RecordType};
 
 use super::{DcvConfig, DcvError, human_duration};
+
+/// What a lookup found.
+pub(super) type Answer = Result<Vec<Record>, LookupFailure>;
+
+/// One answer, got once for everyone who asks.
+type SharedAnswer = Arc<tokio::sync::OnceCell<Answer>>;
+
+/// Answers shared by the checks of one pack: identical lookups that they make (the TXT
+/// name an apex and its wildcard share, the CAA names above the hosts) go out once.
+/// Never kept past those checks, which start together, so no check sees an answer older
+/// than itself.
+#[derive(Debug, Default)]
+pub(super) struct SharedAnswers {
+    answers: Mutex<HashMap<(String, RecordType), SharedAnswer>>,
+}
+
+impl SharedAnswers {
+    /// The answer for `name` and `rtype`: the one another check got or is getting, or a
+    /// new lookup through `dns`.
+    pub(super) async fn lookup(&self, dns: &Dns, name: &str, rtype: RecordType) -> Answer {
+        let key = (display_name(name), rtype);
+        let cell = {
+            // A panic while holding the lock leaves the map whole: still usable.
+            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(answers.entry(key).or_default())
+        };
+        cell.get_or_init(|| dns.lookup(name, rtype)).await.clone()
+    }
+}
 
 /// How a lookup failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,11 +153,7 @@ impl Dns {
     }
 
     /// The answer records for `name` (CNAMEs followed, the CNAMEs themselves included).
-    pub(super) async fn lookup(
-        &self,
-        name: &str,
-        rtype: RecordType,
-    ) -> Result<Vec<Record>, LookupFailure> {
+    pub(super) async fn lookup(&self, name: &str, rtype: RecordType) -> Answer {
         let name = parse_name(name)?;
         let lookup = tokio::time::timeout(self.timeout, self.resolver.lookup(name, rtype)).await;
         match lookup {

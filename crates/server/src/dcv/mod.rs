@@ -98,6 +98,8 @@ impl fmt::Display for CheckOutcome {
 #[derive(Clone)]
 pub struct Validator {
     inner: Arc<Inner>,
+    /// Set by [`Validator::sharing_answers`].
+    shared: Option<Arc<dns::SharedAnswers>>,
 }
 
 struct Inner {
@@ -134,7 +136,27 @@ impl Validator {
         let https = http::tls_connector()?;
         Ok(Validator {
             inner: Arc::new(Inner { config, dns, https }),
+            shared: None,
         })
+    }
+
+    /// A validator whose DNS lookups share their answers: identical lookups of the checks
+    /// made through it (and its clones) go out once. Meant for the checks of one pack,
+    /// which start together: an apex and its wildcard share a TXT name, and every host
+    /// of a pack shares the CAA names above it. Nothing is kept past those checks.
+    pub fn sharing_answers(&self) -> Validator {
+        Validator {
+            inner: Arc::clone(&self.inner),
+            shared: Some(Arc::default()),
+        }
+    }
+
+    /// A DNS lookup, shared as [`Validator::sharing_answers`] says.
+    async fn lookup(&self, name: &str, rtype: RecordType) -> dns::Answer {
+        match &self.shared {
+            Some(shared) => shared.lookup(&self.inner.dns, name, rtype).await,
+            None => self.inner.dns.lookup(name, rtype).await,
+        }
     }
 
     /// The configuration this validator was built with.
@@ -181,7 +203,7 @@ impl Validator {
     async fn txt_values(&self, name: &str) -> Result<Vec<String>, String> {
         let shown = dns::display_name(name);
         let timeout = self.inner.config.timeout;
-        let records = match self.inner.dns.lookup(name, RecordType::TXT).await {
+        let records = match self.lookup(name, RecordType::TXT).await {
             Ok(records) => records,
             Err(failure) if failure.is_absent() => {
                 return Err(self.explain_absent_txt(name, &failure).await);
@@ -212,7 +234,7 @@ impl Validator {
         let shown = dns::display_name(name);
         let timeout = self.inner.config.timeout;
         let source = dns::parse_name(name).ok();
-        let alias = match self.inner.dns.lookup(name, RecordType::CNAME).await {
+        let alias = match self.lookup(name, RecordType::CNAME).await {
             Ok(records) => records.iter().find_map(|r| match &r.data {
                 RData::CNAME(cname) if Some(&r.name) == source.as_ref() => Some(cname.0.clone()),
                 _ => None,
@@ -248,7 +270,7 @@ impl Validator {
             dns::parse_name(name).map_err(|f| f.describe(RecordType::CNAME, &shown, timeout))?;
         let wanted_name =
             dns::parse_name(target).map_err(|f| f.describe(RecordType::CNAME, &wanted, timeout))?;
-        match self.inner.dns.lookup(name, RecordType::CNAME).await {
+        match self.lookup(name, RecordType::CNAME).await {
             Ok(records) => {
                 let found: Vec<_> = records
                     .iter()
@@ -285,7 +307,7 @@ impl Validator {
     /// from an earlier TXT validation), since that is what the person must delete.
     async fn missing_cname(&self, name: &str, wanted: &str) -> String {
         let shown = dns::display_name(name);
-        match self.inner.dns.lookup(name, RecordType::TXT).await {
+        match self.lookup(name, RecordType::TXT).await {
             Ok(records) if records.iter().any(|r| matches!(r.data, RData::TXT(_))) => format!(
                 "no CNAME at {shown}: it has a TXT record, which conflicts with delegating it \
                  to {wanted} (delete the TXT and add the CNAME)"
@@ -312,7 +334,7 @@ impl Validator {
     /// to `*.` hosts when present; a set of `issue` (or `issuewild`) properties not naming the
     /// CA, or an unknown critical property, blocks. A lookup failure (SERVFAIL, timeout) blocks.
     pub async fn check_caa(&self, host: &str, ca_identity: &str) -> CheckOutcome {
-        CheckOutcome::from_result(caa::check(&self.inner, host, ca_identity).await)
+        CheckOutcome::from_result(caa::check(self, host, ca_identity).await)
     }
 }
 

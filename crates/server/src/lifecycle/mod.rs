@@ -78,40 +78,6 @@ impl Signals {
     }
 }
 
-/// The nice value of the lifecycle's threads: low, so a request thread that wakes up
-/// preempts lifecycle work at once instead of waiting for the end of its time slice. Not
-/// the lowest (19): under a request load that takes the whole CPU, nice 10 still leaves
-/// the lifecycle about a tenth of it, where 19 left it so little that checks stopped.
-const LIFECYCLE_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to [`LIFECYCLE_NICE`]; meant for every
-/// thread of the lifecycle's runtime (its `on_thread_start`). On Linux the nice value
-/// belongs to the thread, so the request threads keep theirs. Where this is refused (a
-/// sandbox) or not supported, the lifecycle runs at normal priority and this says so once.
-pub fn lower_thread_priority() {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    if let Err(why) = set_own_nice(LIFECYCLE_NICE) {
-        WARNED.call_once(|| {
-            tracing::warn!(
-                reason = %why,
-                "lifecycle threads run at normal priority: requests may wait behind lifecycle work"
-            );
-        });
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn set_own_nice(nice: i32) -> Result<(), String> {
-    let me = rustix::thread::gettid();
-    rustix::process::setpriority_process(Some(me), nice).map_err(|e| e.to_string())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_own_nice(_nice: i32) -> Result<(), String> {
-    // Elsewhere the nice value belongs to the whole process, requests included.
-    Err("per-thread priorities are only supported on Linux".into())
-}
-
 mod worker;
 
 pub use worker::{EMAIL_REASON, LifecycleError, Worker};

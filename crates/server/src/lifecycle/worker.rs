@@ -188,6 +188,12 @@ impl Worker {
         std::thread::Builder::new()
             .name("zonecert-lc-store".into())
             .spawn(move || {
+                // Normal priority and a short slice, not the lifecycle's nice 10 that this
+                // thread would inherit: request threads wait for it through SQLite's
+                // in-process locks (see `crate::sched`).
+                if let Err(e) = crate::sched::prefer_latency() {
+                    tracing::warn!(reason = %e, "the lifecycle's store thread keeps its inherited priority");
+                }
                 runtime.block_on(store_thread(store, owner, lease_secs, queued));
             })
             .map_err(LifecycleError::Runtime)?;
@@ -634,8 +640,9 @@ impl Worker {
     async fn caa_refusal(&self, pack: &Pack) -> Option<String> {
         let identity = pack.ca.caa_identity();
         let mut checks = JoinSet::new();
+        let shared = self.validator.sharing_answers();
         for host in &pack.hosts {
-            let validator = self.validator.clone();
+            let validator = shared.clone();
             let checks_bound = Arc::clone(&self.checks);
             let name = host.hostname.as_str().to_owned();
             checks.spawn(async move {
@@ -668,12 +675,13 @@ impl Worker {
         renewing: bool,
     ) -> Vec<HostOutcome> {
         let mut checks = JoinSet::new();
+        let shared = self.validator.sharing_answers();
         for &index in indexes {
             let Some(host) = pack.hosts.get(index) else {
                 continue;
             };
             let record = host.record.clone();
-            let validator = self.validator.clone();
+            let validator = shared.clone();
             let bound = Arc::clone(&self.checks);
             checks.spawn(async move {
                 let _permit = bound.acquire_owned().await.ok();

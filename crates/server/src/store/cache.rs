@@ -65,15 +65,19 @@ impl ZoneView {
     }
 }
 
-/// What a write may have changed, for the cache to forget.
-#[derive(Debug, Clone, Copy)]
+/// What a write may have changed, for the cache to forget (or bring up to date).
+#[derive(Debug)]
 pub enum Touch<'a> {
     /// Nothing the cache holds (leases, which no view shows).
     Nothing,
     /// One zone or its packs.
     Zone(&'a ZoneId),
-    /// Several zones or their packs (a lifecycle batch).
-    Zones(&'a [ZoneId]),
+    /// These packs, written exactly as given (a lifecycle batch): the views of their
+    /// zones get them in place instead of being forgotten. The lifecycle rewrites a
+    /// pack several times in seconds; forgetting its zone each time would send the
+    /// zone's next request to the database, where it waits for SQLite's locks behind
+    /// the lifecycle's own commits.
+    Packs(Vec<Pack>),
     /// Users or tokens.
     Credentials,
 }
@@ -101,6 +105,14 @@ struct Entries {
     users: HashMap<String, Arc<User>>,
     zones: HashMap<ZoneKey, Arc<ZoneView>>,
     zones_weight: usize,
+}
+
+/// Entries taken out of the cache under its lock, to be dropped after it.
+#[derive(Default)]
+struct Forgotten {
+    zones: Vec<Arc<ZoneView>>,
+    tokens: HashMap<[u8; 32], Arc<Token>>,
+    users: HashMap<String, Arc<User>>,
 }
 
 /// The cache; one per open store.
@@ -132,10 +144,11 @@ impl Default for ReadCache {
 }
 
 impl Entries {
-    fn forget_zone(&mut self, id: &ZoneId) {
-        if let Some(old) = self.zones.remove(&zone_key(id)) {
-            self.zones_weight = self.zones_weight.saturating_sub(old.weight());
-        }
+    /// Removes a zone's view, returned so the caller can drop it after the lock.
+    fn forget_zone(&mut self, id: &ZoneId) -> Option<Arc<ZoneView>> {
+        let old = self.zones.remove(&zone_key(id))?;
+        self.zones_weight = self.zones_weight.saturating_sub(old.weight());
+        Some(old)
     }
 }
 
@@ -250,26 +263,83 @@ impl ReadCache {
         }
     }
 
-    /// Forgets what a write of this process touched. Called after it committed.
+    /// Forgets what a write of this process touched, or brings it up to date. Called
+    /// after it committed, before the next write of this process can start.
     fn invalidate(&self, touch: Touch<'_>) {
-        if matches!(touch, Touch::Nothing) {
-            return;
-        }
-        let mut entries = self.write();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        match touch {
-            Touch::Nothing => {}
-            Touch::Zone(id) => entries.forget_zone(id),
-            Touch::Zones(ids) => {
-                for id in ids {
-                    entries.forget_zone(id);
+        // What is forgotten is dropped after the lock is released (see `clear`).
+        let mut forgotten = Forgotten::default();
+        {
+            let mut entries = match touch {
+                Touch::Nothing => return,
+                Touch::Packs(packs) => return self.replace_packs(packs),
+                _ => self.write(),
+            };
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            match touch {
+                Touch::Nothing | Touch::Packs(_) => {}
+                Touch::Zone(id) => forgotten.zones.extend(entries.forget_zone(id)),
+                Touch::Credentials => {
+                    forgotten.tokens = std::mem::take(&mut entries.tokens);
+                    forgotten.users = std::mem::take(&mut entries.users);
                 }
             }
-            Touch::Credentials => {
-                entries.tokens.clear();
-                entries.users.clear();
+        }
+        drop(forgotten);
+    }
+
+    /// Puts written packs into the cached views of their zones. The new views are built
+    /// outside the lock from the views seen before it; a view that changed meanwhile (a
+    /// fill that raced with this write) is forgotten instead, as is a view that does
+    /// not hold the pack (it was read before the pack existed).
+    fn replace_packs(&self, packs: Vec<Pack>) {
+        let mut by_zone: HashMap<ZoneKey, Vec<Pack>> = HashMap::new();
+        for pack in packs {
+            by_zone
+                .entry(zone_key(&pack.zone_id))
+                .or_default()
+                .push(pack);
+        }
+        let seen: Vec<(ZoneKey, Option<Arc<ZoneView>>)> = {
+            let entries = self.read();
+            by_zone
+                .keys()
+                .map(|key| (*key, entries.zones.get(key).cloned()))
+                .collect()
+        };
+        let mut updated = Vec::with_capacity(seen.len());
+        for (key, old) in seen {
+            let Some(old) = old else { continue };
+            let mut packs = old.packs.clone();
+            let mut complete = true;
+            for written in by_zone.remove(&key).unwrap_or_default() {
+                match packs.iter_mut().find(|p| p.id == written.id) {
+                    Some(slot) => *slot = written,
+                    None => complete = false,
+                }
+            }
+            let new = complete.then(|| Arc::new(ZoneView::new(old.zone.clone(), packs)));
+            updated.push((key, old, new));
+        }
+        let mut forgotten = Forgotten::default();
+        {
+            let mut entries = self.write();
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            for (key, old, new) in updated {
+                let current = entries.zones.remove(&key);
+                if let Some(current) = &current {
+                    entries.zones_weight = entries.zones_weight.saturating_sub(current.weight());
+                }
+                match (current, new) {
+                    (Some(current), Some(new)) if Arc::ptr_eq(&current, &old) => {
+                        entries.zones_weight += new.weight();
+                        entries.zones.insert(key, new);
+                        forgotten.zones.push(current);
+                    }
+                    (current, _) => forgotten.zones.extend(current),
+                }
             }
         }
+        drop(forgotten);
     }
 
     /// Forgets everything: another process changed the database.

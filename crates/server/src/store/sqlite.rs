@@ -150,6 +150,15 @@ impl SqliteStore {
         touch: Touch<'_>,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.write_then(f, |_| touch)
+    }
+
+    /// [`Self::write`], where what the write touched is known only from its outcome.
+    fn write_then<'t, T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+        touched: impl FnOnce(&mut T) -> Touch<'t>,
+    ) -> Result<T, StoreError> {
         // A panic while holding the lock leaves no state behind it: SQLite rolled back.
         let mut conn = self
             .inner
@@ -161,13 +170,16 @@ impl SqliteStore {
         // here is the one this commit moves on from.
         let before = self.inner.watch.as_ref().and_then(WalWatch::counter);
         let changes = tx.total_changes();
-        let out = f(&tx)?;
+        let mut out = f(&tx)?;
         let wrote = tx.total_changes() != changes;
         self.inner.cache.committing(before, wrote);
         if let Err(e) = tx.commit() {
             self.inner.cache.commit_failed();
             return Err(e.into());
         }
+        // Still holding the writer connection: the next write's cache update cannot
+        // overtake this one's.
+        let touch = touched(&mut out);
         self.inner.cache.committed(before, wrote, touch);
         Ok(out)
     }
@@ -603,27 +615,36 @@ impl SqliteStore {
         updates: &mut [Pack],
         releases: &[PackId],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let zones: Vec<ZoneId> = updates.iter().map(|p| p.zone_id.clone()).collect();
-        let outcomes = self.write(Touch::Zones(&zones), |tx| {
-            let mut outcomes = Vec::with_capacity(updates.len());
-            for pack in updates.iter() {
-                // A conflict or a deleted pack changed nothing: it fails alone. Any other
-                // error ends the transaction, rolling back the whole batch.
-                outcomes.push(match update_pack_row(tx, pack) {
-                    Ok(()) => Ok(()),
-                    Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
-                    Err(e) => return Err(e),
-                });
-            }
-            let mut release = tx.prepare_cached(
-                "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND lease_owner = ?2",
-            )?;
-            for id in releases {
-                release.execute([id.as_str(), owner])?;
-            }
-            Ok(outcomes)
-        })?;
+        let (outcomes, _) = self.write_then(
+            |tx| {
+                let mut outcomes = Vec::with_capacity(updates.len());
+                // The packs as now stored, for the cache's views.
+                let mut written = Vec::with_capacity(updates.len());
+                for pack in updates.iter() {
+                    // A conflict or a deleted pack changed nothing: it fails alone. Any
+                    // other error ends the transaction, rolling back the whole batch.
+                    outcomes.push(match update_pack_row(tx, pack) {
+                        Ok(()) => {
+                            let mut stored = pack.clone();
+                            stored.version += 1;
+                            written.push(stored);
+                            Ok(())
+                        }
+                        Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
+                        Err(e) => return Err(e),
+                    });
+                }
+                let mut release = tx.prepare_cached(
+                    "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
+                     WHERE id = ?1 AND lease_owner = ?2",
+                )?;
+                for id in releases {
+                    release.execute([id.as_str(), owner])?;
+                }
+                Ok((outcomes, written))
+            },
+            |(_, written)| Touch::Packs(std::mem::take(written)),
+        )?;
         for (pack, outcome) in updates.iter_mut().zip(&outcomes) {
             if outcome.is_ok() {
                 pack.version += 1;
@@ -1264,6 +1285,47 @@ mod tests {
         );
         // Both leases were given up in the same transaction.
         assert_eq!(s.claim_due(&claim(1_000, 10)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_lifecycle_batch_updates_cached_zone_views_in_place() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let (a, b) = (pack(&z), pack(&z));
+        s.insert_pack(&a, 10).unwrap();
+        s.insert_pack(&b, 10).unwrap();
+        let before = s.zone_with_packs(s.cache_epoch(), &z.id).unwrap().unwrap();
+
+        let mut changed = s.pack(&z.id, &a.id).unwrap().unwrap();
+        changed.hosts[0].check.attempts = 5;
+        changed
+            .errors
+            .push("TXT _acme-challenge.example.com has 1 value".into());
+        let mut batch = vec![changed];
+        s.write_lifecycle_batch("worker-a", &mut batch, &[])
+            .unwrap();
+
+        // The cache holds a new view at once, before any read could fill it again.
+        let cached = s
+            .inner
+            .cache
+            .zone(&z.id)
+            .expect("the zone's view was updated, not forgotten");
+        assert!(!Arc::ptr_eq(&before, &cached), "the old view is gone");
+        let again = s.zone_with_packs(s.cache_epoch(), &z.id).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&cached, &again),
+            "requests are served the new view"
+        );
+        // It is what a read past the cache finds.
+        let stored = s.zone_with_packs(None, &z.id).unwrap().unwrap();
+        assert_eq!(cached.packs, stored.packs);
+        assert_eq!(cached.packs[0], batch[0]);
+        assert_eq!(cached.packs[1], before.packs[1]);
+        assert!(
+            cached.rendered.get().is_none(),
+            "rendered again from the new packs"
+        );
     }
 
     #[test]
