@@ -550,6 +550,23 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn renew_leases(
+        &self,
+        owner: &str,
+        wall_now: i64,
+        lease_secs: i64,
+    ) -> Result<u64, StoreError> {
+        self.write(Touch::Nothing, |tx| {
+            let renewed = tx
+                .prepare_cached(
+                    "UPDATE packs SET lease_until = ?2 + ?3 \
+                     WHERE lease_owner = ?1 AND lease_until > ?2",
+                )?
+                .execute(params![owner, wall_now, lease_secs])?;
+            Ok(renewed as u64)
+        })
+    }
+
     pub(super) fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
         // The due rows come from three index range scans (hosts by due time, pending packs by
         // deadline, active packs by expiry), so the cost follows the due work, not the
@@ -1230,6 +1247,47 @@ mod tests {
         let mut later = claim(1_000, 10);
         later.wall_now = 1_061;
         assert_eq!(s.claim_due(&later).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn renewal_extends_only_the_owners_live_leases() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let (mine, lapsed, theirs) = (pack(&z), pack(&z), pack(&z));
+        for p in [&mine, &lapsed, &theirs] {
+            s.insert_pack(p, 10).unwrap();
+        }
+        // worker-a holds `mine` until 1_060 and `lapsed` until 1_010; worker-b `theirs`.
+        let claim_one = |owner, wall_now, lease_secs| {
+            s.claim_due(&Claim {
+                owner,
+                now: 1_000,
+                wall_now,
+                lease_secs,
+                limit: 1,
+            })
+            .unwrap()
+        };
+        assert_eq!(claim_one("worker-a", 1_000, 60).len(), 1);
+        assert_eq!(claim_one("worker-a", 1_000, 10).len(), 1);
+        assert_eq!(claim_one("worker-b", 1_000, 60).len(), 1);
+
+        // At 1_030 only worker-a's live lease is extended, to 1_090.
+        assert_eq!(s.renew_leases("worker-a", 1_030, 60).unwrap(), 1);
+        let claimable_at = |wall_now| {
+            let mut c = claim(1_000, 10);
+            c.owner = "worker-c";
+            c.wall_now = wall_now;
+            s.claim_due(&c).unwrap().len()
+        };
+        // worker-c (leases of 60 s) gets the lapsed one at 1_030, worker-b's at 1_070 and
+        // worker-a's only at 1_090 (with the lapsed one again).
+        assert_eq!(claimable_at(1_030), 1);
+        assert_eq!(claimable_at(1_070), 1);
+        assert_eq!(claimable_at(1_089), 0);
+        assert_eq!(claimable_at(1_090), 2);
+        // worker-a's lease is worker-c's now: nothing of worker-a's to renew.
+        assert_eq!(s.renew_leases("worker-a", 1_091, 60).unwrap(), 0);
     }
 
     #[test]
