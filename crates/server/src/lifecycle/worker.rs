@@ -48,7 +48,7 @@ use crate::store::{Claim, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -123,6 +123,8 @@ pub struct Worker {
     checking: AtomicUsize,
     /// How long a pack in this worker's hand stays leased to it.
     leases: Arc<LeaseClock>,
+    /// Wakes the store thread to renew the leases (see `ask_for_renewals`).
+    renew_asked: Arc<Notify>,
     /// How long a validated pack may spend in issuance and deployment.
     issuance_timeout_secs: i64,
     store_ops: mpsc::UnboundedSender<StoreOp>,
@@ -275,11 +277,12 @@ impl Worker {
 
         let lease = Duration::from_secs(config.lease.as_secs().max(1));
         let leases = Arc::new(LeaseClock::new(lease));
-        let renewing = Arc::clone(&leases);
+        let renew_asked = Arc::new(Notify::new());
+        let (renewing, asked) = (Arc::clone(&leases), Arc::clone(&renew_asked));
         std::thread::Builder::new()
             .name("zonecert-lc-store".into())
             .spawn(move || {
-                runtime.block_on(store_thread(store, owner, renewing, queued));
+                runtime.block_on(store_thread(store, owner, renewing, asked, queued));
             })
             .map_err(LifecycleError::Runtime)?;
         Ok(Worker {
@@ -288,6 +291,7 @@ impl Worker {
             issuing_while_checking: Semaphore::new(ISSUANCE_WHILE_CHECKING),
             checking: AtomicUsize::new(0),
             leases,
+            renew_asked,
             issuance_timeout_secs: i64::try_from(config.issuance_timeout.as_secs())
                 .unwrap_or(i64::MAX)
                 .max(1),
@@ -309,6 +313,14 @@ impl Worker {
     /// when woken (an order, `retry=true`, PATCH) or at each poll interval.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         self.signals.set_workers_running(true);
+        // Renewals go on until the packs in hand are finished, after `cancel`. A task of
+        // the runtime rather than a timer of the store thread: it ends with the runtime.
+        let renewing = CancellationToken::new();
+        let renewals = tokio::spawn(ask_for_renewals(
+            Arc::clone(&self.renew_asked),
+            self.leases.lease / RENEWALS_PER_LEASE,
+            renewing.clone(),
+        ));
         let mut in_flight = JoinSet::new();
         let mut claim_now = true;
         let mut more_due = false;
@@ -343,6 +355,8 @@ impl Worker {
                 tracing::error!(error = %e, "lifecycle task panicked");
             }
         }
+        renewing.cancel();
+        let _ = renewals.await;
         self.signals.set_workers_running(false);
     }
 
@@ -951,18 +965,36 @@ impl Drop for Checking<'_> {
     }
 }
 
+/// Asks the store thread to renew the worker's leases every `period` until `stop`.
+async fn ask_for_renewals(
+    renew_asked: Arc<Notify>,
+    period: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(period);
+    // After a stall, renew once, not once per missed period.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => renew_asked.notify_one(),
+        }
+    }
+}
+
 fn store_thread_gone() -> StoreError {
     StoreError::Backend("the lifecycle's store thread has stopped".into())
 }
 
 /// The worker's store thread: takes up to [`WRITE_BATCH`] queued operations at a time,
 /// answers the reads, commits the writes in one transaction, then claims (so leases given
-/// up in this batch can be claimed again). Every [`RENEWALS_PER_LEASE`]th of a lease it
-/// renews the worker's leases first. Runs until every sender is gone.
+/// up in this batch can be claimed again). A renewal of the worker's leases, when
+/// `renew_asked`, runs before the next batch. Runs until every sender is gone.
 async fn store_thread(
     store: Store,
     owner: String,
     leases: Arc<LeaseClock>,
+    renew_asked: Arc<Notify>,
     mut queued: mpsc::UnboundedReceiver<StoreOp>,
 ) {
     // Leases are stored in whole seconds of the wall clock, whose second may be about to
@@ -971,28 +1003,29 @@ async fn store_thread(
     let lease_secs = i64::try_from(leases.lease.as_secs())
         .unwrap_or(i64::MAX / 2)
         .saturating_add(1);
-    let mut renewals = tokio::time::interval(leases.lease / RENEWALS_PER_LEASE);
-    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ops = Vec::with_capacity(WRITE_BATCH);
     loop {
-        tokio::select! {
+        // A renewal goes before the queued operations, however many there are.
+        let renew = tokio::select! {
             biased;
-            _ = renewals.tick() => {
-                let at = Instant::now();
-                match store.renew_leases(&owner, SystemClock.now(), lease_secs).await {
-                    Ok(_) => leases.renewed(at),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "lifecycle: renewing leases failed; packs in hand are dropped when their leases may have run out"
-                    ),
-                }
-                continue;
-            }
+            _ = renew_asked.notified() => true,
             taken = queued.recv_many(&mut ops, WRITE_BATCH) => {
                 if taken == 0 {
                     break;
                 }
+                false
             }
+        };
+        if renew {
+            let at = Instant::now();
+            match store.renew_leases(&owner, SystemClock.now(), lease_secs).await {
+                Ok(_) => leases.renewed(at),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "lifecycle: renewing leases failed; packs in hand are dropped when their leases may have run out"
+                ),
+            }
+            continue;
         }
         let mut packs = Vec::new();
         let mut saved_replies = Vec::new();
