@@ -162,13 +162,13 @@ struct RenewalChain {
 }
 
 impl LeaseClock {
-    fn new(lease: Duration) -> Self {
-        let now = Instant::now();
+    /// A clock with no renewal yet, from `start` on (before any claim).
+    fn new(lease: Duration, start: Instant) -> Self {
         LeaseClock {
             lease,
             chain: Mutex::new(RenewalChain {
-                since: now,
-                until: now,
+                since: start,
+                until: start,
             }),
         }
     }
@@ -276,7 +276,7 @@ impl Worker {
         let runtime = tokio::runtime::Handle::current();
 
         let lease = Duration::from_secs(config.lease.as_secs().max(1));
-        let leases = Arc::new(LeaseClock::new(lease));
+        let leases = Arc::new(LeaseClock::new(lease, Instant::now()));
         let renew_asked = Arc::new(Notify::new());
         let (renewing, asked) = (Arc::clone(&leases), Arc::clone(&renew_asked));
         std::thread::Builder::new()
@@ -1199,4 +1199,76 @@ fn push_error(pack: &mut Pack, error: String) {
     }
     let excess = pack.errors.len().saturating_sub(5);
     pack.errors.drain(..excess);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CaChoice, DcvMethod, Hostname};
+
+    #[test]
+    fn a_lease_holds_for_its_claim_and_as_long_as_renewals_follow_each_other() {
+        let lease = Duration::from_secs(60);
+        let now = Instant::now();
+        let start = now.checked_sub(Duration::from_secs(300)).unwrap();
+        let leases = LeaseClock::new(lease, start);
+        let fresh = Hold::Leased(now);
+        let old = Hold::Leased(now - Duration::from_secs(59));
+        let lapsed = Hold::Leased(now - Duration::from_secs(61));
+        assert!(leases.holds(fresh) && leases.holds(old));
+        assert!(!leases.holds(lapsed), "no renewal: only the claim's own lease");
+        assert!(leases.holds(Hold::Unleased));
+
+        // A renewal covers every lease still running when it was asked for.
+        leases.renewed(now - Duration::from_secs(30));
+        assert!(leases.holds(Hold::Leased(now - Duration::from_secs(80))));
+        assert!(
+            !leases.holds(Hold::Leased(now - Duration::from_secs(95))),
+            "lapsed before the renewal"
+        );
+        // The next renewal, within the lease, carries the chain on.
+        leases.renewed(now - Duration::from_secs(5));
+        assert!(leases.holds(Hold::Leased(now - Duration::from_secs(80))));
+
+        // Renewals stopped for longer than a lease: the chain is broken, and a late
+        // renewal covers only leases running when it was asked for.
+        let stalled = LeaseClock::new(lease, start);
+        stalled.renewed(now - Duration::from_secs(200));
+        stalled.renewed(now - Duration::from_secs(10));
+        assert!(!stalled.holds(Hold::Leased(now - Duration::from_secs(190))));
+        assert!(stalled.holds(Hold::Leased(now - Duration::from_secs(65))));
+    }
+
+    #[test]
+    fn issuance_and_deployment_time_out_with_the_reason() {
+        let zone = ZoneId::parse("023e105f4ecef8ad9ca31a8372d0c353").unwrap();
+        let mut pack = Pack::order(
+            zone,
+            vec![Hostname::parse("example.com").unwrap()],
+            DcvMethod::Txt,
+            90,
+            CaChoice::LetsEncrypt,
+            false,
+            "x.dcv.test",
+            1_000,
+        );
+        assert!(!time_out_issuance(&mut pack, 86_400), "validation has its own");
+        assert!(to_issuance(&mut pack, 2_000, 86_400));
+        assert_eq!(pack.validation_deadline, 2_000 + 86_400);
+        assert!(time_out_issuance(&mut pack, 86_400));
+        assert_eq!(pack.state, PackState::IssuanceTimedOut);
+        assert!(
+            pack.errors
+                .last()
+                .is_some_and(|e| e.starts_with("issuance timed out: not done within 24 hours")),
+            "{:?}",
+            pack.errors
+        );
+        pack.state = PackState::PendingDeployment;
+        assert!(time_out_issuance(&mut pack, 90));
+        assert_eq!(pack.state, PackState::DeploymentTimedOut);
+        assert!(pack.errors.last().is_some_and(|e| e.contains("90 seconds")));
+        assert_eq!(human_duration(5_400), "90 minutes");
+        assert_eq!(human_duration(3_600), "1 hour");
+    }
 }

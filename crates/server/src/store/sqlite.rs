@@ -34,6 +34,11 @@ use std::sync::{Arc, Mutex};
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: &str = "1";
 
+/// Extends the live leases of one owner (?1) as of ?2 by ?3 seconds; found through the
+/// `packs_by_lease_owner` index.
+const RENEW_LEASES: &str = "UPDATE packs SET lease_until = ?2 + ?3 \
+                            WHERE lease_owner = ?1 AND lease_until > ?2";
+
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -558,10 +563,7 @@ impl SqliteStore {
     ) -> Result<u64, StoreError> {
         self.write(Touch::Nothing, |tx| {
             let renewed = tx
-                .prepare_cached(
-                    "UPDATE packs SET lease_until = ?2 + ?3 \
-                     WHERE lease_owner = ?1 AND lease_until > ?2",
-                )?
+                .prepare_cached(RENEW_LEASES)?
                 .execute(params![owner, wall_now, lease_secs])?;
             Ok(renewed as u64)
         })
@@ -1288,6 +1290,24 @@ mod tests {
         assert_eq!(claimable_at(1_090), 2);
         // worker-a's lease is worker-c's now: nothing of worker-a's to renew.
         assert_eq!(s.renew_leases("worker-a", 1_091, 60).unwrap(), 0);
+    }
+
+    #[test]
+    fn renewal_finds_the_owners_packs_through_the_lease_owner_index() {
+        let (_d, s) = store();
+        let plan = s
+            .with_conn(|conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {RENEW_LEASES}"))?;
+                let rows = stmt.query_map(params!["worker-a", 1_000, 60], |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter().any(|d| d.contains("packs_by_lease_owner")),
+            "{plan:?}"
+        );
     }
 
     #[test]
