@@ -295,8 +295,7 @@ mod tests {
 
     #[test]
     fn config_files_refuse_unknown_keys() {
-        let ok: ConfigFile =
-            toml::from_str(
+        let ok: ConfigFile = toml::from_str(
             "quota_advanced = 5\nrate_limit = \"off\"\nlease_secs = 3\nissuance_timeout_secs = 60",
         )
         .unwrap();

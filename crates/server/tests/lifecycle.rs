@@ -816,12 +816,18 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
     );
     // Validation passed at T0: issuance and deployment have until T0 + 1 h.
     assert_eq!(failing.validation_deadline, T0 + 3600);
-    assert_eq!(failing.hosts[0].check.next_due_at, T0 + 300, "retried in 5 min");
+    assert_eq!(
+        failing.hosts[0].check.next_due_at,
+        T0 + 300,
+        "retried in 5 min"
+    );
 
     // The last retry before the deadline fails too and is due again at the deadline.
     s.clock.set(T0 + 3500);
     let retried = s
-        .wait_for(&id, "a retry", |p| p.hosts[0].check.next_due_at == T0 + 3600)
+        .wait_for(&id, "a retry", |p| {
+            p.hosts[0].check.next_due_at == T0 + 3600
+        })
         .await;
     assert_eq!(retried.state, PackState::PendingDeployment);
     assert_eq!(hook_runs(&log).len(), 2);

@@ -966,11 +966,7 @@ impl Drop for Checking<'_> {
 }
 
 /// Asks the store thread to renew the worker's leases every `period` until `stop`.
-async fn ask_for_renewals(
-    renew_asked: Arc<Notify>,
-    period: Duration,
-    stop: CancellationToken,
-) {
+async fn ask_for_renewals(renew_asked: Arc<Notify>, period: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(period);
     // After a stall, renew once, not once per missed period.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1018,7 +1014,10 @@ async fn store_thread(
         };
         if renew {
             let at = Instant::now();
-            match store.renew_leases(&owner, SystemClock.now(), lease_secs).await {
+            match store
+                .renew_leases(&owner, SystemClock.now(), lease_secs)
+                .await
+            {
                 Ok(_) => leases.renewed(at),
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -1216,7 +1215,10 @@ mod tests {
         let old = Hold::Leased(now - Duration::from_secs(59));
         let lapsed = Hold::Leased(now - Duration::from_secs(61));
         assert!(leases.holds(fresh) && leases.holds(old));
-        assert!(!leases.holds(lapsed), "no renewal: only the claim's own lease");
+        assert!(
+            !leases.holds(lapsed),
+            "no renewal: only the claim's own lease"
+        );
         assert!(leases.holds(Hold::Unleased));
 
         // A renewal covers every lease still running when it was asked for.
@@ -1252,7 +1254,10 @@ mod tests {
             "x.dcv.test",
             1_000,
         );
-        assert!(!time_out_issuance(&mut pack, 86_400), "validation has its own");
+        assert!(
+            !time_out_issuance(&mut pack, 86_400),
+            "validation has its own"
+        );
         assert!(to_issuance(&mut pack, 2_000, 86_400));
         assert_eq!(pack.validation_deadline, 2_000 + 86_400);
         assert!(time_out_issuance(&mut pack, 86_400));

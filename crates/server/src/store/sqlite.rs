@@ -1298,9 +1298,8 @@ mod tests {
         let plan = s
             .with_conn(|conn| {
                 let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {RENEW_LEASES}"))?;
-                let rows = stmt.query_map(params!["worker-a", 1_000, 60], |r| {
-                    r.get::<_, String>(3)
-                })?;
+                let rows =
+                    stmt.query_map(params!["worker-a", 1_000, 60], |r| r.get::<_, String>(3))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .unwrap();
