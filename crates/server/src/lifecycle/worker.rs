@@ -141,8 +141,10 @@ enum Hold {
 
 /// Until when this worker's leases are known to hold, in the worker's monotonic time.
 ///
-/// A claim leases a pack for `lease` from when it is stored; the store thread asks at
-/// `claimed_at`, before that, so `claimed_at + lease` is a safe bound. Each renewal asked
+/// A claim leases a pack for at least `lease` from when the store thread runs it (the
+/// stored lease is a second longer, times being whole wall-clock seconds); the worker
+/// notes `claimed_at` before asking, so `claimed_at + lease` is a safe bound. Each
+/// renewal asked
 /// at `at` extends every lease of this worker still running then to `at + lease`. While
 /// renewals follow each other within a lease (a chain), every pack claimed since the
 /// chain began, or still leased when it began, is covered by the last one; when a renewal
