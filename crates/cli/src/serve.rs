@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// after this [default: 120].
     #[arg(long, env = "ZONECERT_LEASE")]
     lease: Option<u64>,
+    /// Seconds a validated pack may spend in issuance and deployment (failures retried
+    /// every 5 minutes) before it is `issuance_timed_out` or `deployment_timed_out`
+    /// [default: 86400].
+    #[arg(long, env = "ZONECERT_ISSUANCE_TIMEOUT")]
+    issuance_timeout: Option<u64>,
     /// Where certificates and keys are written [default: <data-dir>/certs].
     #[arg(long, env = "ZONECERT_DEPLOY_DIR")]
     deploy_dir: Option<PathBuf>,
@@ -136,6 +141,10 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(Config, SocketAddr)> {
     if let Some(secs) = args.lease.or(file.lease_secs) {
         anyhow::ensure!(secs > 0, "the lease must be at least 1 second");
         config.lease = std::time::Duration::from_secs(secs);
+    }
+    if let Some(secs) = args.issuance_timeout.or(file.issuance_timeout_secs) {
+        anyhow::ensure!(secs > 0, "the issuance timeout must be at least 1 second");
+        config.issuance_timeout = std::time::Duration::from_secs(secs);
     }
     config.deploy_dir = args.deploy_dir.clone().or(file.deploy_dir);
     config.deploy_hook = match &args.deploy_hook {

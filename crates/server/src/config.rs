@@ -51,6 +51,10 @@ pub struct Config {
     /// How long a worker owns a claimed pack before another server may take it over
     /// (a crashed server's claims run again after this).
     pub lease: Duration,
+    /// How long a validated pack may stay in `pending_issuance` and `pending_deployment`
+    /// (issuance and deployment failing and being retried) before it is
+    /// `issuance_timed_out` or `deployment_timed_out`, from where a PATCH restarts it.
+    pub issuance_timeout: Duration,
     /// Where certificates and keys are written; `<data_dir>/certs` by default.
     pub deploy_dir: Option<PathBuf>,
     /// A command run after each deployment (program and arguments, no shell).
@@ -83,6 +87,7 @@ impl Config {
             check_concurrency: 64,
             poll_interval: Duration::from_secs(10),
             lease: Duration::from_secs(120),
+            issuance_timeout: Duration::from_secs(24 * 3600),
             deploy_dir: None,
             deploy_hook: None,
             key_type: KeyType::EcdsaP256,
@@ -248,6 +253,8 @@ pub struct ConfigFile {
     pub poll_interval_secs: Option<u64>,
     /// Seconds a server owns a claimed pack.
     pub lease_secs: Option<u64>,
+    /// Seconds a validated pack may spend in issuance and deployment.
+    pub issuance_timeout_secs: Option<u64>,
     /// Deploy directory.
     pub deploy_dir: Option<PathBuf>,
     /// Deploy hook: program and arguments.
@@ -288,10 +295,13 @@ mod tests {
 
     #[test]
     fn config_files_refuse_unknown_keys() {
-        let ok: ConfigFile =
-            toml::from_str("quota_advanced = 5\nrate_limit = \"off\"\nlease_secs = 3").unwrap();
+        let ok: ConfigFile = toml::from_str(
+            "quota_advanced = 5\nrate_limit = \"off\"\nlease_secs = 3\nissuance_timeout_secs = 60",
+        )
+        .unwrap();
         assert_eq!(ok.quota_advanced, Some(5));
         assert_eq!(ok.lease_secs, Some(3));
+        assert_eq!(ok.issuance_timeout_secs, Some(60));
         assert!(toml::from_str::<ConfigFile>("quota = 5").is_err());
     }
 

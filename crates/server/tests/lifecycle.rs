@@ -694,3 +694,197 @@ async fn a_crashed_servers_claim_runs_again_when_its_lease_expires() {
     assert_eq!(p.hosts[0].check.verified, Some(false));
     s.shutdown().await;
 }
+
+/// A deploy hook (through `/bin/sh`) that appends the pack's id to `log`, then runs `then`.
+fn logging_hook(log: &Path, then: &str) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("echo \"$ZONECERT_PACK_ID\" >> '{}'; {then}", log.display()),
+    ]
+}
+
+fn hook_runs(log: &Path) -> Vec<String> {
+    let mut runs: Vec<String> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    runs.sort();
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_outlast_a_deployment_slower_than_the_lease_so_nothing_runs_twice() {
+    let dns = DnsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("hook.log");
+    let clock = ManualClock::new(T0);
+    // Each deployment takes twice the lease: without renewal the other server would
+    // take the pack over in the middle of it and issue and deploy it again.
+    let slow = |c: &mut Config| {
+        c.lease = Duration::from_secs(2);
+        c.deploy_hook = Some(logging_hook(&log, "sleep 4"));
+    };
+    let a = start_in(dir.path(), &dns, clock.clone(), slow).await;
+    let b = start_in(dir.path(), &dns, clock.clone(), slow).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        ids.push(
+            s.order(
+                &["example.com", &format!("h{i}.example.com")],
+                "txt",
+                90,
+                "google",
+            )
+            .await,
+        );
+    }
+    // Every pack's apex token shares one name: published together.
+    let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for id in &ids {
+        let p = a
+            .wait_for(id, "a first check", |p| {
+                p.hosts.iter().all(|h| h.check.attempts >= 1)
+            })
+            .await;
+        for (name, value) in txt_values(&p) {
+            by_name.entry(name).or_default().push(value);
+        }
+    }
+    for (name, values) in &by_name {
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        dns.set_txt(name, &refs);
+    }
+    a.verification(true).await;
+    for id in &ids {
+        a.wait_for(id, "active", |p| p.state == PackState::Active)
+            .await;
+    }
+    // A second deployment would have started while the first one slept: give its save
+    // time to land.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut expected: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    expected.sort();
+    assert_eq!(hook_runs(&log), expected, "one deployment per pack");
+    for id in &ids {
+        let p = a.pack(id).await;
+        assert_eq!(p.state, PackState::Active);
+        // The failed first check and the passing one, each by one server only.
+        assert!(p.hosts.iter().all(|h| h.check.attempts == 2), "{p:?}");
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        // The stored certificate is the one on disk: no second issuance replaced either.
+        assert_deployed(dir.path(), &p);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
+    let dns = DnsServer::start().await;
+    let hook_dir = tempfile::tempdir().unwrap();
+    let log = hook_dir.path().join("hook.log");
+    let fixed = hook_dir.path().join("fixed");
+    let s = start(&dns, |c| {
+        c.issuance_timeout = Duration::from_secs(3600);
+        c.deploy_hook = Some(logging_hook(
+            &log,
+            &format!(
+                "test -e '{}' || {{ echo 'the web server refused the certificate' >&2; exit 3; }}",
+                fixed.display()
+            ),
+        ));
+    })
+    .await;
+    let id = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
+    let p = s
+        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
+        .await;
+    publish_txt(&dns, &p);
+    s.verification(true).await;
+    let failing = s
+        .wait_for(&id, "a failed deployment", |p| !p.errors.is_empty())
+        .await;
+    assert_eq!(failing.state, PackState::PendingDeployment);
+    assert!(
+        failing.errors[0].contains("the web server refused the certificate"),
+        "{:?}",
+        failing.errors
+    );
+    // Validation passed at T0: issuance and deployment have until T0 + 1 h.
+    assert_eq!(failing.validation_deadline, T0 + 3600);
+    assert_eq!(
+        failing.hosts[0].check.next_due_at,
+        T0 + 300,
+        "retried in 5 min"
+    );
+
+    // The last retry before the deadline fails too and is due again at the deadline.
+    s.clock.set(T0 + 3500);
+    let retried = s
+        .wait_for(&id, "a retry", |p| {
+            p.hosts[0].check.next_due_at == T0 + 3600
+        })
+        .await;
+    assert_eq!(retried.state, PackState::PendingDeployment);
+    assert_eq!(hook_runs(&log).len(), 2);
+
+    s.clock.set(T0 + 3600);
+    let timed_out = s
+        .wait_for(&id, "the timeout", |p| {
+            p.state == PackState::DeploymentTimedOut
+        })
+        .await;
+    let reason = timed_out.errors.last().unwrap();
+    assert!(
+        reason.contains("deployment timed out") && reason.contains("1 hour"),
+        "{reason}"
+    );
+    assert_eq!(hook_runs(&log).len(), 2, "no deployment after the timeout");
+    let v = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/ssl/certificate_packs/{}", id.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(v["result"]["status"], "deployment_timed_out");
+    assert!(
+        v["result"]["validation_errors"]
+            .to_string()
+            .contains("deployment timed out"),
+        "{v}"
+    );
+    let items = s.verification(false).await;
+    assert_eq!(items[0]["certificate_status"], "timing_out");
+    // Nothing happens on its own any more.
+    s.clock.set(T0 + 2 * DAY);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.pack(&id).await.state, PackState::DeploymentTimedOut);
+
+    // The operator fixes the web server; PATCH restarts the pack with fresh tokens.
+    std::fs::write(&fixed, b"").unwrap();
+    let v = s
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/ssl/certificate_packs/{}", id.as_str()),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(v["result"]["status"], "pending_validation", "{v}");
+    let restarted = s.pack(&id).await;
+    assert!(restarted.errors.is_empty(), "{:?}", restarted.errors);
+    assert_ne!(txt_values(&restarted), txt_values(&p), "fresh tokens");
+    assert_eq!(restarted.validation_deadline, T0 + 2 * DAY + 7 * DAY);
+    publish_txt(&dns, &restarted);
+    s.verification(true).await;
+    let active = s
+        .wait_for(&id, "active", |p| p.state == PackState::Active)
+        .await;
+    assert!(active.errors.is_empty(), "{:?}", active.errors);
+    assert_deployed(&s.data, &active);
+    s.shutdown().await;
+}

@@ -398,7 +398,7 @@ pub(super) async fn get_pack(
 }
 
 /// `PATCH /zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}`: sets branding,
-/// and restarts validation of a pack in `validation_timed_out`.
+/// and restarts a pack in any `*_timed_out` state: validation again, with fresh tokens.
 pub(super) async fn edit_pack(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -417,11 +417,12 @@ pub(super) async fn edit_pack(
             pack.cloudflare_branding = b;
             pack.updated_at = now;
         }
-        if pack.state == PackState::ValidationTimedOut {
+        if pack.state.is_timed_out() {
             pack.restart_validation(&suffix, now);
         } else if branding.is_none() {
             return Err(ApiError::wrong_state(format!(
-                "only a pack in validation_timed_out can be restarted; this one is {}",
+                "only a timed-out pack (validation_timed_out, issuance_timed_out, \
+                 deployment_timed_out) can be restarted; this one is {}",
                 pack.state.as_str()
             )));
         }

@@ -16,7 +16,8 @@
 //!   CA) signs (validity from the order, `not_before` = now), the certificate is
 //!   stored, the chain and key are written to `<deploy_dir>/<pack>/` and the hook
 //!   runs. The key never enters the database. A failure is a pack error, retried after
-//!   five minutes.
+//!   five minutes, until `Config::issuance_timeout` (24 hours) after validation:
+//!   then the pack is `issuance_timed_out` or `deployment_timed_out` until a PATCH.
 //! - `active`: from the renewal window on, the hosts' records are checked again and a
 //!   new certificate issued and deployed (`active -> pending_deployment -> active`);
 //!   failures are pack errors, retried on the schedule until 24 hours before expiry.

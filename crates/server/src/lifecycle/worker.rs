@@ -6,6 +6,13 @@
 //! pack in a state the next claim resumes from; claims are leases, so a crashed
 //! server's packs are taken over when the lease runs out.
 //!
+//! Packs may wait in hand longer than a lease (for an issuance slot behind slow deploy
+//! hooks, say), so the store thread renews this worker's leases every third of a lease,
+//! and the worker fences itself: it starts no check, issuance or deployment for a pack
+//! whose lease may have run out ([`LeaseClock`]). When renewals fail (the store is
+//! unavailable), the packs in hand are dropped as their leases run out, and whoever
+//! claims them next resumes them from the store.
+//!
 //! Certificates come only through the [`Issuer`] seam: [`Issuer::finish`], after
 //! zonecert's own checks (DCV, CAA) passed. Today's only issuer, the built-in CA, trusts
 //! those checks, so its packs' records are minted locally when the pack is ordered
@@ -38,10 +45,10 @@ use crate::dcv::{CheckOutcome, DcvConfig, Validator};
 use crate::issuance::{BuiltinCa, HookCommand, IssueRequest, IssuedLeaf, Issuer, deploy};
 use crate::model::{DcvRecord, HostCheck, IssuedCertificate, Pack, PackId, PackState, ZoneId};
 use crate::store::{Claim, Store, StoreError};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +84,10 @@ const WRITE_BATCH: usize = 128;
 /// How long a failed issuance or deployment waits before it is tried again.
 const ISSUANCE_RETRY_SECS: i64 = 300;
 
+/// How many times per lease the store thread renews the worker's leases: a renewal can
+/// fail or be late once and the leases still hold.
+const RENEWALS_PER_LEASE: u32 = 3;
+
 /// The reason shown for e-mail validation, which no machine can check: an operator
 /// stands in for the recipient clicking the link.
 pub const EMAIL_REASON: &str =
@@ -110,7 +121,89 @@ pub struct Worker {
     issuing_while_checking: Semaphore,
     /// Packs whose hosts (or CAA) are being checked right now.
     checking: AtomicUsize,
+    /// How long a pack in this worker's hand stays leased to it.
+    leases: Arc<LeaseClock>,
+    /// Wakes the store thread to renew the leases (see `ask_for_renewals`).
+    renew_asked: Arc<Notify>,
+    /// How long a validated pack may spend in issuance and deployment.
+    issuance_timeout_secs: i64,
     store_ops: mpsc::UnboundedSender<StoreOp>,
+}
+
+/// How a task holds its pack.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// Claimed through a lease asked for at this instant.
+    Leased(Instant),
+    /// Not through a lease: the dev seed issues its pack before any worker runs.
+    Unleased,
+}
+
+/// Until when this worker's leases are known to hold, in the worker's monotonic time.
+///
+/// A claim leases a pack for at least `lease` from when the store thread runs it (the
+/// stored lease is a second longer, times being whole wall-clock seconds); the worker
+/// notes `claimed_at` before asking, so `claimed_at + lease` is a safe bound. Each
+/// renewal asked
+/// at `at` extends every lease of this worker still running then to `at + lease`. While
+/// renewals follow each other within a lease (a chain), every pack claimed since the
+/// chain began, or still leased when it began, is covered by the last one; when a renewal
+/// comes too late the chain breaks and older packs are only as good as their own claim.
+#[derive(Debug)]
+struct LeaseClock {
+    lease: Duration,
+    chain: Mutex<RenewalChain>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RenewalChain {
+    /// When the first renewal of the unbroken chain was asked for.
+    since: Instant,
+    /// What the last renewal guarantees.
+    until: Instant,
+}
+
+impl LeaseClock {
+    /// A clock with no renewal yet, from `start` on (before any claim).
+    fn new(lease: Duration, start: Instant) -> Self {
+        LeaseClock {
+            lease,
+            chain: Mutex::new(RenewalChain {
+                since: start,
+                until: start,
+            }),
+        }
+    }
+
+    fn chain(&self) -> std::sync::MutexGuard<'_, RenewalChain> {
+        // The chain is two instants, whole after every write: a panic elsewhere
+        // cannot leave it half-written.
+        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a successful renewal asked for at `at`.
+    fn renewed(&self, at: Instant) {
+        let mut chain = self.chain();
+        if at >= chain.until {
+            chain.since = at;
+        }
+        chain.until = chain.until.max(at + self.lease);
+    }
+
+    /// Whether work on a pack held by `hold` may still start: its lease surely holds.
+    fn holds(&self, hold: Hold) -> bool {
+        let Hold::Leased(claimed_at) = hold else {
+            return true;
+        };
+        let own = claimed_at + self.lease;
+        let chain = *self.chain();
+        let until = if own > chain.since {
+            own.max(chain.until)
+        } else {
+            own
+        };
+        Instant::now() < until
+    }
 }
 
 /// An operation handed to the worker's store thread, the only lifecycle thread that
@@ -184,7 +277,10 @@ impl Worker {
         // dropped.
         let runtime = tokio::runtime::Handle::current();
 
-        let lease_secs = config.lease.as_secs().max(1) as i64;
+        let lease = Duration::from_secs(config.lease.as_secs().max(1));
+        let leases = Arc::new(LeaseClock::new(lease, Instant::now()));
+        let renew_asked = Arc::new(Notify::new());
+        let (renewing, asked) = (Arc::clone(&leases), Arc::clone(&renew_asked));
         std::thread::Builder::new()
             .name("zonecert-lc-store".into())
             .spawn(move || {
@@ -194,7 +290,7 @@ impl Worker {
                 if let Err(e) = crate::sched::prefer_latency() {
                     tracing::warn!(reason = %e, "the lifecycle's store thread keeps its inherited priority");
                 }
-                runtime.block_on(store_thread(store, owner, lease_secs, queued));
+                runtime.block_on(store_thread(store, owner, renewing, asked, queued));
             })
             .map_err(LifecycleError::Runtime)?;
         Ok(Worker {
@@ -202,6 +298,11 @@ impl Worker {
             issuing: Semaphore::new(ISSUANCE_CONCURRENCY),
             issuing_while_checking: Semaphore::new(ISSUANCE_WHILE_CHECKING),
             checking: AtomicUsize::new(0),
+            leases,
+            renew_asked,
+            issuance_timeout_secs: i64::try_from(config.issuance_timeout.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1),
             config,
             clock,
             signals,
@@ -220,6 +321,14 @@ impl Worker {
     /// when woken (an order, `retry=true`, PATCH) or at each poll interval.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         self.signals.set_workers_running(true);
+        // Renewals go on until the packs in hand are finished, after `cancel`. A task of
+        // the runtime rather than a timer of the store thread: it ends with the runtime.
+        let renewing = CancellationToken::new();
+        let renewals = tokio::spawn(ask_for_renewals(
+            Arc::clone(&self.renew_asked),
+            self.leases.lease / RENEWALS_PER_LEASE,
+            renewing.clone(),
+        ));
         let mut in_flight = JoinSet::new();
         let mut claim_now = true;
         let mut more_due = false;
@@ -254,6 +363,8 @@ impl Worker {
                 tracing::error!(error = %e, "lifecycle task panicked");
             }
         }
+        renewing.cancel();
+        let _ = renewals.await;
         self.signals.set_workers_running(false);
     }
 
@@ -265,6 +376,8 @@ impl Worker {
             return true;
         }
         let limit = room.min(CLAIM_BATCH);
+        // Before the claim is sent: the leases it gets run from a later instant.
+        let hold = Hold::Leased(Instant::now());
         let (reply, claimed) = oneshot::channel();
         let asked = self.store_ops.send(StoreOp::Claim {
             now: self.clock.now(),
@@ -286,7 +399,7 @@ impl Worker {
         for (zone, id) in claimed {
             let me = Arc::clone(self);
             in_flight.spawn(async move {
-                if let Err(e) = me.step(&zone, &id).await {
+                if let Err(e) = me.step(&zone, &id, hold).await {
                     tracing::warn!(pack = %id.as_str(), error = %e, "lifecycle step failed");
                 }
                 me.release(id).await;
@@ -298,10 +411,13 @@ impl Worker {
         more
     }
 
-    async fn step(&self, zone: &ZoneId, id: &PackId) -> Result<(), StoreError> {
+    async fn step(&self, zone: &ZoneId, id: &PackId, hold: Hold) -> Result<(), StoreError> {
         let Some(pack) = self.read(zone, id).await? else {
             return Ok(());
         };
+        if !self.still_held(hold, &pack.id) {
+            return Ok(());
+        }
         let now = self.clock.now();
         match pack.state {
             PackState::PendingValidation if now >= pack.validation_deadline => {
@@ -315,9 +431,17 @@ impl Worker {
                 .await?;
                 Ok(())
             }
-            PackState::PendingValidation => self.validate(pack).await,
+            PackState::PendingValidation => self.validate(pack, hold).await,
+            PackState::PendingIssuance | PackState::PendingDeployment
+                if now >= pack.validation_deadline =>
+            {
+                let timeout = self.issuance_timeout_secs;
+                self.save_with(pack, |p| time_out_issuance(p, timeout))
+                    .await?;
+                Ok(())
+            }
             PackState::PendingIssuance | PackState::PendingDeployment => {
-                self.issue_and_deploy(pack).await
+                self.issue_and_deploy_held(pack, hold).await
             }
             PackState::Active => match pack.certificate.as_ref().map(|c| c.not_after) {
                 Some(not_after) if now >= not_after => {
@@ -331,7 +455,7 @@ impl Worker {
                     .await?;
                     Ok(())
                 }
-                _ => self.renew(pack).await,
+                _ => self.renew(pack, hold).await,
             },
             _ => Ok(()),
         }
@@ -340,7 +464,7 @@ impl Worker {
     /// Checks the due unverified hosts; when every host has validated and CAA allows the
     /// CA, moves on to issuance. The outcomes and the move to `pending_issuance` (or the
     /// CAA refusal) are one write.
-    async fn validate(&self, pack: Pack) -> Result<(), StoreError> {
+    async fn validate(&self, pack: Pack, hold: Hold) -> Result<(), StoreError> {
         let now = self.clock.now();
         let due: Vec<usize> = pack
             .hosts
@@ -359,18 +483,22 @@ impl Worker {
         let outcomes = if due.is_empty() {
             Vec::new()
         } else {
-            self.check_hosts(&pack, &due, false).await
+            self.check_hosts(&pack, &due, false, hold).await
         };
         let deadline = pack.validation_deadline;
         let mut preview = pack.clone();
         apply_outcomes(&mut preview, &outcomes, now, Some(deadline));
+        // The outcomes of the checks that ran are written whatever happens, but nothing
+        // more starts once the lease may have run out.
+        let held = self.still_held(hold, &pack.id);
         // CAA is asked only when these outcomes complete the validation.
-        let caa = if all_verified(&preview) {
+        let caa = if held && all_verified(&preview) {
             Some(self.caa_refusal(&preview).await)
         } else {
             None
         };
         drop(checking);
+        let issuance_timeout = self.issuance_timeout_secs;
         let Some(pack) = self
             .save_with(pack, |p| {
                 if p.state != PackState::PendingValidation {
@@ -386,7 +514,14 @@ impl Worker {
                 }
                 match &caa {
                     Some(Some(refusal)) => hold_for_caa(p, refusal.clone(), now),
-                    Some(None) => to_issuance(p, now),
+                    Some(None) => to_issuance(p, now, issuance_timeout),
+                    // Left for the next claim, due at once, to ask CAA.
+                    None if !held => {
+                        for h in &mut p.hosts {
+                            h.check.next_due_at = now;
+                        }
+                        true
+                    }
                     // Validated by a change made meanwhile, CAA not asked: below.
                     None => true,
                 }
@@ -395,10 +530,13 @@ impl Worker {
         else {
             return Ok(());
         };
+        if !held {
+            return Ok(());
+        }
         match pack.state {
-            PackState::PendingIssuance => self.issue_and_deploy(pack).await,
+            PackState::PendingIssuance => self.issue_and_deploy_held(pack, hold).await,
             PackState::PendingValidation if caa.is_none() && all_verified(&pack) => {
-                self.after_late_validation(pack, now).await
+                self.after_late_validation(pack, now, hold).await
             }
             _ => Ok(()),
         }
@@ -406,7 +544,16 @@ impl Worker {
 
     /// A pack found fully validated only when its outcomes were saved (a change made
     /// meanwhile validated the rest): CAA, then issuance, as separate writes.
-    async fn after_late_validation(&self, pack: Pack, now: i64) -> Result<(), StoreError> {
+    async fn after_late_validation(
+        &self,
+        pack: Pack,
+        now: i64,
+        hold: Hold,
+    ) -> Result<(), StoreError> {
+        if !self.still_held(hold, &pack.id) {
+            return Ok(());
+        }
+        let issuance_timeout = self.issuance_timeout_secs;
         match self.caa_refusal(&pack).await {
             Some(refusal) => {
                 self.save_with(pack, |p| {
@@ -422,11 +569,11 @@ impl Worker {
                     .save_with(pack, |p| {
                         p.state == PackState::PendingValidation
                             && all_verified(p)
-                            && to_issuance(p, now)
+                            && to_issuance(p, now, issuance_timeout)
                     })
                     .await?;
                 match saved {
-                    Some(pack) => self.issue_and_deploy(pack).await,
+                    Some(pack) => self.issue_and_deploy_held(pack, hold).await,
                     None => Ok(()),
                 }
             }
@@ -437,7 +584,7 @@ impl Worker {
     /// re-validates like Cloudflare does for its renewals), then a new certificate is
     /// issued and deployed. The pack stays `active` while this fails; failures are
     /// recorded and retried on the DCV schedule until 24 hours before expiry.
-    async fn renew(&self, pack: Pack) -> Result<(), StoreError> {
+    async fn renew(&self, pack: Pack, hold: Hold) -> Result<(), StoreError> {
         let now = self.clock.now();
         let (Some(starts), Some(gives_up), Some(not_after)) = (
             pack.renewal_starts_at(),
@@ -476,7 +623,8 @@ impl Worker {
             return Ok(());
         }
         let all: Vec<usize> = (0..pack.hosts.len()).collect();
-        let outcomes = self.check_hosts(&pack, &all, true).await;
+        let outcomes = self.check_hosts(&pack, &all, true, hold).await;
+        let held = self.still_held(hold, &pack.id);
         let failed: Vec<String> = outcomes
             .iter()
             .filter_map(|o| match &o.outcome {
@@ -487,7 +635,7 @@ impl Worker {
                 CheckOutcome::Passed => None,
             })
             .collect();
-        let refusal = if failed.is_empty() {
+        let refusal = if failed.is_empty() && held {
             self.caa_refusal(&pack).await
         } else {
             None
@@ -509,8 +657,8 @@ impl Worker {
         else {
             return Ok(());
         };
-        if failed.is_empty() && refusal.is_none() {
-            self.issue_and_deploy(pack).await?;
+        if failed.is_empty() && refusal.is_none() && held {
+            self.issue_and_deploy_held(pack, hold).await?;
         }
         Ok(())
     }
@@ -521,6 +669,12 @@ impl Worker {
     /// `<deploy_dir>/<pack>/privkey.pem`: if deployment fails, the next try issues a fresh
     /// certificate rather than storing the key.
     pub(crate) async fn issue_and_deploy(&self, pack: Pack) -> Result<(), StoreError> {
+        self.issue_and_deploy_held(pack, Hold::Unleased).await
+    }
+
+    /// [`Worker::issue_and_deploy`] of a pack held by `hold`: neither the issuance nor the
+    /// deployment starts once its lease may have run out (the wait for a slot can be long).
+    async fn issue_and_deploy_held(&self, pack: Pack, hold: Hold) -> Result<(), StoreError> {
         // The semaphores are never closed; without a permit this would only run unbounded.
         let _slot = self.issuing.acquire().await.ok();
         let _checks_first = if self.checking.load(Ordering::Relaxed) > 0 {
@@ -528,6 +682,9 @@ impl Worker {
         } else {
             None
         };
+        if !self.still_held(hold, &pack.id) {
+            return Ok(());
+        }
         let now = self.clock.now();
         let from = pack.state;
         let leaf = match self.issue(&pack, now).await {
@@ -538,6 +695,7 @@ impl Worker {
                 return Ok(());
             }
         };
+        let issuance_timeout = self.issuance_timeout_secs;
         let cert = IssuedCertificate {
             id: leaf.serial_hex.clone(),
             chain_pem: leaf.chain_pem.clone(),
@@ -552,6 +710,10 @@ impl Worker {
                 if p.state != from {
                     return false;
                 }
+                if from == PackState::Active {
+                    // A renewal: its deployment gets a deadline of its own.
+                    p.validation_deadline = now.saturating_add(issuance_timeout);
+                }
                 p.state = PackState::PendingDeployment;
                 p.certificate = Some(cert.clone());
                 true
@@ -560,6 +722,10 @@ impl Worker {
         else {
             return Ok(());
         };
+        if !self.still_held(hold, &pack.id) {
+            // The next claim issues afresh: the key of this certificate is not kept.
+            return Ok(());
+        }
         let hook = self.hook.as_ref();
         let id = pack.id.as_str().to_owned();
         match deploy(&self.config.deploy_dir(), pack.id.as_str(), &leaf, hook).await {
@@ -612,8 +778,9 @@ impl Worker {
             .map_err(|e| e.to_string())
     }
 
-    /// Records a failed issuance or deployment and makes the pack due again later. A
-    /// failed renewal's pack (still `active`) keeps its current certificate.
+    /// Records a failed issuance or deployment and makes the pack due again later, at the
+    /// stage's deadline at the latest (where it times out). A failed renewal's pack (still
+    /// `active`) keeps its current certificate.
     async fn retry_later(
         &self,
         pack: Pack,
@@ -627,8 +794,12 @@ impl Worker {
                 return false;
             }
             push_error(p, error.clone());
+            let mut retry_at = now + ISSUANCE_RETRY_SECS;
+            if p.state != PackState::Active {
+                retry_at = retry_at.min(p.validation_deadline);
+            }
             for h in &mut p.hosts {
-                h.check.next_due_at = now + ISSUANCE_RETRY_SECS;
+                h.check.next_due_at = retry_at;
             }
             true
         })
@@ -673,6 +844,7 @@ impl Worker {
         pack: &Pack,
         indexes: &[usize],
         renewing: bool,
+        hold: Hold,
     ) -> Vec<HostOutcome> {
         let mut checks = JoinSet::new();
         let shared = self.validator.sharing_answers();
@@ -683,8 +855,13 @@ impl Worker {
             let record = host.record.clone();
             let validator = shared.clone();
             let bound = Arc::clone(&self.checks);
+            let leases = Arc::clone(&self.leases);
             checks.spawn(async move {
                 let _permit = bound.acquire_owned().await.ok();
+                // The wait for a permit can be long: no check once the lease may be gone.
+                if !leases.holds(hold) {
+                    return None;
+                }
                 let outcome = match &record {
                     DcvRecord::Txt { name, value } => validator.check_txt(name, value).await,
                     DcvRecord::Http { url, body } => validator.check_http(url, body).await,
@@ -692,21 +869,34 @@ impl Worker {
                     DcvRecord::Email { .. } if renewing => CheckOutcome::Passed,
                     DcvRecord::Email { .. } => CheckOutcome::Failed(EMAIL_REASON.into()),
                 };
-                HostOutcome {
+                Some(HostOutcome {
                     index,
                     record,
                     outcome,
-                }
+                })
             });
         }
         let mut out = Vec::new();
         while let Some(joined) = checks.join_next().await {
             match joined {
-                Ok(o) => out.push(o),
+                Ok(Some(o)) => out.push(o),
+                Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "DCV check task failed"),
             }
         }
         out
+    }
+
+    /// Whether work on the pack may still start; says so when it may not.
+    fn still_held(&self, hold: Hold, id: &PackId) -> bool {
+        let held = self.leases.holds(hold);
+        if !held {
+            tracing::warn!(
+                pack = %id.as_str(),
+                "lifecycle: the lease may have run out (not renewed in time); leaving the pack to the next claim"
+            );
+        }
+        held
     }
 
     /// Applies `change` to the pack and saves it. On a concurrent change the pack is
@@ -785,21 +975,67 @@ impl Drop for Checking<'_> {
     }
 }
 
+/// Asks the store thread to renew the worker's leases every `period` until `stop`.
+async fn ask_for_renewals(renew_asked: Arc<Notify>, period: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(period);
+    // After a stall, renew once, not once per missed period.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => renew_asked.notify_one(),
+        }
+    }
+}
+
 fn store_thread_gone() -> StoreError {
     StoreError::Backend("the lifecycle's store thread has stopped".into())
 }
 
 /// The worker's store thread: takes up to [`WRITE_BATCH`] queued operations at a time,
 /// answers the reads, commits the writes in one transaction, then claims (so leases given
-/// up in this batch can be claimed again). Runs until every sender is gone.
+/// up in this batch can be claimed again). A renewal of the worker's leases, when
+/// `renew_asked`, runs before the next batch. Runs until every sender is gone.
 async fn store_thread(
     store: Store,
     owner: String,
-    lease_secs: i64,
+    leases: Arc<LeaseClock>,
+    renew_asked: Arc<Notify>,
     mut queued: mpsc::UnboundedReceiver<StoreOp>,
 ) {
+    // Leases are stored in whole seconds of the wall clock, whose second may be about to
+    // end: one second more keeps every lease at least `lease` long, as `LeaseClock`
+    // counts it.
+    let lease_secs = i64::try_from(leases.lease.as_secs())
+        .unwrap_or(i64::MAX / 2)
+        .saturating_add(1);
     let mut ops = Vec::with_capacity(WRITE_BATCH);
-    while queued.recv_many(&mut ops, WRITE_BATCH).await > 0 {
+    loop {
+        // A renewal goes before the queued operations, however many there are.
+        let renew = tokio::select! {
+            biased;
+            _ = renew_asked.notified() => true,
+            taken = queued.recv_many(&mut ops, WRITE_BATCH) => {
+                if taken == 0 {
+                    break;
+                }
+                false
+            }
+        };
+        if renew {
+            let at = Instant::now();
+            match store
+                .renew_leases(&owner, SystemClock.now(), lease_secs)
+                .await
+            {
+                Ok(_) => leases.renewed(at),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "lifecycle: renewing leases failed; packs in hand are dropped when their leases may have run out"
+                ),
+            }
+            continue;
+        }
         let mut packs = Vec::new();
         let mut saved_replies = Vec::new();
         let mut releases = Vec::new();
@@ -860,14 +1096,49 @@ async fn store_thread(
     }
 }
 
+/// Ends a pack's issuance or deployment that ran past its deadline: it is
+/// `issuance_timed_out` or `deployment_timed_out`, with why, until a PATCH restarts it.
+fn time_out_issuance(pack: &mut Pack, timeout_secs: i64) -> bool {
+    let (state, stage) = match pack.state {
+        PackState::PendingIssuance => (PackState::IssuanceTimedOut, "issuance"),
+        PackState::PendingDeployment => (PackState::DeploymentTimedOut, "deployment"),
+        _ => return false,
+    };
+    pack.state = state;
+    push_error(
+        pack,
+        format!(
+            "{stage} timed out: not done within {} (failures were retried every {} \
+             minutes); PATCH the pack to restart it with fresh tokens",
+            human_duration(timeout_secs),
+            ISSUANCE_RETRY_SECS / 60
+        ),
+    );
+    true
+}
+
+/// `24 hours`, `90 minutes`, `45 seconds`: the largest whole unit.
+fn human_duration(secs: i64) -> String {
+    let (n, unit) = if secs % 3600 == 0 {
+        (secs / 3600, "hour")
+    } else if secs % 60 == 0 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} {unit}{plural}")
+}
+
 fn all_verified(pack: &Pack) -> bool {
     pack.hosts.iter().all(|h| h.check.verified == Some(true))
 }
 
 /// Moves a validated pack on to issuance, due at once: if this server dies before issuing,
-/// the next claim resumes there.
-fn to_issuance(pack: &mut Pack, now: i64) -> bool {
+/// the next claim resumes there. Issuance and deployment have `timeout_secs` from now.
+fn to_issuance(pack: &mut Pack, now: i64, timeout_secs: i64) -> bool {
     pack.state = PackState::PendingIssuance;
+    pack.validation_deadline = now.saturating_add(timeout_secs);
     pack.errors.clear();
     for h in &mut pack.hosts {
         h.check.next_due_at = now;
@@ -937,4 +1208,82 @@ fn push_error(pack: &mut Pack, error: String) {
     }
     let excess = pack.errors.len().saturating_sub(5);
     pack.errors.drain(..excess);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CaChoice, DcvMethod, Hostname};
+
+    #[test]
+    fn a_lease_holds_for_its_claim_and_as_long_as_renewals_follow_each_other() {
+        let lease = Duration::from_secs(60);
+        let now = Instant::now();
+        let start = now.checked_sub(Duration::from_secs(300)).unwrap();
+        let leases = LeaseClock::new(lease, start);
+        let fresh = Hold::Leased(now);
+        let old = Hold::Leased(now - Duration::from_secs(59));
+        let lapsed = Hold::Leased(now - Duration::from_secs(61));
+        assert!(leases.holds(fresh) && leases.holds(old));
+        assert!(
+            !leases.holds(lapsed),
+            "no renewal: only the claim's own lease"
+        );
+        assert!(leases.holds(Hold::Unleased));
+
+        // A renewal covers every lease still running when it was asked for.
+        leases.renewed(now - Duration::from_secs(30));
+        assert!(leases.holds(Hold::Leased(now - Duration::from_secs(80))));
+        assert!(
+            !leases.holds(Hold::Leased(now - Duration::from_secs(95))),
+            "lapsed before the renewal"
+        );
+        // The next renewal, within the lease, carries the chain on.
+        leases.renewed(now - Duration::from_secs(5));
+        assert!(leases.holds(Hold::Leased(now - Duration::from_secs(80))));
+
+        // Renewals stopped for longer than a lease: the chain is broken, and a late
+        // renewal covers only leases running when it was asked for.
+        let stalled = LeaseClock::new(lease, start);
+        stalled.renewed(now - Duration::from_secs(200));
+        stalled.renewed(now - Duration::from_secs(10));
+        assert!(!stalled.holds(Hold::Leased(now - Duration::from_secs(190))));
+        assert!(stalled.holds(Hold::Leased(now - Duration::from_secs(65))));
+    }
+
+    #[test]
+    fn issuance_and_deployment_time_out_with_the_reason() {
+        let zone = ZoneId::parse("023e105f4ecef8ad9ca31a8372d0c353").unwrap();
+        let mut pack = Pack::order(
+            zone,
+            vec![Hostname::parse("example.com").unwrap()],
+            DcvMethod::Txt,
+            90,
+            CaChoice::LetsEncrypt,
+            false,
+            "x.dcv.test",
+            1_000,
+        );
+        assert!(
+            !time_out_issuance(&mut pack, 86_400),
+            "validation has its own"
+        );
+        assert!(to_issuance(&mut pack, 2_000, 86_400));
+        assert_eq!(pack.validation_deadline, 2_000 + 86_400);
+        assert!(time_out_issuance(&mut pack, 86_400));
+        assert_eq!(pack.state, PackState::IssuanceTimedOut);
+        assert!(
+            pack.errors
+                .last()
+                .is_some_and(|e| e.starts_with("issuance timed out: not done within 24 hours")),
+            "{:?}",
+            pack.errors
+        );
+        pack.state = PackState::PendingDeployment;
+        assert!(time_out_issuance(&mut pack, 90));
+        assert_eq!(pack.state, PackState::DeploymentTimedOut);
+        assert!(pack.errors.last().is_some_and(|e| e.contains("90 seconds")));
+        assert_eq!(human_duration(5_400), "90 minutes");
+        assert_eq!(human_duration(3_600), "1 hour");
+    }
 }

@@ -348,7 +348,9 @@ pub struct Pack {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
-    /// Unix seconds after which validation times out (the CA's token lifetime).
+    /// Unix seconds after which the pack's current stage times out: validation (the CA's
+    /// token lifetime from the order or restart), then issuance and deployment together
+    /// (`Config::issuance_timeout` from validation, or from a renewal's issuance).
     pub validation_deadline: i64,
     /// The issued certificate, once there is one.
     pub certificate: Option<IssuedCertificate>,

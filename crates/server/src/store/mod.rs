@@ -315,6 +315,21 @@ impl Store {
         }
     }
 
+    /// Extends every lease `owner` holds that has not run out as of `wall_now` (wall-clock
+    /// Unix seconds) to `wall_now + lease_secs`, in one statement; returns how many. A
+    /// lease that already ran out is left alone: another server may have claimed the
+    /// pack, and `owner` must treat it as lost.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        wall_now: i64,
+        lease_secs: i64,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.renew_leases(owner, wall_now, lease_secs),
+        }
+    }
+
     /// Writes a batch of lifecycle changes in one transaction: each pack of `updates` as
     /// [`Store::update_pack`] would (bumping its `version`), then gives up `owner`'s leases
     /// on `releases`. Returns one outcome per update, in order: a conflict or a pack

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS packs (
     errors              TEXT NOT NULL,      -- JSON array of strings
     created_at          INTEGER NOT NULL,
     updated_at          INTEGER NOT NULL,
+    -- When the pack's current stage times out: validation (the CA's token lifetime),
+    -- then issuance and deployment together (the configured issuance timeout).
     validation_deadline INTEGER NOT NULL,
     cert_id             TEXT,
     cert_chain_pem      TEXT,
@@ -56,6 +58,10 @@ CREATE TABLE IF NOT EXISTS packs (
     lease_until         INTEGER
 );
 CREATE INDEX IF NOT EXISTS packs_by_zone ON packs(zone_id, seq);
+-- A worker renews its leases with one UPDATE by owner: this finds the packs in hand
+-- without scanning every pack (most packs are not leased, so the index stays small).
+CREATE INDEX IF NOT EXISTS packs_by_lease_owner ON packs(lease_owner)
+    WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS pack_hosts (
     pack_id         TEXT NOT NULL REFERENCES packs(id) ON DELETE CASCADE,

@@ -34,6 +34,11 @@ use std::sync::{Arc, Mutex};
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: &str = "1";
 
+/// Extends the live leases of one owner (?1) as of ?2 by ?3 seconds; found through the
+/// `packs_by_lease_owner` index.
+const RENEW_LEASES: &str = "UPDATE packs SET lease_until = ?2 + ?3 \
+                            WHERE lease_owner = ?1 AND lease_until > ?2";
+
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -559,6 +564,20 @@ impl SqliteStore {
                 [id.as_str(), owner],
             )?;
             Ok(())
+        })
+    }
+
+    pub(super) fn renew_leases(
+        &self,
+        owner: &str,
+        wall_now: i64,
+        lease_secs: i64,
+    ) -> Result<u64, StoreError> {
+        self.write(Touch::Nothing, |tx| {
+            let renewed = tx
+                .prepare_cached(RENEW_LEASES)?
+                .execute(params![owner, wall_now, lease_secs])?;
+            Ok(renewed as u64)
         })
     }
 
@@ -1251,6 +1270,64 @@ mod tests {
         let mut later = claim(1_000, 10);
         later.wall_now = 1_061;
         assert_eq!(s.claim_due(&later).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn renewal_extends_only_the_owners_live_leases() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        let (mine, lapsed, theirs) = (pack(&z), pack(&z), pack(&z));
+        for p in [&mine, &lapsed, &theirs] {
+            s.insert_pack(p, 10).unwrap();
+        }
+        // worker-a holds `mine` until 1_060 and `lapsed` until 1_010; worker-b `theirs`.
+        let claim_one = |owner, wall_now, lease_secs| {
+            s.claim_due(&Claim {
+                owner,
+                now: 1_000,
+                wall_now,
+                lease_secs,
+                limit: 1,
+            })
+            .unwrap()
+        };
+        assert_eq!(claim_one("worker-a", 1_000, 60).len(), 1);
+        assert_eq!(claim_one("worker-a", 1_000, 10).len(), 1);
+        assert_eq!(claim_one("worker-b", 1_000, 60).len(), 1);
+
+        // At 1_030 only worker-a's live lease is extended, to 1_090.
+        assert_eq!(s.renew_leases("worker-a", 1_030, 60).unwrap(), 1);
+        let claimable_at = |wall_now| {
+            let mut c = claim(1_000, 10);
+            c.owner = "worker-c";
+            c.wall_now = wall_now;
+            s.claim_due(&c).unwrap().len()
+        };
+        // worker-c (leases of 60 s) gets the lapsed one at 1_030, worker-b's at 1_070 and
+        // worker-a's only at 1_090 (with the lapsed one again).
+        assert_eq!(claimable_at(1_030), 1);
+        assert_eq!(claimable_at(1_070), 1);
+        assert_eq!(claimable_at(1_089), 0);
+        assert_eq!(claimable_at(1_090), 2);
+        // worker-a's lease is worker-c's now: nothing of worker-a's to renew.
+        assert_eq!(s.renew_leases("worker-a", 1_091, 60).unwrap(), 0);
+    }
+
+    #[test]
+    fn renewal_finds_the_owners_packs_through_the_lease_owner_index() {
+        let (_d, s) = store();
+        let plan = s
+            .with_conn(|conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {RENEW_LEASES}"))?;
+                let rows =
+                    stmt.query_map(params!["worker-a", 1_000, 60], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter().any(|d| d.contains("packs_by_lease_owner")),
+            "{plan:?}"
+        );
     }
 
     #[test]
