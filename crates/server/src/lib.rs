@@ -113,9 +113,10 @@ impl App {
         std::thread::Builder::new()
             .name("zonecert-lifecycle".into())
             .spawn(move || {
-                // This thread runs the workers' claim loop; the runtime's own threads
-                // lower themselves as they start.
-                sched::lower_priority();
+                // The runtime's own threads lower themselves as they start; this one, which
+                // runs the workers' claim loop, once the worker has started its store
+                // thread, which must not inherit the lower priority (raising it back
+                // takes a privilege).
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .thread_name("zonecert-lifecycle")
                     .on_thread_start(sched::lower_priority)
@@ -132,6 +133,7 @@ impl App {
                     // Built inside this runtime: the validator's resolver belongs to it.
                     match lifecycle::Worker::new(store, config, clock, thread_signals) {
                         Ok(worker) => {
+                            sched::lower_priority();
                             let _ = ready_tx.send(Ok(()));
                             Arc::new(worker).run(stop).await;
                         }

@@ -138,25 +138,21 @@ mod tests {
     }
 
     #[test]
-    fn lifecycle_threads_are_lowered_and_latency_threads_keep_normal_priority() {
+    fn lifecycle_threads_are_lowered_and_latency_threads_get_a_short_slice() {
         std::thread::spawn(|| {
             lower_priority();
-            let (nice, _) = own_sched();
-            assert_eq!(nice, LIFECYCLE_NICE);
-            // A thread started by a lowered one inherits nice 10; asking for latency
-            // brings it back to normal priority.
-            std::thread::spawn(|| {
-                assert_eq!(own_sched().0, LIFECYCLE_NICE);
-                prefer_latency().unwrap();
-                let (nice, slice) = own_sched();
-                assert_eq!(nice, 0);
-                // Kernels before 6.12 ignore the slice asked for.
-                if kernel_at_least(6, 12) {
-                    assert_eq!(slice, SHORT_SLICE_NANOS);
-                }
-            })
-            .join()
-            .unwrap();
+            assert_eq!(own_sched().0, LIFECYCLE_NICE);
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(|| {
+            prefer_latency().unwrap();
+            let (nice, slice) = own_sched();
+            assert_eq!(nice, 0);
+            // Kernels before 6.12 ignore the slice asked for.
+            if kernel_at_least(6, 12) {
+                assert_eq!(slice, SHORT_SLICE_NANOS);
+            }
         })
         .join()
         .unwrap();

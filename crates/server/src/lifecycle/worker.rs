@@ -284,9 +284,10 @@ impl Worker {
         std::thread::Builder::new()
             .name("zonecert-lc-store".into())
             .spawn(move || {
-                // Normal priority and a short slice, not the lifecycle's nice 10 that this
-                // thread would inherit: request threads wait for it through SQLite's
-                // in-process locks (see `crate::sched`).
+                // Normal priority and a short slice, not the lifecycle's nice 10: request
+                // threads wait for it through SQLite's in-process locks (see
+                // `crate::sched`). Started before the thread that starts it lowers itself
+                // (`App::start_lifecycle`): raising a nice value takes a privilege.
                 if let Err(e) = crate::sched::prefer_latency() {
                     tracing::warn!(reason = %e, "the lifecycle's store thread keeps its inherited priority");
                 }
