@@ -592,6 +592,18 @@ async fn email_validation_waits_for_an_operator() {
     s.shutdown().await;
 }
 
+/// Orders `n` packs (`example.com` and `h<i>.example.com`, TXT), alternately through
+/// each of two servers on one database.
+async fn order_on_both(a: &Server, b: &Server, n: usize) -> Vec<PackId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let s = if i % 2 == 0 { a } else { b };
+        let hosts = ["example.com", &format!("h{i}.example.com")];
+        ids.push(s.order(&hosts, "txt", 90, "google").await);
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_database_never_run_the_same_check_twice() {
     let dns = DnsServer::start().await;
@@ -599,19 +611,7 @@ async fn two_servers_on_one_database_never_run_the_same_check_twice() {
     let clock = ManualClock::new(T0);
     let a = start_in(dir.path(), &dns, clock.clone(), |_| {}).await;
     let b = start_in(dir.path(), &dns, clock.clone(), |_| {}).await;
-    let mut ids = Vec::new();
-    for i in 0..24 {
-        let s = if i % 2 == 0 { &a } else { &b };
-        ids.push(
-            s.order(
-                &["example.com", &format!("h{i}.example.com")],
-                "txt",
-                90,
-                "google",
-            )
-            .await,
-        );
-    }
+    let ids = order_on_both(&a, &b, 24).await;
     for id in &ids {
         a.wait_for(id, "a first check", |p| p.hosts[0].check.attempts >= 1)
             .await;
@@ -729,19 +729,7 @@ async fn leases_outlast_a_deployment_slower_than_the_lease_so_nothing_runs_twice
     };
     let a = start_in(dir.path(), &dns, clock.clone(), slow).await;
     let b = start_in(dir.path(), &dns, clock.clone(), slow).await;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        let s = if i % 2 == 0 { &a } else { &b };
-        ids.push(
-            s.order(
-                &["example.com", &format!("h{i}.example.com")],
-                "txt",
-                90,
-                "google",
-            )
-            .await,
-        );
-    }
+    let ids = order_on_both(&a, &b, 6).await;
     // Every pack's apex token shares one name: published together.
     let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for id in &ids {
