@@ -107,14 +107,6 @@ struct Entries {
     zones_weight: usize,
 }
 
-/// Entries taken out of the cache under its lock, to be dropped after it.
-#[derive(Default)]
-struct Forgotten {
-    zones: Vec<Arc<ZoneView>>,
-    tokens: HashMap<[u8; 32], Arc<Token>>,
-    users: HashMap<String, Arc<User>>,
-}
-
 /// The cache; one per open store.
 #[derive(Debug)]
 pub(super) struct ReadCache {
@@ -145,10 +137,18 @@ impl Default for ReadCache {
 
 impl Entries {
     /// Removes a zone's view, returned so the caller can drop it after the lock.
-    fn forget_zone(&mut self, id: &ZoneId) -> Option<Arc<ZoneView>> {
-        let old = self.zones.remove(&zone_key(id))?;
+    fn take_zone(&mut self, key: &ZoneKey) -> Option<Arc<ZoneView>> {
+        let old = self.zones.remove(key)?;
         self.zones_weight = self.zones_weight.saturating_sub(old.weight());
         Some(old)
+    }
+
+    /// Puts a zone's view in, returning the one it replaces.
+    fn put_zone(&mut self, key: ZoneKey, view: Arc<ZoneView>) -> Option<Arc<ZoneView>> {
+        let old = self.take_zone(&key);
+        self.zones_weight += view.weight();
+        self.zones.insert(key, view);
+        old
     }
 }
 
@@ -161,6 +161,16 @@ impl ReadCache {
 
     fn write(&self) -> RwLockWriteGuard<'_, Entries> {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the entries under the write lock and moves the epoch on (so fills that
+    /// started before are dropped). What `change` returns (entries taken out) is dropped
+    /// by the caller after the lock is released: freeing many views takes long enough to
+    /// hold up every request waiting on the lock.
+    fn changing<T>(&self, change: impl FnOnce(&mut Entries) -> T) -> T {
+        let mut entries = self.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        change(&mut entries)
     }
 
     fn epoch(&self) -> u64 {
@@ -253,38 +263,22 @@ impl ReadCache {
             let Some(victim) = entries.zones.keys().next().copied() else {
                 break;
             };
-            if let Some(old) = entries.zones.remove(&victim) {
-                entries.zones_weight = entries.zones_weight.saturating_sub(old.weight());
-            }
+            entries.take_zone(&victim);
         }
-        entries.zones_weight += weight;
-        if let Some(old) = entries.zones.insert(zone_key(&view.zone.id), view) {
-            entries.zones_weight = entries.zones_weight.saturating_sub(old.weight());
-        }
+        entries.put_zone(zone_key(&view.zone.id), view);
     }
 
     /// Forgets what a write of this process touched, or brings it up to date. Called
     /// after it committed, before the next write of this process can start.
     fn invalidate(&self, touch: Touch<'_>) {
-        // What is forgotten is dropped after the lock is released (see `clear`).
-        let mut forgotten = Forgotten::default();
-        {
-            let mut entries = match touch {
-                Touch::Nothing => return,
-                Touch::Packs(packs) => return self.replace_packs(packs),
-                _ => self.write(),
-            };
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            match touch {
-                Touch::Nothing | Touch::Packs(_) => {}
-                Touch::Zone(id) => forgotten.zones.extend(entries.forget_zone(id)),
-                Touch::Credentials => {
-                    forgotten.tokens = std::mem::take(&mut entries.tokens);
-                    forgotten.users = std::mem::take(&mut entries.users);
-                }
-            }
+        match touch {
+            Touch::Nothing => {}
+            Touch::Zone(id) => drop(self.changing(|e| e.take_zone(&zone_key(id)))),
+            Touch::Packs(packs) => self.replace_packs(packs),
+            Touch::Credentials => drop(
+                self.changing(|e| (std::mem::take(&mut e.tokens), std::mem::take(&mut e.users))),
+            ),
         }
-        drop(forgotten);
     }
 
     /// Puts written packs into the cached views of their zones. The new views are built
@@ -320,38 +314,25 @@ impl ReadCache {
             let new = complete.then(|| Arc::new(ZoneView::new(old.zone.clone(), packs)));
             updated.push((key, old, new));
         }
-        let mut forgotten = Forgotten::default();
-        {
-            let mut entries = self.write();
-            self.epoch.fetch_add(1, Ordering::AcqRel);
+        let replaced = self.changing(|entries| {
+            let mut replaced = Vec::with_capacity(updated.len());
             for (key, old, new) in updated {
-                let current = entries.zones.remove(&key);
-                if let Some(current) = &current {
-                    entries.zones_weight = entries.zones_weight.saturating_sub(current.weight());
-                }
-                match (current, new) {
+                match (entries.take_zone(&key), new) {
                     (Some(current), Some(new)) if Arc::ptr_eq(&current, &old) => {
-                        entries.zones_weight += new.weight();
-                        entries.zones.insert(key, new);
-                        forgotten.zones.push(current);
+                        entries.put_zone(key, new);
+                        replaced.push(current);
                     }
-                    (current, _) => forgotten.zones.extend(current),
+                    (current, _) => replaced.extend(current),
                 }
             }
-        }
-        drop(forgotten);
+            replaced
+        });
+        drop(replaced);
     }
 
     /// Forgets everything: another process changed the database.
     fn clear(&self) {
-        let old = {
-            let mut entries = self.write();
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            std::mem::take(&mut *entries)
-        };
-        // Dropped after the lock is released: freeing thousands of views takes long
-        // enough to hold up every request waiting on it.
-        drop(old);
+        drop(self.changing(std::mem::take));
     }
 }
 

@@ -345,13 +345,6 @@ impl Store {
         }
     }
 
-    /// Gives up `owner`'s lease on a pack (a no-op if it holds none).
-    pub async fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.release(owner, id),
-        }
-    }
-
     /// Deletes a pack; `false` when there was none.
     pub async fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
         match self {

@@ -556,17 +556,6 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn release(&self, owner: &str, id: &PackId) -> Result<(), StoreError> {
-        self.write(Touch::Nothing, |tx| {
-            tx.execute(
-                "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND lease_owner = ?2",
-                [id.as_str(), owner],
-            )?;
-            Ok(())
-        })
-    }
-
     pub(super) fn renew_leases(
         &self,
         owner: &str,
