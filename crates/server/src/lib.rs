@@ -170,6 +170,21 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = http::router(self.state.clone());
+        // The read cache starts empty; warm it beside the serving (half its budget, the
+        // rest for what requests ask), so the zones' first requests after a restart do
+        // not all go to the database while the lifecycle catches up on its backlog.
+        let warming = self.state.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match warming.warm_cache(0.5) {
+                Ok(zones) => tracing::info!(
+                    zones,
+                    millis = started.elapsed().as_millis() as u64,
+                    "read cache warmed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "warming the read cache failed"),
+            }
+        });
         // The lifecycle starts beside the API, not before it: setting the workers up
         // (the CA, the resolvers) took about 200 ms in the lifecycle benchmark, and the
         // first requests waited that long in the listen queue.

@@ -12,7 +12,12 @@
 //!   counter ([`super::wal_watch`]) is not the one the cache knows. Writes of this
 //!   process tell the cache the counter they leave behind;
 //! - a read that raced with a write does not enter the cache: fills carry the epoch
-//!   they started in, and every invalidation moves the epoch on.
+//!   they started in, every invalidation moves the epoch on, and the cache remembers at
+//!   which epoch each zone last changed. A fill is dropped only when what it read
+//!   changed after it started: its zone, the credentials, or everything (another
+//!   process wrote). With one epoch for everything, every lifecycle commit (one every
+//!   few milliseconds while it works) dropped every fill in flight, and the zones it
+//!   was filling stayed cold.
 //!
 //! Misses are not cached (a flood of bad tokens must not grow memory), and the zones'
 //! part has a size budget: past it, arbitrary entries are evicted.
@@ -99,12 +104,25 @@ fn zone_key(id: &ZoneId) -> ZoneKey {
     key
 }
 
+/// How many zones' change epochs are remembered; past it they are forgotten at once and
+/// [`Entries::zones_floor`] moves up instead (a fill older than that is dropped). About
+/// 40 bytes each.
+const CHANGED_ZONES_KEPT: usize = 16_384;
+
 #[derive(Debug, Default)]
 struct Entries {
     tokens: HashMap<[u8; 32], Arc<Token>>,
     users: HashMap<String, Arc<User>>,
     zones: HashMap<ZoneKey, Arc<ZoneView>>,
     zones_weight: usize,
+    /// The epoch at which each zone changed last, for the zones changed since
+    /// `zones_floor`.
+    zone_changed: HashMap<ZoneKey, u64>,
+    /// Every zone may have changed at this epoch (the cache was emptied, or
+    /// `zone_changed` overflowed): fills that started before it are dropped.
+    zones_floor: u64,
+    /// The epoch at which users or tokens changed last.
+    credentials_changed: u64,
 }
 
 /// The cache; one per open store.
@@ -150,6 +168,20 @@ impl Entries {
         self.zones.insert(key, view);
         old
     }
+
+    /// Notes that the zone changed at `epoch`.
+    fn zone_changed(&mut self, key: ZoneKey, epoch: u64) {
+        if self.zone_changed.len() >= CHANGED_ZONES_KEPT {
+            self.zone_changed.clear();
+            self.zones_floor = epoch;
+        }
+        self.zone_changed.insert(key, epoch);
+    }
+
+    /// Whether a fill of the zone that started at `epoch` read what is current.
+    fn zone_unchanged_since(&self, key: &ZoneKey, epoch: u64) -> bool {
+        epoch >= self.zones_floor && self.zone_changed.get(key).is_none_or(|&at| at <= epoch)
+    }
 }
 
 impl ReadCache {
@@ -163,32 +195,68 @@ impl ReadCache {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the entries under the write lock and moves the epoch on (so fills that
-    /// started before are dropped). What `change` returns (entries taken out) is dropped
-    /// by the caller after the lock is released: freeing many views takes long enough to
-    /// hold up every request waiting on the lock.
-    fn changing<T>(&self, change: impl FnOnce(&mut Entries) -> T) -> T {
+    /// Changes the entries under the write lock and moves the epoch on; `change` gets
+    /// the new epoch, to note what changed at it (so fills that started before and read
+    /// it are dropped). What `change` returns (entries taken out) is dropped by the
+    /// caller after the lock is released: freeing many views takes long enough to hold
+    /// up every request waiting on the lock.
+    fn changing<T>(&self, change: impl FnOnce(&mut Entries, u64) -> T) -> T {
         let mut entries = self.write();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        change(&mut entries)
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        change(&mut entries, epoch)
     }
 
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Before a read that may use the cache, given the database's commit counter now:
-    /// empties the cache if the database moved on without it (another process wrote),
-    /// and returns the epoch to pass to the `put_*` calls of a fill that starts now.
-    pub(super) fn epoch_at(&self, counter: u32) -> u64 {
-        let counter = u64::from(counter);
-        if self.known.load(Ordering::Acquire) != counter
-            && self.committing.load(Ordering::Acquire) != counter
+    /// Before a read that may use the cache: reads the database's commit counter with
+    /// `read_counter`, empties the cache if the database moved on without it (another
+    /// process wrote), and returns the epoch to pass to the `put_*` calls of a fill that
+    /// starts now; `None` when the counter cannot be read (then read past the cache).
+    ///
+    /// A write of this process may commit while the counter is read: the value read is
+    /// then older than the one the write leaves in `known`. Every value `known` held
+    /// from before the read to after it is one this process accounted for (its own
+    /// commits, or one whose write emptied the cache), so any of them is current enough;
+    /// comparing with `known` after the read alone took such a value for another
+    /// process's commit and emptied the whole cache, twice (once for the old value, once
+    /// for the new), every second or so under the lifecycle's writes.
+    pub(super) fn epoch_with(&self, read_counter: impl FnOnce() -> Option<u32>) -> Option<u64> {
+        let known_before = self.known.load(Ordering::Acquire);
+        let committing_before = self.committing.load(Ordering::Acquire);
+        let counter = u64::from(read_counter()?);
+        let known_after = self.known.load(Ordering::Acquire);
+        let accounted = |known_after: u64| {
+            if known_before == UNKNOWN || known_after == UNKNOWN {
+                return counter == known_after;
+            }
+            // Counters are u32 and wrap: how far `known` moved, and where the value read
+            // falls from its start.
+            let moved = (known_after as u32).wrapping_sub(known_before as u32);
+            (counter as u32).wrapping_sub(known_before as u32) <= moved
+        };
+        if !accounted(known_after)
+            && counter != committing_before
+            && counter != self.committing.load(Ordering::Acquire)
         {
             self.clear();
-            self.known.store(counter, Ordering::Release);
+            // If `known` moved meanwhile, the value read may already be old: know
+            // nothing, and let the next read take the counter as it is then.
+            let trusted = if known_after == known_before {
+                counter
+            } else {
+                UNKNOWN
+            };
+            self.known.store(trusted, Ordering::Release);
         }
-        self.epoch()
+        Some(self.epoch())
+    }
+
+    /// [`Self::epoch_with`] a counter read already.
+    #[cfg(test)]
+    fn epoch_at(&self, counter: u32) -> u64 {
+        self.epoch_with(|| Some(counter)).unwrap_or(u64::MAX)
     }
 
     /// Before a write of this process commits, with what [`Self::committed`] will be
@@ -238,14 +306,14 @@ impl ReadCache {
 
     pub(super) fn put_token(&self, epoch: u64, token: Arc<Token>) {
         let mut entries = self.write();
-        if self.epoch() == epoch {
+        if epoch >= entries.credentials_changed {
             entries.tokens.insert(token.secret_hash, token);
         }
     }
 
     pub(super) fn put_user(&self, epoch: u64, user: Arc<User>) {
         let mut entries = self.write();
-        if self.epoch() == epoch {
+        if epoch >= entries.credentials_changed {
             entries.users.insert(user.email.clone(), user);
         }
     }
@@ -255,17 +323,51 @@ impl ReadCache {
         if weight > ZONES_BUDGET / 16 {
             return; // one huge zone would evict everything else
         }
+        let key = zone_key(&view.zone.id);
         let mut entries = self.write();
-        if self.epoch() != epoch {
+        if !entries.zone_unchanged_since(&key, epoch) {
             return;
         }
+        let mut evicted = Vec::new();
         while entries.zones_weight + weight > ZONES_BUDGET {
             let Some(victim) = entries.zones.keys().next().copied() else {
                 break;
             };
-            entries.take_zone(&victim);
+            evicted.extend(entries.take_zone(&victim));
         }
-        entries.put_zone(zone_key(&view.zone.id), view);
+        evicted.extend(entries.put_zone(key, view));
+        drop(entries);
+    }
+
+    /// Warming: puts in the views read at `epoch` that are not cached yet, as long as the
+    /// zones' part stays within `share` of its budget; evicts nothing. Returns how many
+    /// it put in, and `false` once that share is reached (the rest is left to the
+    /// requests).
+    pub(super) fn warm_zones(
+        &self,
+        epoch: u64,
+        views: Vec<Arc<ZoneView>>,
+        share: f64,
+    ) -> (usize, bool) {
+        let up_to = (ZONES_BUDGET as f64 * share.clamp(0.0, 1.0)) as usize;
+        let mut entries = self.write();
+        let mut put = 0;
+        for view in views {
+            let key = zone_key(&view.zone.id);
+            if entries.zones.contains_key(&key) || !entries.zone_unchanged_since(&key, epoch) {
+                continue;
+            }
+            let weight = view.weight();
+            if weight > ZONES_BUDGET / 16 {
+                continue;
+            }
+            if entries.zones_weight + weight > up_to {
+                return (put, false);
+            }
+            entries.put_zone(key, view);
+            put += 1;
+        }
+        (put, true)
     }
 
     /// Forgets what a write of this process touched, or brings it up to date. Called
@@ -273,11 +375,16 @@ impl ReadCache {
     fn invalidate(&self, touch: Touch<'_>) {
         match touch {
             Touch::Nothing => {}
-            Touch::Zone(id) => drop(self.changing(|e| e.take_zone(&zone_key(id)))),
+            Touch::Zone(id) => drop(self.changing(|e, epoch| {
+                let key = zone_key(id);
+                e.zone_changed(key, epoch);
+                e.take_zone(&key)
+            })),
             Touch::Packs(packs) => self.replace_packs(packs),
-            Touch::Credentials => drop(
-                self.changing(|e| (std::mem::take(&mut e.tokens), std::mem::take(&mut e.users))),
-            ),
+            Touch::Credentials => drop(self.changing(|e, epoch| {
+                e.credentials_changed = epoch;
+                (std::mem::take(&mut e.tokens), std::mem::take(&mut e.users))
+            })),
         }
     }
 
@@ -301,8 +408,12 @@ impl ReadCache {
                 .collect()
         };
         let mut updated = Vec::with_capacity(seen.len());
+        let mut uncached = Vec::new();
         for (key, old) in seen {
-            let Some(old) = old else { continue };
+            let Some(old) = old else {
+                uncached.push(key);
+                continue;
+            };
             let mut packs = old.packs.clone();
             let mut complete = true;
             for written in by_zone.remove(&key).unwrap_or_default() {
@@ -314,9 +425,15 @@ impl ReadCache {
             let new = complete.then(|| Arc::new(ZoneView::new(old.zone.clone(), packs)));
             updated.push((key, old, new));
         }
-        let replaced = self.changing(|entries| {
+        let replaced = self.changing(|entries, epoch| {
             let mut replaced = Vec::with_capacity(updated.len());
+            for key in uncached {
+                entries.zone_changed(key, epoch);
+                // A fill put in since the look above may hold what this batch replaced.
+                replaced.extend(entries.take_zone(&key));
+            }
             for (key, old, new) in updated {
+                entries.zone_changed(key, epoch);
                 match (entries.take_zone(&key), new) {
                     (Some(current), Some(new)) if Arc::ptr_eq(&current, &old) => {
                         entries.put_zone(key, new);
@@ -332,7 +449,16 @@ impl ReadCache {
 
     /// Forgets everything: another process changed the database.
     fn clear(&self) {
-        drop(self.changing(std::mem::take));
+        drop(self.changing(|entries, epoch| {
+            std::mem::replace(
+                entries,
+                Entries {
+                    zones_floor: epoch,
+                    credentials_changed: epoch,
+                    ..Entries::default()
+                },
+            )
+        }));
     }
 }
 
@@ -356,16 +482,65 @@ mod tests {
     const B: &str = "023e105f4ecef8ad9ca31a8372d0c354";
 
     #[test]
-    fn a_fill_that_raced_with_a_write_is_dropped() {
+    fn a_fill_is_dropped_only_when_what_it_read_changed_meanwhile() {
+        let (a, b) = (ZoneId::parse(A).unwrap(), ZoneId::parse(B).unwrap());
         let cache = ReadCache::default();
         let epoch = cache.epoch_at(7);
-        // A write to another zone lands while the fill reads: the fill may hold data
-        // from before it, so it must not enter.
-        cache.committed(Some(7), true, Touch::Zone(&ZoneId::parse(B).unwrap()));
+        // Writes to B land while fills of A and B read: B's fill may hold data from
+        // before them and must not enter; A's read nothing they changed.
+        cache.committed(Some(7), true, Touch::Zone(&b));
+        cache.committed(Some(8), true, Touch::Packs(Vec::new()));
+        cache.put_zone(epoch, view(A));
+        cache.put_zone(epoch, view(B));
+        assert!(cache.zone(&a).is_some());
+        assert!(cache.zone(&b).is_none());
+        // A fill that starts after the write enters.
+        cache.put_zone(cache.epoch_at(9), view(B));
+        assert!(cache.zone(&b).is_some());
+        // Another process wrote: every fill that started before is dropped, and so is
+        // a warming's.
+        let before = cache.epoch_at(9);
+        cache.epoch_at(10);
+        cache.put_zone(before, view(A));
+        cache.warm_zones(before, vec![view(B)], 1.0);
+        assert!(cache.zone(&a).is_none() && cache.zone(&b).is_none());
+    }
+
+    #[test]
+    fn a_lifecycle_write_drops_a_racing_fill_of_its_zone_even_when_uncached() {
+        let cache = ReadCache::default();
+        let epoch = cache.epoch_at(3);
+        let pack = Pack::order(
+            ZoneId::parse(A).unwrap(),
+            vec![Hostname::parse("example.com").unwrap()],
+            crate::model::DcvMethod::Txt,
+            90,
+            crate::model::CaChoice::LetsEncrypt,
+            false,
+            "x.dcv.test",
+            100,
+        );
+        cache.committed(Some(3), true, Touch::Packs(vec![pack]));
         cache.put_zone(epoch, view(A));
         assert!(cache.zone(&ZoneId::parse(A).unwrap()).is_none());
-        cache.put_zone(cache.epoch_at(8), view(A));
+    }
+
+    #[test]
+    fn warming_fills_up_to_its_share_without_evicting() {
+        let cache = ReadCache::default();
+        let epoch = cache.epoch_at(1);
+        cache.put_zone(epoch, view(A));
+        let one = view(A).weight();
+        let share = (one as f64 * 1.5) / ZONES_BUDGET as f64;
+        // A is cached already: warming keeps it and has room for nothing more.
+        assert_eq!(
+            cache.warm_zones(epoch, vec![view(A), view(B)], share),
+            (0, false)
+        );
         assert!(cache.zone(&ZoneId::parse(A).unwrap()).is_some());
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_none());
+        assert_eq!(cache.warm_zones(epoch, vec![view(B)], 1.0), (1, true));
+        assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_some());
     }
 
     #[test]
@@ -389,6 +564,33 @@ mod tests {
         cache.put_zone(cache.epoch_at(3), view(B));
         cache.committed(Some(4), true, Touch::Nothing);
         assert!(cache.zone(&ZoneId::parse(B).unwrap()).is_none());
+    }
+
+    #[test]
+    fn an_own_commit_landing_while_the_counter_is_read_keeps_the_cache() {
+        let cache = ReadCache::default();
+        cache.put_zone(cache.epoch_at(5), view(A));
+        cache.put_zone(cache.epoch_at(5), view(B));
+        let b = ZoneId::parse(B).unwrap();
+        // The read took the counter (5), then this process's write committed (6)
+        // before the read compared it: 5 is old, not another process's.
+        let epoch = cache.epoch_with(|| {
+            cache.committing(Some(5), true);
+            cache.committed(Some(5), true, Touch::Zone(&ZoneId::parse(A).unwrap()));
+            Some(5)
+        });
+        assert!(epoch.is_some());
+        assert!(cache.zone(&b).is_some());
+        // And the next read, which sees 6, keeps it too.
+        cache.epoch_at(6);
+        assert!(cache.zone(&b).is_some());
+        // Another process's commit read in the same situation still empties it.
+        cache.epoch_with(|| {
+            cache.committing(Some(6), true);
+            cache.committed(Some(6), true, Touch::Nothing);
+            Some(9)
+        });
+        assert!(cache.zone(&b).is_none());
     }
 
     #[test]

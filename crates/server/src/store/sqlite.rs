@@ -39,6 +39,14 @@ const SCHEMA_VERSION: &str = "1";
 const RENEW_LEASES: &str = "UPDATE packs SET lease_until = ?2 + ?3 \
                             WHERE lease_owner = ?1 AND lease_until > ?2";
 
+/// Zones per read transaction when warming the cache: short transactions, so the
+/// requests and writes that interleave with warming wait little for the CPU and locks.
+const WARM_CHUNK: i64 = 32;
+
+/// Counts this database's write transactions that changed rows (see
+/// [`SqliteStore::write_then`]).
+const BUMP_WRITES: &str = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'writes'";
+
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -112,6 +120,10 @@ impl SqliteStore {
                 )));
             }
         }
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('writes', '0')",
+            [],
+        )?;
         tx.commit()?;
         let watch = match WalWatch::open(path) {
             Ok(watch) => Some(watch),
@@ -177,6 +189,13 @@ impl SqliteStore {
         let changes = tx.total_changes();
         let mut out = f(&tx)?;
         let wrote = tx.total_changes() != changes;
+        if wrote {
+            // Statements can change rows without changing a page: SQLite skips writing
+            // a row whose new content equals the old (a lease renewed within the second
+            // it was taken), and then the commit leaves the counter where it was. The
+            // cache counts on one step per write that changed rows, so make it one.
+            tx.prepare_cached(BUMP_WRITES)?.execute([])?;
+        }
         self.inner.cache.committing(before, wrote);
         if let Err(e) = tx.commit() {
             self.inner.cache.commit_failed();
@@ -193,8 +212,8 @@ impl SqliteStore {
     /// if another process committed since the last look), or `None` when the commit
     /// counter cannot be read: then the read goes past the cache.
     pub(super) fn cache_epoch(&self) -> Option<u64> {
-        let counter = self.inner.watch.as_ref()?.counter()?;
-        Some(self.inner.cache.epoch_at(counter))
+        let watch = self.inner.watch.as_ref()?;
+        self.inner.cache.epoch_with(|| watch.counter())
     }
 
     // ---- zones ----
@@ -497,6 +516,62 @@ impl SqliteStore {
             },
             |epoch, view| self.inner.cache.put_zone(epoch, view),
         )
+    }
+
+    /// Reads zones' views into the read cache, [`WARM_CHUNK`] zones per read
+    /// transaction, until it holds `share` of its budget or every zone; returns how many
+    /// views it put in. Runs on a connection of its own, closed at the end (a thread's
+    /// connection would keep its page cache for good).
+    pub(super) fn warm_cache(&self, share: f64) -> Result<usize, StoreError> {
+        let conn = connect(&self.inner.path)?;
+        let mut after = String::new();
+        let mut warmed = 0;
+        loop {
+            let Some(epoch) = self.cache_epoch() else {
+                return Ok(warmed);
+            };
+            let views = read_snapshot(&conn, |tx| {
+                let zones = tx
+                    .prepare_cached(
+                        "SELECT id, name, created_at FROM zones WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    )?
+                    .query_map(params![after, WARM_CHUNK], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (Some(first), Some(last)) = (zones.first(), zones.last()) else {
+                    return Ok(Vec::new());
+                };
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+                     JOIN pack_hosts h ON h.pack_id = p.id \
+                     WHERE p.zone_id BETWEEN ?1 AND ?2 ORDER BY p.zone_id, p.seq, h.position"
+                ))?;
+                let mut packs = read_packs(stmt.query([&first.0, &last.0])?)?
+                    .into_iter()
+                    .peekable();
+                let mut views = Vec::with_capacity(zones.len());
+                for parts in zones {
+                    let zone = zone_from_parts(parts)?;
+                    let mut own = Vec::new();
+                    while let Some(pack) = packs.next_if(|p| p.zone_id == zone.id) {
+                        own.push(pack);
+                    }
+                    views.push(Arc::new(ZoneView::new(zone, own)));
+                }
+                Ok(views)
+            })?;
+            let Some(last) = views.last() else {
+                return Ok(warmed);
+            };
+            after = last.zone.id.as_str().to_owned();
+            let read = views.len();
+            let (put, room) = self.inner.cache.warm_zones(epoch, views, share);
+            warmed += put;
+            if !room || read < WARM_CHUNK as usize {
+                return Ok(warmed);
+            }
+        }
     }
 
     pub(super) fn packs_of_zone(&self, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
@@ -1392,6 +1467,51 @@ mod tests {
             cached.rendered.get().is_none(),
             "rendered again from the new packs"
         );
+    }
+
+    #[test]
+    fn a_write_that_changes_rows_to_what_they_were_keeps_the_cache() {
+        let (_d, s) = store();
+        let z = zone(&s);
+        s.insert_pack(&pack(&z), 10).unwrap();
+        assert_eq!(s.claim_due(&claim(10_000, 10)).unwrap().len(), 1);
+        s.zone_with_packs(s.cache_epoch(), &z.id).unwrap().unwrap();
+        assert!(s.inner.cache.zone(&z.id).is_some());
+        // Renewed in the second the claim was taken: the same lease, rows "changed".
+        assert_eq!(s.renew_leases("worker-a", 1_000, 60).unwrap(), 1);
+        s.cache_epoch();
+        assert!(s.inner.cache.zone(&z.id).is_some(), "the cache was emptied");
+    }
+
+    #[test]
+    fn warming_reads_every_zone_view_as_a_request_would() {
+        let (_d, s) = store();
+        // More zones than one chunk, some without packs, some with two.
+        let mut zones = Vec::new();
+        for i in 0..(WARM_CHUNK * 2 + 5) {
+            let z = Zone {
+                id: ZoneId::generate(),
+                name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
+                created_at: 1,
+            };
+            s.insert_zone(&z).unwrap();
+            for _ in 0..(i % 3) {
+                s.insert_pack(&pack(&z), 10).unwrap();
+            }
+            zones.push(z);
+        }
+        assert_eq!(s.warm_cache(1.0).unwrap(), zones.len());
+        for z in &zones {
+            let cached = s.inner.cache.zone(&z.id).expect("warmed");
+            let read = s.zone_with_packs(None, &z.id).unwrap().unwrap();
+            assert_eq!((&cached.zone, &cached.packs), (&read.zone, &read.packs));
+        }
+        // A share too small for one view warms nothing and says so.
+        let (_d2, t) = store();
+        let z = zone(&t);
+        t.insert_pack(&pack(&z), 10).unwrap();
+        assert_eq!(t.warm_cache(0.0).unwrap(), 0);
+        assert!(t.inner.cache.zone(&z.id).is_none());
     }
 
     #[test]
