@@ -7,15 +7,21 @@
 //! CPU, and lifecycle work should still make progress under a full request load.
 //!
 //! Two levers, both per thread on Linux:
-//! - The lifecycle's threads run at nice 10: a smaller share of the CPU than requests
-//!   under load, but a share.
-//! - Latency-sensitive threads ask for a short time slice (`sched_runtime` of
-//!   `sched_setattr`, honoured for normal threads since Linux 6.12). The scheduler
-//!   (EEVDF) otherwise lets a running thread finish its slice (1.4 ms or more) before a
-//!   thread that just woke up, whatever their nice values; a thread with a shorter
-//!   slice than the running one preempts it on wake-up. Request threads ask for it, and
-//!   so does the lifecycle's store thread: request threads wait for it through SQLite's
-//!   in-process locks, and it must not queue behind lifecycle work while they do.
+//! - Background threads (the lifecycle's, the store's checkpointer) run at nice 10: a
+//!   smaller share of the CPU than requests under load, but a share.
+//! - Request threads ask for a short time slice (`sched_runtime` of `sched_setattr`,
+//!   honoured for normal threads since Linux 6.12). The scheduler (EEVDF) otherwise
+//!   lets a running thread finish its slice (1.4 ms or more) before a thread that just
+//!   woke up, whatever their nice values; a thread with a shorter slice than the
+//!   running one preempts it on wake-up.
+//!
+//! Between the two, the lifecycle's store thread runs at normal priority with the
+//! default slice ([`normal_priority`]): above the lifecycle's other threads, which wait
+//! for it (and request writes wait for the store's writer connection it holds), but
+//! behind a request thread that wakes up while it works through a batch. With the
+//! short slice it had before, a request that arrived during one of its batches (1-5 ms
+//! of SQLite work) waited for the batch about as often as not: at equal slices the
+//! scheduler has no reason to prefer the request.
 //!
 //! The project's only `unsafe` code is here: one system call that no safe wrapper among
 //! the workspace's dependencies offers.
@@ -42,16 +48,24 @@ pub fn prefer_latency() -> Result<(), SchedError> {
     set_own_attr(0, SHORT_SLICE_NANOS)
 }
 
-/// Lowers the calling thread to the lifecycle's priority (nice 10, the default slice):
-/// for every lifecycle thread but the store thread. Where this is refused (a sandbox)
-/// or not supported, the lifecycle runs at normal priority and this says so once.
+/// Gives the calling thread normal priority and the default time slice: for the
+/// lifecycle's store thread (see the module's text), which would otherwise inherit the
+/// short slice of the request thread that starts the lifecycle.
+pub fn normal_priority() -> Result<(), SchedError> {
+    set_own_attr(0, 0)
+}
+
+/// Lowers the calling thread to the background priority (nice 10, the default slice):
+/// for every lifecycle thread but the store thread, and the store's checkpointer.
+/// Where this is refused (a sandbox) or not supported, the thread runs at normal
+/// priority and this says so once.
 pub fn lower_priority() {
     static WARNED: std::sync::Once = std::sync::Once::new();
     if let Err(why) = set_own_attr(LIFECYCLE_NICE, 0) {
         WARNED.call_once(|| {
             tracing::warn!(
                 reason = %why,
-                "lifecycle threads run at normal priority: requests may wait behind lifecycle work"
+                "background threads run at normal priority: requests may wait behind lifecycle work"
             );
         });
     }
@@ -146,6 +160,13 @@ mod tests {
         .join()
         .unwrap();
         std::thread::spawn(|| {
+            prefer_latency().unwrap();
+            normal_priority().unwrap();
+            let (nice, slice) = own_sched();
+            assert_eq!(nice, 0);
+            if kernel_at_least(6, 12) {
+                assert_ne!(slice, SHORT_SLICE_NANOS, "the default slice is back");
+            }
             prefer_latency().unwrap();
             let (nice, slice) = own_sched();
             assert_eq!(nice, 0);

@@ -284,11 +284,11 @@ impl Worker {
         std::thread::Builder::new()
             .name("zonecert-lc-store".into())
             .spawn(move || {
-                // Normal priority and a short slice, not the lifecycle's nice 10: request
-                // threads wait for it through SQLite's in-process locks (see
-                // `crate::sched`). Started before the thread that starts it lowers itself
-                // (`App::start_lifecycle`): raising a nice value takes a privilege.
-                if let Err(e) = crate::sched::prefer_latency() {
+                // Normal priority, not the lifecycle's nice 10: request threads wait for
+                // it through SQLite's in-process locks and the store's writer connection
+                // (see `crate::sched`). Started before the thread that starts it lowers
+                // itself (`App::start_lifecycle`): raising a nice value takes a privilege.
+                if let Err(e) = crate::sched::normal_priority() {
                     tracing::warn!(reason = %e, "the lifecycle's store thread keeps its inherited priority");
                 }
                 runtime.block_on(store_thread(store, owner, renewing, asked, queued));

@@ -16,6 +16,7 @@
 //! it.
 
 use super::cache::{ReadCache, Touch, ZoneView};
+use super::checkpointer::{self, Checkpointer};
 use super::wal_watch::WalWatch;
 use super::{Claim, PackFilter, Page, StoreError};
 use crate::model::{
@@ -76,6 +77,9 @@ struct Inner {
     /// `None` when the database is not in WAL mode (a file system without shared
     /// memory): then reads go past the cache.
     watch: Option<WalWatch>,
+    /// Runs the WAL's checkpoints off the writer (`None` without `watch`: the writer
+    /// then checkpoints as SQLite does by default).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -132,6 +136,16 @@ impl SqliteStore {
                 None
             }
         };
+        let checkpointer = match watch {
+            Some(_) => {
+                writer.execute_batch(&format!(
+                    "PRAGMA wal_autocheckpoint = {};",
+                    checkpointer::BACKSTOP_PAGES
+                ))?;
+                Some(Checkpointer::start(path)?)
+            }
+            None => None,
+        };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
@@ -139,6 +153,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 cache: ReadCache::default(),
                 watch,
+                checkpointer,
             }),
         })
     }
@@ -185,7 +200,8 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Inside the write transaction no other connection can commit: the counter read
         // here is the one this commit moves on from.
-        let before = self.inner.watch.as_ref().and_then(WalWatch::counter);
+        let wal = self.inner.watch.as_ref().and_then(WalWatch::state);
+        let before = wal.map(|w| w.counter);
         let changes = tx.total_changes();
         let mut out = f(&tx)?;
         let wrote = tx.total_changes() != changes;
@@ -205,6 +221,11 @@ impl SqliteStore {
         // overtake this one's.
         let touch = touched(&mut out);
         self.inner.cache.committed(before, wrote, touch);
+        if let (Some(wal), Some(checkpointer)) = (wal, &self.inner.checkpointer)
+            && wal.frames_to_checkpoint >= checkpointer::CHECKPOINT_FRAMES
+        {
+            checkpointer.ask();
+        }
         Ok(out)
     }
 
@@ -746,7 +767,7 @@ impl SqliteStore {
     }
 }
 
-fn connect(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)
         .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -1481,6 +1502,31 @@ mod tests {
         assert_eq!(s.renew_leases("worker-a", 1_000, 60).unwrap(), 1);
         s.cache_epoch();
         assert!(s.inner.cache.zone(&z.id).is_some(), "the cache was emptied");
+    }
+
+    #[test]
+    fn the_checkpointer_keeps_the_wal_short() {
+        let (_d, s) = store();
+        let watch = s.inner.watch.as_ref().unwrap();
+        // Each zone is a commit of its own, of at least one frame.
+        for i in 0..(checkpointer::CHECKPOINT_FRAMES + 200) {
+            s.insert_zone(&Zone {
+                id: ZoneId::generate(),
+                name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
+                created_at: 1,
+            })
+            .unwrap();
+        }
+        // The writer's own checkpoint is only a backstop far above this: without the
+        // checkpointer, these frames would stay.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while watch.state().unwrap().frames_to_checkpoint >= checkpointer::CHECKPOINT_FRAMES {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint in 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -19,6 +19,11 @@ const HEADER: usize = 48;
 const CHANGE_COUNTER: usize = 8;
 /// Offset of `isInit` (u8, non-zero once the header is valid) in a copy.
 const IS_INIT: usize = 12;
+/// Offset of `mxFrame` (u32: frames in the WAL) in a copy.
+const MAX_FRAME: usize = 16;
+/// Offset of `nBackfill` (u32: frames already copied into the database by checkpoints),
+/// the first field of the checkpoint information after the two copies.
+const BACKFILLED: usize = 2 * HEADER;
 
 /// An open `-shm` file of one database.
 #[derive(Debug)]
@@ -41,17 +46,41 @@ impl WalWatch {
     /// The commit counter, or `None` when no consistent header could be read (a commit
     /// was writing it each time, or the file cannot be read).
     pub(super) fn counter(&self) -> Option<u32> {
-        let mut both = [0u8; 2 * HEADER];
+        self.state().map(|s| s.counter)
+    }
+
+    /// The commit counter and the WAL's frames not yet checkpointed, from one read.
+    pub(super) fn state(&self) -> Option<WalState> {
+        let mut buf = [0u8; BACKFILLED + 4];
+        let u32_at = |bytes: &[u8], at: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+        };
         for _ in 0..3 {
-            self.shm.read_exact_at(&mut both, 0).ok()?;
-            let (first, second) = both.split_at(HEADER);
+            self.shm.read_exact_at(&mut buf, 0).ok()?;
+            let (first, rest) = buf.split_at(HEADER);
+            let second = rest.get(..HEADER)?;
             if first == second && first[IS_INIT] != 0 {
-                let bytes = first.get(CHANGE_COUNTER..CHANGE_COUNTER + 4)?;
-                return Some(u32::from_ne_bytes(bytes.try_into().ok()?));
+                // The backfill count is outside the header pair: a checkpoint may move
+                // it at any time, so it is a hint, good enough to decide when to run one.
+                let frames = u32_at(first, MAX_FRAME)?;
+                let backfilled = u32_at(&buf, BACKFILLED)?;
+                return Some(WalState {
+                    counter: u32_at(first, CHANGE_COUNTER)?,
+                    frames_to_checkpoint: frames.saturating_sub(backfilled),
+                });
             }
         }
         None
     }
+}
+
+/// What [`WalWatch::state`] reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WalState {
+    /// `iChange`: moves on with every commit.
+    pub counter: u32,
+    /// Frames in the WAL that no checkpoint has copied into the database yet.
+    pub frames_to_checkpoint: u32,
 }
 
 #[cfg(test)]
@@ -81,5 +110,25 @@ mod tests {
         b.execute_batch("BEGIN IMMEDIATE; DELETE FROM t WHERE x = 3; COMMIT")
             .unwrap();
         assert_eq!(watch.counter(), Some(start.wrapping_add(2)));
+    }
+
+    #[test]
+    fn frames_to_checkpoint_grow_with_commits_and_fall_with_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let a = Connection::open(&path).unwrap();
+        a.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x)",
+        )
+        .unwrap();
+        let watch = WalWatch::open(&path).unwrap();
+        let start = watch.state().unwrap().frames_to_checkpoint;
+        for i in 0..10 {
+            a.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let grown = watch.state().unwrap().frames_to_checkpoint;
+        assert!(grown >= start + 10, "{start} -> {grown}");
+        a.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").unwrap();
+        assert_eq!(watch.state().unwrap().frames_to_checkpoint, 0);
     }
 }
