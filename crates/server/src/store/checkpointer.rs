@@ -24,10 +24,15 @@ pub(super) const CHECKPOINT_FRAMES: u32 = 1_000;
 /// 4 KiB pages): reached only if the checkpointer falls far behind.
 pub(super) const BACKSTOP_PAGES: u32 = 16_000;
 
-/// The handle the writer keeps; the thread ends when it is dropped.
+/// The handle the store keeps. Dropping it ends the thread and waits for it: the
+/// thread's connection must be closed before the store's writer connection closes. In
+/// the lifecycle benchmark, a checkpoint still running while the writer (then the last
+/// other connection of the process) closed the database died of SIGBUS reading the
+/// shared-memory index.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
-    wake: mpsc::SyncSender<()>,
+    wake: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
@@ -37,7 +42,7 @@ impl Checkpointer {
         // One pending request is enough: asks that arrive while a checkpoint runs are
         // covered by the next one, which copies everything committed by then.
         let (wake, asked) = mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("zonecert-ckpt".into())
             .spawn(move || {
                 crate::sched::lower_priority();
@@ -54,12 +59,28 @@ impl Checkpointer {
                 }
             })
             .map_err(|e| StoreError::Backend(format!("starting the checkpointer: {e}")))?;
-        Ok(Checkpointer { wake })
+        Ok(Checkpointer {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
     }
 
     /// Asks for a checkpoint; returns at once.
     pub(super) fn ask(&self) {
         // Full: one is pending already. Disconnected: the thread is gone (it logged why).
-        let _ = self.wake.try_send(());
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // Without a sender the thread's `recv` fails once a pending ask has run.
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic in the thread was already reported by the panic hook.
+            let _ = thread.join();
+        }
     }
 }

@@ -63,6 +63,10 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// Runs the WAL's checkpoints off the writer (`None` without `watch`: the writer
+    /// then checkpoints as SQLite does by default). First, so it is dropped (its thread
+    /// joined, its connection closed) before the writer connection closes.
+    checkpointer: Option<Checkpointer>,
     id: u64,
     path: PathBuf,
     /// The connection every write transaction of this process runs on. SQLite lets one
@@ -77,9 +81,6 @@ struct Inner {
     /// `None` when the database is not in WAL mode (a file system without shared
     /// memory): then reads go past the cache.
     watch: Option<WalWatch>,
-    /// Runs the WAL's checkpoints off the writer (`None` without `watch`: the writer
-    /// then checkpoints as SQLite does by default).
-    checkpointer: Option<Checkpointer>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -1527,6 +1528,28 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn dropping_the_store_closes_every_connection_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.db");
+        let s = SqliteStore::open(&path).unwrap();
+        for i in 0..(checkpointer::CHECKPOINT_FRAMES + 10) {
+            s.insert_zone(&Zone {
+                id: ZoneId::generate(),
+                name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
+                created_at: 1,
+            })
+            .unwrap();
+        }
+        // The last ask is likely still pending or running. SQLite removes the WAL when
+        // the last connection closes: if the checkpointer's outlived the store, it is
+        // still there (and a checkpoint ran on beside a closing database).
+        drop(s);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        assert!(!Path::new(&wal).exists(), "a connection outlived the store");
     }
 
     #[test]
