@@ -1509,12 +1509,9 @@ mod tests {
         assert!(s.inner.cache.zone(&z.id).is_some(), "the cache was emptied");
     }
 
-    #[test]
-    fn the_checkpointer_keeps_the_wal_short() {
-        let (_d, s) = store();
-        let watch = s.inner.watch.as_ref().unwrap();
-        // Each zone is a commit of its own, of at least one frame.
-        for i in 0..(checkpointer::CHECKPOINT_FRAMES + 200) {
+    /// Inserts `n` zones, each in a commit of its own (of at least one WAL frame).
+    fn commit_zones(s: &SqliteStore, n: u32) {
+        for i in 0..n {
             s.insert_zone(&Zone {
                 id: ZoneId::generate(),
                 name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
@@ -1522,6 +1519,13 @@ mod tests {
             })
             .unwrap();
         }
+    }
+
+    #[test]
+    fn the_checkpointer_keeps_the_wal_short() {
+        let (_d, s) = store();
+        let watch = s.inner.watch.as_ref().unwrap();
+        commit_zones(&s, checkpointer::CHECKPOINT_FRAMES + 200);
         // The writer's own checkpoint is only a backstop far above this: without the
         // checkpointer, these frames would stay.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1539,14 +1543,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z.db");
         let s = SqliteStore::open(&path).unwrap();
-        for i in 0..(checkpointer::CHECKPOINT_FRAMES + 10) {
-            s.insert_zone(&Zone {
-                id: ZoneId::generate(),
-                name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
-                created_at: 1,
-            })
-            .unwrap();
-        }
+        commit_zones(&s, checkpointer::CHECKPOINT_FRAMES + 10);
         // The last ask is likely still pending or running. SQLite removes the WAL when
         // the last connection closes: if the checkpointer's outlived the store, it is
         // still there (and a checkpoint ran on beside a closing database).
