@@ -227,16 +227,15 @@ impl ReadCache {
         let committing_before = self.committing.load(Ordering::Acquire);
         let counter = u64::from(read_counter()?);
         let known_after = self.known.load(Ordering::Acquire);
-        let accounted = |known_after: u64| {
-            if known_before == UNKNOWN || known_after == UNKNOWN {
-                return counter == known_after;
-            }
+        let accounted = if known_before == UNKNOWN || known_after == UNKNOWN {
+            counter == known_after
+        } else {
             // Counters are u32 and wrap: how far `known` moved, and where the value read
             // falls from its start.
             let moved = (known_after as u32).wrapping_sub(known_before as u32);
             (counter as u32).wrapping_sub(known_before as u32) <= moved
         };
-        if !accounted(known_after)
+        if !accounted
             && counter != committing_before
             && counter != self.committing.load(Ordering::Acquire)
         {
