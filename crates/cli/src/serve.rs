@@ -10,7 +10,7 @@ use std::sync::Arc;
 use zonecert_server::App;
 use zonecert_server::clock::SystemClock;
 use zonecert_server::config::{
-    Config, ConfigFile, RateLimit, VerificationForm, parse_key_type, parse_resolvers,
+    Config, ConfigFile, LifecycleCpus, RateLimit, VerificationForm, parse_key_type, parse_resolvers,
 };
 
 /// Where the server keeps its data unless told otherwise.
@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// Comma-separated words that put a pack on hold for review (brand check).
     #[arg(long, env = "ZONECERT_BRAND_KEYWORDS")]
     brand_keywords: Option<String>,
+    /// CPUs of the lifecycle's threads: `auto` (every CPU but the first, which requests
+    /// keep to themselves, when there are two or more), `all`, or a list such as `1-3`
+    /// [default: auto].
+    #[arg(long, env = "ZONECERT_LIFECYCLE_CPUS")]
+    lifecycle_cpus: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "ZONECERT_LOG_JSON")]
     log_json: bool,
@@ -163,6 +168,18 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(Config, SocketAddr)> {
             .collect();
     } else if let Some(words) = file.brand_keywords {
         config.brand_keywords = words;
+    }
+    if let Some(cpus) = args
+        .lifecycle_cpus
+        .as_deref()
+        .or(file.lifecycle_cpus.as_deref())
+    {
+        config.lifecycle_cpus = LifecycleCpus::parse(cpus).map_err(anyhow::Error::msg)?;
+        let ours = zonecert_server::sched::process_cpus()?;
+        config
+            .lifecycle_cpus
+            .resolve(&ours)
+            .map_err(anyhow::Error::msg)?;
     }
     // Dev mode's zone is the documentation's example.com, which no one running it
     // controls: checking it through the system's resolvers could never pass, so dev mode

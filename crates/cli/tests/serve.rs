@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -330,5 +330,106 @@ fn a_lifecycle_that_cannot_start_stops_the_server_with_its_error() {
         std::fs::read_to_string(data.join("ca/ca.pem")).unwrap(),
         "not a certificate",
         "the operator's file is left alone"
+    );
+}
+
+/// The CPUs a thread may run on, from `/proc/PID/task/TID/status`.
+fn allowed_cpus(task: &Path) -> String {
+    let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn lifecycle_threads_run_on_their_cpus_and_requests_on_all() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lists the kernel could never honour are refused before anything starts.
+    for (list, says) in [("x", "CPU list"), ("1000", "none of the lifecycle CPUs")] {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--lifecycle-cpus",
+                list,
+                "--data-dir",
+            ])
+            .arg(dir.path().join("refused"))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "--lifecycle-cpus {list} was accepted"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "--lifecycle-cpus {list}: {stderr}");
+    }
+
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = own
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    if !ours.contains(['-', ',']) {
+        eprintln!("one CPU ({ours}): nothing to keep apart");
+        return;
+    }
+    // The last CPU of the test's own list, as a list of one.
+    let last = ours.rsplit([',', '-']).next().unwrap().to_owned();
+    let (child, _base) = serve(
+        dir.path(),
+        &[
+            "--lifecycle",
+            "true",
+            "--lifecycle-cpus",
+            &last,
+            "--dcv-resolvers",
+            "127.0.0.1:9",
+        ],
+        &[],
+    );
+    let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
+    // The lifecycle starts beside the serving: wait for its store thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let threads = loop {
+        let threads: Vec<(String, String)> = std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                (comm.trim().to_owned(), allowed_cpus(&t.path()))
+            })
+            .collect();
+        if threads.iter().any(|(name, _)| name == "zonecert-lc-sto") || Instant::now() > deadline {
+            break threads;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop(child);
+    let on = |prefix: &str| -> Vec<&String> {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, c)| c)
+            .collect()
+    };
+    for kind in ["zonecert-lifecy", "zonecert-lc-sto", "zonecert-ckpt"] {
+        let cpus = on(kind);
+        assert!(!cpus.is_empty(), "no {kind} thread among {threads:?}");
+        assert!(
+            cpus.iter().all(|c| **c == last),
+            "{kind} on {cpus:?}, not {last}"
+        );
+    }
+    let requests = on("tokio-rt-worker");
+    assert!(!requests.is_empty(), "no request thread among {threads:?}");
+    assert!(
+        requests.iter().all(|c| **c == ours),
+        "request threads on {requests:?}, not {ours}"
     );
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::issuance::KeyType;
+pub use crate::sched::LifecycleCpus;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -64,6 +65,9 @@ pub struct Config {
     /// Hosts containing one of these words (case-insensitive) are held for manual review
     /// (`brand_check`) until an operator approves or rejects the pack.
     pub brand_keywords: Vec<String>,
+    /// The CPUs the lifecycle's threads (and the database's checkpointer) run on; by
+    /// default all but one, which requests keep to themselves (see [`crate::sched`]).
+    pub lifecycle_cpus: LifecycleCpus,
 }
 
 impl Config {
@@ -92,6 +96,7 @@ impl Config {
             deploy_hook: None,
             key_type: KeyType::EcdsaP256,
             brand_keywords: Vec::new(),
+            lifecycle_cpus: LifecycleCpus::Auto,
         }
     }
 }
@@ -263,6 +268,8 @@ pub struct ConfigFile {
     pub key_type: Option<String>,
     /// Brand-check keywords.
     pub brand_keywords: Option<Vec<String>>,
+    /// `auto`, `all` or a CPU list (`1-3,5`).
+    pub lifecycle_cpus: Option<String>,
 }
 
 impl ConfigFile {

@@ -37,6 +37,15 @@ pub struct App {
 impl App {
     /// Opens the database named by `config` and prepares the server.
     pub async fn open(config: Config, clock: SharedClock) -> Result<App, StoreError> {
+        // Before the store opens: its checkpointer is a background thread.
+        match sched::confine_background_threads(&config.lifecycle_cpus) {
+            Ok(Some(cpus)) => tracing::info!(
+                ?cpus,
+                "lifecycle threads run on these CPUs, requests on all"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(reason = %e, "lifecycle threads run on every CPU"),
+        }
         let store = match &config.database {
             Some(url) => Store::open_url(url)?,
             None => Store::open_sqlite(&config.data_dir)?,
@@ -117,6 +126,11 @@ impl App {
                 // runs the workers' claim loop, once the worker has started its store
                 // thread, which must not inherit the lower priority (raising it back
                 // takes a privilege).
+                // Onto the lifecycle's CPUs first, so the runtime sizes itself to them and
+                // every thread started from here inherits them.
+                if let Err(e) = sched::enter_background_cpus() {
+                    tracing::warn!(reason = %e, "the lifecycle runs on every CPU");
+                }
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .thread_name("zonecert-lifecycle")
                     .on_thread_start(sched::lower_priority)

@@ -23,6 +23,15 @@
 //! of SQLite work) waited for the batch about as often as not: at equal slices the
 //! scheduler has no reason to prefer the request.
 //!
+//! A third lever takes the CPU itself: on a machine with two CPUs or more, the
+//! background threads (the lifecycle's, its store thread and the checkpointer) are kept
+//! off the first CPU the process may use ([`LifecycleCpus::Auto`], configurable). The
+//! scheduler wakes a request thread on an idle CPU when its own is busy, so requests
+//! find that CPU free, whatever the lifecycle is doing: on one shared CPU the two
+//! levers above still left a waking request behind a running lifecycle thread for up to
+//! a scheduler tick (4 ms on a 250 Hz kernel) about once in a hundred requests. The
+//! lifecycle gives up that CPU's share; requests still use every CPU.
+//!
 //! The project's only `unsafe` code is here: one system call that no safe wrapper among
 //! the workspace's dependencies offers.
 #![allow(unsafe_code)]
@@ -40,6 +49,109 @@ const LIFECYCLE_NICE: i32 = 10;
 #[error("{0}")]
 pub struct SchedError(String);
 
+/// Which CPUs the background threads (the lifecycle's, the store's checkpointer) may
+/// run on. Request threads may always run on every CPU of the process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LifecycleCpus {
+    /// Every CPU of the process but the first, when it has two or more; every CPU
+    /// otherwise (the default).
+    #[default]
+    Auto,
+    /// Every CPU of the process: requests and background work share them all.
+    All,
+    /// These CPUs (those of them the process may use).
+    List(Vec<usize>),
+}
+
+impl LifecycleCpus {
+    /// Parses `auto`, `all` or a CPU list as `taskset -c` takes it (`1-3,5`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "auto" => return Ok(LifecycleCpus::Auto),
+            "all" => return Ok(LifecycleCpus::All),
+            _ => {}
+        }
+        let bad = || format!("CPU list {s:?}: expected `auto`, `all` or a list such as `1-3,5`");
+        let mut cpus = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let (first, last) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let first: usize = first.parse().map_err(|_| bad())?;
+            let last: usize = last.parse().map_err(|_| bad())?;
+            if first > last || last >= MAX_CPUS {
+                return Err(bad());
+            }
+            cpus.extend(first..=last);
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        Ok(LifecycleCpus::List(cpus))
+    }
+
+    /// The CPUs this choice gives the background threads out of `allowed` (the
+    /// process's, ascending); `None` when they may use all of them.
+    pub fn resolve(&self, allowed: &[usize]) -> Result<Option<Vec<usize>>, String> {
+        match self {
+            LifecycleCpus::All => Ok(None),
+            LifecycleCpus::Auto if allowed.len() < 2 => Ok(None),
+            LifecycleCpus::Auto => Ok(Some(allowed[1..].to_vec())),
+            LifecycleCpus::List(cpus) => {
+                let usable: Vec<usize> = cpus
+                    .iter()
+                    .copied()
+                    .filter(|c| allowed.contains(c))
+                    .collect();
+                if usable.is_empty() {
+                    Err(format!(
+                        "none of the lifecycle CPUs {cpus:?} is among the process's CPUs {allowed:?}"
+                    ))
+                } else if usable.len() == allowed.len() {
+                    Ok(None)
+                } else {
+                    Ok(Some(usable))
+                }
+            }
+        }
+    }
+}
+
+/// The highest CPU number a list may name, plus one (the kernel's `CPU_SETSIZE`).
+const MAX_CPUS: usize = 1024;
+
+/// The background threads' CPUs, when confined (set by [`confine_background_threads`]).
+static BACKGROUND_CPUS: std::sync::RwLock<Option<Vec<usize>>> = std::sync::RwLock::new(None);
+
+/// Resolves `choice` against the calling thread's CPUs (which threads started later
+/// inherit) and confines every background thread that starts or lowers itself from now
+/// on to the result. Returns the background threads' CPUs, `None` for all of them.
+/// Process-wide: the last call wins.
+pub fn confine_background_threads(
+    choice: &LifecycleCpus,
+) -> Result<Option<Vec<usize>>, SchedError> {
+    let cpus = choice.resolve(&own_cpus()?).map_err(SchedError)?;
+    let mut plan = BACKGROUND_CPUS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    plan.clone_from(&cpus);
+    Ok(cpus)
+}
+
+/// Moves the calling thread onto the background CPUs, if they are confined; threads it
+/// starts inherit them. [`lower_priority`] and [`normal_priority`] do this too.
+pub fn enter_background_cpus() -> Result<(), SchedError> {
+    let plan = BACKGROUND_CPUS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match plan {
+        Some(cpus) => set_own_cpus(&cpus),
+        None => Ok(()),
+    }
+}
+
 /// Gives the calling thread normal priority and a short time slice, so it preempts
 /// longer-running threads when it wakes up: for request threads (the API runtime's
 /// `on_thread_start`) and the lifecycle's store thread. A kernel before 6.12 ignores the
@@ -51,17 +163,19 @@ pub fn prefer_latency() -> Result<(), SchedError> {
 /// Gives the calling thread normal priority and the default time slice: for the
 /// lifecycle's store thread (see the module's text), which would otherwise inherit the
 /// short slice of the request thread that starts the lifecycle.
+/// Also moves it onto the background CPUs.
 pub fn normal_priority() -> Result<(), SchedError> {
+    enter_background_cpus()?;
     set_own_attr(0, 0)
 }
 
-/// Lowers the calling thread to the background priority (nice 10, the default slice):
-/// for every lifecycle thread but the store thread, and the store's checkpointer.
-/// Where this is refused (a sandbox) or not supported, the thread runs at normal
-/// priority and this says so once.
+/// Lowers the calling thread to the background priority (nice 10, the default slice)
+/// and moves it onto the background CPUs: for every lifecycle thread but the store
+/// thread, and the store's checkpointer. Where this is refused (a sandbox) or not
+/// supported, the thread runs at normal priority, or on every CPU, and this says so once.
 pub fn lower_priority() {
     static WARNED: std::sync::Once = std::sync::Once::new();
-    if let Err(why) = set_own_attr(LIFECYCLE_NICE, 0) {
+    if let Err(why) = enter_background_cpus().and_then(|()| set_own_attr(LIFECYCLE_NICE, 0)) {
         WARNED.call_once(|| {
             tracing::warn!(
                 reason = %why,
@@ -70,6 +184,20 @@ pub fn lower_priority() {
         });
     }
 }
+
+/// Puts the calling thread in the idle class (`SCHED_IDLE`): it runs only when no
+/// normal thread wants its CPU, and any normal thread that wakes up preempts it at
+/// once. Not for the server's own work, which must progress under any request load:
+/// for programs beside it whose delays must never count as the server's (the lifecycle
+/// benchmark's DNS server and progress poller, which stand in for other machines).
+pub fn idle_priority() -> Result<(), SchedError> {
+    set_own_policy(IDLE_POLICY, 0, 0)
+}
+
+#[cfg(target_os = "linux")]
+const IDLE_POLICY: u32 = libc::SCHED_IDLE as u32;
+#[cfg(not(target_os = "linux"))]
+const IDLE_POLICY: u32 = 5;
 
 /// `struct sched_attr` of the kernel's UAPI, first version (48 bytes).
 #[cfg(target_os = "linux")]
@@ -88,11 +216,17 @@ struct SchedAttr {
 /// Sets the calling thread's nice value and time slice (0: the kernel's default) in
 /// one call; threads inherit both from the thread that starts them, so each kind of
 /// thread sets both.
-#[cfg(target_os = "linux")]
 fn set_own_attr(nice: i32, slice_nanos: u64) -> Result<(), SchedError> {
+    set_own_policy(0, nice, slice_nanos)
+}
+
+/// Sets the calling thread's policy (`SCHED_OTHER` = 0 or `SCHED_IDLE`), nice value and
+/// time slice.
+#[cfg(target_os = "linux")]
+fn set_own_policy(policy: u32, nice: i32, slice_nanos: u64) -> Result<(), SchedError> {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
-        sched_policy: libc::SCHED_OTHER as u32,
+        sched_policy: policy,
         sched_flags: 0,
         sched_nice: nice,
         sched_priority: 0,
@@ -113,8 +247,65 @@ fn set_own_attr(nice: i32, slice_nanos: u64) -> Result<(), SchedError> {
     }
 }
 
+/// The CPUs the calling thread may run on, ascending (empty where unknown).
+pub fn process_cpus() -> Result<Vec<usize>, SchedError> {
+    own_cpus()
+}
+
+/// The CPUs the calling thread may run on, ascending.
+#[cfg(target_os = "linux")]
+fn own_cpus() -> Result<Vec<usize>, SchedError> {
+    // SAFETY: an all-zero `cpu_set_t` is the empty set; the kernel writes at most the
+    // size given into it, and `CPU_ISSET` reads within it for CPUs below `CPU_SETSIZE`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(SchedError(format!(
+                "sched_getaffinity: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok((0..MAX_CPUS)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect())
+    }
+}
+
+/// Lets the calling thread run on `cpus` only.
+#[cfg(target_os = "linux")]
+fn set_own_cpus(cpus: &[usize]) -> Result<(), SchedError> {
+    // SAFETY: as in `own_cpus`; `CPU_SET` writes within the set for CPUs below
+    // `CPU_SETSIZE`, which `LifecycleCpus::parse` and `own_cpus` guarantee.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus.iter().filter(|&&c| c < MAX_CPUS) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(SchedError(format!(
+            "sched_setaffinity {cpus:?}: {}",
+            std::io::Error::last_os_error()
+        )))
+    }
+}
+
 #[cfg(not(target_os = "linux"))]
-fn set_own_attr(_nice: i32, _slice_nanos: u64) -> Result<(), SchedError> {
+fn own_cpus() -> Result<Vec<usize>, SchedError> {
+    // Unknown: `auto` then confines nothing, and a list is refused.
+    Ok(Vec::new())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_own_cpus(_cpus: &[usize]) -> Result<(), SchedError> {
+    Err(SchedError("CPU affinity is only supported on Linux".into()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_own_policy(_policy: u32, _nice: i32, _slice_nanos: u64) -> Result<(), SchedError> {
     // Elsewhere the nice value belongs to the whole process, requests included.
     Err(SchedError(
         "per-thread priorities are only supported on Linux".into(),
@@ -149,6 +340,77 @@ mod tests {
             .map(|p| p.parse::<u32>().unwrap_or(0));
         let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         found >= (major, minor)
+    }
+
+    #[test]
+    fn lifecycle_cpu_lists_parse_and_resolve() {
+        assert_eq!(LifecycleCpus::parse("auto").unwrap(), LifecycleCpus::Auto);
+        assert_eq!(LifecycleCpus::parse("all").unwrap(), LifecycleCpus::All);
+        assert_eq!(
+            LifecycleCpus::parse("3, 1-2,2").unwrap(),
+            LifecycleCpus::List(vec![1, 2, 3])
+        );
+        for bad in ["", "x", "2-1", "1-", "-1", "1,,2", "5000"] {
+            assert!(LifecycleCpus::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        // Auto keeps the first CPU for requests when there are two or more.
+        assert_eq!(LifecycleCpus::Auto.resolve(&[0, 1]).unwrap(), Some(vec![1]));
+        assert_eq!(
+            LifecycleCpus::Auto.resolve(&[2, 5, 7]).unwrap(),
+            Some(vec![5, 7])
+        );
+        assert_eq!(LifecycleCpus::Auto.resolve(&[3]).unwrap(), None);
+        assert_eq!(LifecycleCpus::All.resolve(&[0, 1]).unwrap(), None);
+        let list = LifecycleCpus::List(vec![1, 4]);
+        assert_eq!(list.resolve(&[0, 1, 2]).unwrap(), Some(vec![1]));
+        assert_eq!(
+            list.resolve(&[1, 4]).unwrap(),
+            None,
+            "every CPU: nothing to confine"
+        );
+        assert!(list.resolve(&[0, 2]).is_err(), "none of them usable");
+    }
+
+    #[test]
+    fn background_threads_move_to_their_cpus_and_request_threads_stay() {
+        let ours = process_cpus().unwrap();
+        assert!(!ours.is_empty());
+        let last = *ours.last().unwrap();
+        let cpus_of = |f: fn()| {
+            std::thread::spawn(move || {
+                f();
+                own_cpus().unwrap()
+            })
+            .join()
+            .unwrap()
+        };
+        confine_background_threads(&LifecycleCpus::List(vec![last])).unwrap();
+        assert_eq!(cpus_of(lower_priority), vec![last]);
+        assert_eq!(cpus_of(|| normal_priority().unwrap()), vec![last]);
+        assert_eq!(
+            cpus_of(|| prefer_latency().unwrap()),
+            ours,
+            "request threads keep every CPU"
+        );
+        // Back to no confinement for the other tests of this process.
+        confine_background_threads(&LifecycleCpus::All).unwrap();
+        assert_eq!(cpus_of(lower_priority), ours);
+    }
+
+    #[test]
+    fn idle_priority_puts_the_thread_in_the_idle_class() {
+        std::thread::spawn(|| {
+            idle_priority().unwrap();
+            let text = std::fs::read_to_string("/proc/thread-self/sched").unwrap();
+            let policy = text
+                .lines()
+                .find(|l| l.starts_with("policy"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_owned());
+            assert_eq!(policy.as_deref(), Some("5"), "SCHED_IDLE");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
