@@ -10,9 +10,12 @@
 //!    `GET /ssl/verification?retry=true`; the time until the pack is seen active.
 //! 4. Peak RSS with `--stored-packs` packs stored, under a GET load, workers off and on.
 //!
-//! The server is the release `zonecert` binary pinned with `taskset` to `--server-cpu`;
-//! run this program pinned to another CPU (bench/lifecycle.sh does both). Every socket
-//! is on 127.0.0.1.
+//! The server is the release `zonecert` binary started under `taskset -c --server-cpu`
+//! (every CPU by default: the server keeps the first for its requests and runs the
+//! lifecycle on the others, see `zonecert_server::sched`). bench/lifecycle.sh runs this
+//! program on the server's request CPU, with its DNS server and progress poller in the
+//! idle class, so that neither the lifecycle nor they delay the sampler. Every socket is
+//! on 127.0.0.1.
 
 mod sampler;
 mod server;
@@ -71,7 +74,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     sampler_rate: u32,
     /// CPU list (`taskset -c`) of the server.
-    #[arg(long, default_value = "0")]
+    #[arg(long, default_value = "0-1")]
     server_cpu: String,
     /// The server's `--check-concurrency`.
     #[arg(long, default_value_t = 64)]
@@ -151,8 +154,11 @@ async fn main() -> anyhow::Result<()> {
     println!("machine: {}", machine());
     println!("load average: before {load_before}, after {load_after}");
     println!(
-        "server on CPU {} (taskset), this program elsewhere; sampler: open loop, {} GET/s",
-        args.server_cpu, args.sampler_rate
+        "server on CPUs {} (taskset; --lifecycle-cpus {}), this program on CPUs {}; sampler: open loop, {} GET/s",
+        args.server_cpu,
+        lifecycle_cpus_flag(&args.server_flags),
+        own_cpu_list(),
+        args.sampler_rate
     );
     println!();
     let w0 = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0);
@@ -310,7 +316,13 @@ async fn lifecycle_phases(
             sampler::sample(&api, &token, zones, n, Duration::from_secs(3600), stop_rx).await
         })
     };
-    let progress = watch_progress(data.join("zonecert.db"), packs, started).await;
+    let progress = watch_progress(
+        data.join("zonecert.db"),
+        packs,
+        started,
+        lifecycle_cpus(args)?,
+    )
+    .await;
     let _ = stop_tx.send(true);
     let busy = sampling.await??;
     let progress = progress?;
@@ -602,15 +614,25 @@ struct Progress {
 }
 
 /// Polls the server's database (read-only queries, every 20 ms) until `packs` packs are
-/// active or ten minutes pass.
-async fn watch_progress(db: PathBuf, packs: usize, started: Instant) -> anyhow::Result<Progress> {
-    tokio::task::spawn_blocking(move || {
-        // Below the sampler, which shares this CPU (see the sampler): each poll scans
-        // the packs (1-4 ms of CPU), and at nice 10 a poll held the sampler back that
-        // long about once every 20 ms.
-        if let Err(e) = zonecert_server::sched::idle_priority() {
-            eprintln!("the progress poller runs at normal priority: {e}");
+/// active or ten minutes pass, from a thread on `cpus` (the server's lifecycle CPUs).
+async fn watch_progress(
+    db: PathBuf,
+    packs: usize,
+    started: Instant,
+    cpus: Vec<usize>,
+) -> anyhow::Result<Progress> {
+    // A thread of its own, not the runtime's blocking pool: it changes its CPUs and
+    // priority, which a pooled thread would carry into other work.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let poll = move || -> anyhow::Result<Progress> {
+        // Each poll scans the packs (1-4 ms of CPU, about 7 % of a CPU in all). On the
+        // sampler's CPU, even in the idle class, a poll held the sampler's answers back
+        // that long about once in 20 ms; on the lifecycle's CPUs, at the lifecycle's
+        // priority, its cost comes out of the lifecycle's figures instead.
+        if let Err(e) = zonecert_server::sched::run_on_cpus(&cpus) {
+            eprintln!("the progress poller runs on this program's CPU: {e}");
         }
+        zonecert_server::sched::lower_priority();
         let conn =
             rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -649,8 +671,13 @@ async fn watch_progress(db: PathBuf, packs: usize, started: Instant) -> anyhow::
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         Ok(p)
-    })
-    .await?
+    };
+    std::thread::Builder::new()
+        .name("bench-poller".into())
+        .spawn(move || {
+            let _ = tx.send(poll());
+        })?;
+    rx.await?
 }
 
 /// The benchmark's files: removed at the end unless kept.
@@ -959,4 +986,46 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{nproc} CPUs ({model}), {cpus} available to this program")
+}
+
+/// The CPUs the server runs its lifecycle on: its `--lifecycle-cpus` resolved against
+/// its `taskset` list, as the server resolves it.
+fn lifecycle_cpus(args: &Args) -> anyhow::Result<Vec<usize>> {
+    use zonecert_server::config::LifecycleCpus;
+    let server = match LifecycleCpus::parse(&args.server_cpu).map_err(anyhow::Error::msg)? {
+        LifecycleCpus::List(cpus) => cpus,
+        _ => bail!("--server-cpu must be a CPU list"),
+    };
+    let choice = LifecycleCpus::parse(&lifecycle_cpus_flag(&args.server_flags))
+        .map_err(anyhow::Error::msg)?;
+    Ok(choice
+        .resolve(&server)
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or(server))
+}
+
+/// The `--lifecycle-cpus` among the extra server flags, `auto` (the default) if none.
+fn lifecycle_cpus_flag(flags: &str) -> String {
+    let mut words = flags.split_whitespace();
+    while let Some(w) = words.next() {
+        if let Some(v) = w.strip_prefix("--lifecycle-cpus=") {
+            return v.to_owned();
+        }
+        if w == "--lifecycle-cpus" {
+            return words.next().unwrap_or("?").to_owned();
+        }
+    }
+    "auto".to_owned()
+}
+
+/// This program's CPU list, as the kernel reports it.
+fn own_cpu_list() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned())
 }

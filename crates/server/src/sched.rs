@@ -247,6 +247,12 @@ fn set_own_policy(policy: u32, nice: i32, slice_nanos: u64) -> Result<(), SchedE
     }
 }
 
+/// Lets the calling thread run on `cpus` only: for programs beside the server that
+/// must keep off some of its CPUs (the lifecycle benchmark's progress poller).
+pub fn run_on_cpus(cpus: &[usize]) -> Result<(), SchedError> {
+    set_own_cpus(cpus)
+}
+
 /// The CPUs the calling thread may run on, ascending (empty where unknown).
 pub fn process_cpus() -> Result<Vec<usize>, SchedError> {
     own_cpus()
