@@ -656,7 +656,8 @@ async fn watch_progress(
                 p.all_verified = Some(at);
             }
             let active = count(&mut active_q)?;
-            let ask_certs = p.first_cert.is_none() || active + 100 >= packs || polls % 10 == 0;
+            let ask_certs =
+                p.first_cert.is_none() || active + 100 >= packs || polls.is_multiple_of(10);
             if p.last_cert.is_none() && ask_certs {
                 let certs = count(&mut certs_q)?;
                 if p.first_cert.is_none() && certs > 0 {
