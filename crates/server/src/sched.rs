@@ -6,7 +6,7 @@
 //! request thread that wakes up should run at once, even when lifecycle work fills the
 //! CPU, and lifecycle work should still make progress under a full request load.
 //!
-//! Two levers, both per thread on Linux:
+//! Three levers, all per thread on Linux. The first two:
 //! - Background threads (the lifecycle's, the store's checkpointer) run at nice 10: a
 //!   smaller share of the CPU than requests under load, but a share.
 //! - Request threads ask for a short time slice (`sched_runtime` of `sched_setattr`,
@@ -23,7 +23,7 @@
 //! of SQLite work) waited for the batch about as often as not: at equal slices the
 //! scheduler has no reason to prefer the request.
 //!
-//! A third lever takes the CPU itself: on a machine with two CPUs or more, the
+//! The third takes the CPU itself: on a machine with two CPUs or more, the
 //! background threads (the lifecycle's, its store thread and the checkpointer) are kept
 //! off the first CPU the process may use ([`LifecycleCpus::Auto`], configurable). The
 //! scheduler wakes a request thread on an idle CPU when its own is busy, so requests
@@ -32,8 +32,9 @@
 //! a scheduler tick (4 ms on a 250 Hz kernel) about once in a hundred requests. The
 //! lifecycle gives up that CPU's share; requests still use every CPU.
 //!
-//! The project's only `unsafe` code is here: one system call that no safe wrapper among
-//! the workspace's dependencies offers.
+//! The project's only `unsafe` code is here: three system calls (`sched_setattr`,
+//! `sched_getaffinity`, `sched_setaffinity`) that no safe wrapper among the workspace's
+//! dependencies offers.
 #![allow(unsafe_code)]
 
 /// The time slice asked for latency-sensitive threads (the kernel's minimum).
