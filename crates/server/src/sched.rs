@@ -99,6 +99,10 @@ impl LifecycleCpus {
             LifecycleCpus::All => Ok(None),
             LifecycleCpus::Auto if allowed.len() < 2 => Ok(None),
             LifecycleCpus::Auto => Ok(Some(allowed[1..].to_vec())),
+            LifecycleCpus::List(_) if allowed.is_empty() => Err(
+                "this system does not tell which CPUs the process may use: use `auto` or `all`"
+                    .into(),
+            ),
             LifecycleCpus::List(cpus) => {
                 let usable: Vec<usize> = cpus
                     .iter()
@@ -376,6 +380,8 @@ mod tests {
             "every CPU: nothing to confine"
         );
         assert!(list.resolve(&[0, 2]).is_err(), "none of them usable");
+        assert!(list.resolve(&[]).is_err(), "CPUs unknown");
+        assert_eq!(LifecycleCpus::Auto.resolve(&[]).unwrap(), None);
     }
 
     #[test]
