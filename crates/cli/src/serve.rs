@@ -86,9 +86,8 @@ pub struct ServeArgs {
     /// Comma-separated words that put a pack on hold for review (brand check).
     #[arg(long, env = "ZONECERT_BRAND_KEYWORDS")]
     brand_keywords: Option<String>,
-    /// CPUs of the lifecycle's threads: `auto` (every CPU but the first, which requests
-    /// keep to themselves, when there are two or more), `all`, or a list such as `1-3`
-    /// [default: auto].
+    /// CPUs of the lifecycle's threads: `auto` (with two CPUs or more, every CPU but the
+    /// first, which is left to requests), `all`, or a list such as `1-3` [default: auto].
     #[arg(long, env = "ZONECERT_LIFECYCLE_CPUS")]
     lifecycle_cpus: Option<String>,
     /// Log as JSON lines instead of text.

@@ -66,7 +66,7 @@ pub struct Config {
     /// (`brand_check`) until an operator approves or rejects the pack.
     pub brand_keywords: Vec<String>,
     /// The CPUs the lifecycle's threads (and the database's checkpointer) run on; by
-    /// default all but one, which requests keep to themselves (see [`crate::sched`]).
+    /// default all but one, which is left to requests (see [`crate::sched`]).
     pub lifecycle_cpus: LifecycleCpus,
 }
 

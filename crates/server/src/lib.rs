@@ -122,15 +122,15 @@ impl App {
         std::thread::Builder::new()
             .name("zonecert-lifecycle".into())
             .spawn(move || {
-                // The runtime's own threads lower themselves as they start; this one, which
-                // runs the workers' claim loop, once the worker has started its store
-                // thread, which must not inherit the lower priority (raising it back
-                // takes a privilege).
                 // Onto the lifecycle's CPUs first, so the runtime sizes itself to them and
                 // every thread started from here inherits them.
                 if let Err(e) = sched::enter_background_cpus() {
                     tracing::warn!(reason = %e, "the lifecycle runs on every CPU");
                 }
+                // The runtime's own threads lower themselves as they start; this one, which
+                // runs the workers' claim loop, once the worker has started its store
+                // thread, which must not inherit the lower priority (raising it back
+                // takes a privilege).
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .thread_name("zonecert-lifecycle")
                     .on_thread_start(sched::lower_priority)
