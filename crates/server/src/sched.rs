@@ -242,11 +242,17 @@ fn set_own_policy(policy: u32, nice: i32, slice_nanos: u64) -> Result<(), SchedE
     // SAFETY: pid 0 is the calling thread; `attr` is a valid `sched_attr` of the size
     // it states and outlives the call, which only reads it.
     let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-    if rc == 0 {
+    system_call(rc == 0, "sched_setattr")
+}
+
+/// `Ok` if a system call succeeded, else its error (`errno`), named by `what`.
+#[cfg(target_os = "linux")]
+fn system_call(succeeded: bool, what: impl std::fmt::Display) -> Result<(), SchedError> {
+    if succeeded {
         Ok(())
     } else {
         Err(SchedError(format!(
-            "sched_setattr: {}",
+            "{what}: {}",
             std::io::Error::last_os_error()
         )))
     }
@@ -270,12 +276,8 @@ fn own_cpus() -> Result<Vec<usize>, SchedError> {
     // size given into it, and `CPU_ISSET` reads within it for CPUs below `CPU_SETSIZE`.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(SchedError(format!(
-                "sched_getaffinity: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        let rc = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        system_call(rc == 0, "sched_getaffinity")?;
         Ok((0..MAX_CPUS)
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect())
@@ -294,14 +296,7 @@ fn set_own_cpus(cpus: &[usize]) -> Result<(), SchedError> {
         }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(SchedError(format!(
-            "sched_setaffinity {cpus:?}: {}",
-            std::io::Error::last_os_error()
-        )))
-    }
+    system_call(rc == 0, format_args!("sched_setaffinity {cpus:?}"))
 }
 
 #[cfg(not(target_os = "linux"))]
