@@ -13,9 +13,9 @@
 //! The server is the release `zonecert` binary started under `taskset -c --server-cpu`
 //! (every CPU by default: the server keeps the first for its requests and runs the
 //! lifecycle on the others, see `zonecert_server::sched`). bench/lifecycle.sh runs this
-//! program on the server's request CPU, with its DNS server and progress poller in the
-//! idle class, so that neither the lifecycle nor they delay the sampler. Every socket is
-//! on 127.0.0.1.
+//! program on the server's request CPU, its DNS server in the idle class and its
+//! progress poller on the server's lifecycle CPUs, so that neither the lifecycle nor
+//! they delay the sampler. Every socket is on 127.0.0.1.
 
 mod sampler;
 mod server;

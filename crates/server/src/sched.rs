@@ -194,7 +194,7 @@ pub fn lower_priority() {
 /// normal thread wants its CPU, and any normal thread that wakes up preempts it at
 /// once. Not for the server's own work, which must progress under any request load:
 /// for programs beside it whose delays must never count as the server's (the lifecycle
-/// benchmark's DNS server and progress poller, which stand in for other machines).
+/// benchmark's DNS server, which stands in for name servers on other machines).
 pub fn idle_priority() -> Result<(), SchedError> {
     set_own_policy(IDLE_POLICY, 0, 0)
 }
