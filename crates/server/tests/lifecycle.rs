@@ -429,7 +429,7 @@ async fn validation_times_out_after_the_token_lifetime_and_patch_restarts() {
     let p = s.pack(&id).await;
     assert_eq!(p.state, PackState::PendingValidation);
     assert_ne!(txt_values(&p), txt_values(&before), "fresh tokens");
-    assert_eq!(p.validation_deadline, s.clock_now() + 7 * DAY);
+    assert_eq!(p.stage_deadline, s.clock_now() + 7 * DAY);
     publish_txt(&dns, &p);
     s.verification(true).await;
     s.wait_for(&id, "active", |p| p.state == PackState::Active)
@@ -577,10 +577,7 @@ async fn email_validation_waits_for_an_operator() {
             .contains("zonecert pack approve")
     );
     let p = s.pack(&id).await;
-    assert_eq!(
-        p.hosts[0].check.next_due_at, p.validation_deadline,
-        "no polling"
-    );
+    assert_eq!(p.hosts[0].check.next_due_at, p.stage_deadline, "no polling");
     zonecert_server::admin::approve_pack(&s.store, id.as_str(), T0)
         .await
         .unwrap();
@@ -803,7 +800,7 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
         failing.errors
     );
     // Validation passed at T0: issuance and deployment have until T0 + 1 h.
-    assert_eq!(failing.validation_deadline, T0 + 3600);
+    assert_eq!(failing.stage_deadline, T0 + 3600);
     assert_eq!(
         failing.hosts[0].check.next_due_at,
         T0 + 300,
@@ -866,7 +863,7 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
     let restarted = s.pack(&id).await;
     assert!(restarted.errors.is_empty(), "{:?}", restarted.errors);
     assert_ne!(txt_values(&restarted), txt_values(&p), "fresh tokens");
-    assert_eq!(restarted.validation_deadline, T0 + 2 * DAY + 7 * DAY);
+    assert_eq!(restarted.stage_deadline, T0 + 2 * DAY + 7 * DAY);
     publish_txt(&dns, &restarted);
     s.verification(true).await;
     let active = s

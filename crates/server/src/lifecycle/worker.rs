@@ -421,7 +421,7 @@ impl Worker {
         }
         let now = self.clock.now();
         match pack.state {
-            PackState::PendingValidation if now >= pack.validation_deadline => {
+            PackState::PendingValidation if now >= pack.stage_deadline => {
                 self.save_with(pack, |p| {
                     if p.state != PackState::PendingValidation {
                         return false;
@@ -434,7 +434,7 @@ impl Worker {
             }
             PackState::PendingValidation => self.validate(pack, hold).await,
             PackState::PendingIssuance | PackState::PendingDeployment
-                if now >= pack.validation_deadline =>
+                if now >= pack.stage_deadline =>
             {
                 let timeout = self.issuance_timeout_secs;
                 self.save_with(pack, |p| time_out_issuance(p, timeout))
@@ -486,7 +486,7 @@ impl Worker {
         } else {
             self.check_hosts(&pack, &due, false, hold).await
         };
-        let deadline = pack.validation_deadline;
+        let deadline = pack.stage_deadline;
         let mut preview = pack.clone();
         apply_outcomes(&mut preview, &outcomes, now, Some(deadline));
         // The outcomes of the checks that ran are written whatever happens, but nothing
@@ -713,7 +713,7 @@ impl Worker {
                 }
                 if from == PackState::Active {
                     // A renewal: its deployment gets a deadline of its own.
-                    p.validation_deadline = now.saturating_add(issuance_timeout);
+                    p.stage_deadline = now.saturating_add(issuance_timeout);
                 }
                 p.state = PackState::PendingDeployment;
                 p.certificate = Some(cert.clone());
@@ -797,7 +797,7 @@ impl Worker {
             push_error(p, error.clone());
             let mut retry_at = now + ISSUANCE_RETRY_SECS;
             if p.state != PackState::Active {
-                retry_at = retry_at.min(p.validation_deadline);
+                retry_at = retry_at.min(p.stage_deadline);
             }
             for h in &mut p.hosts {
                 h.check.next_due_at = retry_at;
@@ -1139,7 +1139,7 @@ fn all_verified(pack: &Pack) -> bool {
 /// the next claim resumes there. Issuance and deployment have `timeout_secs` from now.
 fn to_issuance(pack: &mut Pack, now: i64, timeout_secs: i64) -> bool {
     pack.state = PackState::PendingIssuance;
-    pack.validation_deadline = now.saturating_add(timeout_secs);
+    pack.stage_deadline = now.saturating_add(timeout_secs);
     pack.errors.clear();
     for h in &mut pack.hosts {
         h.check.next_due_at = now;
@@ -1166,7 +1166,7 @@ fn apply_outcomes(
     now: i64,
     verified_due: Option<i64>,
 ) -> bool {
-    let deadline = pack.validation_deadline;
+    let deadline = pack.stage_deadline;
     let mut any = false;
     for o in outcomes {
         let Some(host) = pack.hosts.get_mut(o.index) else {
@@ -1270,7 +1270,7 @@ mod tests {
             "validation has its own"
         );
         assert!(to_issuance(&mut pack, 2_000, 86_400));
-        assert_eq!(pack.validation_deadline, 2_000 + 86_400);
+        assert_eq!(pack.stage_deadline, 2_000 + 86_400);
         assert!(time_out_issuance(&mut pack, 86_400));
         assert_eq!(pack.state, PackState::IssuanceTimedOut);
         assert!(

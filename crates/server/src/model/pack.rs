@@ -351,7 +351,7 @@ pub struct Pack {
     /// Unix seconds after which the pack's current stage times out: validation (the CA's
     /// token lifetime from the order or restart), then issuance and deployment together
     /// (`Config::issuance_timeout` from validation, or from a renewal's issuance).
-    pub validation_deadline: i64,
+    pub stage_deadline: i64,
     /// The issued certificate, once there is one.
     pub certificate: Option<IssuedCertificate>,
     /// Optimistic-concurrency version: bumped by every save.
@@ -392,7 +392,7 @@ impl Pack {
             errors: Vec::new(),
             created_at: now,
             updated_at: now,
-            validation_deadline: now + ca.token_lifetime_secs(),
+            stage_deadline: now + ca.token_lifetime_secs(),
             certificate: None,
             version: 0,
         }
@@ -419,7 +419,7 @@ impl Pack {
             host.check = HostCheck::fresh(now);
         }
         self.errors.clear();
-        self.validation_deadline = now + self.ca.token_lifetime_secs();
+        self.stage_deadline = now + self.ca.token_lifetime_secs();
         self.updated_at = now;
     }
 
@@ -478,7 +478,7 @@ mod tests {
     fn an_order_mints_records_and_is_due_now() {
         let p = pack(DcvMethod::Txt);
         assert_eq!(p.state, PackState::PendingValidation);
-        assert_eq!(p.validation_deadline, 1000 + 7 * 86_400);
+        assert_eq!(p.stage_deadline, 1000 + 7 * 86_400);
         for h in &p.hosts {
             let DcvRecord::Txt { name, value } = &h.record else {
                 panic!("not txt")
@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(p.state, PackState::PendingValidation);
         assert_ne!(p.hosts[0].record, old);
         assert_eq!(p.hosts[0].check.attempts, 0);
-        assert_eq!(p.validation_deadline, 5000 + 7 * 86_400);
+        assert_eq!(p.stage_deadline, 5000 + 7 * 86_400);
     }
 
     #[test]

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS packs (
     updated_at          INTEGER NOT NULL,
     -- When the pack's current stage times out: validation (the CA's token lifetime),
     -- then issuance and deployment together (the configured issuance timeout).
-    validation_deadline INTEGER NOT NULL,
+    stage_deadline      INTEGER NOT NULL,
     cert_id             TEXT,
     cert_chain_pem      TEXT,
     cert_not_before     INTEGER,
@@ -80,6 +80,6 @@ CREATE TABLE IF NOT EXISTS pack_hosts (
 CREATE INDEX IF NOT EXISTS pack_hosts_due ON pack_hosts(next_due_at);
 -- The lifecycle's claim finds packs past their validation deadline or their certificate's
 -- expiry through these instead of scanning every pack.
-CREATE INDEX IF NOT EXISTS packs_validation_deadline ON packs(validation_deadline)
+CREATE INDEX IF NOT EXISTS packs_validation_deadline ON packs(stage_deadline)
     WHERE state = 'pending_validation';
 CREATE INDEX IF NOT EXISTS packs_cert_expiry ON packs(cert_not_after) WHERE state = 'active';

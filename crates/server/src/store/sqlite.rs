@@ -33,7 +33,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
+
+/// The steps from each older schema version to the next, run in order on open. Version 2
+/// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
+/// issuance and deployment deadline too. (Its index keeps its name: it covers the
+/// validation stage only.)
+const MIGRATIONS: &[Migration] = &[Migration {
+    from: "1",
+    to: "2",
+    sql: "ALTER TABLE packs RENAME COLUMN validation_deadline TO stage_deadline;",
+}];
+
+/// One step of [`MIGRATIONS`].
+struct Migration {
+    from: &'static str,
+    to: &'static str,
+    sql: &'static str,
+}
 
 /// Extends the live leases of one owner (?1) as of ?2 by ?3 seconds; found through the
 /// `packs_by_lease_owner` index.
@@ -104,14 +121,38 @@ impl SqliteStore {
         }
         let mut writer = connect(path)?;
         let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(SCHEMA)?;
-        let version: Option<String> = tx
+        // An older database is migrated before the schema's `IF NOT EXISTS` statements
+        // run against it, all in this one transaction.
+        let has_meta = tx
             .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        let mut version: Option<String> = if has_meta {
+            tx.query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
                 [],
                 |r| r.get(0),
             )
-            .optional()?;
+            .optional()?
+        } else {
+            None
+        };
+        for step in MIGRATIONS {
+            if version.as_deref() == Some(step.from) {
+                tx.execute_batch(step.sql)?;
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    [step.to],
+                )?;
+                tracing::info!(from = step.from, to = step.to, "database schema migrated");
+                version = Some(step.to.to_owned());
+            }
+        }
+        tx.execute_batch(SCHEMA)?;
         match version.as_deref() {
             None => {
                 tx.execute(
@@ -480,7 +521,7 @@ impl SqliteStore {
             ];
             tx.execute(
                 "INSERT INTO packs (id, zone_id, validity_days, ca, created_at, state, method, \
-                 cloudflare_branding, brand_check, errors, updated_at, validation_deadline, \
+                 cloudflare_branding, brand_check, errors, updated_at, stage_deadline, \
                  cert_id, cert_chain_pem, cert_not_before, cert_not_after, cert_issuer, \
                  cert_signature, cert_issued_at, version) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
@@ -683,8 +724,8 @@ impl SqliteStore {
                        SELECT pack_id AS id, next_due_at AS due FROM pack_hosts \
                        WHERE next_due_at <= ?4 \
                      UNION ALL \
-                       SELECT id, validation_deadline FROM packs \
-                       WHERE state = 'pending_validation' AND validation_deadline <= ?4 \
+                       SELECT id, stage_deadline FROM packs \
+                       WHERE state = 'pending_validation' AND stage_deadline <= ?4 \
                      UNION ALL \
                        SELECT id, cert_not_after FROM packs \
                        WHERE state = 'active' AND cert_not_after <= ?4 \
@@ -836,7 +877,7 @@ fn update_pack_row(tx: &rusqlite::Transaction<'_>, pack: &Pack) -> Result<(), St
     let changed = tx
         .prepare_cached(
             "UPDATE packs SET state = ?3, method = ?4, cloudflare_branding = ?5, \
-         brand_check = ?6, errors = ?7, updated_at = ?8, validation_deadline = ?9, \
+         brand_check = ?6, errors = ?7, updated_at = ?8, stage_deadline = ?9, \
          cert_id = ?10, cert_chain_pem = ?11, cert_not_before = ?12, \
          cert_not_after = ?13, cert_issuer = ?14, cert_signature = ?15, \
          cert_issued_at = ?16, version = version + 1 \
@@ -872,7 +913,7 @@ struct PackChanges<'a> {
     brand_check: bool,
     errors: String,
     updated_at: i64,
-    validation_deadline: i64,
+    stage_deadline: i64,
     cert_id: Option<&'a str>,
     cert_chain_pem: Option<&'a str>,
     cert_not_before: Option<i64>,
@@ -892,7 +933,7 @@ impl<'a> PackChanges<'a> {
             brand_check: pack.brand_check,
             errors: errors_json(&pack.errors)?,
             updated_at: pack.updated_at,
-            validation_deadline: pack.validation_deadline,
+            stage_deadline: pack.stage_deadline,
             cert_id: cert.map(|c| c.id.as_str()),
             cert_chain_pem: cert.map(|c| c.chain_pem.as_str()),
             cert_not_before: cert.map(|c| c.not_before),
@@ -911,7 +952,7 @@ impl<'a> PackChanges<'a> {
             &self.brand_check,
             &self.errors,
             &self.updated_at,
-            &self.validation_deadline,
+            &self.stage_deadline,
             &self.cert_id,
             &self.cert_chain_pem,
             &self.cert_not_before,
@@ -1018,7 +1059,7 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Token, StoreError>> {
 
 const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.validity_days, p.ca, \
     p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
-    p.validation_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
+    p.stage_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
     p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version";
 const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
@@ -1035,7 +1076,7 @@ struct RawPack {
     errors: String,
     created_at: i64,
     updated_at: i64,
-    validation_deadline: i64,
+    stage_deadline: i64,
     cert_id: Option<String>,
     cert_chain_pem: Option<String>,
     cert_not_before: Option<i64>,
@@ -1072,7 +1113,7 @@ fn raw_pack(r: &Row<'_>) -> rusqlite::Result<RawPack> {
         errors: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
-        validation_deadline: r.get(11)?,
+        stage_deadline: r.get(11)?,
         cert_id: r.get(12)?,
         cert_chain_pem: r.get(13)?,
         cert_not_before: r.get(14)?,
@@ -1170,7 +1211,7 @@ fn pack_from_raw(p: RawPack) -> Result<Pack, StoreError> {
         errors: serde_json::from_str(&p.errors).map_err(|_| corrupt("pack errors", &p.errors))?,
         created_at: p.created_at,
         updated_at: p.updated_at,
-        validation_deadline: p.validation_deadline,
+        stage_deadline: p.stage_deadline,
         certificate,
         version: p.version,
     })
@@ -1329,7 +1370,7 @@ mod tests {
             h.check.next_due_at = 200;
         }
         // No host due, but past its validation deadline: due through the deadline.
-        overdue.validation_deadline = 300;
+        overdue.stage_deadline = 300;
         for h in &mut overdue.hosts {
             h.check.next_due_at = 10_000;
         }
@@ -1536,6 +1577,68 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.db");
+        let (z, p) = {
+            let s = SqliteStore::open(&path).unwrap();
+            let z = zone(&s);
+            let mut p = pack(&z);
+            p.stage_deadline = 4242;
+            s.insert_pack(&p, 10).unwrap();
+            (z, p)
+        };
+        // Version 1's layout: the same but for the deadline column's name.
+        let column = |conn: &Connection| -> Vec<String> {
+            conn.prepare("SELECT name FROM pragma_table_info('packs') WHERE name LIKE '%deadline'")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "ALTER TABLE packs RENAME COLUMN stage_deadline TO validation_deadline; \
+                 UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+            )
+            .unwrap();
+            assert_eq!(column(&conn), ["validation_deadline"]);
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let back = s.pack(&z.id, &p.id).unwrap().unwrap();
+        assert_eq!(back.stage_deadline, 4242);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(column(&conn), ["stage_deadline"]);
+        let version: String = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // The validation-deadline index followed the column.
+        let index: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'packs_validation_deadline'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(index.contains("stage_deadline"), "{index}");
+        // A database newer than this zonecert is refused, not rewritten.
+        conn.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+        drop(s);
+        assert!(SqliteStore::open(&path).is_err());
     }
 
     #[test]
