@@ -873,3 +873,80 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
     assert_deployed(&s.data, &active);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuance_the_ca_keeps_refusing_times_out_and_the_reason_is_shown() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |c| c.issuance_timeout = Duration::from_secs(3600)).await;
+    // The built-in CA signs nothing that outlives its root (about ten years from its
+    // creation, in real time). Thirty days before the root expires, a 90-day certificate
+    // cannot be issued: a real refusal, retried until the issuance timeout.
+    let ca = zonecert_server::issuance::BuiltinCa::load_or_create(&s.data).unwrap();
+    let late = ca.not_after().unix_timestamp() - 30 * DAY;
+    s.clock.set(late);
+    let id = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
+    let p = s
+        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
+        .await;
+    publish_txt(&dns, &p);
+    s.verification(true).await;
+    let failing = s
+        .wait_for(&id, "a refused issuance", |p| !p.errors.is_empty())
+        .await;
+    assert_eq!(failing.state, PackState::PendingIssuance);
+    assert!(
+        failing.errors[0].contains("issuance failed") && failing.errors[0].contains("expiry"),
+        "{:?}",
+        failing.errors
+    );
+    assert!(failing.certificate.is_none());
+    // Validation passed at `late`: issuance has until `late` + 1 h, retried every 5 min.
+    assert_eq!(failing.stage_deadline, late + 3600);
+    assert_eq!(failing.hosts[0].check.next_due_at, late + 300);
+    let v = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/ssl/certificate_packs/{}", id.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(v["result"]["status"], "pending_issuance", "{v}");
+    assert!(
+        v["result"]["validation_errors"]
+            .to_string()
+            .contains("expiry"),
+        "the API says why: {v}"
+    );
+
+    s.clock.set(late + 3600);
+    let timed_out = s
+        .wait_for(&id, "the timeout", |p| {
+            p.state == PackState::IssuanceTimedOut
+        })
+        .await;
+    let reason = timed_out.errors.last().unwrap();
+    assert!(
+        reason.contains("issuance timed out") && reason.contains("1 hour"),
+        "{reason}"
+    );
+    assert!(timed_out.certificate.is_none());
+    assert!(
+        !s.data.join("certs").join(id.as_str()).exists(),
+        "nothing was deployed"
+    );
+    let v = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/ssl/certificate_packs/{}", id.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(v["result"]["status"], "issuance_timed_out");
+    let items = s.verification(false).await;
+    assert_eq!(items[0]["certificate_status"], "timing_out");
+    // Nothing happens on its own any more.
+    s.clock.set(late + 2 * DAY);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.pack(&id).await.state, PackState::IssuanceTimedOut);
+    s.shutdown().await;
+}
