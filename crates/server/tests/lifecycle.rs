@@ -143,6 +143,59 @@ impl Server {
         self.store.pack(&zone, id).await.unwrap().unwrap()
     }
 
+    /// Orders one host by TXT, publishes its record once checked, asks for a check and
+    /// waits until a later stage (issuance or deployment) records an error: the pack
+    /// as it then is.
+    async fn validated_then_failing(&self, dns: &DnsServer, what: &str) -> (PackId, Pack) {
+        let id = self
+            .order(&["example.com"], "txt", 90, "lets_encrypt")
+            .await;
+        let p = self
+            .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
+            .await;
+        publish_txt(dns, &p);
+        self.verification(true).await;
+        let failing = self.wait_for(&id, what, |p| !p.errors.is_empty()).await;
+        (id, failing)
+    }
+
+    /// `GET /ssl/certificate_packs/{id}`: the whole answer.
+    async fn get_pack(&self, id: &PackId) -> Value {
+        let path = format!("/ssl/certificate_packs/{}", id.as_str());
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
+    /// Moves the clock to a stage's deadline `at` and waits until the pack times out into
+    /// `state` (`stage` is "issuance" or "deployment"). Checks that the pack, the API and
+    /// the verification view say so, and that nothing happens on its own two days later.
+    async fn times_out(&self, id: &PackId, at: i64, state: PackState, stage: &str) -> Pack {
+        self.clock.set(at);
+        let timed_out = self.wait_for(id, "the timeout", |p| p.state == state).await;
+        let reason = timed_out.errors.last().unwrap();
+        assert!(
+            reason.contains(&format!("{stage} timed out")) && reason.contains("1 hour"),
+            "{reason}"
+        );
+        let v = self.get_pack(id).await;
+        assert_eq!(v["result"]["status"], state.as_str());
+        assert!(
+            v["result"]["validation_errors"]
+                .to_string()
+                .contains(&format!("{stage} timed out")),
+            "{v}"
+        );
+        let items = self.verification(false).await;
+        assert_eq!(items[0]["certificate_status"], "timing_out");
+        self.clock.set(at + 2 * DAY);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            self.pack(id).await.state,
+            state,
+            "nothing happens on its own"
+        );
+        timed_out
+    }
+
     /// Polls the store until `cond` holds (the workers poll every 100 ms).
     async fn wait_for(&self, id: &PackId, what: &str, cond: impl Fn(&Pack) -> bool) -> Pack {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -287,13 +340,7 @@ async fn txt_validation_reports_the_reason_then_issues_on_retry() {
     assert_deployed(&s.data, &p);
 
     // The pack API shows the certificate; no private key anywhere in it.
-    let v = s
-        .call(
-            reqwest::Method::GET,
-            &format!("/ssl/certificate_packs/{}", id.as_str()),
-            None,
-        )
-        .await;
+    let v = s.get_pack(&id).await;
     assert_eq!(v["result"]["status"], "active");
     assert!(!v.to_string().contains("PRIVATE KEY"));
     s.shutdown().await;
@@ -374,13 +421,7 @@ async fn cname_delegation_validates_and_caa_can_forbid_the_ca() {
         p.errors
     );
     assert!(p.certificate.is_none());
-    let v = s
-        .call(
-            reqwest::Method::GET,
-            &format!("/ssl/certificate_packs/{}", id.as_str()),
-            None,
-        )
-        .await;
+    let v = s.get_pack(&id).await;
     assert!(v.to_string().contains("CAA"), "the error is shown: {v}");
 
     // Allowing the CA lets the next CAA check (on the schedule) through.
@@ -784,15 +825,7 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
         ));
     })
     .await;
-    let id = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
-    let p = s
-        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
-        .await;
-    publish_txt(&dns, &p);
-    s.verification(true).await;
-    let failing = s
-        .wait_for(&id, "a failed deployment", |p| !p.errors.is_empty())
-        .await;
+    let (id, failing) = s.validated_then_failing(&dns, "a failed deployment").await;
     assert_eq!(failing.state, PackState::PendingDeployment);
     assert!(
         failing.errors[0].contains("the web server refused the certificate"),
@@ -817,38 +850,9 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
     assert_eq!(retried.state, PackState::PendingDeployment);
     assert_eq!(hook_runs(&log).len(), 2);
 
-    s.clock.set(T0 + 3600);
-    let timed_out = s
-        .wait_for(&id, "the timeout", |p| {
-            p.state == PackState::DeploymentTimedOut
-        })
+    s.times_out(&id, T0 + 3600, PackState::DeploymentTimedOut, "deployment")
         .await;
-    let reason = timed_out.errors.last().unwrap();
-    assert!(
-        reason.contains("deployment timed out") && reason.contains("1 hour"),
-        "{reason}"
-    );
     assert_eq!(hook_runs(&log).len(), 2, "no deployment after the timeout");
-    let v = s
-        .call(
-            reqwest::Method::GET,
-            &format!("/ssl/certificate_packs/{}", id.as_str()),
-            None,
-        )
-        .await;
-    assert_eq!(v["result"]["status"], "deployment_timed_out");
-    assert!(
-        v["result"]["validation_errors"]
-            .to_string()
-            .contains("deployment timed out"),
-        "{v}"
-    );
-    let items = s.verification(false).await;
-    assert_eq!(items[0]["certificate_status"], "timing_out");
-    // Nothing happens on its own any more.
-    s.clock.set(T0 + 2 * DAY);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(s.pack(&id).await.state, PackState::DeploymentTimedOut);
 
     // The operator fixes the web server; PATCH restarts the pack with fresh tokens.
     std::fs::write(&fixed, b"").unwrap();
@@ -862,8 +866,8 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
     assert_eq!(v["result"]["status"], "pending_validation", "{v}");
     let restarted = s.pack(&id).await;
     assert!(restarted.errors.is_empty(), "{:?}", restarted.errors);
-    assert_ne!(txt_values(&restarted), txt_values(&p), "fresh tokens");
-    assert_eq!(restarted.stage_deadline, T0 + 2 * DAY + 7 * DAY);
+    assert_ne!(txt_values(&restarted), txt_values(&failing), "fresh tokens");
+    assert_eq!(restarted.stage_deadline, T0 + 3600 + 2 * DAY + 7 * DAY);
     publish_txt(&dns, &restarted);
     s.verification(true).await;
     let active = s
@@ -884,15 +888,7 @@ async fn an_issuance_the_ca_keeps_refusing_times_out_and_the_reason_is_shown() {
     let ca = zonecert_server::issuance::BuiltinCa::load_or_create(&s.data).unwrap();
     let late = ca.not_after().unix_timestamp() - 30 * DAY;
     s.clock.set(late);
-    let id = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
-    let p = s
-        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
-        .await;
-    publish_txt(&dns, &p);
-    s.verification(true).await;
-    let failing = s
-        .wait_for(&id, "a refused issuance", |p| !p.errors.is_empty())
-        .await;
+    let (id, failing) = s.validated_then_failing(&dns, "a refused issuance").await;
     assert_eq!(failing.state, PackState::PendingIssuance);
     assert!(
         failing.errors[0].contains("issuance failed") && failing.errors[0].contains("expiry"),
@@ -903,13 +899,7 @@ async fn an_issuance_the_ca_keeps_refusing_times_out_and_the_reason_is_shown() {
     // Validation passed at `late`: issuance has until `late` + 1 h, retried every 5 min.
     assert_eq!(failing.stage_deadline, late + 3600);
     assert_eq!(failing.hosts[0].check.next_due_at, late + 300);
-    let v = s
-        .call(
-            reqwest::Method::GET,
-            &format!("/ssl/certificate_packs/{}", id.as_str()),
-            None,
-        )
-        .await;
+    let v = s.get_pack(&id).await;
     assert_eq!(v["result"]["status"], "pending_issuance", "{v}");
     assert!(
         v["result"]["validation_errors"]
@@ -918,35 +908,13 @@ async fn an_issuance_the_ca_keeps_refusing_times_out_and_the_reason_is_shown() {
         "the API says why: {v}"
     );
 
-    s.clock.set(late + 3600);
     let timed_out = s
-        .wait_for(&id, "the timeout", |p| {
-            p.state == PackState::IssuanceTimedOut
-        })
+        .times_out(&id, late + 3600, PackState::IssuanceTimedOut, "issuance")
         .await;
-    let reason = timed_out.errors.last().unwrap();
-    assert!(
-        reason.contains("issuance timed out") && reason.contains("1 hour"),
-        "{reason}"
-    );
     assert!(timed_out.certificate.is_none());
     assert!(
         !s.data.join("certs").join(id.as_str()).exists(),
         "nothing was deployed"
     );
-    let v = s
-        .call(
-            reqwest::Method::GET,
-            &format!("/ssl/certificate_packs/{}", id.as_str()),
-            None,
-        )
-        .await;
-    assert_eq!(v["result"]["status"], "issuance_timed_out");
-    let items = s.verification(false).await;
-    assert_eq!(items[0]["certificate_status"], "timing_out");
-    // Nothing happens on its own any more.
-    s.clock.set(late + 2 * DAY);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(s.pack(&id).await.state, PackState::IssuanceTimedOut);
     s.shutdown().await;
 }
