@@ -101,7 +101,8 @@ pub(super) async fn get_verification(
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
     let form = st.config.verification_form;
     if retry {
-        let packs = recheck(&st, &uri, &view.zone.id, view.packs.clone()).await?;
+        let packs = view.packs.iter().map(|p| Pack::clone(p)).collect();
+        let packs = recheck(&st, &uri, &view.zone.id, packs).await?;
         return Ok(Json(api::Envelope::ok(wire::verifications(&packs, form))).into_response());
     }
     // Rendered once per version of the zone: the view is shared through the store's
@@ -109,7 +110,8 @@ pub(super) async fn get_verification(
     let body = match view.rendered.get() {
         Some(body) => body.clone(),
         None => {
-            let envelope = api::Envelope::ok(wire::verifications(&view.packs, form));
+            let packs = view.packs.iter().map(|p| &**p);
+            let envelope = api::Envelope::ok(wire::verifications(packs, form));
             let body = Bytes::from(serde_json::to_vec(&envelope).map_err(ApiError::internal)?);
             // Another request may have rendered the same view meanwhile: same bytes.
             let _ = view.rendered.set(body.clone());

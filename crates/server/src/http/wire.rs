@@ -194,7 +194,10 @@ fn check_details(host: &PackHost, pack: &Pack) -> Map<String, Value> {
 }
 
 /// The verification items of a zone's packs.
-pub fn verifications(packs: &[Pack], form: VerificationForm) -> Vec<api::Verification> {
+pub fn verifications<'a>(
+    packs: impl IntoIterator<Item = &'a Pack>,
+    form: VerificationForm,
+) -> Vec<api::Verification> {
     let mut items = Vec::new();
     for p in packs {
         let base = api::Verification {
