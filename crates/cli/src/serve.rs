@@ -174,6 +174,8 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(Config, SocketAddr)> {
         .or(file.lifecycle_cpus.as_deref())
     {
         config.lifecycle_cpus = LifecycleCpus::parse(cpus).map_err(anyhow::Error::msg)?;
+        // Checked here, so that a list the kernel cannot honour stops the start with an
+        // error (`App::open` applies the choice and would only warn).
         let ours = zonecert_server::sched::process_cpus()?;
         config
             .lifecycle_cpus

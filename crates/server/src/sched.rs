@@ -136,7 +136,7 @@ static BACKGROUND_CPUS: std::sync::RwLock<Option<Vec<usize>>> = std::sync::RwLoc
 pub fn confine_background_threads(
     choice: &LifecycleCpus,
 ) -> Result<Option<Vec<usize>>, SchedError> {
-    let cpus = choice.resolve(&own_cpus()?).map_err(SchedError)?;
+    let cpus = choice.resolve(&process_cpus()?).map_err(SchedError)?;
     let mut plan = BACKGROUND_CPUS
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -152,23 +152,23 @@ pub fn enter_background_cpus() -> Result<(), SchedError> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     match plan {
-        Some(cpus) => set_own_cpus(&cpus),
+        Some(cpus) => run_on_cpus(&cpus),
         None => Ok(()),
     }
 }
 
 /// Gives the calling thread normal priority and a short time slice, so it preempts
 /// longer-running threads when it wakes up: for request threads (the API runtime's
-/// `on_thread_start`) and the lifecycle's store thread. A kernel before 6.12 ignores the
-/// slice (the thread still gets normal priority).
+/// `on_thread_start`). A kernel before 6.12 ignores the slice (the thread still gets
+/// normal priority).
 pub fn prefer_latency() -> Result<(), SchedError> {
     set_own_attr(0, SHORT_SLICE_NANOS)
 }
 
-/// Gives the calling thread normal priority and the default time slice: for the
-/// lifecycle's store thread (see the module's text), which would otherwise inherit the
-/// short slice of the request thread that starts the lifecycle.
-/// Also moves it onto the background CPUs.
+/// Moves the calling thread onto the background CPUs and gives it normal priority and
+/// the default time slice: for the lifecycle's store thread (see the module's text),
+/// which would otherwise inherit the short slice of the request thread that starts the
+/// lifecycle.
 pub fn normal_priority() -> Result<(), SchedError> {
     enter_background_cpus()?;
     set_own_attr(0, 0)
@@ -184,7 +184,7 @@ pub fn lower_priority() {
         WARNED.call_once(|| {
             tracing::warn!(
                 reason = %why,
-                "background threads run at normal priority: requests may wait behind lifecycle work"
+                "background threads run at normal priority or on every CPU: requests may wait behind lifecycle work"
             );
         });
     }
@@ -258,20 +258,10 @@ fn system_call(succeeded: bool, what: impl std::fmt::Display) -> Result<(), Sche
     }
 }
 
-/// Lets the calling thread run on `cpus` only: for programs beside the server that
-/// must keep off some of its CPUs (the lifecycle benchmark's progress poller).
-pub fn run_on_cpus(cpus: &[usize]) -> Result<(), SchedError> {
-    set_own_cpus(cpus)
-}
-
-/// The CPUs the calling thread may run on, ascending (empty where unknown).
-pub fn process_cpus() -> Result<Vec<usize>, SchedError> {
-    own_cpus()
-}
-
-/// The CPUs the calling thread may run on, ascending.
+/// The CPUs the calling thread (and so, before it changes them, its process) may run
+/// on, ascending; empty where the system does not tell.
 #[cfg(target_os = "linux")]
-fn own_cpus() -> Result<Vec<usize>, SchedError> {
+pub fn process_cpus() -> Result<Vec<usize>, SchedError> {
     // SAFETY: an all-zero `cpu_set_t` is the empty set; the kernel writes at most the
     // size given into it, and `CPU_ISSET` reads within it for CPUs below `CPU_SETSIZE`.
     unsafe {
@@ -284,11 +274,13 @@ fn own_cpus() -> Result<Vec<usize>, SchedError> {
     }
 }
 
-/// Lets the calling thread run on `cpus` only.
+/// Lets the calling thread run on `cpus` only: background threads, and programs beside
+/// the server that must keep off some of its CPUs (the lifecycle benchmark's progress
+/// poller).
 #[cfg(target_os = "linux")]
-fn set_own_cpus(cpus: &[usize]) -> Result<(), SchedError> {
-    // SAFETY: as in `own_cpus`; `CPU_SET` writes within the set for CPUs below
-    // `CPU_SETSIZE`, which `LifecycleCpus::parse` and `own_cpus` guarantee.
+pub fn run_on_cpus(cpus: &[usize]) -> Result<(), SchedError> {
+    // SAFETY: as in `process_cpus`; `CPU_SET` writes within the set for CPUs below
+    // `CPU_SETSIZE`, which the filter guarantees.
     let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &cpu in cpus.iter().filter(|&&c| c < MAX_CPUS) {
@@ -300,13 +292,13 @@ fn set_own_cpus(cpus: &[usize]) -> Result<(), SchedError> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn own_cpus() -> Result<Vec<usize>, SchedError> {
+pub fn process_cpus() -> Result<Vec<usize>, SchedError> {
     // Unknown: `auto` then confines nothing, and a list is refused.
     Ok(Vec::new())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_own_cpus(_cpus: &[usize]) -> Result<(), SchedError> {
+pub fn run_on_cpus(_cpus: &[usize]) -> Result<(), SchedError> {
     Err(SchedError("CPU affinity is only supported on Linux".into()))
 }
 
@@ -387,7 +379,7 @@ mod tests {
         let cpus_of = |f: fn()| {
             std::thread::spawn(move || {
                 f();
-                own_cpus().unwrap()
+                process_cpus().unwrap()
             })
             .join()
             .unwrap()

@@ -335,6 +335,7 @@ impl ReadCache {
         if !entries.zone_unchanged_since(&key, epoch) {
             return;
         }
+        // Views taken out are freed after the lock is released (as in `changing`).
         let mut evicted = Vec::new();
         while entries.zones_weight + weight > ZONES_BUDGET {
             let Some(victim) = entries.zones.keys().next().copied() else {

@@ -588,8 +588,8 @@ impl SqliteStore {
     /// connection would keep its page cache for good).
     pub(super) fn warm_cache(&self, share: f64) -> Result<usize, StoreError> {
         let conn = connect(&self.inner.path)?;
-        // One pass over the tables: a large page cache would only raise the peak memory
-        // (by its 16 MiB with 100,000 packs stored).
+        // One pass over the tables: a page cache larger than this would only raise the
+        // peak memory.
         conn.execute_batch("PRAGMA cache_size = -1024;")?;
         let mut after = String::new();
         let mut warmed = 0;
