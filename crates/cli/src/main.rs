@@ -4,6 +4,7 @@
 mod admin_commands;
 mod ca_commands;
 mod client_commands;
+mod log_sink;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -59,7 +60,10 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            log_sink::print_line(
+                std::io::stderr(),
+                format_args!("error: cannot start the async runtime: {e}"),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -77,7 +81,9 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`: on a failed stderr it panics, and the exit status would be
+            // a panic's 101 instead of this failure's.
+            log_sink::print_line(std::io::stderr(), format_args!("error: {e:#}"));
             ExitCode::FAILURE
         }
     }

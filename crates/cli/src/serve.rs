@@ -1,6 +1,7 @@
 //! `zonecert serve`: configuration from flags, `ZONECERT_*` variables and a TOML file
 //! (in that order of precedence), then the server until SIGINT or SIGTERM.
 
+use crate::log_sink::print_line;
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
@@ -199,9 +200,12 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(Config, SocketAddr)> {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZONECERT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Never an error nor a panic when stderr fails (see `log_sink`); and no fallback
+    // message about a failed write, which would go to the same stderr.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::log_sink::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
@@ -252,14 +256,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    // These lines are read by people and by scripts (tests find the port here).
-    println!("listening on http://{addr}");
+    // These lines are read by people and by scripts (tests find the port here). A
+    // closed or full stdout loses them but stops nothing (`println!` would panic).
+    let out = std::io::stdout;
+    print_line(out(), format_args!("listening on http://{addr}"));
     if dev {
         let token = app.seed_dev().await.context("seeding the dev data")?;
-        println!(
-            "dev zone example.com (023e105f4ecef8ad9ca31a8372d0c353), user user@example.com, key 144c9defac04969c7bfad8efaa8ea194"
+        print_line(
+            out(),
+            format_args!(
+                "dev zone example.com (023e105f4ecef8ad9ca31a8372d0c353), user user@example.com, key 144c9defac04969c7bfad8efaa8ea194"
+            ),
         );
-        println!("export CLOUDFLARE_BASE_URL=http://{addr}/client/v4 CLOUDFLARE_API_TOKEN={token}");
+        print_line(
+            out(),
+            format_args!(
+                "export CLOUDFLARE_BASE_URL=http://{addr}/client/v4 CLOUDFLARE_API_TOKEN={token}"
+            ),
+        );
     }
     tracing::info!(%addr, data_dir = %data_dir.display(), lifecycle, "zonecert serving");
     app.serve(listener, shutdown_signal()).await?;

@@ -143,22 +143,38 @@ impl App {
                         return;
                     }
                 };
-                runtime.block_on(async move {
-                    // Built inside this runtime: the validator's resolver belongs to it.
-                    match lifecycle::Worker::new(store, config, clock, thread_signals) {
-                        Ok(worker) => {
-                            sched::lower_priority();
-                            let _ = ready_tx.send(Ok(()));
-                            Arc::new(worker).run(stop).await;
+                // A panic of the claim loop is caught, so that it ends the lifecycle
+                // with a reason the server acts on (see `App::serve`), rather than a thread
+                // that is silently gone while the API keeps answering.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(async move {
+                        // Built inside this runtime: the validator's resolver belongs to it.
+                        match lifecycle::Worker::new(store, config, clock, thread_signals) {
+                            Ok(worker) => {
+                                sched::lower_priority();
+                                let _ = ready_tx.send(Ok(()));
+                                Arc::new(worker).run(stop).await
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                Ok(())
+                            }
                         }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                });
+                    })
+                }));
+                let outcome = match ran {
+                    Ok(outcome) => outcome,
+                    Err(payload) => Err(lifecycle::LifecycleError::Failed(format!(
+                        "the lifecycle's worker panicked: {}",
+                        lifecycle::panic_message(payload.as_ref())
+                    ))),
+                };
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "the lifecycle stopped");
+                }
                 // Dropping the runtime waits for the blocking tasks (issuance, deployment).
                 drop(runtime);
-                let _ = done_tx.send(());
+                let _ = done_tx.send(outcome);
             })
             .map_err(lifecycle::LifecycleError::Runtime)?;
         ready_rx.recv().map_err(|_| {
@@ -170,14 +186,16 @@ impl App {
         signals.set_workers_running(true);
         Ok(LifecycleHandle {
             cancel,
-            done: done_rx,
+            done: Some(done_rx),
         })
     }
 
     /// Serves the API on `listener`, with the lifecycle workers when
     /// [`Config::lifecycle`] is on, until `shutdown` resolves; then finishes the
     /// requests in flight and the workers' steps in hand. A lifecycle that fails to
-    /// start stops the server with its error.
+    /// start, or fails while running (a panic of one of its threads), stops the server
+    /// with its error: a server whose API answers while no certificate is issued or
+    /// renewed any more would look healthy and do nothing.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -203,7 +221,9 @@ impl App {
         // (the CA, the resolvers) took about 200 ms in the lifecycle benchmark, and the
         // first requests waited that long in the listen queue.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
-        let starting = self.state.config.lifecycle.then(|| {
+        let stop_lifecycle = CancellationToken::new();
+        let stopping = stop_lifecycle.clone();
+        let supervised = self.state.config.lifecycle.then(|| {
             // A `retry=true` that arrives while the workers start waits for their checks,
             // as it would once they run.
             self.state.signals.set_workers_running(true);
@@ -213,11 +233,22 @@ impl App {
                     .await
                     .map_err(|e| lifecycle::LifecycleError::Runtime(std::io::Error::other(e)))
                     .and_then(|started| started);
-                if started.is_err() {
-                    signals.set_workers_running(false);
-                    let _ = failed_tx.send(());
+                let mut lifecycle = match started {
+                    Ok(lifecycle) => lifecycle,
+                    Err(e) => {
+                        signals.set_workers_running(false);
+                        let _ = failed_tx.send(());
+                        return Err(e);
+                    }
+                };
+                tokio::select! {
+                    failure = lifecycle.ended() => {
+                        signals.set_workers_running(false);
+                        let _ = failed_tx.send(());
+                        Err(failure)
+                    }
+                    () = stopping.cancelled() => lifecycle.stop().await,
                 }
-                started
             })
         });
         let shutdown = async move {
@@ -241,9 +272,10 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        if let Some(starting) = starting {
-            match starting.await {
-                Ok(Ok(lifecycle)) => lifecycle.stop().await,
+        stop_lifecycle.cancel();
+        if let Some(supervised) = supervised {
+            match supervised.await {
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(std::io::Error::other(e)),
                 Err(e) => return Err(std::io::Error::other(e)),
             }
@@ -270,14 +302,78 @@ pub enum DevSeedError {
 #[derive(Debug)]
 pub struct LifecycleHandle {
     cancel: CancellationToken,
-    done: tokio::sync::oneshot::Receiver<()>,
+    /// How the lifecycle's thread ended; taken once it has been received.
+    done: Option<tokio::sync::oneshot::Receiver<Result<(), lifecycle::LifecycleError>>>,
 }
 
 impl LifecycleHandle {
-    /// Stops the workers after the steps in hand and waits for them.
-    pub async fn stop(self) {
+    /// Stops the workers after the steps in hand and waits for them; the error of a
+    /// lifecycle that had failed meanwhile.
+    pub async fn stop(mut self) -> Result<(), lifecycle::LifecycleError> {
         self.cancel.cancel();
-        // An error means the thread is gone already.
-        let _ = self.done.await;
+        match self.done.take() {
+            Some(done) => done.await.unwrap_or_else(|_| Err(thread_vanished())),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when the workers end without being stopped (a panic of one of their
+    /// threads), with why; never, while they run.
+    pub async fn ended(&mut self) -> lifecycle::LifecycleError {
+        let Some(done) = self.done.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = done.await;
+        self.done = None;
+        match outcome {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => {
+                lifecycle::LifecycleError::Failed("the workers stopped by themselves".into())
+            }
+            Err(_) => thread_vanished(),
+        }
+    }
+}
+
+fn thread_vanished() -> lifecycle::LifecycleError {
+    lifecycle::LifecycleError::Failed("the lifecycle's thread ended without a word".into())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
+mod tests {
+    use super::*;
+    use lifecycle::Fault;
+    use std::time::Duration;
+
+    /// A panic in either lifecycle thread ends `App::serve` with an error (the binary
+    /// then exits non-zero), instead of a server that answers while nothing is issued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_lifecycle_thread_stops_the_server_with_an_error() {
+        for fault in [Fault::WorkerPanic, Fault::StorePanic] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = Config::new(dir.path());
+            config.lifecycle = true;
+            // Nothing is due, so nothing is asked; a resolver on loopback all the same.
+            config.dcv_resolvers = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9))];
+            let app = App::open(config, Arc::new(clock::SystemClock))
+                .await
+                .unwrap();
+            let signals = app.state.signals.clone();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            signals.inject(fault);
+            let served = tokio::time::timeout(
+                Duration::from_secs(60),
+                app.serve(listener, std::future::pending()),
+            )
+            .await;
+            let err = match served {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => panic!("{fault:?}: the server ended without an error"),
+                Err(_) => panic!("{fault:?}: the server kept serving with a dead lifecycle"),
+            };
+            assert!(err.to_string().contains("panicked"), "{fault:?}: {err}");
+            assert!(!signals.workers_running());
+        }
     }
 }

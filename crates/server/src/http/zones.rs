@@ -18,13 +18,16 @@ use zonecert_api as api;
 type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
 
 /// `POST /zones` with `{"name": "example.com"}` (`account` and `type` are accepted and
-/// ignored: zonecert has one account).
+/// ignored: zonecert has one account). Only unscoped credentials create zones.
 pub(super) async fn create_zone(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::Zone> {
-    super::auth::authorize(&st.store, &headers, Need::WriteZone, None).await?;
+    let principal = super::auth::authorize(&st.store, &headers, Need::WriteZone, None).await?;
+    if !principal.may_create_zones() {
+        return Err(ApiError::unauthorized());
+    }
     let body = request::json_object(body, st.config.max_body_bytes, false)?;
     let name = request::required_str(&body, "name")?;
     let zone = admin::create_zone(&st.store, name, None, st.clock.now())

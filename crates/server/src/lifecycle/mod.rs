@@ -35,6 +35,18 @@ pub struct Signals {
     wake: Notify,
     progress: watch::Sender<u64>,
     workers_running: AtomicBool,
+    #[cfg(test)]
+    fault: std::sync::Mutex<Option<Fault>>,
+}
+
+/// A fault the tests inject into a running worker.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The worker's claim loop panics.
+    WorkerPanic,
+    /// The worker's store thread panics.
+    StorePanic,
 }
 
 impl Default for Signals {
@@ -43,6 +55,8 @@ impl Default for Signals {
             wake: Notify::new(),
             progress: watch::Sender::new(0),
             workers_running: AtomicBool::new(false),
+            #[cfg(test)]
+            fault: std::sync::Mutex::new(None),
         }
     }
 }
@@ -77,8 +91,21 @@ impl Signals {
     pub fn set_workers_running(&self, running: bool) {
         self.workers_running.store(running, Ordering::Release);
     }
+
+    /// Has the worker meet `fault` at its next turn.
+    #[cfg(test)]
+    pub(crate) fn inject(&self, fault: Fault) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault);
+        self.wake();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn take_fault(&self) -> Option<Fault> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 mod worker;
 
+pub(crate) use worker::panic_message;
 pub use worker::{EMAIL_REASON, LifecycleError, Worker};

@@ -105,6 +105,9 @@ pub enum LifecycleError {
     /// The workers' thread or runtime could not be started.
     #[error("starting the lifecycle thread: {0}")]
     Runtime(std::io::Error),
+    /// A lifecycle thread failed (a panic) while running: the workers stopped.
+    #[error("the lifecycle failed: {0}")]
+    Failed(String),
 }
 
 /// One server's lifecycle worker.
@@ -128,6 +131,42 @@ pub struct Worker {
     /// How long a validated pack may spend in issuance and deployment.
     issuance_timeout_secs: i64,
     store_ops: mpsc::UnboundedSender<StoreOp>,
+    /// Set (with the reason) when the store thread ended by a panic: without it the
+    /// worker could only fail every step, forever, and look alive.
+    store_failed: Arc<Failure>,
+}
+
+/// A failure one lifecycle thread reports to the others: a reason, set once, and a token
+/// that fires when it is set.
+#[derive(Debug, Default)]
+struct Failure {
+    reason: Mutex<Option<String>>,
+    fired: CancellationToken,
+}
+
+impl Failure {
+    fn set(&self, reason: String) {
+        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(reason);
+        self.fired.cancel();
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+/// The message of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// How a task holds its pack.
@@ -234,6 +273,9 @@ enum StoreOp {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
     },
+    /// A fault the tests inject: the store thread panics.
+    #[cfg(test)]
+    Panic,
 }
 
 /// One host's check result, tied to the record that was checked so it is never
@@ -281,6 +323,8 @@ impl Worker {
         let leases = Arc::new(LeaseClock::new(lease, Instant::now()));
         let renew_asked = Arc::new(Notify::new());
         let (renewing, asked) = (Arc::clone(&leases), Arc::clone(&renew_asked));
+        let store_failed = Arc::new(Failure::default());
+        let failed = Arc::clone(&store_failed);
         std::thread::Builder::new()
             .name("zonecert-lc-store".into())
             .spawn(move || {
@@ -291,7 +335,21 @@ impl Worker {
                 if let Err(e) = crate::sched::normal_priority() {
                     tracing::warn!(reason = %e, "the lifecycle's store thread keeps its inherited priority");
                 }
-                runtime.block_on(store_thread(store, owner, renewing, asked, queued));
+                // A panic here would otherwise end the thread alone: every later step
+                // of the worker would fail and the server would look healthy while no
+                // certificate is ever issued or renewed. The worker stops on it instead
+                // (and with it the server, see `App::serve`).
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(store_thread(store, owner, renewing, asked, queued))
+                }));
+                if let Err(payload) = ran {
+                    let reason = format!(
+                        "the lifecycle's store thread panicked: {}",
+                        panic_message(payload.as_ref())
+                    );
+                    tracing::error!("{reason}");
+                    failed.set(reason);
+                }
             })
             .map_err(LifecycleError::Runtime)?;
         Ok(Worker {
@@ -311,6 +369,7 @@ impl Worker {
             issuer,
             hook,
             store_ops,
+            store_failed,
         })
     }
 
@@ -320,7 +379,10 @@ impl Worker {
     /// [`MAX_IN_FLIGHT`] room has freed up and the last claim left due work behind, it
     /// claims again, so no pack waits for the slowest of a batch. Otherwise it claims
     /// when woken (an order, `retry=true`, PATCH) or at each poll interval.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+    ///
+    /// Returns an error when its store thread failed: the worker cannot go on (every
+    /// step would fail), and whoever runs it must not carry on as if it did.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), LifecycleError> {
         self.signals.set_workers_running(true);
         // Renewals go on until the packs in hand are finished, after `cancel`. A task of
         // the runtime rather than a timer of the store thread: it ends with the runtime.
@@ -334,7 +396,15 @@ impl Worker {
         let mut claim_now = true;
         let mut more_due = false;
         let mut next_poll = Instant::now() + self.config.poll_interval;
-        while !cancel.is_cancelled() {
+        while !cancel.is_cancelled() && !self.store_failed.fired.is_cancelled() {
+            #[cfg(test)]
+            match self.signals.take_fault() {
+                Some(super::Fault::WorkerPanic) => panic!("injected: the worker panics"),
+                Some(super::Fault::StorePanic) => {
+                    let _ = self.store_ops.send(StoreOp::Panic);
+                }
+                None => {}
+            }
             if claim_now {
                 // Fill the room: validation then runs ahead of issuance.
                 more_due = self.claim_into(&mut in_flight).await;
@@ -345,6 +415,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = cancel.cancelled() => {}
+                _ = self.store_failed.fired.cancelled() => {}
                 Some(joined) = in_flight.join_next() => {
                     if let Err(e) = joined {
                         tracing::error!(error = %e, "lifecycle task panicked");
@@ -359,14 +430,25 @@ impl Worker {
                 }
             }
         }
+        if self.store_failed.fired.is_cancelled() {
+            // The packs in hand can write nothing; their leases run out and another
+            // start of the worker (or another node) claims them again.
+            in_flight.abort_all();
+        }
         while let Some(joined) = in_flight.join_next().await {
-            if let Err(e) = joined {
+            if let Err(e) = joined
+                && e.is_panic()
+            {
                 tracing::error!(error = %e, "lifecycle task panicked");
             }
         }
         renewing.cancel();
         let _ = renewals.await;
         self.signals.set_workers_running(false);
+        if self.store_failed.fired.is_cancelled() {
+            return Err(LifecycleError::Failed(self.store_failed.reason()));
+        }
+        Ok(())
     }
 
     /// Claims as many due packs as there is room for (at most [`CLAIM_BATCH`]) and starts
@@ -1056,6 +1138,8 @@ async fn store_thread(
                     releases.push(id);
                     released_replies.push(reply);
                 }
+                #[cfg(test)]
+                StoreOp::Panic => panic!("injected: the store thread panics"),
             }
         }
         let written = if packs.is_empty() && releases.is_empty() {

@@ -136,6 +136,16 @@ impl Principal {
         }
     }
 
+    /// Whether the caller may create zones: a user, or a token not limited to some
+    /// zones. A token scoped to zone A acts on A only; letting it create other zones
+    /// would let it take names it was never given (their owners then meet 1061).
+    pub fn may_create_zones(&self) -> bool {
+        match self {
+            Principal::User(_) => true,
+            Principal::Token(t) => t.zones.is_none(),
+        }
+    }
+
     /// A stable key for rate limiting: one bucket per credential.
     pub fn rate_key(&self) -> String {
         match self {
@@ -178,6 +188,8 @@ mod tests {
         let t = token(vec![Permission::SslRead], Some(vec![a.clone()]));
         assert!(t.covers_zone(&a));
         assert!(!t.covers_zone(&b));
+        assert!(!t.may_create_zones(), "a scoped token creates no zones");
+        assert!(token(vec![Permission::ZoneWrite], None).may_create_zones());
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! `zonecert serve` under faults of its surroundings: a log sink that refuses every
+//! write (stderr on `/dev/full`). The server must start, answer (4xx included, the
+//! requests that log at info) and carry a pack through its lifecycle to `active`.
+//!
+//! DCV checks go to the test's loopback DNS server only (`--dcv-resolvers`).
+
+#![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use zonecert_testkit::DnsServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
+
+/// Kills the server when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_full_log_sink_stops_nothing() {
+    let dns = DnsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--dcv-resolvers")
+        .arg(dns.addr().to_string())
+        .args(["--poll-interval", "1"])
+        .env_remove("ZONECERT_CONFIG")
+        // Every request and every lifecycle step logs: each one meets the full sink.
+        .env("ZONECERT_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = Killed(child);
+    let (base, token) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("zonecert serve exited before printing its address")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("export CLOUDFLARE_BASE_URL=") {
+                let (url, token) = rest.split_once(" CLOUDFLARE_API_TOKEN=").unwrap();
+                std::thread::spawn(move || for _ in lines {});
+                return (url.to_owned(), token.to_owned());
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+
+    // A refusal (logged at info) is answered in the envelope, the connection kept.
+    let r = http.get(format!("{base}/zones")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], 9106, "{body}");
+
+    // An order goes all the way to `active`.
+    let r = http
+        .post(format!("{base}/zones"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "full.example"}))
+        .send()
+        .await
+        .unwrap();
+    let zone: Value = r.json().await.unwrap();
+    let zone = zone["result"]["id"].as_str().unwrap().to_owned();
+    let r = http
+        .post(format!("{base}/zones/{zone}/ssl/certificate_packs/order"))
+        .bearer_auth(&token)
+        .json(&json!({"type": "advanced", "hosts": ["full.example"],
+                      "validation_method": "txt", "validity_days": 90,
+                      "certificate_authority": "google"}))
+        .send()
+        .await
+        .unwrap();
+    let pack: Value = r.json().await.unwrap();
+    let pack = pack["result"]["id"].as_str().unwrap().to_owned();
+    let view: Value = http
+        .get(format!("{base}/zones/{zone}/ssl/verification"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let info = &view["result"][0]["verification_info"];
+    dns.set_txt(
+        info["txt_name"].as_str().unwrap(),
+        &[info["txt_value"].as_str().unwrap()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(format!("{base}/zones/{zone}/ssl/verification?retry=true"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let got: Value = http
+            .get(format!("{base}/zones/{zone}/ssl/certificate_packs/{pack}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if got["result"]["status"] == "active" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pack never became active: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(child);
+}
