@@ -1,7 +1,8 @@
 //! `GET /client/v4/openapi.json`: the document of what this server implements, built
-//! from [`OPERATIONS`], the same table the tests check the router and the shared
-//! Cloudflare spec against. Request and response schemas are generated from the wire
-//! types of `zonecert-api` (its `schema` feature), so the document changes with them.
+//! from [`OPERATIONS`], the same table the tests check the router and Cloudflare's spec
+//! (vendored in the repository's `spec/`) against. Request and response schemas are
+//! generated from the wire types of `zonecert-api` (its `schema` feature), so the
+//! document changes with them.
 
 use crate::model::Need;
 use axum::Json;
