@@ -7,7 +7,9 @@ mod client_commands;
 mod log_sink;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -46,8 +48,54 @@ enum Command {
     Ssl(client_commands::SslCommand),
 }
 
+/// Why the command line was not understood.
+#[derive(Debug)]
+enum ParseError {
+    /// clap's own (usage, `--help`, `--version`): it prints and exits itself.
+    Usage(clap::Error),
+    /// The configuration file.
+    File(String),
+}
+
+/// Parses a command line; for `serve --config FILE`, with the file's settings as the
+/// flags' defaults, so that flags and `ZONECERT_*` variables win over the file.
+fn parse_from(argv: Vec<OsString>) -> Result<Cli, ParseError> {
+    let first = Cli::command()
+        .try_get_matches_from(&argv)
+        .map_err(ParseError::Usage)?;
+    let mut command = Cli::command();
+    let mut file_keys = Vec::new();
+    if let Some(("serve", serve)) = first.subcommand()
+        && let Some(path) = serve.get_one::<PathBuf>("config_file")
+    {
+        let sub = command
+            .find_subcommand("serve")
+            .cloned()
+            .ok_or_else(|| ParseError::File("no serve command".into()))?;
+        let (sub, keys) =
+            zonecert_server::config::with_file_defaults(sub, path).map_err(ParseError::File)?;
+        file_keys = keys;
+        command = command.mut_subcommand("serve", |_| sub);
+    }
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(ParseError::Usage)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(ParseError::Usage)?;
+    if let (Command::Serve(args), Some(("serve", m))) = (&mut cli.command, matches.subcommand()) {
+        args.note_sources(m, &file_keys);
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_from(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(ParseError::Usage(e)) => e.exit(),
+        Err(ParseError::File(e)) => {
+            log_sink::print_line(std::io::stderr(), format_args!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // Request threads preempt lifecycle work when they wake (see
         // `zonecert_server::sched`). A refusal is reported by `serve`, which asks again

@@ -433,3 +433,121 @@ fn lifecycle_threads_run_on_their_cpus_and_requests_on_all() {
         "request threads on {requests:?}, not {ours}"
     );
 }
+
+/// The settings README.md's configuration table documents (`--flag` names).
+fn documented_flags() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `--"))
+        .map(|l| l.split('`').next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("elsewhere/zonecert.db");
+    let certs = dir.path().join("certs");
+    let file = dir.path().join("zonecert.toml");
+    // One value for every documented key, in the forms README.md names: durations in
+    // human form, lists as an array or a comma string.
+    let keys = [
+        ("listen", "\"127.0.0.1:0\"".to_owned()),
+        ("data_dir", format!("{:?}", data.to_str().unwrap())),
+        ("database", format!("\"sqlite://{}\"", db.to_str().unwrap())),
+        ("dev", "false".to_owned()),
+        ("rate_limit", "\"600/60\"".to_owned()),
+        ("quota_advanced", "7".to_owned()),
+        ("verification_form", "\"live\"".to_owned()),
+        ("service_domain", "\"dcv.test\"".to_owned()),
+        ("lifecycle", "true".to_owned()),
+        ("dcv_resolvers", "\"127.0.0.1:1, 127.0.0.1:2\"".to_owned()),
+        ("dcv_http_port", "8080".to_owned()),
+        ("dcv_allow_private_addresses", "true".to_owned()),
+        ("check_concurrency", "4".to_owned()),
+        ("poll_interval", "\"10s\"".to_owned()),
+        ("lease", "\"2m\"".to_owned()),
+        ("issuance_timeout", "\"1h 30m\"".to_owned()),
+        ("deploy_dir", format!("{:?}", certs.to_str().unwrap())),
+        ("deploy_hook", "[\"/bin/true\", \"deployed\"]".to_owned()),
+        ("key_type", "\"rsa-2048\"".to_owned()),
+        ("brand_keywords", "[\"paypal\", \"bank\"]".to_owned()),
+        ("lifecycle_cpus", "\"all\"".to_owned()),
+        ("log_json", "true".to_owned()),
+    ];
+    let mut documented = documented_flags();
+    documented.sort();
+    let mut written: Vec<String> = keys.iter().map(|(k, _)| k.replace('_', "-")).collect();
+    written.sort();
+    assert_eq!(documented, written, "README.md's table and this file");
+    // And README.md documents every setting `serve` has.
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let mut flags: Vec<String> = String::from_utf8_lossy(&help.stdout)
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split([' ', ',']).next().unwrap().to_owned())
+        .filter(|f| f != "help" && f != "config")
+        .collect();
+    flags.sort();
+    assert_eq!(flags, documented, "`serve --help` and README.md's table");
+
+    let text: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env_remove("ZONECERT_QUOTA_ADVANCED")
+        .env_remove("ZONECERT_RATE_LIMIT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let addr = line.strip_prefix("listening on ").unwrap().to_owned();
+    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first_log = logs.next().unwrap().unwrap();
+    std::thread::spawn(move || for _ in logs {});
+    assert!(
+        serde_json::from_str::<Value>(&first_log).is_ok(),
+        "log_json: {first_log}"
+    );
+    assert!(db.is_file(), "the database is where `database` says");
+    // A zone and a token in that database show the quota of the file.
+    let admin_db = |args: &[&str]| -> Value {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(db.parent().unwrap())
+            .args(["--output", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let zone = admin_db(&["zone", "create", "settings.example"]);
+    let zone = zone["id"].as_str().unwrap().to_owned();
+    let token = admin_db(&[
+        "token",
+        "create",
+        "--name",
+        "t",
+        "--permission",
+        "SSL and Certificates Read",
+    ]);
+    let token = token["secret"].as_str().unwrap().to_owned();
+    let q = quota(&format!("{addr}/client/v4"), &token, &zone).await;
+    assert_eq!(q["result"]["advanced"]["allocated"], 7, "{q}");
+    stop(child);
+}

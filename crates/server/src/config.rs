@@ -1,104 +1,252 @@
-//! The server's configuration: what `zonecert serve` is told by flags, `ZONECERT_*`
-//! environment variables and an optional TOML file (in that order of precedence; the
-//! binary merges them, this module holds the result and the file's format).
+//! The server's settings, each defined once: a field of [`Config`] is at the same time
+//! the `--flag` of `zonecert serve` (dashes), its `ZONECERT_*` variable and its key in the
+//! TOML file (underscores), and its doc line is the help text. Precedence: flags, then
+//! variables, then the file ([`with_file_defaults`] makes the file's values the flags'
+//! defaults), then the defaults written here.
 
-use serde::Deserialize;
+use clap::builder::{OsStr, ValueParser};
+use clap::{ArgAction, Args, Command, FromArgMatches};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::issuance::KeyType;
 pub use crate::sched::LifecycleCpus;
 
-/// Everything the server needs to run.
-#[derive(Debug, Clone)]
+/// Where the server keeps its data unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "zonecert-data";
+
+/// Everything the server needs to run. Adding a setting is adding a field here with its
+/// doc line and `#[arg(long, env = "ZONECERT_...")]`: the flag, the variable and the TOML
+/// key follow from it.
+#[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Where the SQLite database, the CA and deployed certificates live.
+    /// Data directory: database, CA, deployed certificates.
+    #[arg(long, env = "ZONECERT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// A database URL overriding the embedded database in `data_dir`.
+    /// Database URL (sqlite://PATH); the embedded database in the data directory by default.
+    #[arg(long, env = "ZONECERT_DATABASE")]
     pub database: Option<String>,
-    /// Seed the documentation's example identifiers and print a dev token.
+    /// Seed the API documentation's example zone, pack and user, and print a token.
+    #[arg(long, env = "ZONECERT_DEV")]
     pub dev: bool,
-    /// Per-credential request budget; `None` turns rate limiting off.
-    pub rate_limit: Option<RateLimit>,
-    /// How many advanced certificate packs a zone may hold.
+    /// Requests per credential: `off`, `N` (per 5 minutes) or `N/SECONDS`.
+    #[arg(long, env = "ZONECERT_RATE_LIMIT", default_value = "1200/300",
+          value_parser = ValueParser::new(RateLimit::parse))]
+    pub rate_limit: ::std::option::Option<RateLimit>,
+    /// Advanced certificate packs a zone may hold.
+    #[arg(long, env = "ZONECERT_QUOTA_ADVANCED", default_value = "100")]
     pub quota_advanced: u64,
-    /// The shape of `GET /ssl/verification` items.
+    /// Shape of GET /ssl/verification: `per-host` or `live` (the live API's).
+    #[arg(long, env = "ZONECERT_VERIFICATION_FORM", default_value = "per-host",
+          value_parser = ValueParser::new(VerificationForm::parse))]
     pub verification_form: VerificationForm,
-    /// The domain under which delegated (cname) DCV targets live:
-    /// `<host>.<zone-dcv-id>.dcv.<service_domain>`.
+    /// Domain under which delegated (cname) DCV targets live:
+    /// `<host>.<zone-dcv-id>.dcv.<service-domain>`.
+    #[arg(
+        long,
+        env = "ZONECERT_SERVICE_DOMAIN",
+        default_value = "zonecert.localhost"
+    )]
     pub service_domain: String,
-    /// Largest accepted request body in bytes.
-    pub max_body_bytes: usize,
-    /// How long `retry=true` and the verification PATCH wait for the checks they
-    /// asked for before answering with the state as it is.
-    pub retry_wait: Duration,
-    /// Run the lifecycle workers (DCV checks, issuance, renewal) in this process. Off in
-    /// [`Config::new`], so a server embedded in a test never reaches out to the system's
-    /// resolvers; `zonecert serve` turns it on (see its `--lifecycle`).
+    /// Run the lifecycle workers (DCV checks, issuance, renewal); `serve --dev` without
+    /// --dcv-resolvers leaves them off unless told (the seeded example.com cannot validate).
+    // Embedded servers (`Config::new`) start with them off, so a test never reaches the
+    // system's resolvers.
+    #[arg(long, env = "ZONECERT_LIFECYCLE", default_value = "true", action = ArgAction::Set)]
     pub lifecycle: bool,
-    /// DNS resolvers DCV and CAA checks ask (`addr:port`); empty means the system's.
+    /// DNS resolvers for DCV and CAA checks, `ADDRESS:PORT,...`; the system's by default.
+    #[arg(long, env = "ZONECERT_DCV_RESOLVERS", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_resolver))]
     pub dcv_resolvers: Vec<SocketAddr>,
-    /// The port HTTP validation connects to (80).
+    /// Port HTTP validation connects to.
+    #[arg(long, env = "ZONECERT_DCV_HTTP_PORT", default_value = "80",
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub dcv_http_port: u16,
-    /// Lets HTTP validation reach loopback and private addresses (tests, labs).
+    /// Let HTTP validation connect to loopback and private addresses (tests, labs only).
+    #[arg(long, env = "ZONECERT_DCV_ALLOW_PRIVATE_ADDRESSES")]
     pub dcv_allow_private_addresses: bool,
-    /// Upper bound on one DCV or CAA check.
-    pub dcv_timeout: Duration,
-    /// How many checks run at once across all packs.
+    /// How many DCV checks run at once across all packs.
+    #[arg(long, env = "ZONECERT_CHECK_CONCURRENCY", default_value = "64",
+          value_parser = ValueParser::new(parse_positive))]
     pub check_concurrency: usize,
-    /// How often the workers look for due work when nothing wakes them.
+    /// Time between looks for due work when nothing wakes the workers (`10s`, `2m`).
+    #[arg(long, env = "ZONECERT_POLL_INTERVAL", default_value = "10s",
+          value_parser = ValueParser::new(parse_duration))]
     pub poll_interval: Duration,
-    /// How long a worker owns a claimed pack before another server may take it over
-    /// (a crashed server's claims run again after this).
+    /// How long a server owns a claimed pack (renewed while it works); a crashed server's
+    /// claims are taken over after this.
+    #[arg(long, env = "ZONECERT_LEASE", default_value = "2m",
+          value_parser = ValueParser::new(parse_duration))]
     pub lease: Duration,
-    /// How long a validated pack may stay in `pending_issuance` and `pending_deployment`
-    /// (issuance and deployment failing and being retried) before it is
-    /// `issuance_timed_out` or `deployment_timed_out`, from where a PATCH restarts it.
+    /// How long a validated pack may spend in issuance and deployment (failures retried
+    /// every 5 minutes) before it is `issuance_timed_out` or `deployment_timed_out`.
+    #[arg(long, env = "ZONECERT_ISSUANCE_TIMEOUT", default_value = "24h",
+          value_parser = ValueParser::new(parse_duration))]
     pub issuance_timeout: Duration,
-    /// Where certificates and keys are written; `<data_dir>/certs` by default.
+    /// Where certificates and keys are written; `<data-dir>/certs` by default.
+    #[arg(long, env = "ZONECERT_DEPLOY_DIR")]
     pub deploy_dir: Option<PathBuf>,
-    /// A command run after each deployment (program and arguments, no shell).
-    pub deploy_hook: Option<Vec<String>>,
-    /// The key algorithm of issued certificates.
+    /// Command run after each deployment: program and arguments, split on whitespace (an
+    /// array in the file), run without a shell.
+    #[arg(long, env = "ZONECERT_DEPLOY_HOOK", default_value = "", hide_default_value = true,
+          value_parser = ValueParser::new(parse_command))]
+    pub deploy_hook: ::std::option::Option<Vec<String>>,
+    /// Key type of issued certificates: `ecdsa-p256` or `rsa-2048`.
+    #[arg(long, env = "ZONECERT_KEY_TYPE", default_value = "ecdsa-p256",
+          value_parser = ValueParser::new(parse_key_type))]
     pub key_type: KeyType,
-    /// Hosts containing one of these words (case-insensitive) are held for manual review
-    /// (`brand_check`) until an operator approves or rejects the pack.
+    /// Words that put a pack on hold for an operator's review (brand check), `a,b,...`.
+    #[arg(long, env = "ZONECERT_BRAND_KEYWORDS", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_word))]
     pub brand_keywords: Vec<String>,
-    /// The CPUs the lifecycle's threads (and the database's checkpointer) run on; by
-    /// default all but one, which is left to requests (see [`crate::sched`]).
+    /// CPUs of the lifecycle's threads: `auto` (with two CPUs or more, every CPU but the
+    /// first, which is left to requests), `all`, or a list such as `1-3`.
+    #[arg(long, env = "ZONECERT_LIFECYCLE_CPUS", default_value = "auto",
+          value_parser = ValueParser::new(LifecycleCpus::parse))]
     pub lifecycle_cpus: LifecycleCpus,
+    /// Largest accepted request body in bytes.
+    #[arg(skip = 1024 * 1024_usize)]
+    pub max_body_bytes: usize,
+    /// How long `retry=true` and the verification PATCH wait for the checks they asked
+    /// for before answering with the state as it is.
+    #[arg(skip = Duration::from_secs(5))]
+    pub retry_wait: Duration,
+    /// Upper bound on one DCV or CAA check.
+    #[arg(skip = Duration::from_secs(5))]
+    pub dcv_timeout: Duration,
 }
 
 impl Config {
-    /// The defaults, keeping data in `data_dir`.
+    /// The defaults, keeping data in `data_dir`, with the lifecycle workers off (an
+    /// embedded server starts them only when told, see [`Config::lifecycle`]). The
+    /// defaults are the ones the flags declare; no `ZONECERT_*` variable is read.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Config {
-            data_dir: data_dir.into(),
-            database: None,
-            dev: false,
-            rate_limit: Some(RateLimit::CLOUDFLARE),
-            quota_advanced: 100,
-            verification_form: VerificationForm::PerHost,
-            service_domain: "zonecert.localhost".into(),
-            max_body_bytes: 1024 * 1024,
-            retry_wait: Duration::from_secs(5),
-            lifecycle: false,
-            dcv_resolvers: Vec::new(),
-            dcv_http_port: 80,
-            dcv_allow_private_addresses: false,
-            dcv_timeout: Duration::from_secs(5),
-            check_concurrency: 64,
-            poll_interval: Duration::from_secs(10),
-            lease: Duration::from_secs(120),
-            issuance_timeout: Duration::from_secs(24 * 3600),
-            deploy_dir: None,
-            deploy_hook: None,
-            key_type: KeyType::EcdsaP256,
-            brand_keywords: Vec::new(),
-            lifecycle_cpus: LifecycleCpus::Auto,
-        }
+        let command = Config::augment_args(Command::new("zonecert")).mut_args(|a| a.env(None));
+        // The declared defaults parse (a unit test checks it): nothing here comes from input.
+        #[allow(clippy::expect_used)]
+        let mut config = command
+            .try_get_matches_from(["zonecert"])
+            .and_then(|m| Config::from_arg_matches(&m))
+            .expect("the declared defaults parse");
+        config.data_dir = data_dir.into();
+        config.lifecycle = false;
+        config
     }
+}
+
+/// Makes the TOML file at `path` the defaults of `command`'s arguments, so that flags and
+/// `ZONECERT_*` variables still win over it. A key is an argument's name with underscores
+/// (`poll_interval = "10s"`); a list takes an array or a comma-separated string; an
+/// unknown key is an error, so a typo does not silently fall back to a default (`config`
+/// itself is not a key).
+/// Returns the command and the keys the file set.
+pub fn with_file_defaults(command: Command, path: &Path) -> Result<(Command, Vec<String>), String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut defaults = Vec::new();
+    for (key, value) in &table {
+        let flag = key.replace('_', "-");
+        let Some(arg) = command.get_arguments().find(|a| {
+            a.get_long() == Some(flag.as_str())
+                && (a.get_action().takes_values() || matches!(a.get_action(), ArgAction::SetTrue))
+                && flag != "config"
+        }) else {
+            return Err(format!("{}: unknown key `{key}`", path.display()));
+        };
+        let delimiter = arg.get_value_delimiter();
+        let values: Vec<String> = match value {
+            toml::Value::Array(items) => {
+                let words = items
+                    .iter()
+                    .map(scalar)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| format!("{}: `{key}`: a list of values", path.display()))?;
+                match delimiter {
+                    Some(_) => words,
+                    // A one-value setting given as an array (the deploy hook's words).
+                    None => vec![words.join(" ")],
+                }
+            }
+            other => {
+                let one = scalar(other)
+                    .ok_or_else(|| format!("{}: `{key}`: a value, not a table", path.display()))?;
+                match delimiter {
+                    Some(d) => one.split(d).map(|v| v.trim().to_owned()).collect(),
+                    None => vec![one],
+                }
+            }
+        };
+        defaults.push((flag, values));
+    }
+    let keys = table.keys().cloned().collect();
+    let command = defaults
+        .into_iter()
+        .fold(command, |command, (flag, values)| {
+            command.mut_args(|a| {
+                if a.get_long() == Some(flag.as_str()) {
+                    a.default_values(values.iter().map(|v| OsStr::from(v.clone())))
+                } else {
+                    a
+                }
+            })
+        });
+    Ok((command, keys))
+}
+
+/// A TOML scalar as the text a flag would take.
+fn scalar(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Datetime(d) => Some(d.to_string()),
+        toml::Value::Array(_) | toml::Value::Table(_) => None,
+    }
+}
+
+/// Parses a duration in human form (`10s`, `2m`, `1h 30m`); a bare number is seconds.
+/// Zero is refused: every duration setting is a period or a limit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("duration {s:?}: {e} (expected e.g. `10s`, `2m`, `24h`)"))?,
+    };
+    if d.is_zero() {
+        return Err(format!("duration {s:?}: must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// Parses a count of at least 1.
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?}: expected a whole number of at least 1")),
+    }
+}
+
+/// One word of a list, trimmed (`a, b` lists the same words as `a,b`).
+fn parse_word(s: &str) -> Result<String, String> {
+    Ok(s.trim().to_owned())
+}
+
+/// A command line split on whitespace: program and arguments, no shell; none when empty.
+fn parse_command(s: &str) -> Result<Option<Vec<String>>, String> {
+    let argv: Vec<String> = s.split_whitespace().map(str::to_owned).collect();
+    Ok((!argv.is_empty()).then_some(argv))
+}
+
+/// Parses one resolver, `addr:port` (`[v6]:port` for IPv6).
+fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    let r = s.trim();
+    r.parse()
+        .map_err(|_| format!("resolver {r:?}: expected ADDRESS:PORT"))
 }
 
 impl Config {
@@ -140,18 +288,6 @@ pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
             "key type {other:?}: expected `ecdsa-p256` or `rsa-2048`"
         )),
     }
-}
-
-/// Parses a comma-separated list of resolvers, `addr:port` each (`[v6]:port` for IPv6).
-pub fn parse_resolvers(s: &str) -> Result<Vec<SocketAddr>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(|r| {
-            r.parse()
-                .map_err(|_| format!("resolver {r:?}: expected ADDRESS:PORT"))
-        })
-        .collect()
 }
 
 /// A budget of requests over a window, refilled continuously (a token bucket).
@@ -198,8 +334,7 @@ impl RateLimit {
 }
 
 /// The shape of the verification view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerificationForm {
     /// One item per (pack, host), `verification_info` an object carrying the spec's
     /// `record_name`/`record_target` and the real record (the default: valid for the
@@ -223,64 +358,6 @@ impl VerificationForm {
     }
 }
 
-/// The TOML configuration file. Every key is optional; unknown keys are an error so
-/// that a typo does not silently fall back to a default.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    /// Address to listen on.
-    pub listen: Option<SocketAddr>,
-    /// Data directory.
-    pub data_dir: Option<PathBuf>,
-    /// Database URL.
-    pub database: Option<String>,
-    /// Dev mode.
-    pub dev: Option<bool>,
-    /// `off`, `N` or `N/SECONDS`.
-    pub rate_limit: Option<String>,
-    /// Advanced packs per zone.
-    pub quota_advanced: Option<u64>,
-    /// `per-host` or `live`.
-    pub verification_form: Option<VerificationForm>,
-    /// Delegated DCV domain.
-    pub service_domain: Option<String>,
-    /// Run the lifecycle workers.
-    pub lifecycle: Option<bool>,
-    /// DCV resolvers, `addr:port` each.
-    pub dcv_resolvers: Option<Vec<String>>,
-    /// Port HTTP validation connects to.
-    pub dcv_http_port: Option<u16>,
-    /// Let HTTP validation reach private addresses.
-    pub dcv_allow_private_addresses: Option<bool>,
-    /// Checks running at once.
-    pub check_concurrency: Option<usize>,
-    /// Seconds between polls for due work.
-    pub poll_interval_secs: Option<u64>,
-    /// Seconds a server owns a claimed pack.
-    pub lease_secs: Option<u64>,
-    /// Seconds a validated pack may spend in issuance and deployment.
-    pub issuance_timeout_secs: Option<u64>,
-    /// Deploy directory.
-    pub deploy_dir: Option<PathBuf>,
-    /// Deploy hook: program and arguments.
-    pub deploy_hook: Option<Vec<String>>,
-    /// `ecdsa-p256` or `rsa-2048`.
-    pub key_type: Option<String>,
-    /// Brand-check keywords.
-    pub brand_keywords: Option<Vec<String>>,
-    /// `auto`, `all` or a CPU list (`1-3,5`).
-    pub lifecycle_cpus: Option<String>,
-}
-
-impl ConfigFile {
-    /// Reads and parses a TOML file.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,25 +377,129 @@ mod tests {
         assert!(RateLimit::parse("5/0").is_err());
     }
 
+    /// Writes `text` to a TOML file and parses `args` with it as the defaults.
+    fn with_file(text: &str, args: &[&str]) -> Result<(Config, Vec<String>), String> {
+        let dir = std::env::temp_dir().join(format!(
+            "zonecert-config-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zonecert.toml");
+        std::fs::write(&path, text).unwrap();
+        let command =
+            Config::augment_args(Command::new("zonecert")).mut_args(|a| a.env(None::<&str>));
+        let outcome = with_file_defaults(command, &path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (command, keys) = outcome?;
+        let argv = std::iter::once("zonecert").chain(args.iter().copied());
+        let matches = command
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        Ok((
+            Config::from_arg_matches(&matches).map_err(|e| e.to_string())?,
+            keys,
+        ))
+    }
+
     #[test]
-    fn config_files_refuse_unknown_keys() {
-        let ok: ConfigFile = toml::from_str(
-            "quota_advanced = 5\nrate_limit = \"off\"\nlease_secs = 3\nissuance_timeout_secs = 60",
+    fn the_defaults_are_the_declared_ones() {
+        let c = Config::new("/tmp/x");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.rate_limit, Some(RateLimit::CLOUDFLARE));
+        assert_eq!(c.quota_advanced, 100);
+        assert_eq!(c.verification_form, VerificationForm::PerHost);
+        assert_eq!(c.service_domain, "zonecert.localhost");
+        assert!(!c.lifecycle, "embedded servers start without workers");
+        assert!(c.dcv_resolvers.is_empty());
+        assert_eq!(c.dcv_http_port, 80);
+        assert_eq!(c.check_concurrency, 64);
+        assert_eq!(c.poll_interval, Duration::from_secs(10));
+        assert_eq!(c.lease, Duration::from_secs(120));
+        assert_eq!(c.issuance_timeout, Duration::from_secs(86_400));
+        assert_eq!(c.deploy_hook, None);
+        assert_eq!(c.key_type, KeyType::EcdsaP256);
+        assert!(c.brand_keywords.is_empty());
+        assert_eq!(c.lifecycle_cpus, LifecycleCpus::Auto);
+        assert_eq!(c.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn config_files_take_the_flags_names_and_refuse_unknown_keys() {
+        let (c, keys) = with_file(
+            "quota_advanced = 5\nrate_limit = \"off\"\nlease = \"3s\"\nissuance_timeout = 60\n\
+             poll_interval = \"2m\"\ndcv_resolvers = \"127.0.0.1:53, [::1]:5353\"\n\
+             brand_keywords = [\"paypal\", \"bank\"]\ndeploy_hook = [\"/bin/echo\", \"done\"]\n\
+             dev = true\nlifecycle = false\n",
+            &[],
         )
         .unwrap();
-        assert_eq!(ok.quota_advanced, Some(5));
-        assert_eq!(ok.lease_secs, Some(3));
-        assert_eq!(ok.issuance_timeout_secs, Some(60));
-        assert!(toml::from_str::<ConfigFile>("quota = 5").is_err());
+        assert_eq!(c.quota_advanced, 5);
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.lease, Duration::from_secs(3));
+        assert_eq!(c.issuance_timeout, Duration::from_secs(60), "bare seconds");
+        assert_eq!(c.poll_interval, Duration::from_secs(120));
+        assert_eq!(c.dcv_resolvers.len(), 2, "a comma string");
+        assert_eq!(c.brand_keywords, ["paypal", "bank"], "an array");
+        assert_eq!(c.deploy_hook, Some(vec!["/bin/echo".into(), "done".into()]));
+        assert!(c.dev);
+        assert!(!c.lifecycle);
+        assert_eq!(keys.len(), 10);
+        // A flag beats the file.
+        let (c, _) = with_file("quota_advanced = 5\n", &["--quota-advanced", "9"]).unwrap();
+        assert_eq!(c.quota_advanced, 9);
+        // Old spellings and typos are refused with the key named.
+        for bad in [
+            "lease_secs = 3",
+            "quota = 5",
+            "config = \"x.toml\"",
+            "help = true",
+        ] {
+            let e = with_file(bad, &[]).unwrap_err();
+            assert!(e.contains("unknown key"), "{bad}: {e}");
+        }
+        // Values are checked as a flag's would be.
+        let e = with_file("poll_interval = \"soon\"", &[]).unwrap_err();
+        assert!(e.contains("soon"), "{e}");
+        assert!(with_file("dcv_http_port = 0", &[]).is_err());
+        assert!(with_file("check_concurrency = 0", &[]).is_err());
+    }
+
+    #[test]
+    fn the_readme_example_file_parses() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+                .unwrap();
+        let (_, after) = readme.split_once("```toml\n").unwrap();
+        let (example, _) = after.split_once("```").unwrap();
+        // `listen` belongs to `serve`, not to the server's settings.
+        let example: String = example
+            .lines()
+            .filter(|l| !l.starts_with("listen"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (c, _) = with_file(&example, &[]).unwrap();
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.lease, Duration::from_secs(120));
+        assert_eq!(c.dcv_resolvers.len(), 2);
+        assert_eq!(c.brand_keywords, ["paypal", "bank"]);
+        assert_eq!(c.deploy_hook.map(|h| h.len()), Some(3));
+    }
+
+    #[test]
+    fn durations_take_human_forms() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
     }
 
     #[test]
     fn lifecycle_settings_parse() {
-        assert_eq!(
-            parse_resolvers("127.0.0.1:5353, [::1]:53").unwrap().len(),
-            2
-        );
-        assert!(parse_resolvers("127.0.0.1").is_err());
+        assert!(parse_resolver(" [::1]:53").is_ok());
+        assert!(parse_resolver("127.0.0.1").is_err());
         assert_eq!(parse_key_type("rsa-2048").unwrap(), KeyType::Rsa2048);
         assert!(parse_key_type("dsa").is_err());
         let mut c = Config::new("/tmp/x");
