@@ -158,6 +158,13 @@ class TestDns:
             self.close()
             raise RuntimeError(f"zonecert-testdns printed {first!r}")
         self.addr = match.group(1)
+        # The second line names its HTTP origin (for http validation walk-throughs).
+        second = self.process.stdout.readline()
+        http = re.fullmatch(r"http listening on (127\.0\.0\.1:\d+)\n", second)
+        if not http:
+            self.close()
+            raise RuntimeError(f"zonecert-testdns printed {second!r}")
+        self.http_addr = http.group(1)
 
     def command(self, *words: str) -> None:
         self.process.stdin.write(" ".join(words) + "\n")

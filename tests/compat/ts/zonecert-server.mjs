@@ -57,6 +57,14 @@ export async function startTestDns() {
     throw new Error(`zonecert-testdns printed ${JSON.stringify(first)}`);
   }
   dns.addr = match[1];
+  // The second line names its HTTP origin (for http validation walk-throughs).
+  const second = await dns.nextLine();
+  const http = /^http listening on (127\.0\.0\.1:\d+)$/.exec(second ?? '');
+  if (!http) {
+    await dns.stop();
+    throw new Error(`zonecert-testdns printed ${JSON.stringify(second)}`);
+  }
+  dns.httpAddr = http[1];
   return dns;
 }
 
