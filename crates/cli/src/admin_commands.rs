@@ -87,6 +87,14 @@ pub enum ZoneCommand {
 /// `zonecert pack ...`: manual review of certificate packs.
 #[derive(Debug, Subcommand)]
 pub enum PackCommand {
+    /// List certificate packs of every zone; `--held` those waiting for `approve|reject`.
+    List {
+        /// Only packs held by the brand check or waiting for e-mail validation.
+        #[arg(long)]
+        held: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Approve a pack held for review (brand check) or waiting for e-mail validation;
     /// the server then validates and issues it.
     Approve {
@@ -107,6 +115,55 @@ pub enum PackCommand {
 /// Runs a `pack` command.
 pub async fn pack(cmd: PackCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        PackCommand::List { held, target } => {
+            let store = target.open()?;
+            let packs = store.all_packs(held).await?;
+            let rows: Vec<_> = packs
+                .iter()
+                .map(|p| {
+                    let hosts: Vec<&str> = p.hosts.iter().map(|h| h.hostname.as_str()).collect();
+                    json!({
+                        "id": p.id.as_str(),
+                        "zone_id": p.zone_id.as_str(),
+                        "status": p.state.as_str(),
+                        "method": p.method.as_str(),
+                        "brand_check": p.brand_check,
+                        "hosts": hosts,
+                    })
+                })
+                .collect();
+            target.print(json!(rows), || {
+                if packs.is_empty() {
+                    return if held {
+                        "no certificate packs wait for approval".to_owned()
+                    } else {
+                        "no certificate packs".to_owned()
+                    };
+                }
+                packs
+                    .iter()
+                    .map(|p| {
+                        let why = if p.brand_check {
+                            "  held: brand check"
+                        } else if held {
+                            "  waiting: e-mail validation"
+                        } else {
+                            ""
+                        };
+                        let hosts: Vec<&str> =
+                            p.hosts.iter().map(|h| h.hostname.as_str()).collect();
+                        format!(
+                            "{}  {}  {}  {}{why}",
+                            p.id.as_str(),
+                            p.state.as_str(),
+                            p.method.as_str(),
+                            hosts.join(",")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
         PackCommand::Approve { id, target } => {
             let store = target.open()?;
             let pack = admin::approve_pack(&store, &id, now()).await?;

@@ -145,6 +145,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
+    if !dev {
+        // A fresh database answers every request with 9106/10000 until someone makes a
+        // credential: say how, once, where the person starting the server looks.
+        let store = app.store();
+        let empty = store.list_tokens().await?.is_empty() && store.list_users().await?.is_empty();
+        if empty {
+            let dir = data_dir.display();
+            print_line(
+                out(),
+                format_args!(
+                    "no API credentials in this database yet; create a zone and a token (the secret is printed once):\n  \
+                     zonecert zone create example.org --data-dir {dir}\n  \
+                     zonecert token create --name admin --permission \"SSL and Certificates Write\" --data-dir {dir}\n\
+                     (or start with --dev for the documentation's example zone and a printed token)"
+                ),
+            );
+        }
+    }
     tracing::info!(%addr, data_dir = %data_dir.display(), lifecycle, "zonecert serving");
     app.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -582,6 +582,18 @@ async fn brand_check_holds_a_pack_until_an_operator_approves() {
         .unwrap();
     assert_eq!(item["brand_check"], true);
     assert_eq!(item["certificate_status"], "authorizing");
+    // It says why it waits and what ends the wait, and promises no check.
+    let held_reason = format!(
+        "held for operator approval: host paypal.example.com matches brand keyword \"paypal\" \
+         (zonecert pack approve {held})"
+    );
+    for item in items
+        .iter()
+        .filter(|i| i["cert_pack_uuid"] == held.as_str())
+    {
+        assert_eq!(item["verification_error"], held_reason.as_str(), "{item}");
+        assert!(item.get("next_check_on").is_none(), "{item}");
+    }
     let p = s.pack(&held).await;
     assert_eq!(p.hosts[0].check.attempts, 0, "held packs are not checked");
 
@@ -601,6 +613,46 @@ async fn brand_check_holds_a_pack_until_an_operator_approves() {
     s.verification(true).await;
     s.wait_for(&held, "active", |p| p.state == PackState::Active)
         .await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_a_held_pack_answers_without_waiting_for_a_check() {
+    // `retry=true` waits for the checks it asks for, up to `retry_wait`; a held pack is
+    // never checked until approved, so waiting for it could only wait out the deadline.
+    // With an hour's deadline, answering at all shows it did not wait.
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |c| {
+        c.brand_keywords = vec!["paypal".into()];
+        c.retry_wait = Duration::from_secs(3600);
+    })
+    .await;
+    let held = s
+        .order(
+            &["example.com", "paypal.example.com"],
+            "txt",
+            90,
+            "lets_encrypt",
+        )
+        .await;
+    let items = tokio::time::timeout(Duration::from_secs(60), s.verification(true))
+        .await
+        .expect("retry=true on a held pack answers without waiting for a check");
+    assert!(items.iter().all(|i| i["brand_check"] == true), "{items:?}");
+    let patched = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.call(
+            reqwest::Method::PATCH,
+            &format!("/ssl/verification/{held}"),
+            Some(json!({"validation_method": "txt"})),
+        ),
+    )
+    .await
+    .expect("the verification PATCH on a held pack answers without waiting for a check");
+    assert_eq!(
+        patched["result"]["status"], "pending_validation",
+        "{patched}"
+    );
     s.shutdown().await;
 }
 

@@ -99,11 +99,12 @@ pub(super) async fn get_verification(
         .zone_with_packs(&zone_id)
         .await?
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
-    let form = st.config.verification_form;
     if retry {
         let packs = view.packs.iter().map(|p| Pack::clone(p)).collect();
         let packs = recheck(&st, &uri, &view.zone.id, packs).await?;
-        return Ok(Json(api::Envelope::ok(wire::verifications(&packs, form))).into_response());
+        return Ok(
+            Json(api::Envelope::ok(wire::verifications(&packs, &st.config))).into_response(),
+        );
     }
     // Rendered once per version of the zone: the view is shared through the store's
     // read cache until the zone changes, and the answer with it.
@@ -111,7 +112,7 @@ pub(super) async fn get_verification(
         Some(body) => body.clone(),
         None => {
             let packs = view.packs.iter().map(|p| &**p);
-            let envelope = api::Envelope::ok(wire::verifications(packs, form));
+            let envelope = api::Envelope::ok(wire::verifications(packs, &st.config));
             let body = Bytes::from(serde_json::to_vec(&envelope).map_err(ApiError::internal)?);
             // Another request may have rendered the same view meanwhile: same bytes.
             let _ = view.rendered.set(body.clone());
@@ -226,8 +227,10 @@ async fn recheck(
 ) -> Result<Vec<Pack>, ApiError> {
     let now = st.clock.now();
     let mut due = Vec::new();
+    // A pack held by the brand check waits for an operator, not for a check.
     let pending = |p: &Pack| {
         p.state == PackState::PendingValidation
+            && !p.brand_check
             && p.hosts.iter().any(|h| h.check.verified != Some(true))
     };
     for pack in packs.into_iter().filter(|p| pending(p)) {
@@ -258,9 +261,11 @@ async fn wait_for_checks(
     zone: &ZoneId,
     due: Vec<Pack>,
 ) -> Result<Vec<Pack>, ApiError> {
+    // Held packs are never claimed until approved: waiting for them would only wait out
+    // the deadline.
     let before: Vec<(PackId, Vec<u32>)> = due
         .iter()
-        .filter(|p| p.state == PackState::PendingValidation)
+        .filter(|p| p.state == PackState::PendingValidation && !p.brand_check)
         .map(|p| {
             (
                 p.id.clone(),

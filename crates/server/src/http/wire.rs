@@ -1,7 +1,7 @@
 //! The one place where model types become wire types.
 
 use crate::clock::rfc3339;
-use crate::config::VerificationForm;
+use crate::config::{Config, VerificationForm};
 use crate::model::{DcvMethod, DcvRecord, Pack, PackHost, PackState, Zone};
 use serde_json::{Map, Value, json};
 use zonecert_api as api;
@@ -173,18 +173,59 @@ fn verification_info(record: &DcvRecord) -> api::ValidationRecord {
     r
 }
 
+/// Why a pending pack's hosts are not checked at all, when nothing will check them until
+/// someone acts: a brand-check hold (an operator approves), or a dev server whose
+/// lifecycle is off (started without resolvers). `None` when the checks run.
+fn not_checked_because(pack: &Pack, config: &Config) -> Option<String> {
+    if pack.state != PackState::PendingValidation {
+        return None;
+    }
+    if pack.brand_check {
+        let hosts = || pack.hosts.iter().map(|h| h.hostname.as_str());
+        let why = match config.brand_keyword(hosts()) {
+            Some(keyword) => {
+                let keyword = keyword.to_ascii_lowercase();
+                let host = hosts()
+                    .find(|h| h.to_ascii_lowercase().contains(&keyword))
+                    .unwrap_or_default();
+                format!("host {host} matches brand keyword {keyword:?}")
+            }
+            // The keywords changed since the order: the hold stays until decided.
+            None => "brand check".to_owned(),
+        };
+        return Some(format!(
+            "held for operator approval: {why} (zonecert pack approve {})",
+            pack.id
+        ));
+    }
+    if !config.lifecycle && config.dev {
+        return Some(
+            "not checked: the lifecycle is off (dev mode without --dcv-resolvers); restart \
+             with --dcv-resolvers ADDRESS:PORT (a DNS server you control) to run the checks"
+                .to_owned(),
+        );
+    }
+    None
+}
+
 /// What zonecert adds to each item so a person sees *why* it is pending: the last
-/// check's time and reason and when the next check is due. (Extra keys: the official
-/// SDKs' models accept them.)
-fn check_details(host: &PackHost, pack: &Pack) -> Map<String, Value> {
+/// check's time and reason and when the next check is due, or why no check will run.
+/// (Extra keys: the official SDKs' models accept them.)
+fn check_details(host: &PackHost, pack: &Pack, config: &Config) -> Map<String, Value> {
     let mut extra = Map::new();
     if let Some(at) = host.check.last_checked_at {
         extra.insert("last_checked_on".into(), json!(rfc3339(at)));
     }
+    let pending = pack.state == PackState::PendingValidation && host.check.verified != Some(true);
+    let stopped = pending.then(|| not_checked_because(pack, config)).flatten();
+    if let Some(why) = stopped {
+        extra.insert("verification_error".into(), json!(why));
+        return extra;
+    }
     if let Some(reason) = &host.check.reason {
         extra.insert("verification_error".into(), json!(reason));
     }
-    if pack.state == PackState::PendingValidation && host.check.verified != Some(true) {
+    if pending {
         extra.insert(
             "next_check_on".into(),
             json!(rfc3339(host.check.next_due_at)),
@@ -193,10 +234,10 @@ fn check_details(host: &PackHost, pack: &Pack) -> Map<String, Value> {
     extra
 }
 
-/// The verification items of a zone's packs.
+/// The verification items of a zone's packs, in the shape `config` asks for.
 pub fn verifications<'a>(
     packs: impl IntoIterator<Item = &'a Pack>,
-    form: VerificationForm,
+    config: &Config,
 ) -> Vec<api::Verification> {
     let mut items = Vec::new();
     for p in packs {
@@ -212,7 +253,7 @@ pub fn verifications<'a>(
             verification_type: verification_type(p.method),
             extra: Map::new(),
         };
-        match form {
+        match config.verification_form {
             VerificationForm::PerHost => {
                 for host in &p.hosts {
                     items.push(api::Verification {
@@ -221,7 +262,7 @@ pub fn verifications<'a>(
                             &host.record,
                         ))),
                         verification_status: host.check.verified,
-                        extra: check_details(host, p),
+                        extra: check_details(host, p, config),
                         ..base.clone()
                     });
                 }
@@ -229,12 +270,17 @@ pub fn verifications<'a>(
             VerificationForm::Live => {
                 let checked: Vec<bool> = p.hosts.iter().filter_map(|h| h.check.verified).collect();
                 let status = (checked.len() == p.hosts.len()).then(|| checked.iter().all(|v| *v));
+                let mut extra = Map::new();
+                if let Some(why) = not_checked_because(p, config) {
+                    extra.insert("verification_error".into(), json!(why));
+                }
                 items.push(api::Verification {
                     hostname: p.hosts.first().map(|h| h.hostname.to_string()),
                     verification_info: Some(api::VerificationInfo::Records(
                         p.hosts.iter().map(validation_record).collect(),
                     )),
                     verification_status: status,
+                    extra,
                     ..base
                 });
             }

@@ -311,6 +311,15 @@ impl Store {
         }
     }
 
+    /// Every pack of every zone in order of creation (administration), or with
+    /// `held_only` those waiting for an operator's `pack approve|reject`: held by the
+    /// brand check, or pending e-mail validation.
+    pub async fn all_packs(&self, held_only: bool) -> Result<Vec<Pack>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.all_packs(held_only),
+        }
+    }
+
     /// Leases up to `claim.limit` packs that have lifecycle work due and are not leased
     /// by a live worker, the packs whose work has been due longest first, returning them.
     /// Due work: a pending_validation pack with a host due (or past its validation

@@ -698,6 +698,19 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn all_packs(&self, held_only: bool) -> Result<Vec<Pack>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+                 JOIN pack_hosts h ON h.pack_id = p.id \
+                 WHERE ?1 = 0 OR (p.state = 'pending_validation' \
+                                  AND (p.brand_check = 1 OR p.method = 'email')) \
+                 ORDER BY p.seq, h.position"
+            ))?;
+            read_packs(stmt.query([held_only])?)
+        })
+    }
+
     pub(super) fn renew_leases(
         &self,
         owner: &str,
