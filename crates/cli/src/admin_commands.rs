@@ -51,8 +51,8 @@ impl Target {
 
     fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
         match self.output {
-            Output::Json => println!("{value}"),
-            Output::Text => println!("{}", text()),
+            Output::Json => outln!("{value}"),
+            Output::Text => outln!("{}", text()),
         }
     }
 }

@@ -31,7 +31,7 @@ pub async fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .context("loading the CA")?
                 .with_context(|| format!("loading the CA in {}", data_dir.display()))?;
-            print!("{}", ca.certificate_pem());
+            out!("{}", ca.certificate_pem());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -243,7 +243,7 @@ async fn run_verification(client: &Client, cmd: VerificationCommand) -> Result<E
                 return print_raw(client, &params.to_request()).await;
             }
             let items = client.ssl().verification().get(params).await?;
-            print!("{}", verification_table(&items));
+            out!("{}", verification_table(&items));
         }
         VerificationCommand::Edit {
             zone,
@@ -261,7 +261,7 @@ async fn run_verification(client: &Client, cmd: VerificationCommand) -> Result<E
                 return print_raw(client, &params.to_request()).await;
             }
             let result = client.ssl().verification().edit(params).await?;
-            println!(
+            outln!(
                 "pack {pack_id}: status {}, validation method {}",
                 display_or_dash(result.status.as_ref()),
                 display_or_dash(result.validation_method.as_ref()),
@@ -289,7 +289,7 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
             cloudflare_branding,
             output,
         } => {
-            let mut params = CertificatePackCreateParams::new(zone.zone_id, hosts)
+            let mut params = CertificatePackCreateParams::new(zone.zone_id.clone(), hosts)
                 .validation_method(match method {
                     OrderMethod::Txt => ValidationMethod::Txt,
                     OrderMethod::Http => ValidationMethod::Http,
@@ -308,11 +308,11 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
                 return print_raw(client, &params.to_request()).await;
             }
             let pack = packs.create(params).await?;
-            print!("{}", pack_details(&pack));
-            println!();
-            println!(
+            out!("{}", pack_details(&pack));
+            outln!();
+            outln!(
                 "Next: zonecert ssl verification watch --zone-id {}",
-                pack_zone_hint(&pack)
+                zone.zone_id
             );
         }
         PacksCommand::List {
@@ -330,11 +330,11 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
             }
             if output.output == Output::Json {
                 let all: Vec<Value> = packs.list_as(params).try_collect().await?;
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let all: Vec<CertificatePack> = packs.list(params).try_collect().await?;
-            print!("{}", packs_table(&all));
+            out!("{}", packs_table(&all));
         }
         PacksCommand::Get {
             zone,
@@ -345,7 +345,7 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
             if output.output == Output::Json {
                 return print_raw(client, &params.get_request()).await;
             }
-            print!("{}", pack_details(&packs.get(params).await?));
+            out!("{}", pack_details(&packs.get(params).await?));
         }
         PacksCommand::Edit {
             zone,
@@ -360,7 +360,7 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
             if output.output == Output::Json {
                 return print_raw(client, &params.to_request()).await;
             }
-            print!("{}", pack_details(&packs.edit(params).await?));
+            out!("{}", pack_details(&packs.edit(params).await?));
         }
         PacksCommand::Delete {
             zone,
@@ -372,7 +372,7 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
                 return print_raw(client, &params.delete_request()).await;
             }
             let deleted = packs.delete(params).await?;
-            println!("deleted pack {}", deleted.id);
+            outln!("deleted pack {}", deleted.id);
         }
         PacksCommand::Quota { zone, output } => {
             if output.output == Output::Json {
@@ -386,7 +386,7 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
                 opt_number(advanced.used),
                 opt_number(advanced.allocated),
             ]);
-            print!("{}", table.render());
+            out!("{}", table.render());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -396,15 +396,8 @@ async fn run_packs(client: &Client, cmd: PacksCommand) -> Result<ExitCode> {
 async fn print_raw(client: &Client, request: &ApiRequest) -> Result<ExitCode> {
     let envelope = client.request::<Value>(request).await?;
     let result = envelope.result.unwrap_or(Value::Null);
-    println!("{}", serde_json::to_string_pretty(&result)?);
+    outln!("{}", serde_json::to_string_pretty(&result)?);
     Ok(ExitCode::SUCCESS)
-}
-
-fn pack_zone_hint(pack: &CertificatePack) -> String {
-    pack.certificates
-        .iter()
-        .find_map(|c| c.zone_id.clone())
-        .unwrap_or_else(|| "<zone id>".into())
 }
 
 fn opt_number(n: Option<u64>) -> String {
@@ -608,15 +601,19 @@ fn item_reason(item: &Verification, pack: Option<&CertificatePack>, host: &str) 
             return text.to_owned();
         }
     }
+    // The pack's messages name their host ("shop.test: no TXT record ..."); the line
+    // that shows one is already under that host, so the name is not repeated.
     let from_pack = pack
         .and_then(|p| p.validation_errors.as_ref())
         .and_then(|errors| {
             let messages: Vec<&str> = errors.iter().filter_map(|e| e.message.as_deref()).collect();
+            let own = format!("{host}: ");
             messages
                 .iter()
-                .find(|m| m.contains(host))
-                .or(messages.first())
-                .map(|m| (*m).to_owned())
+                .find_map(|m| m.strip_prefix(own.as_str()))
+                .or_else(|| messages.iter().find(|m| m.contains(host)).copied())
+                .or(messages.first().copied())
+                .map(str::to_owned)
         });
     from_pack.unwrap_or_else(|| match item.verification_status {
         Some(false) => "the record was not found yet".into(),
@@ -724,9 +721,9 @@ async fn watch(
                 | Error::Connection { .. }
                 | Error::RateLimited { .. }),
             ) => {
-                eprintln!("warning: {e}; polling again");
+                errln!("warning: {e}; polling again");
                 if Instant::now() + interval >= deadline {
-                    eprintln!("timed out after {}", show_duration(timeout));
+                    errln!("timed out after {}", show_duration(timeout));
                     return Ok(ExitCode::from(EXIT_WATCH_TIMEOUT));
                 }
                 tokio::time::sleep(interval).await;
@@ -753,8 +750,8 @@ async fn watch(
         }
         let block = watch_block(&groups, &packs);
         if block != last_block {
-            println!("[{}]", show_duration(started.elapsed()));
-            print!("{block}");
+            outln!("[{}]", show_duration(started.elapsed()));
+            out!("{block}");
             last_block = block;
         }
         let outcomes: Vec<PackOutcome> = groups.iter().map(|(_, m)| outcome(m)).collect();
@@ -775,11 +772,11 @@ async fn watch(
             } else {
                 String::new()
             };
-            eprintln!("pack {pack_id} is {status}{restart}");
+            errln!("pack {pack_id} is {status}{restart}");
             return Ok(ExitCode::from(EXIT_PACK_FAILED));
         }
         if outcomes.iter().all(|o| *o == PackOutcome::Active) {
-            println!("all {} certificate packs are active", groups.len());
+            outln!("all {} certificate packs are active", groups.len());
             return Ok(ExitCode::SUCCESS);
         }
         let now = Instant::now();
@@ -788,7 +785,7 @@ async fn watch(
                 .iter()
                 .filter(|o| **o == PackOutcome::Pending)
                 .count();
-            eprintln!(
+            errln!(
                 "timed out after {}: {pending} certificate pack(s) still pending",
                 show_duration(timeout)
             );

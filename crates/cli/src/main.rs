@@ -1,11 +1,28 @@
 //! `zonecert`: the server (`serve`), its administration (`zone`, `user`, `token`, `pack`,
 //! `ca`), and the client commands (`ssl`).
 
+/// `print!` for the commands' output: see [`stdout::write`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::stdout::write(format_args!($($arg)*)) };
+}
+
+/// `println!` for the commands' output: see [`stdout::write`].
+macro_rules! outln {
+    () => { $crate::stdout::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::stdout::write(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprintln!` that never panics (a closed or full stderr loses the line).
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::log_sink::print_line(std::io::stderr(), format_args!($($arg)*)) };
+}
+
 mod admin_commands;
 mod ca_commands;
 mod client_commands;
 mod log_sink;
 mod serve;
+mod stdout;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;

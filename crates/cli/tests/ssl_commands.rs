@@ -409,3 +409,121 @@ async fn watch_exits_two_when_a_pack_times_out() {
     assert!(err.contains("is timing_out"), "{err}");
     assert!(err.contains("zonecert ssl packs edit"), "{err}");
 }
+
+#[tokio::test]
+async fn watch_in_the_live_form_names_each_host_once() {
+    // The live API's item is per pack, with an array of records; the reason comes from
+    // the pack's validation errors, which name their host: the line under that host
+    // shows the reason alone.
+    let live_item = json!([{
+        "certificate_status": "authorizing", "cert_pack_uuid": PACK, "hostname": "shop.test",
+        "validation_method": "txt",
+        "verification_info": [{"status": "pending", "txt_name": "_acme-challenge.shop.test",
+            "txt_value": "tok-123"}]
+    }]);
+    let pack = json!({"id": PACK, "type": "advanced", "hosts": ["shop.test"],
+        "status": "pending_validation",
+        "validation_errors": [{"message": "shop.test: no TXT record at _acme-challenge.shop.test (NXDOMAIN)"}]});
+    let api = ScriptedServer::start(vec![
+        ok(live_item),
+        ok(pack),
+        ok(
+            json!([{"certificate_status": "active", "cert_pack_uuid": PACK,
+            "hostname": "shop.test", "verification_status": true}]),
+        ),
+    ])
+    .await;
+    let base = api.base_url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        ssl_command(
+            &base,
+            &[
+                "verification",
+                "watch",
+                "--zone-id",
+                ZONE,
+                "--interval",
+                "100ms",
+                "--timeout",
+                "20s",
+            ],
+        )
+        .env("CLOUDFLARE_API_TOKEN", "t")
+        .output()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("    last check: no TXT record at _acme-challenge.shop.test (NXDOMAIN)\n"),
+        "{text}"
+    );
+    assert!(!text.contains("last check: shop.test:"), "{text}");
+}
+
+#[test]
+fn order_prints_the_zone_id_in_its_next_step() {
+    let server = DevServer::start();
+    let out = server.ssl(&[
+        "packs",
+        "order",
+        "--zone-id",
+        ZONE,
+        "--host",
+        "example.com",
+        "--host",
+        "next.example.com",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "Next: zonecert ssl verification watch --zone-id {ZONE}\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    // `zonecert ... | head -0`: the reader is gone before the command writes.
+    let server = DevServer::start();
+    let commands: [Vec<&str>; 3] = [
+        vec![
+            "ssl",
+            "packs",
+            "list",
+            "--zone-id",
+            ZONE,
+            "--output",
+            "json",
+        ],
+        vec!["ssl", "verification", "get", "--zone-id", ZONE],
+        vec![
+            "zone",
+            "list",
+            "--data-dir",
+            server._dir.path().to_str().unwrap(),
+        ],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("CLOUDFLARE_BASE_URL", &server.base_url)
+            .env("CLOUDFLARE_API_TOKEN", &server.token)
+            .env_remove("CLOUDFLARE_API_KEY")
+            .env_remove("CLOUDFLARE_EMAIL")
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: quietly: {err}");
+    }
+}
