@@ -9,6 +9,7 @@ use zonecert_server::App;
 use zonecert_server::admin::{self, dev};
 use zonecert_server::clock::SystemClock;
 use zonecert_server::config::{Config, RateLimit};
+use zonecert_server::model::PackId;
 
 struct Server {
     base: String,
@@ -738,4 +739,43 @@ async fn openapi_document_matches_the_router_and_cloudflares_spec() {
     for id in ids {
         assert!(ours.contains(&id), "{id} is not implemented");
     }
+}
+
+#[tokio::test]
+async fn a_verification_patch_on_an_active_pack_with_its_own_method_answers_its_status() {
+    let s = start().await;
+    let path = format!("/zones/{}/ssl/verification/{}", dev::ZONE_ID, dev::PACK_ID);
+    let before = s
+        .app_store
+        .pack_by_id(&PackId::parse(dev::PACK_ID).unwrap())
+        .await
+        .unwrap();
+    let (st, body) = s
+        .send("PATCH", &path, json!({"validation_method": "txt"}))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        body["result"],
+        json!({"status": "active", "validation_method": "txt"})
+    );
+    let after = s
+        .app_store
+        .pack_by_id(&PackId::parse(dev::PACK_ID).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        before.map(|p| p.version),
+        after.map(|p| p.version),
+        "nothing changed"
+    );
+    // Another method stays refused, and the message says when it can change.
+    let (st, body) = s
+        .send("PATCH", &path, json!({"validation_method": "cname"}))
+        .await;
+    assert_eq!((st, codes(&body)), (400, vec![1006]), "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot be changed") && message.contains("pending validation"),
+        "{message}"
+    );
 }

@@ -146,6 +146,20 @@ pub(super) async fn edit_verification(
             "this pack has a wildcard host: wildcard hosts cannot be validated over http",
         ));
     }
+    // A pack past validation (active, issuing, ...) keeps its method: the same method
+    // asks for nothing to change, and answers the status as it is.
+    let settled = pack.state != PackState::PendingValidation && !pack.state.is_timed_out();
+    if settled && method == pack.method {
+        return Ok(Json(api::Envelope::ok(api::EditVerificationResult {
+            status: Some(wire::pack_status(pack.state)),
+            validation_method: Some(
+                method
+                    .as_str()
+                    .parse()
+                    .unwrap_or(api::ValidationMethod::Txt),
+            ),
+        })));
+    }
     let now = st.clock.now();
     let suffix = st.config.dcv_suffix(&zone.id);
     let pack = update_with(&st, &uri, pack, |pack| {
@@ -156,10 +170,15 @@ pub(super) async fn edit_verification(
                 pack.method = method;
                 pack.restart_validation(&suffix, now);
             }
+            // Settled meanwhile (a worker wrote it): nothing to change.
+            _ if method == pack.method => {}
             state => {
                 return Err(ApiError::wrong_state(format!(
-                    "the validation method of a pack in status {} cannot be changed",
-                    state.as_str()
+                    "the validation method of a pack in status {} cannot be changed (it is \
+                     {}); it can be changed while the pack is pending validation, or once its \
+                     validation timed out (the change then restarts it)",
+                    state.as_str(),
+                    pack.method.as_str()
                 )));
             }
         }
