@@ -5,12 +5,12 @@ use crate::serve::DEFAULT_DATA_DIR;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use zonecert_server::admin;
 use zonecert_server::clock::{Clock, SystemClock};
 use zonecert_server::model::ZoneId;
-use zonecert_server::store::Store;
+use zonecert_server::store::{Store, StoreError};
 
 /// Which database to administer, and how to print.
 #[derive(Debug, Args)]
@@ -36,17 +36,9 @@ pub enum Output {
 }
 
 impl Target {
+    /// Opens the database, which must exist: see [`open_existing`].
     fn open(&self) -> anyhow::Result<Store> {
-        let store = match &self.database {
-            Some(url) => Store::open_url(url),
-            None => Store::open_sqlite(
-                &self
-                    .data_dir
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            ),
-        };
-        store.context("opening the database")
+        open_existing(self.data_dir.as_deref(), self.database.as_deref())
     }
 
     fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
@@ -55,6 +47,115 @@ impl Target {
             Output::Text => outln!("{}", text()),
         }
     }
+}
+
+/// Opens the database of `data_dir` (or `database`) for administration, refusing one
+/// that does not exist: run from the wrong folder, an admin command would otherwise
+/// create an empty database that no server reads, and the operator would see their
+/// zone "missing" (7003). Only `serve` and `init` create databases.
+pub fn open_existing(data_dir: Option<&Path>, database: Option<&str>) -> anyhow::Result<Store> {
+    let data_dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
+    match Store::open_existing(data_dir, database) {
+        Ok(store) => Ok(store),
+        Err(StoreError::NoDatabase(path)) => {
+            let place = match database {
+                Some(_) => path.display().to_string(),
+                None => data_dir.display().to_string(),
+            };
+            anyhow::bail!(
+                "no zonecert database at {place}: pass --data-dir or set ZONECERT_DATA_DIR \
+                 (or --database / ZONECERT_DATABASE) to the server's; `zonecert init` or \
+                 `zonecert serve` creates a new one"
+            )
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("opening the database")),
+    }
+}
+
+/// `zonecert init`: creates the data directory (0700) and its database (0600).
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Data directory to create [default: ./zonecert-data].
+    #[arg(long, env = "ZONECERT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL (overrides the data directory).
+    #[arg(long, env = "ZONECERT_DATABASE")]
+    database: Option<String>,
+}
+
+/// Runs `zonecert init`: a new database, or the existing one left as it is.
+pub async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let existed = match &args.database {
+        Some(_) => open_existing(Some(&data_dir), args.database.as_deref()).is_ok(),
+        None => Store::sqlite_path(&data_dir).exists(),
+    };
+    let store = match &args.database {
+        Some(url) => Store::open_url(url),
+        None => Store::open_sqlite(&data_dir),
+    }
+    .context("creating the database")?;
+    drop(store);
+    let place = args
+        .database
+        .clone()
+        .unwrap_or_else(|| Store::sqlite_path(&data_dir).display().to_string());
+    if existed {
+        println!("a zonecert database exists already at {place}: left as it is");
+    } else {
+        println!("created a zonecert database at {place}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `zonecert dev ...`
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Remove what `serve --dev` left that grants access: user@example.com's published
+    /// global key and the dev token (the example zone and pack stay). A server without
+    /// --dev refuses to start until this is done.
+    Clean {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs a `dev` command.
+pub async fn dev(cmd: DevCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DevCommand::Clean { target } => {
+            let store = target.open()?;
+            let data_dir = target
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let removed = admin::remove_dev_credentials(&store, &data_dir).await?;
+            target.print(
+                json!({
+                    "published_key_removed": removed.published_key,
+                    "token_revoked": removed.token_id,
+                }),
+                || {
+                    let mut lines = Vec::new();
+                    if removed.published_key {
+                        lines.push(
+                            "deleted user@example.com (its global key is published)".to_owned(),
+                        );
+                    }
+                    if let Some(id) = &removed.token_id {
+                        lines.push(format!("revoked the dev token {id}"));
+                    }
+                    if lines.is_empty() {
+                        lines.push("no dev credentials left".to_owned());
+                    }
+                    lines.join("\n")
+                },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `zonecert zone ...`

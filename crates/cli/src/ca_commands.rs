@@ -12,7 +12,8 @@ use zonecert_server::issuance::BuiltinCa;
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Print the built-in CA's root certificate (PEM), creating the CA if the data
-    /// directory has none yet: add it to a trust store to trust issued certificates.
+    /// directory (which must hold a database) has none yet: add it to a trust store to
+    /// trust issued certificates.
     Export {
         /// Data directory of the server [default: ./zonecert-data].
         #[arg(long, env = "ZONECERT_DATA_DIR")]
@@ -25,6 +26,9 @@ pub async fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CaCommand::Export { data_dir } => {
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            // A CA belongs to a server's data directory: from the wrong folder this would
+            // create a CA no server uses.
+            drop(crate::admin_commands::open_existing(Some(&data_dir), None)?);
             // Loading takes a file lock and may create keys: off the async threads.
             let dir = data_dir.clone();
             let ca = tokio::task::spawn_blocking(move || BuiltinCa::load_or_create(&dir))

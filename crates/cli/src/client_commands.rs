@@ -225,10 +225,36 @@ pub enum CaArg {
 /// Runs an `ssl` command with a client configured from the environment.
 pub async fn run(cmd: SslCommand) -> Result<ExitCode> {
     let client = Client::from_env().context("configuring the API client")?;
-    match cmd {
+    let outcome = match cmd {
         SslCommand::Verification(cmd) => run_verification(&client, cmd).await,
         SslCommand::Packs(cmd) => run_packs(&client, cmd).await,
-    }
+    };
+    outcome.map_err(|e| with_credential_hint(e, client.base_url()))
+}
+
+/// A refused credential (10000: unknown token, 9103: unknown e-mail or key) says only
+/// "Authentication error"; the usual causes are a token from another server or data
+/// directory, or `CLOUDFLARE_BASE_URL` naming a different server than the one whose
+/// token this is: say so, with the URL used.
+fn with_credential_hint(e: anyhow::Error, base_url: &str) -> anyhow::Error {
+    let refused = |code| {
+        e.chain()
+            .filter_map(|c| c.downcast_ref::<zonecert_client::Error>())
+            .filter_map(zonecert_client::Error::api_error)
+            .any(|api| api.has_code(code))
+    };
+    let hint = if refused(10000) {
+        "the server does not know this token (CLOUDFLARE_API_TOKEN): it may be stale, \
+         from an earlier server or another data directory (`serve --dev` prints the token \
+         of its data directory), or CLOUDFLARE_BASE_URL may name a different server"
+    } else if refused(9103) {
+        "the server does not know this e-mail and key (CLOUDFLARE_EMAIL, \
+         CLOUDFLARE_API_KEY): the user may have been deleted, or CLOUDFLARE_BASE_URL may \
+         name a different server"
+    } else {
+        return e;
+    };
+    anyhow::anyhow!("{e:#}\nhint: {hint} (asked {base_url})")
 }
 
 async fn run_verification(client: &Client, cmd: VerificationCommand) -> Result<ExitCode> {

@@ -42,8 +42,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server.
+    /// Run the server (creating its data directory and database on first start).
     Serve(Box<serve::ServeArgs>),
+    /// Create the data directory and an empty database, for the admin commands to fill
+    /// before the first `serve`.
+    Init(admin_commands::InitArgs),
     /// Manage zones in the server's database.
     #[command(subcommand)]
     Zone(admin_commands::ZoneCommand),
@@ -53,6 +56,9 @@ enum Command {
     /// Manage API tokens in the server's database.
     #[command(subcommand)]
     Token(admin_commands::TokenCommand),
+    /// Dev mode's leftovers: `dev clean` removes its credentials.
+    #[command(subcommand)]
+    Dev(admin_commands::DevCommand),
     /// Review certificate packs: approve or reject held packs.
     #[command(subcommand)]
     Pack(admin_commands::PackCommand),
@@ -135,10 +141,12 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
+            Command::Init(args) => admin_commands::init(args).await,
             Command::Zone(cmd) => admin_commands::zone(cmd).await,
             Command::User(cmd) => admin_commands::user(cmd).await,
             Command::Token(cmd) => admin_commands::token(cmd).await,
             Command::Pack(cmd) => admin_commands::pack(cmd).await,
+            Command::Dev(cmd) => admin_commands::dev(cmd).await,
             Command::Ca(cmd) => ca_commands::ca(cmd).await,
             Command::Ssl(cmd) => client_commands::run(cmd).await,
         }

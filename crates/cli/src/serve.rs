@@ -106,6 +106,32 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Dev mode's credentials must not outlive it: the published global key opens every
+/// zone to anyone who read the documentation, and the dev token was printed on a
+/// console. Without `--dev`, the server does not start while either is valid.
+async fn refuse_dev_credentials(app: &App, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let left = zonecert_server::admin::dev_credentials(app.store(), data_dir)
+        .await
+        .context("looking for dev mode's credentials")?;
+    if !left.any() {
+        return Ok(());
+    }
+    let mut what = Vec::new();
+    if left.published_key {
+        what.push("user@example.com with the documentation's published global key".to_owned());
+    }
+    if let Some(id) = &left.token_id {
+        what.push(format!("the dev token {id}"));
+    }
+    anyhow::bail!(
+        "this data directory was used with --dev and still holds dev mode's credentials \
+         ({}), which would give access to every zone; remove them with `zonecert dev clean \
+         --data-dir {}`, or start with --dev",
+        what.join(" and "),
+        data_dir.display()
+    )
+}
+
 /// Runs the server.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logs(args.log_json);
@@ -122,6 +148,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = App::open(config, Arc::new(SystemClock))
         .await
         .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    if !dev {
+        refuse_dev_credentials(&app, &data_dir).await?;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

@@ -75,6 +75,12 @@ fn stop(mut child: Child) {
 async fn flags_beat_environment_beat_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let init = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
     let zone = admin_json(&data, &["zone", "create", "precedence.example"]);
     let zone = zone["id"].as_str().unwrap().to_owned();
     let token = admin_json(

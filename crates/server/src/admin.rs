@@ -7,6 +7,7 @@ use crate::model::{
 };
 use crate::secrets;
 use crate::store::{Store, StoreError};
+use std::path::Path;
 
 /// Why an administrative action failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,15 +158,23 @@ pub mod dev {
     pub const USER_EMAIL: &str = "user@example.com";
     /// The example user's global key.
     pub const USER_KEY: &str = "144c9defac04969c7bfad8efaa8ea194";
-    /// The name of the token minted at each dev start (the previous one is revoked).
+    /// The name of the token dev mode mints (a label only: dev mode finds its token by
+    /// the secret kept in [`TOKEN_FILE`], never by name, so an operator's own token
+    /// named "dev" is never touched).
     pub const TOKEN_NAME: &str = "dev";
+    /// The file in the data directory (mode 0600) that keeps the dev token's secret, so
+    /// every `serve --dev` on that directory prints the same, still valid, token.
+    pub const TOKEN_FILE: &str = "dev-token";
 }
 
-/// Seeds the documentation's identifiers if they are missing, and mints a fresh dev
-/// token with SSL and zone read and write on every zone (revoking the previous one).
-/// Returns the token's secret.
+/// Seeds the documentation's identifiers if they are missing, and returns the data
+/// directory's dev token: the one kept in `<data_dir>/dev-token` while the database
+/// still knows it, else a new one (SSL and zone read and write on every zone) written
+/// there. Reusing it keeps a client configured by an earlier `serve --dev` working
+/// across restarts.
 pub async fn seed_dev(
     store: &Store,
+    data_dir: &Path,
     dcv_suffix: impl Fn(&ZoneId) -> String,
     quota: u64,
     now: i64,
@@ -202,7 +211,9 @@ pub async fn seed_dev(
     if store.user_by_email(dev::USER_EMAIL).await?.is_none() {
         create_user(store, dev::USER_EMAIL, Some(dev::USER_KEY), now).await?;
     }
-    store.delete_tokens_named(dev::TOKEN_NAME).await?;
+    if let Some((secret, Some(_))) = dev_token(store, data_dir).await? {
+        return Ok(secret);
+    }
     let all = [
         Permission::SslRead,
         Permission::SslWrite,
@@ -210,9 +221,99 @@ pub async fn seed_dev(
         Permission::ZoneWrite,
     ]
     .map(|p| p.name().to_owned());
-    Ok(create_token(store, dev::TOKEN_NAME, &all, &[], now)
+    let new = create_token(store, dev::TOKEN_NAME, &all, &[], now).await?;
+    let file = data_dir.join(dev::TOKEN_FILE);
+    crate::issuance::write_private_file(&file, format!("{}\n", new.secret).as_bytes())
+        .map_err(|e| AdminError::Invalid(format!("keeping the dev token: {e}")))?;
+    Ok(new.secret)
+}
+
+/// The dev token kept in `<data_dir>/dev-token`, with the stored token when the
+/// database still knows it; `None` without the file.
+async fn dev_token(
+    store: &Store,
+    data_dir: &Path,
+) -> Result<Option<(String, Option<Token>)>, AdminError> {
+    let file = data_dir.join(dev::TOKEN_FILE);
+    let secret = match std::fs::read_to_string(&file) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(AdminError::Invalid(format!(
+                "reading {}: {e}",
+                file.display()
+            )));
+        }
+    };
+    let stored = store
+        .reads()
+        .token_by_hash(&secrets::hash(&secret))
         .await?
-        .secret)
+        .map(|t| Token::clone(&t));
+    Ok(Some((secret, stored)))
+}
+
+/// What dev mode left in a database that still grants access: the published global key
+/// of `user@example.com` (anyone who read the documentation has it) and the dev token.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DevCredentials {
+    /// `user@example.com` still has the documentation's global key.
+    pub published_key: bool,
+    /// The id of the dev token of `<data_dir>/dev-token`, still valid.
+    pub token_id: Option<String>,
+}
+
+impl DevCredentials {
+    /// Whether any of them is still valid.
+    pub fn any(&self) -> bool {
+        self.published_key || self.token_id.is_some()
+    }
+}
+
+/// Finds the dev credentials still valid in `store` (see [`DevCredentials`]). A server
+/// started without `--dev` refuses to run while there are any: the published key opens
+/// every zone to anyone.
+pub async fn dev_credentials(store: &Store, data_dir: &Path) -> Result<DevCredentials, AdminError> {
+    let published_key = store
+        .user_by_email(dev::USER_EMAIL)
+        .await?
+        .is_some_and(|u| secrets::hashes_match(&u.key_hash, &secrets::hash(dev::USER_KEY)));
+    let token_id = match dev_token(store, data_dir).await? {
+        Some((_, Some(token))) => Some(token.id),
+        _ => None,
+    };
+    Ok(DevCredentials {
+        published_key,
+        token_id,
+    })
+}
+
+/// Removes what dev mode left that grants access (`zonecert dev clean`): the user
+/// `user@example.com` if it still has the published key, the dev token and its file. The
+/// example zone and pack stay (they grant nothing). Returns what was removed.
+pub async fn remove_dev_credentials(
+    store: &Store,
+    data_dir: &Path,
+) -> Result<DevCredentials, AdminError> {
+    let found = dev_credentials(store, data_dir).await?;
+    if found.published_key {
+        store.delete_user(dev::USER_EMAIL).await?;
+    }
+    if let Some(id) = &found.token_id {
+        store.delete_token(id).await?;
+    }
+    let file = data_dir.join(dev::TOKEN_FILE);
+    match std::fs::remove_file(&file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(AdminError::Invalid(format!(
+                "removing {}: {e}",
+                file.display()
+            )));
+        }
+    }
+    Ok(found)
 }
 
 /// Approves a pack held for manual review: the brand check is lifted and, for e-mail

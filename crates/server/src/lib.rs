@@ -35,8 +35,10 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the database named by `config` and prepares the server.
-    pub async fn open(config: Config, clock: SharedClock) -> Result<App, StoreError> {
+    /// Opens the database named by `config`, checks the built-in CA if the data
+    /// directory has one (a partial or mismatched CA stops the start, whether or not the
+    /// lifecycle runs), and prepares the server.
+    pub async fn open(config: Config, clock: SharedClock) -> Result<App, OpenError> {
         // Before the store opens: its checkpointer is a background thread.
         match sched::confine_background_threads(&config.lifecycle_cpus) {
             Ok(Some(cpus)) => tracing::info!(
@@ -50,6 +52,12 @@ impl App {
             Some(url) => Store::open_url(url)?,
             None => Store::open_sqlite(&config.data_dir)?,
         };
+        // Loaded only to be checked; the lifecycle loads it again when it starts (and
+        // creates it then if there is none).
+        let data_dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || issuance::BuiltinCa::load_existing(&data_dir))
+            .await
+            .map_err(issuance::IssuanceError::from)??;
         let signals = Arc::new(lifecycle::Signals::default());
         Ok(App {
             state: http::AppState::new(store, Arc::new(config), clock, signals),
@@ -66,13 +74,14 @@ impl App {
         &self.state.config
     }
 
-    /// Seeds the API documentation's example identifiers (first start) and mints a
-    /// fresh dev token, returning its secret. The example pack is issued by the
+    /// Seeds the API documentation's example identifiers (first start) and returns the
+    /// data directory's dev token (kept in `<data_dir>/dev-token`, minted on first start). The example pack is issued by the
     /// built-in CA and deployed, so it is `active` as in the documentation.
     pub async fn seed_dev(&self) -> Result<String, DevSeedError> {
         let config = self.state.config.clone();
         let token = admin::seed_dev(
             &self.state.store,
+            &config.data_dir,
             |zone| config.dcv_suffix(zone),
             config.quota_advanced,
             self.state.clock.now(),
@@ -282,6 +291,17 @@ impl App {
         }
         served
     }
+}
+
+/// Why [`App::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The built-in CA's files are there but unusable.
+    #[error(transparent)]
+    Ca(#[from] issuance::IssuanceError),
 }
 
 /// Why the dev data could not be seeded.

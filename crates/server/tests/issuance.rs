@@ -472,6 +472,91 @@ async fn a_failing_hook_reports_its_status_and_stderr() {
     );
 }
 
+/// Every 16-character run of `secret` (after removing whitespace) that occurs in `text`.
+fn shared_runs(text: &str, secret: &str) -> Vec<String> {
+    let secret: String = secret.chars().filter(|c| !c.is_whitespace()).collect();
+    let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    secret
+        .as_bytes()
+        .windows(16)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .filter(|w| text.contains(w.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failing_hook_that_prints_its_key_leaks_none_of_it() {
+    let data = tempfile::tempdir().unwrap();
+    let ca = BuiltinCa::load_or_create(data.path()).unwrap();
+    for (key_type, host) in [
+        (KeyType::EcdsaP256, "leak-ec.example"),
+        (KeyType::Rsa2048, "leak-rsa.example"),
+    ] {
+        let leaf = ca
+            .issue(&IssueRequest {
+                hosts: vec![host.to_owned()],
+                key_type,
+                not_before: OffsetDateTime::now_utc(),
+                not_after: OffsetDateTime::now_utc() + time::Duration::days(30),
+            })
+            .unwrap();
+        let key = leaf.key_pem.expose_secret().to_owned();
+        let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der_hex: String = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(&body)
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        // The key whole, its base64 lines alone, as one line, in part, and in hex dumps.
+        for leak in [
+            r#"cat "$ZONECERT_KEY_PATH" >&2"#,
+            r#"grep -v PRIVATE "$ZONECERT_KEY_PATH" >&2"#,
+            r#"grep -v PRIVATE "$ZONECERT_KEY_PATH" | tr -d '
+' >&2"#,
+            r#"grep -v PRIVATE "$ZONECERT_KEY_PATH" | cut -c 5-40 >&2"#,
+            r#"grep -v PRIVATE "$ZONECERT_KEY_PATH" | base64 -d | od -An -tx1 >&2"#,
+            r#"grep -v PRIVATE "$ZONECERT_KEY_PATH" | base64 -d | od -Ax -tx1 -w8 >&2"#,
+        ] {
+            let out = tempfile::tempdir().unwrap();
+            let hook = sh(
+                &format!(
+                    "echo 'reloading nginx' >&2; {leak}; echo >&2; echo 'nginx: configuration test failed' >&2; exit 4"
+                ),
+                &[],
+                Duration::from_secs(10),
+            );
+            let err = deploy(out.path(), PACK, &leaf, Some(&hook))
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            let debug = format!("{err:?}");
+            for shown in [&text, &debug] {
+                assert!(!shown.contains("PRIVATE KEY"), "{leak}: {shown}");
+                assert_eq!(
+                    shared_runs(shown, &body),
+                    Vec::<String>::new(),
+                    "{leak}: {shown}"
+                );
+                assert_eq!(
+                    shared_runs(&shown.replace([' ', ':'], ""), &der_hex),
+                    Vec::<String>::new(),
+                    "{leak}: {shown}"
+                );
+            }
+            assert!(text.contains("exit status: 4"), "{leak}: {text}");
+            assert!(
+                text.contains("nginx: configuration test failed"),
+                "{leak}: {text}"
+            );
+            assert!(text.contains("withheld"), "{leak}: {text}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_hook_past_its_timeout_is_killed() {
     let data = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::{OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256};
 
 use super::IssuanceError;
-use super::atomic_file::{lock_dir, write_atomic};
+use super::atomic_file::{StagedDir, lock_dir, sync_dir, write_atomic};
 use super::leaf::{
     IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem, SIGNATURE_ECDSA_SHA256, SIGNATURE_RSA_SHA256,
     check_hosts,
@@ -26,7 +26,11 @@ const ROOT_CERT: &str = "ca.pem";
 const ROOT_KEY: &str = "ca-key.pem";
 const RSA_CERT: &str = "rsa-issuer.pem";
 const RSA_KEY: &str = "rsa-issuer-key.pem";
-const LOCK_FILE: &str = "ca.lock";
+/// The CA's files, in the order a creation writes them.
+const CA_FILES: [&str; 4] = [ROOT_CERT, ROOT_KEY, RSA_CERT, RSA_KEY];
+/// Serialises the processes that create or check the CA; in the data directory, because
+/// `ca/` itself appears in one rename.
+const DATA_DIR_LOCK_FILE: &str = ".ca.lock";
 
 /// About ten years: the root outlives any leaf (at most 365 days) many times over.
 const CA_LIFETIME: Duration = Duration::days(3652);
@@ -75,34 +79,68 @@ impl BuiltinCa {
     /// Loads the CA from `<data_dir>/ca/`, creating it there first if it does not exist.
     ///
     /// Several processes or threads may call this at once on the same directory: an exclusive
-    /// lock on `ca/ca.lock` serialises them, so exactly one creates the CA and the others load
-    /// it. Files are written atomically (temporary file, fsync, rename, fsync of the
-    /// directory), keys before certificates, so an interrupted creation leaves no certificate
-    /// without its key. A certificate whose key is missing or does not match is an error, never
-    /// silently replaced: clients may already trust it.
+    /// lock on `<data_dir>/.ca.lock` serialises them, so exactly one creates the CA and the
+    /// others load it. A new CA is built whole in a temporary directory (every file written
+    /// and fsynced) and renamed to `ca/` in one step, so `ca/` holds the whole CA or does
+    /// not exist, and any partial CA found there is damage: see [`BuiltinCa::load_existing`].
     pub fn load_or_create(data_dir: &Path) -> Result<Self, IssuanceError> {
-        let dir = data_dir.join(CA_DIR);
-        let lock = lock_dir(&dir, 0o700, LOCK_FILE)?;
+        match Self::open(data_dir, true)? {
+            Some(ca) => Ok(ca),
+            None => Err(IssuanceError::CaUnusable {
+                dir: data_dir.join(CA_DIR),
+                reason: "it was not created".into(),
+            }),
+        }
+    }
 
-        let root = match load_authority(&dir, ROOT_CERT, ROOT_KEY)? {
-            Some(root) => root,
-            None => create_root(&dir)?,
-        };
-        let rsa = match load_authority(&dir, RSA_CERT, RSA_KEY)? {
-            Some(rsa) => rsa,
-            None => create_rsa_issuer(&dir, &root)?,
+    /// Loads the CA from `<data_dir>/ca/` if there is one (`None` when there is no `ca/`),
+    /// creating nothing: what a server checks at start, whether or not its lifecycle runs.
+    ///
+    /// A CA is never silently replaced, since clients may already trust it: a certificate
+    /// without its key or a key without its certificate, a key that does not belong to its
+    /// certificate, or an RSA issuing CA not signed by the root is an error naming the
+    /// files. (A root without any RSA issuer files is a CA from before the RSA issuer: the
+    /// issuer is then created under that root, which replaces nothing.)
+    pub fn load_existing(data_dir: &Path) -> Result<Option<Self>, IssuanceError> {
+        Self::open(data_dir, false)
+    }
+
+    fn open(data_dir: &Path, create: bool) -> Result<Option<Self>, IssuanceError> {
+        let dir = data_dir.join(CA_DIR);
+        if !create && !exists(&dir)? {
+            return Ok(None);
+        }
+        let lock = lock_dir(data_dir, 0o700, DATA_DIR_LOCK_FILE)?;
+        let files = CA_FILES.map(|name| exists(&dir.join(name)).map(|there| (name, there)));
+        let files = files.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let present: Vec<&str> = files.iter().filter(|f| f.1).map(|f| f.0).collect();
+        let (root, rsa) = match present.as_slice() {
+            [] if !create => return Ok(None),
+            [] => create_ca(data_dir, &dir)?,
+            [ROOT_CERT, ROOT_KEY] => {
+                let root = load_authority(&dir, ROOT_CERT, ROOT_KEY)?;
+                let rsa = create_rsa_issuer(&dir, &root)?;
+                (root, rsa)
+            }
+            [ROOT_CERT, ROOT_KEY, RSA_CERT, RSA_KEY] => {
+                let root = load_authority(&dir, ROOT_CERT, ROOT_KEY)?;
+                let rsa = load_authority(&dir, RSA_CERT, RSA_KEY)?;
+                check_signed_by_root(&dir, &rsa, &root)?;
+                (root, rsa)
+            }
+            _ => return Err(partial_ca(&dir, &files)),
         };
         drop(lock);
 
         let ecdsa_chain_tail = root.cert_pem.clone();
         let rsa_chain_tail = format!("{}{}", rsa.cert_pem, root.cert_pem);
-        Ok(BuiltinCa {
+        Ok(Some(BuiltinCa {
             dir,
             root,
             rsa,
             ecdsa_chain_tail,
             rsa_chain_tail,
-        })
+        }))
     }
 
     /// The root certificate, PEM: what clients must trust.
@@ -211,36 +249,148 @@ impl BuiltinCa {
     }
 }
 
-/// Reads a CA certificate and its key; `None` when the certificate does not exist yet.
-fn load_authority(
-    dir: &Path,
-    cert_file: &str,
-    key_file: &str,
-) -> Result<Option<Authority>, IssuanceError> {
-    let cert_path = dir.join(cert_file);
-    let cert_pem = match std::fs::read_to_string(&cert_path) {
-        Ok(pem) => pem,
-        // A key without its certificate is what an interrupted creation leaves: the key was
-        // never published, so creating afresh is safe.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(IssuanceError::io("read", &cert_path, e)),
+/// Whether `path` exists (a dangling symlink counts: it is something to explain).
+fn exists(path: &Path) -> Result<bool, IssuanceError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(IssuanceError::io("look up", path, e)),
+    }
+}
+
+/// The error for a CA directory holding some of the CA's files but not a usable set.
+fn partial_ca(dir: &Path, files: &[(&str, bool)]) -> IssuanceError {
+    let list = |there: bool| {
+        files
+            .iter()
+            .filter(|f| f.1 == there)
+            .map(|f| f.0)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    let (present, missing) = (list(true), list(false));
+    let cert_without_key = [(ROOT_CERT, ROOT_KEY), (RSA_CERT, RSA_KEY)]
+        .iter()
+        .find(|(cert, key)| {
+            files.iter().any(|f| f.0 == *cert && f.1) && files.iter().any(|f| f.0 == *key && !f.1)
+        })
+        .map(|(cert, key)| format!("{cert} exists but its key {key} is missing; "))
+        .unwrap_or_default();
+    IssuanceError::CaUnusable {
+        dir: dir.to_path_buf(),
+        reason: format!(
+            "{cert_without_key}it holds {present} but not {missing}, so it is incomplete. \
+             zonecert creates a CA whole or not at all, and never replaces one that clients \
+             may trust: restore the missing files from a backup, or move the directory \
+             away to create a new CA (clients must then trust the new ca.pem)"
+        ),
+    }
+}
+
+/// Reads a CA certificate and its key, both of which exist.
+fn load_authority(dir: &Path, cert_file: &str, key_file: &str) -> Result<Authority, IssuanceError> {
+    let cert_path = dir.join(cert_file);
+    let cert_pem = std::fs::read_to_string(&cert_path)
+        .map_err(|e| IssuanceError::io("read", &cert_path, e))?;
     let key_path = dir.join(key_file);
-    let key_pem = match std::fs::read_to_string(&key_path) {
-        Ok(pem) => pem,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+    let key_pem =
+        std::fs::read_to_string(&key_path).map_err(|e| IssuanceError::io("read", &key_path, e))?;
+    parse_authority(dir, cert_file, cert_pem, &key_pem)
+}
+
+/// The RSA issuing CA must be signed by the root's key: one signed by an earlier root
+/// (the root replaced behind zonecert's back) would make every RSA chain fail to verify
+/// against the `ca.pem` clients trust.
+fn check_signed_by_root(
+    dir: &Path,
+    rsa: &Authority,
+    root: &Authority,
+) -> Result<(), IssuanceError> {
+    let der = |pem: &str, file: &str| {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map(|(_, pem)| pem.contents)
+            .map_err(|e| IssuanceError::CaUnusable {
+                dir: dir.to_path_buf(),
+                reason: format!("{file} is not a PEM certificate: {e}"),
+            })
+    };
+    let (rsa_der, root_der) = (
+        der(&rsa.cert_pem, RSA_CERT)?,
+        der(&root.cert_pem, ROOT_CERT)?,
+    );
+    let parsed = x509_parser::parse_x509_certificate(&rsa_der)
+        .and_then(|(_, rsa)| Ok((rsa, x509_parser::parse_x509_certificate(&root_der)?.1)));
+    let signed =
+        parsed.is_ok_and(|(rsa, root)| rsa.verify_signature(Some(root.public_key())).is_ok());
+    if signed {
+        Ok(())
+    } else {
+        Err(IssuanceError::CaUnusable {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "{RSA_CERT} is not signed by the root {ROOT_CERT} (was {ROOT_CERT} or its key \
+                 {ROOT_KEY} replaced?): RSA certificates would not verify against {ROOT_CERT}; \
+                 restore the root from a backup, or move the directory away to create a new \
+                 CA (clients must then trust the new ca.pem)"
+            ),
+        })
+    }
+}
+
+/// Removes a `ca/` that holds none of the CA's files, only what earlier versions left
+/// there (their lock file, temporary files of an interrupted creation), so the new CA
+/// can be renamed into its place. Anything else in it is the operator's: an error.
+fn remove_leftovers(dir: &Path) -> Result<(), IssuanceError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(IssuanceError::io("read directory", dir, e)),
+    };
+    let mut leftovers = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| IssuanceError::io("read directory", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "ca.lock" && !name.contains(".tmp-") {
             return Err(IssuanceError::CaUnusable {
                 dir: dir.to_path_buf(),
                 reason: format!(
-                    "{cert_file} exists but its key {key_file} is missing; restore the key \
-                     from a backup, or move the directory away to create a new CA (clients \
-                     must then trust the new one)"
+                    "it holds {name} but none of the CA's files ({}); move it away",
+                    CA_FILES.join(", ")
                 ),
             });
         }
-        Err(e) => return Err(IssuanceError::io("read", &key_path, e)),
-    };
-    parse_authority(dir, cert_file, cert_pem, &key_pem).map(Some)
+        leftovers.push(entry.path());
+    }
+    for path in leftovers {
+        std::fs::remove_file(&path).map_err(|e| IssuanceError::io("remove", &path, e))?;
+    }
+    std::fs::remove_dir(dir).map_err(|e| IssuanceError::io("remove directory", dir, e))
+}
+
+/// Creates a whole new CA: built in a temporary directory beside `dir` and renamed to it.
+fn create_ca(data_dir: &Path, dir: &Path) -> Result<(Authority, Authority), IssuanceError> {
+    remove_leftovers(dir)?;
+    let staged = StagedDir::create(dir, 0o700)?;
+    let (root_key, root_cert) = new_root()?;
+    let root_key_pem = root_key.serialize_pem();
+    staged.write(ROOT_KEY, root_key_pem.as_bytes(), 0o600)?;
+    staged.write(ROOT_CERT, root_cert.as_bytes(), 0o644)?;
+    let root = parse_authority(dir, ROOT_CERT, root_cert, &root_key_pem)?;
+    let (rsa_key, rsa_cert) = new_rsa_issuer(&root)?;
+    let rsa_key_pem = rsa_key.serialize_pem();
+    staged.write(RSA_KEY, rsa_key_pem.as_bytes(), 0o600)?;
+    staged.write(RSA_CERT, rsa_cert.as_bytes(), 0o644)?;
+    let rsa = parse_authority(dir, RSA_CERT, rsa_cert, &rsa_key_pem)?;
+    if !staged.commit()? {
+        return Err(IssuanceError::CaUnusable {
+            dir: dir.to_path_buf(),
+            reason: "it appeared while a new CA was being created (another zonecert \
+                     version, which locks differently?); start again"
+                .into(),
+        });
+    }
+    sync_dir(data_dir)?;
+    Ok((root, rsa))
 }
 
 fn parse_authority(
@@ -284,17 +434,19 @@ fn parse_authority(
     })
 }
 
-fn create_root(dir: &Path) -> Result<Authority, IssuanceError> {
+/// A new self-signed root: its key and certificate (PEM).
+fn new_root() -> Result<(KeyPair, String), IssuanceError> {
     let id = hex(&rand::random::<[u8; 4]>());
     let name = format!("zonecert built-in CA ({id})");
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     // Path length 1: the root signs ECDSA leaves directly and the RSA issuer below it.
     let params = ca_params(&name, BasicConstraints::Constrained(1))?;
     let cert = params.self_signed(&key)?;
-    persist(dir, ROOT_CERT, ROOT_KEY, cert.pem(), &key)
+    Ok((key, cert.pem()))
 }
 
-fn create_rsa_issuer(dir: &Path, root: &Authority) -> Result<Authority, IssuanceError> {
+/// A new RSA issuing CA signed by `root`: its key and certificate (PEM).
+fn new_rsa_issuer(root: &Authority) -> Result<(KeyPair, String), IssuanceError> {
     let name = match root
         .common_name
         .replacen("built-in CA", "built-in RSA issuer", 1)
@@ -307,7 +459,13 @@ fn create_rsa_issuer(dir: &Path, root: &Authority) -> Result<Authority, Issuance
     params.not_after = root.not_after;
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &root.signer)?;
-    persist(dir, RSA_CERT, RSA_KEY, cert.pem(), &key)
+    Ok((key, cert.pem()))
+}
+
+/// Adds an RSA issuing CA to a CA from before it existed (a root and no issuer files).
+fn create_rsa_issuer(dir: &Path, root: &Authority) -> Result<Authority, IssuanceError> {
+    let (key, cert) = new_rsa_issuer(root)?;
+    persist(dir, RSA_CERT, RSA_KEY, cert, &key)
 }
 
 fn ca_params(

@@ -13,8 +13,16 @@ use super::{IssuanceError, IssuedLeaf, PrivateKeyPem};
 const FULLCHAIN: &str = "fullchain.pem";
 const PRIVKEY: &str = "privkey.pem";
 
-/// How much of a failed hook's stderr goes into the error.
+/// How much of a failed hook's stderr is read back (its end) to build the excerpt.
 const STDERR_TAIL_BYTES: usize = 2048;
+/// At most this many lines of the excerpt go into the error (and from there into the
+/// pack's errors, the database and the logs).
+const EXCERPT_LINES: usize = 10;
+/// A run of this many characters that also occurs in the key (its base64 text, or its
+/// bytes in hexadecimal) withholds the line: long enough that ordinary messages never
+/// match by chance (16 base64 characters are 96 bits), short enough that any re-wrapped
+/// or partial copy of the key matches.
+const KEY_WINDOW: usize = 16;
 /// After the hook exits, how long to wait for the rest of its stderr: a daemon it started may
 /// inherit the pipe and keep it open forever.
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
@@ -24,8 +32,9 @@ const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// It is executed directly, not through a shell; to use shell syntax, make the program
 /// `/bin/sh` with args `["-c", "..."]`. Its environment adds `ZONECERT_PACK_ID`,
 /// `ZONECERT_CERT_PATH` (the fullchain), `ZONECERT_KEY_PATH` and `ZONECERT_HOSTS`
-/// (space-separated). Its stdin and stdout are empty/discarded; the end of its stderr is
-/// reported when it fails.
+/// (space-separated). Its stdin and stdout are empty/discarded; when it fails, the error
+/// gives its exit status and the last lines of its stderr, any line holding part of the
+/// key withheld.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookCommand {
     /// The executable (looked up in `PATH` when it has no slash).
@@ -81,7 +90,7 @@ pub async fn deploy(
         .await??;
 
     if let Some(hook) = hook {
-        run_hook(hook, pack_id, &paths, &leaf.hosts).await?;
+        run_hook(hook, pack_id, &paths, &leaf.hosts, &leaf.key_pem).await?;
     }
     Ok(paths)
 }
@@ -142,6 +151,7 @@ async fn run_hook(
     pack_id: &str,
     paths: &DeployedPaths,
     hosts: &[String],
+    key: &PrivateKeyPem,
 ) -> Result<(), IssuanceError> {
     let program = hook.program.display().to_string();
     let mut child = tokio::process::Command::new(&hook.program)
@@ -206,18 +216,134 @@ async fn run_hook(
     Err(IssuanceError::HookFailed {
         program,
         status,
-        stderr_tail: stderr_tail(&bytes),
+        stderr_tail: stderr_excerpt(&bytes, key),
     })
 }
 
-fn stderr_tail(bytes: &[u8]) -> String {
+/// The end of a failed hook's stderr, bounded ([`EXCERPT_LINES`] lines) and sanitised so
+/// it cannot carry the key it was given (the hook may print its key file, whole or in
+/// part, in PEM, one long base64 line, or hexadecimal as `xxd`, `od` and `openssl
+/// ... -text` do): every line that shares a [`KEY_WINDOW`]-character run with the key's
+/// base64 text or its bytes in hexadecimal, or that names a private key, is withheld, and
+/// the excerpt says how many were. The error goes into the pack's errors (readable with
+/// an SSL read token), the database and the logs.
+fn stderr_excerpt(bytes: &[u8], key: &PrivateKeyPem) -> String {
     let start = bytes.len().saturating_sub(STDERR_TAIL_BYTES);
     let text = String::from_utf8_lossy(&bytes[start..]);
-    // A hook that prints the key it was given must not carry the key into zonecert's errors.
-    if text.contains("PRIVATE KEY") {
-        return "[withheld: it contains private key material]".to_owned();
+    let secret = KeyWindows::of(key);
+    let mut kept: Vec<&str> = Vec::new();
+    let mut withheld = 0usize;
+    for line in text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+    {
+        if secret.appears_in(line) {
+            withheld += 1;
+        } else {
+            kept.push(line);
+        }
     }
-    text.trim().to_owned()
+    let skipped = kept.len().saturating_sub(EXCERPT_LINES);
+    let mut excerpt = kept[skipped..].join("\n");
+    if withheld > 0 {
+        let note = format!(
+            "[{withheld} line{} withheld: {} private key material]",
+            if withheld == 1 { "" } else { "s" },
+            if withheld == 1 {
+                "it contains"
+            } else {
+                "they contain"
+            }
+        );
+        excerpt = if excerpt.is_empty() {
+            note
+        } else {
+            format!("{note}\n{excerpt}")
+        };
+    }
+    excerpt
+}
+
+/// Every [`KEY_WINDOW`]-character run of a key's base64 text and of its bytes in
+/// lower-case hexadecimal.
+struct KeyWindows {
+    base64: std::collections::HashSet<String>,
+    hex: std::collections::HashSet<String>,
+}
+
+impl KeyWindows {
+    fn of(key: &PrivateKeyPem) -> Self {
+        use base64::Engine as _;
+        let body: String = key
+            .expose_secret()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body.as_bytes())
+            .unwrap_or_default();
+        let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+        KeyWindows {
+            base64: windows(&body),
+            hex: windows(&hex),
+        }
+    }
+
+    /// Whether `line` holds part of the key, or names a private key.
+    fn appears_in(&self, line: &str) -> bool {
+        if line.contains("PRIVATE KEY") {
+            return true;
+        }
+        let base64_runs = runs(
+            line,
+            |c| c.is_ascii_alphanumeric() || "+/=".contains(c),
+            |_| false,
+        );
+        // Hex dumps separate bytes with spaces or colons and prefix offsets: those are
+        // skipped within a run, and every window of it is tried.
+        let hex_runs = runs(line, |c| c.is_ascii_hexdigit(), |c| c == ' ' || c == ':');
+        base64_runs
+            .iter()
+            .any(|r| windows(r).iter().any(|w| self.base64.contains(w)))
+            || hex_runs
+                .iter()
+                .map(|r| r.to_ascii_lowercase())
+                .any(|r| windows(&r).iter().any(|w| self.hex.contains(w)))
+    }
+}
+
+/// The maximal runs of `line` made of characters that are `part`, ignoring characters
+/// that are `skip` within a run.
+fn runs(line: &str, part: impl Fn(char) -> bool, skip: impl Fn(char) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut run = String::new();
+    for c in line.chars() {
+        if part(c) {
+            run.push(c);
+        } else if !skip(c) && !run.is_empty() {
+            out.push(std::mem::take(&mut run));
+        }
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
+}
+
+/// Every [`KEY_WINDOW`]-character substring of an ASCII string.
+fn windows(text: &str) -> std::collections::HashSet<String> {
+    let bytes = text.as_bytes();
+    if bytes.len() < KEY_WINDOW {
+        return std::collections::HashSet::new();
+    }
+    bytes
+        .windows(KEY_WINDOW)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -233,12 +359,17 @@ mod tests {
     }
 
     #[test]
-    fn stderr_tail_keeps_the_end_and_withholds_keys() {
-        let long = format!("{}END", "x".repeat(5000));
-        let tail = stderr_tail(long.as_bytes());
-        assert!(tail.ends_with("END"));
-        assert_eq!(tail.len(), STDERR_TAIL_BYTES);
-        let leaked = stderr_tail(b"-----BEGIN PRIVATE KEY-----\nMIG...\n");
-        assert!(!leaked.contains("MIG"));
+    fn the_excerpt_is_bounded_and_keeps_ordinary_lines() {
+        let key = PrivateKeyPem::new(
+            "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
+                .into(),
+        );
+        let many: String = (0..50).map(|i| format!("line {i}\n")).collect();
+        let excerpt = stderr_excerpt(many.as_bytes(), &key);
+        assert_eq!(excerpt.lines().count(), EXCERPT_LINES);
+        assert!(excerpt.ends_with("line 49"), "{excerpt}");
+        let plain =
+            "nginx: [emerg] cannot load certificate \"/etc/ssl/a.pem\": BIO_new_file() failed";
+        assert_eq!(stderr_excerpt(plain.as_bytes(), &key), plain);
     }
 }

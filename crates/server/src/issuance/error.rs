@@ -87,7 +87,8 @@ pub enum IssuanceError {
         program: String,
         /// How it ended (exit code or signal).
         status: ExitStatus,
-        /// The last bytes of its standard error, lossily decoded.
+        /// The end of its standard error (at most 10 lines), with every line that holds
+        /// part of the private key withheld (see `deploy`).
         stderr_tail: String,
     },
 

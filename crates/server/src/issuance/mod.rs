@@ -20,3 +20,11 @@ pub use deploy::{DeployedPaths, HookCommand, deploy};
 pub use error::IssuanceError;
 pub use issuer::{HostChallenge, Issuer, IssuerOrder};
 pub use leaf::{IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem};
+
+/// Writes a secret file (mode 0600 from the start) atomically and durably.
+pub(crate) fn write_private_file(
+    path: &std::path::Path,
+    contents: &[u8],
+) -> Result<(), IssuanceError> {
+    atomic_file::write_atomic(path, contents, 0o600)
+}

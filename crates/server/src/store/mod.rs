@@ -41,6 +41,10 @@ pub enum StoreError {
     /// The database failed or holds something unreadable.
     #[error("database error: {0}")]
     Backend(String),
+    /// There is no database at this path, and the caller may not create one
+    /// ([`Store::open_existing`]).
+    #[error("no zonecert database at {}", .0.display())]
+    NoDatabase(std::path::PathBuf),
 }
 
 /// Which packs a listing returns.
@@ -132,22 +136,46 @@ impl Store {
 
     /// Opens (creating if needed) the SQLite database in `data_dir`.
     pub fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
-        Ok(Store::Sqlite(SqliteStore::open(
-            &data_dir.join("zonecert.db"),
-        )?))
+        Ok(Store::Sqlite(SqliteStore::open(&Self::sqlite_path(
+            data_dir,
+        ))?))
     }
 
-    /// Opens the database named by a URL: `sqlite://PATH` (or a plain path).
-    pub fn open_url(url: &str) -> Result<Store, StoreError> {
+    /// The embedded database's file in `data_dir`.
+    pub fn sqlite_path(data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join("zonecert.db")
+    }
+
+    /// Opens the database named by `url` (see [`Store::open_url`]), or else the embedded
+    /// one in `data_dir`, only if it exists: [`StoreError::NoDatabase`] otherwise. For
+    /// administration, which must never create a database by accident (run from the
+    /// wrong folder, it would, and the server would not see what it did).
+    pub fn open_existing(data_dir: &Path, url: Option<&str>) -> Result<Store, StoreError> {
+        let path = match url {
+            Some(url) => Self::sqlite_url_path(url)?.to_owned(),
+            None => Self::sqlite_path(data_dir),
+        };
+        Ok(Store::Sqlite(SqliteStore::open_existing(&path)?))
+    }
+
+    /// The file a database URL names.
+    fn sqlite_url_path(url: &str) -> Result<&Path, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            return Ok(Store::Sqlite(SqliteStore::open(Path::new(path))?));
+            return Ok(Path::new(path));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Err(StoreError::Backend(
                 "PostgreSQL is not supported yet; use the embedded SQLite database".into(),
             ));
         }
-        Ok(Store::Sqlite(SqliteStore::open(Path::new(url))?))
+        Ok(Path::new(url))
+    }
+
+    /// Opens the database named by a URL: `sqlite://PATH` (or a plain path).
+    pub fn open_url(url: &str) -> Result<Store, StoreError> {
+        Ok(Store::Sqlite(SqliteStore::open(Self::sqlite_url_path(
+            url,
+        )?)?))
     }
 
     /// Fills the read cache with zones' views, up to `share` (0 to 1) of its budget,
@@ -243,13 +271,6 @@ impl Store {
     pub async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.delete_token(id),
-        }
-    }
-
-    /// Revokes every token with this name (the dev token is replaced at each start).
-    pub async fn delete_tokens_named(&self, name: &str) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.delete_tokens_named(name),
         }
     }
 

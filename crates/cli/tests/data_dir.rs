@@ -1,0 +1,415 @@
+//! The data directory as operators meet it: what creates a database and what refuses to,
+//! its modes, storage faults that say what to do, dev mode's credentials and token across
+//! restarts, and a CA that is never silently replaced. Real `zonecert` processes.
+#![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
+
+/// What a started server printed before serving.
+struct Started {
+    child: Child,
+    base: String,
+    token: Option<String>,
+}
+
+impl Started {
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+fn serve_command(data: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "off"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("ZONECERT_DATA_DIR")
+        .env_remove("ZONECERT_DEV");
+    cmd
+}
+
+/// Starts `zonecert serve` and reads its address (and, with `--dev`, its token).
+// The caller stops the child; clippy cannot see that across the return.
+#[allow(clippy::zombie_processes)]
+fn serve(data: &Path, args: &[&str]) -> Started {
+    let mut child = serve_command(data, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dev = args.contains(&"--dev");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("the server printed its address")
+        .unwrap();
+    let addr = first.strip_prefix("listening on ").unwrap().to_owned();
+    let mut token = None;
+    if dev {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some((_, t)) = line.split_once(" CLOUDFLARE_API_TOKEN=") {
+                token = Some(t.to_owned());
+                break;
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Started {
+        child,
+        base: format!("{addr}/client/v4"),
+        token,
+    }
+}
+
+/// Runs `zonecert serve` expecting it to refuse to start; returns its output. A server
+/// that starts instead (it prints where it listens) is stopped and the test fails.
+fn serve_refused(data: &Path, args: &[&str]) -> Output {
+    let mut child = serve_command(data, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    if first.starts_with("listening on") {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("the server started: {first}");
+    }
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut rest).unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = [first.into_bytes(), rest].concat();
+    assert!(!out.status.success());
+    out
+}
+
+fn zonecert(args: &[&str], data: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("ZONECERT_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+async fn status(base: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+const DEV_ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+const DEV_KEY: [(&str, &str); 2] = [
+    ("X-Auth-Email", "user@example.com"),
+    ("X-Auth-Key", "144c9defac04969c7bfad8efaa8ea194"),
+];
+
+#[test]
+fn admin_commands_refuse_a_data_dir_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("zonecert-data");
+    for args in [
+        &["zone", "create", "example.org"][..],
+        &["zone", "list"],
+        &["token", "list"],
+        &["user", "create", "ops@example.org"],
+        &["ca", "export"],
+    ] {
+        let out = zonecert(args, &data);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("no zonecert database at {}", data.display()))
+                && err.contains("pass --data-dir or set ZONECERT_DATA_DIR"),
+            "{args:?}: {err}"
+        );
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+    // `init` creates one on purpose; then the same command works.
+    assert!(ok(zonecert(&["init"], &data)).contains("created"));
+    assert!(data.join("zonecert.db").exists());
+    ok(zonecert(&["zone", "create", "example.org"], &data));
+    assert!(ok(zonecert(&["zone", "list"], &data)).contains("example.org"));
+    // Again: the database is left as it is.
+    assert!(ok(zonecert(&["init"], &data)).contains("left as it is"));
+    assert!(ok(zonecert(&["zone", "list"], &data)).contains("example.org"));
+}
+
+#[test]
+fn new_data_dirs_and_databases_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let by_init = dir.path().join("by-init");
+    ok(zonecert(&["init"], &by_init));
+    assert_eq!(mode(&by_init), 0o700);
+    assert_eq!(mode(&by_init.join("zonecert.db")), 0o600);
+
+    let by_serve = dir.path().join("by-serve");
+    let server = serve(&by_serve, &["--dev"]);
+    assert_eq!(mode(&by_serve), 0o700);
+    assert_eq!(mode(&by_serve.join("zonecert.db")), 0o600);
+    // SQLite gives its journal files the database's mode.
+    assert_eq!(mode(&by_serve.join("zonecert.db-wal")), 0o600);
+    assert_eq!(mode(&by_serve.join("dev-token")), 0o600);
+    server.stop();
+}
+
+#[test]
+fn a_database_missing_a_table_is_an_error_not_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(zonecert(&["init"], &data));
+    let db = data.join("zonecert.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE pack_hosts;")
+        .unwrap();
+    let out = serve_refused(&data, &[]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("lacks the table pack_hosts") && err.contains(&db.display().to_string()),
+        "{err}"
+    );
+    let out = zonecert(&["zone", "list"], &data);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("lacks the table pack_hosts"));
+    let tables: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'pack_hosts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the table was recreated");
+}
+
+/// Runs `zonecert` as an unprivileged user when the test runs as root (root writes
+/// through any mode bits), so that a folder's mode decides what it may write.
+fn as_unprivileged(cmd: &mut Command, owned: &[&Path]) {
+    use std::os::unix::process::CommandExt;
+    let root = std::fs::metadata("/proc/self").unwrap();
+    if std::os::unix::fs::MetadataExt::uid(&root) == 0 {
+        const NOBODY: u32 = 65534;
+        for path in owned {
+            std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+}
+
+#[test]
+fn a_read_only_data_dir_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    ok(zonecert(&["init"], &data));
+    let db = data.join("zonecert.db");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let mut cmd = serve_command(&data, &[]);
+    as_unprivileged(&mut cmd, &[&data, &db]);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the data directory {} is read-only",
+            data.display()
+        )),
+        "{err}"
+    );
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[tokio::test]
+async fn dev_credentials_do_not_outlive_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &["--dev"]);
+    let path = format!("/zones/{DEV_ZONE}/ssl/verification");
+    assert_eq!(status(&server.base, &path, &DEV_KEY).await, 200);
+    server.stop();
+
+    // Without --dev, the published key would still open every zone: refused, saying how
+    // to remove it.
+    let out = serve_refused(&data, &[]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("published global key")
+            && err.contains(&format!("zonecert dev clean --data-dir {}", data.display())),
+        "{err}"
+    );
+    let cleaned = ok(zonecert(&["dev", "clean"], &data));
+    assert!(cleaned.contains("user@example.com"), "{cleaned}");
+    let server = serve(&data, &[]);
+    assert_eq!(status(&server.base, &path, &DEV_KEY).await, 403);
+    server.stop();
+}
+
+#[tokio::test]
+async fn dev_mode_leaves_an_operators_token_named_dev_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(zonecert(&["init"], &data));
+    let created = ok(zonecert(
+        &[
+            "token",
+            "create",
+            "--name",
+            "dev",
+            "--permission",
+            "SSL and Certificates Read",
+            "--output",
+            "json",
+        ],
+        &data,
+    ));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let bearer = format!("Bearer {secret}");
+    for _ in 0..2 {
+        let server = serve(&data, &["--dev"]);
+        assert_eq!(
+            status(
+                &server.base,
+                "/user/tokens/verify",
+                &[("Authorization", &bearer)]
+            )
+            .await,
+            200,
+            "the operator's token named dev was revoked"
+        );
+        server.stop();
+    }
+}
+
+#[tokio::test]
+async fn the_dev_token_survives_a_restart_and_a_refused_one_gets_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = serve(&data, &["--dev"]);
+    let token = first.token.clone().unwrap();
+    first.stop();
+    let second = serve(&data, &["--dev"]);
+    assert_eq!(second.token.as_deref(), Some(token.as_str()), "a new token");
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        status(
+            &second.base,
+            "/user/tokens/verify",
+            &[("Authorization", &bearer)]
+        )
+        .await,
+        200
+    );
+    assert_eq!(mode(&data.join("dev-token")), 0o600);
+
+    // A token this server does not know: the CLI says what is likely wrong.
+    let out = Command::new(BIN)
+        .args(["ssl", "verification", "get", "--zone-id", DEV_ZONE])
+        .env("CLOUDFLARE_BASE_URL", &second.base)
+        .env("CLOUDFLARE_API_TOKEN", "x".repeat(40))
+        .env_remove("CLOUDFLARE_EMAIL")
+        .env_remove("CLOUDFLARE_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("10000") && err.contains("stale") && err.contains(&second.base),
+        "{err}"
+    );
+    second.stop();
+}
+
+#[test]
+fn a_partial_ca_stops_the_start_naming_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(zonecert(&["init"], &data));
+    let root = ok(zonecert(&["ca", "export"], &data));
+    let ca = data.join("ca");
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    for f in [
+        "ca.pem",
+        "ca-key.pem",
+        "rsa-issuer.pem",
+        "rsa-issuer-key.pem",
+    ] {
+        std::fs::copy(ca.join(f), saved.join(f)).unwrap();
+    }
+    // The lifecycle off or on: the CA is checked either way.
+    for args in [&["--lifecycle", "false"][..], &["--lifecycle", "true"]] {
+        std::fs::remove_file(ca.join("ca.pem")).unwrap();
+        let err = stderr(&serve_refused(&data, args));
+        assert!(
+            err.contains("ca-key.pem") && err.contains("ca.pem") && err.contains("incomplete"),
+            "{args:?}: {err}"
+        );
+        assert!(!ca.join("ca.pem").exists(), "a new root was minted");
+        std::fs::copy(saved.join("ca.pem"), ca.join("ca.pem")).unwrap();
+
+        std::fs::remove_file(ca.join("rsa-issuer-key.pem")).unwrap();
+        let err = stderr(&serve_refused(&data, args));
+        assert!(
+            err.contains("rsa-issuer.pem exists but its key rsa-issuer-key.pem is missing"),
+            "{args:?}: {err}"
+        );
+        std::fs::copy(
+            saved.join("rsa-issuer-key.pem"),
+            ca.join("rsa-issuer-key.pem"),
+        )
+        .unwrap();
+    }
+    // A root replaced by another CA's: the RSA issuer is not signed by it.
+    let other = dir.path().join("other");
+    ok(zonecert(&["init"], &other));
+    ok(zonecert(&["ca", "export"], &other));
+    for f in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(other.join("ca").join(f), ca.join(f)).unwrap();
+    }
+    let err = stderr(&serve_refused(&data, &["--lifecycle", "false"]));
+    assert!(
+        err.contains("rsa-issuer.pem is not signed by the root ca.pem"),
+        "{err}"
+    );
+    let out = zonecert(&["ca", "export"], &data);
+    assert!(!out.status.success(), "ca export used a mismatched CA");
+    // Restored, it starts and exports the same root.
+    for f in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(saved.join(f), ca.join(f)).unwrap();
+    }
+    serve(&data, &["--lifecycle", "false"]).stop();
+    assert_eq!(ok(zonecert(&["ca", "export"], &data)), root);
+}
