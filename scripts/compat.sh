@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The compatibility suite: drives a real zonecert server with Cloudflare's official SDKs.
-#   1. builds the `zonecert` binary (or takes ZONECERT_BIN) and the loopback DNS server the
-#      lifecycle tests validate against, `zonecert-testdns` (or takes ZONECERT_TESTDNS_BIN),
+#   1. builds the `zonecert` binary (or takes ZONECERT_BIN); its `dev dns` is the loopback DNS
+#      server (and HTTP origin) the lifecycle tests validate against,
 #   2. installs the pinned SDKs into .sdk/ (scripts/install-sdks.sh),
 #   3. runs the TypeScript tests (node --test) and the Python tests (pytest, strict response
 #      validation); each test file / session starts its own fresh server on 127.0.0.1:0,
@@ -19,13 +19,6 @@ if [[ -z "${ZONECERT_BIN:-}" ]]; then
 fi
 export ZONECERT_BIN
 [[ -x "$ZONECERT_BIN" ]] || { echo "compat: no executable zonecert at $ZONECERT_BIN" >&2; exit 1; }
-if [[ -z "${ZONECERT_TESTDNS_BIN:-}" ]]; then
-    echo "compat: cargo build -p zonecert-testkit --bin zonecert-testdns"
-    cargo build -p zonecert-testkit --bin zonecert-testdns || exit 1
-    ZONECERT_TESTDNS_BIN="$root/target/debug/zonecert-testdns"
-fi
-export ZONECERT_TESTDNS_BIN
-[[ -x "$ZONECERT_TESTDNS_BIN" ]] || { echo "compat: no executable zonecert-testdns at $ZONECERT_TESTDNS_BIN" >&2; exit 1; }
 
 scripts/install-sdks.sh || exit 1
 

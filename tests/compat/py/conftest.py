@@ -38,10 +38,6 @@ def zonecert_bin() -> str:
     return os.environ.get("ZONECERT_BIN") or str(ROOT / "target" / "debug" / "zonecert")
 
 
-def testdns_bin() -> str:
-    return os.environ.get("ZONECERT_TESTDNS_BIN") or str(ROOT / "target" / "debug" / "zonecert-testdns")
-
-
 @dataclass
 class Server:
     base_url: str
@@ -144,33 +140,33 @@ def server():
 
 
 class TestDns:
-    """The testkit's loopback DNS server (`zonecert-testdns`), driven by line commands."""
+    """The loopback DNS server and HTTP origin of `zonecert dev dns`, driven by line commands."""
 
     def __init__(self) -> None:
-        binary = testdns_bin()
+        binary = zonecert_bin()
         if not os.access(binary, os.X_OK):
-            pytest.exit(f"zonecert-testdns not found at {binary}: run `cargo build -p zonecert-testkit`",
-                        returncode=2)
-        self.process = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            pytest.exit(f"zonecert not found at {binary}: run `cargo build -p zonecert`", returncode=2)
+        self.process = subprocess.Popen([binary, "dev", "dns"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
         first = self.process.stdout.readline()
         match = re.fullmatch(r"dns listening on (127\.0\.0\.1:\d+)\n", first)
         if not match:
             self.close()
-            raise RuntimeError(f"zonecert-testdns printed {first!r}")
+            raise RuntimeError(f"zonecert dev dns printed {first!r}")
         self.addr = match.group(1)
         # The second line names its HTTP origin (for http validation walk-throughs).
         second = self.process.stdout.readline()
         http = re.fullmatch(r"http listening on (127\.0\.0\.1:\d+)\n", second)
         if not http:
             self.close()
-            raise RuntimeError(f"zonecert-testdns printed {second!r}")
+            raise RuntimeError(f"zonecert dev dns printed {second!r}")
         self.http_addr = http.group(1)
 
     def command(self, *words: str) -> None:
         self.process.stdin.write(" ".join(words) + "\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline()
-        assert answer == "ok\n", f"zonecert-testdns answered {answer!r} to {words}"
+        assert answer == "ok\n", f"zonecert dev dns answered {answer!r} to {words}"
 
     def set_txt(self, name: str, *values: str) -> None:
         self.command("txt", name, *values)

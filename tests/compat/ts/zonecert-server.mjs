@@ -38,23 +38,19 @@ export function zonecertBin() {
 
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
-export function testDnsBin() {
-  return process.env.ZONECERT_TESTDNS_BIN || join(root, 'target', 'debug', 'zonecert-testdns');
-}
-
-/** Starts `zonecert-testdns`, the testkit's loopback DNS server driven by line commands. */
+/** Starts `zonecert dev dns`: a loopback DNS server and HTTP origin driven by line commands. */
 export async function startTestDns() {
-  const bin = testDnsBin();
+  const bin = zonecertBin();
   await promisify(access)(bin, constants.X_OK).catch(() => {
-    throw new Error(`zonecert-testdns not found at ${bin}: run \`cargo build -p zonecert-testkit\``);
+    throw new Error(`zonecert not found at ${bin}: run \`cargo build -p zonecert\``);
   });
-  const child = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(bin, ['dev', 'dns'], { stdio: ['pipe', 'pipe', 'inherit'] });
   const dns = new TestDns(child);
   const first = await dns.nextLine();
   const match = /^dns listening on (127\.0\.0\.1:\d+)$/.exec(first ?? '');
   if (!match) {
     await dns.stop();
-    throw new Error(`zonecert-testdns printed ${JSON.stringify(first)}`);
+    throw new Error(`zonecert dev dns printed ${JSON.stringify(first)}`);
   }
   dns.addr = match[1];
   // The second line names its HTTP origin (for http validation walk-throughs).
@@ -62,7 +58,7 @@ export async function startTestDns() {
   const http = /^http listening on (127\.0\.0\.1:\d+)$/.exec(second ?? '');
   if (!http) {
     await dns.stop();
-    throw new Error(`zonecert-testdns printed ${JSON.stringify(second)}`);
+    throw new Error(`zonecert dev dns printed ${JSON.stringify(second)}`);
   }
   dns.httpAddr = http[1];
   return dns;
@@ -93,7 +89,7 @@ export class TestDns {
     this.child.stdin.write(`${words.join(' ')}\n`);
     const answer = await this.nextLine();
     if (answer !== 'ok') {
-      throw new Error(`zonecert-testdns answered ${JSON.stringify(answer)} to ${words.join(' ')}`);
+      throw new Error(`zonecert dev dns answered ${JSON.stringify(answer)} to ${words.join(' ')}`);
     }
   }
 

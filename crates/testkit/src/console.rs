@@ -1,8 +1,9 @@
-//! The testkit's loopback DNS server and HTTP origin as a process, for the README's
-//! one-machine walk-throughs and for tests not written in Rust (the official SDKs' compat
-//! suite): prints `dns listening on 127.0.0.1:PORT` and `http listening on 127.0.0.1:PORT`
-//! (both ports chosen at random), then reads one command per line on stdin and answers `ok`
-//! (or `error: ...`) per line, until stdin closes.
+//! The loopback DNS server and HTTP origin driven by line commands, for people and for tests
+//! not written in Rust: `zonecert dev dns` runs it for the README's one-machine
+//! walk-throughs and for the official SDKs' compat suite. It prints
+//! `dns listening on 127.0.0.1:PORT` and `http listening on 127.0.0.1:PORT` (both ports
+//! chosen at random), then reads one command per line and answers `ok` (or `error: ...`)
+//! per line, until its input closes.
 //!
 //! ```text
 //! txt NAME VALUE...         replace the TXT records at NAME (one record per VALUE)
@@ -14,35 +15,36 @@
 //! http URL|PATH BODY        serve BODY with status 200 at the URL's path (any host)
 //! ```
 
+use crate::{DnsServer, HttpOrigin};
 use hickory_proto::rr::Name;
 use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::ExitCode;
-use zonecert_testkit::{DnsServer, HttpOrigin};
 
-fn main() -> ExitCode {
-    // The server's tasks run on the runtime's worker threads while this thread blocks on
-    // stdin; the process (and the server) ends when the driving test closes stdin.
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("zonecert-testdns: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+/// Starts both servers, then answers the commands read from `input` on `output` until
+/// `input` ends (the servers stop then). Blocking: call it from a thread that may block
+/// (e.g. `tokio::task::spawn_blocking`), with `runtime` a handle of a multi-threaded
+/// runtime whose workers serve the sockets meanwhile.
+pub fn run(
+    runtime: &tokio::runtime::Handle,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> std::io::Result<()> {
     let (dns, origin) =
         runtime.block_on(async { (DnsServer::start().await, HttpOrigin::start().await) });
-    say(&format!("dns listening on {}", dns.addr()));
-    say(&format!("http listening on {}", origin.addr()));
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
+    say(&mut output, &format!("dns listening on {}", dns.addr()))?;
+    say(&mut output, &format!("http listening on {}", origin.addr()))?;
+    for line in input.lines() {
+        let line = line?;
         let words: Vec<&str> = line.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
         match apply(&dns, &origin, &words) {
-            Ok(()) => say("ok"),
-            Err(e) => say(&format!("error: {e}")),
+            Ok(()) => say(&mut output, "ok")?,
+            Err(e) => say(&mut output, &format!("error: {e}"))?,
         }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 fn apply(dns: &DnsServer, origin: &HttpOrigin, words: &[&str]) -> Result<(), String> {
@@ -63,7 +65,7 @@ fn apply(dns: &DnsServer, origin: &HttpOrigin, words: &[&str]) -> Result<(), Str
         ["txt", name, values @ ..] if !values.is_empty() => dns.set_txt(name, values),
         ["cname", name, target] => {
             // DnsServer::set_cname panics on a malformed target (a bug in a Rust test);
-            // here the name comes from another program, so it is an error line instead.
+            // here the name comes from a person or another program, so it is an error line.
             Name::from_utf8(target).map_err(|e| format!("CNAME target {target:?}: {e}"))?;
             dns.set_cname(name, target);
         }
@@ -98,9 +100,21 @@ fn url_path(url: &str) -> Result<String, String> {
     Ok(path.to_owned())
 }
 
-/// Prints one line and flushes: the driving test waits for it on a pipe.
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+/// Writes one line and flushes: whoever drives the console waits for it on a pipe.
+fn say(output: &mut impl Write, line: &str) -> std::io::Result<()> {
+    writeln!(output, "{line}")?;
+    output.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_path;
+
+    #[test]
+    fn a_url_or_a_path_names_the_path_served() {
+        assert_eq!(url_path("/x").unwrap(), "/x");
+        assert_eq!(url_path("http://a.test:80/p?q=1").unwrap(), "/p?q=1");
+        assert_eq!(url_path("http://a.test").unwrap(), "/");
+        assert!(url_path("https://a.test/p").is_err());
+    }
 }
