@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 use zonecert_server::App;
 use zonecert_server::clock::SystemClock;
 use zonecert_server::config::Config;
@@ -66,20 +68,34 @@ fn configure(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Logs to stderr, filtered by `ZONECERT_LOG` (`info` when unset): a default level and
+/// per-target levels, e.g. `warn,zonecert_server::lifecycle=debug`. (`Targets` rather than
+/// `EnvFilter`: the same directives without span-field filters, and no regex engine to build.)
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ZONECERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let default = Targets::new().with_default(LevelFilter::INFO);
+    let (filter, refused) = match std::env::var("ZONECERT_LOG") {
+        Ok(directives) => match directives.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(e) => (default, Some(format!("ZONECERT_LOG={directives:?}: {e}"))),
+        },
+        Err(_) => (default, None),
+    };
     // Never an error nor a panic when stderr fails (see `log_sink`); and no fallback
     // message about a failed write, which would go to the same stderr.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(crate::log_sink::stderr)
         .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
-        builder.json().init();
+        tracing_subscriber::registry()
+            .with(layer.json())
+            .with(filter)
+            .init();
     } else {
-        builder.init();
+        tracing_subscriber::registry().with(layer).with(filter).init();
+    }
+    if let Some(refused) = refused {
+        tracing::warn!("{refused}; logging at info instead");
     }
 }
 
