@@ -120,11 +120,30 @@ pub enum DevCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Run a loopback DNS server and HTTP origin whose records you type, one command per
+    /// line (`txt NAME VALUE...`, `cname NAME TARGET`, `a NAME IPV4`, `aaaa NAME IPV6`,
+    /// `caa NAME FLAGS TAG VALUE`, `remove NAME`, `http URL BODY`), to try validation on
+    /// one machine: `serve --dcv-resolvers` takes the DNS address it prints. Both ports
+    /// are chosen at random; it stops when its input ends (Ctrl-D).
+    Dns,
 }
 
 /// Runs a `dev` command.
 pub async fn dev(cmd: DevCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        DevCommand::Dns => {
+            // The console blocks on stdin; the servers' sockets are served by this
+            // runtime's workers meanwhile.
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                zonecert_testkit::console::run(
+                    &runtime,
+                    std::io::stdin().lock(),
+                    std::io::stdout().lock(),
+                )
+            })
+            .await??;
+        }
         DevCommand::Clean { target } => {
             let store = target.open()?;
             let data_dir = target

@@ -56,7 +56,8 @@ enum Command {
     /// Manage API tokens in the server's database.
     #[command(subcommand)]
     Token(admin_commands::TokenCommand),
-    /// Dev mode's leftovers: `dev clean` removes its credentials.
+    /// Tools for trying zonecert on one machine: `dev dns` runs a loopback DNS server and
+    /// HTTP origin whose records you type; `dev clean` removes dev mode's credentials.
     #[command(subcommand)]
     Dev(admin_commands::DevCommand),
     /// Review certificate packs: approve or reject held packs.

@@ -92,7 +92,10 @@ fn init_logs(json: bool) {
             .with(filter)
             .init();
     } else {
-        tracing_subscriber::registry().with(layer).with(filter).init();
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(filter)
+            .init();
     }
     if let Some(refused) = refused {
         tracing::warn!("{refused}; logging at info instead");

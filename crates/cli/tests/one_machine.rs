@@ -1,5 +1,5 @@
 //! The README's one-machine walk-throughs for http and cname validation, with real
-//! processes only: `zonecert-testdns` (the loopback DNS server and HTTP origin, driven by
+//! processes only: `zonecert dev dns` (the loopback DNS server and HTTP origin, driven by
 //! the lines a user would type into it), `zonecert serve --dev` checking against it, and
 //! the `zonecert ssl ...` commands. An http pack and a cname pack each reach `active`.
 
@@ -7,40 +7,11 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
-
-/// `zonecert-testdns`, built (a no-op when it is fresh) beside `zonecert` in the same
-/// profile: it is the testkit's binary, which this package cannot name as a dependency.
-fn testdns_bin() -> PathBuf {
-    let zonecert = Path::new(BIN);
-    let profile_dir = zonecert.parent().unwrap();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "zonecert-testkit",
-            "--bin",
-            "zonecert-testdns",
-        ])
-        .args(["--profile", profile, "--manifest-path"])
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building zonecert-testdns");
-    profile_dir.join("zonecert-testdns")
-}
 
 /// Reads a child's stdout on a thread, so the test can wait with a deadline.
 fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
@@ -74,16 +45,17 @@ struct TestDns {
 
 impl TestDns {
     fn start() -> TestDns {
-        let mut child = Command::new(testdns_bin())
+        let mut child = Command::new(BIN)
+            .args(["dev", "dns"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let lines = line_reader(&mut child);
-        let dns = next_line(&lines, "testdns");
+        let dns = next_line(&lines, "dev dns");
         let dns = dns.strip_prefix("dns listening on ").unwrap().to_owned();
-        let http = next_line(&lines, "testdns");
+        let http = next_line(&lines, "dev dns");
         let http = http.strip_prefix("http listening on ").unwrap();
         let http_port = http.rsplit(':').next().unwrap().to_owned();
         TestDns {
@@ -99,7 +71,7 @@ impl TestDns {
     fn type_line(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").unwrap();
         self.stdin.flush().unwrap();
-        assert_eq!(next_line(&self.lines, "testdns"), "ok", "{line}");
+        assert_eq!(next_line(&self.lines, "dev dns"), "ok", "{line}");
     }
 }
 
