@@ -228,7 +228,7 @@ async fn lifecycle_phases(
     for i in 0..packs {
         let name = format!("z{i:05}.bench.test");
         zones.push(
-            admin::create_zone(&store, &name, None, now)
+            admin::create_zone(&store, &name, None, true, now)
                 .await?
                 .id
                 .to_string(),
@@ -238,7 +238,7 @@ async fn lifecycle_phases(
     let mut retry_zones = Vec::new();
     for i in 0..args.retry_samples {
         let name = format!("r{i:05}.bench.test");
-        let id = admin::create_zone(&store, &name, None, now)
+        let id = admin::create_zone(&store, &name, None, true, now)
             .await?
             .id
             .to_string();
@@ -853,7 +853,7 @@ async fn memory_phase(
     let mut left = args.stored_packs;
     for i in 0..zone_count {
         let apex = format!("m{i:05}.bench.test");
-        let zone = admin::create_zone(&store, &apex, None, now).await?;
+        let zone = admin::create_zone(&store, &apex, None, true, now).await?;
         let hosts = vec![
             Hostname::parse(&apex)?,
             Hostname::parse(&format!("*.{apex}"))?,

@@ -21,6 +21,10 @@ pub struct Target {
     /// Database URL (overrides the data directory).
     #[arg(long, env = "ZONECERT_DATABASE", global = true)]
     database: Option<String>,
+    /// Where the server deploys certificates [default: <data-dir>/certs]: deleting a zone
+    /// or rejecting a pack removes the packs' files there.
+    #[arg(long, env = "ZONECERT_DEPLOY_DIR", global = true)]
+    deploy_dir: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     output: Output,
@@ -39,6 +43,25 @@ impl Target {
     /// Opens the database, which must exist: see [`open_existing`].
     fn open(&self) -> anyhow::Result<Store> {
         open_existing(self.data_dir.as_deref(), self.database.as_deref())
+    }
+
+    /// Removes the deployed files of packs just deleted from the database. A failure is
+    /// reported but does not fail the command (the deletion is done); the server's sweep
+    /// of its deploy directory (at start, then hourly) removes what is left.
+    async fn remove_deployments(&self, packs: &[zonecert_server::model::PackId]) {
+        let deploy_dir = self.deploy_dir.clone().unwrap_or_else(|| {
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+                .join("certs")
+        });
+        for pack in packs {
+            if let Err(e) =
+                zonecert_server::issuance::remove_deployment(&deploy_dir, pack.as_str()).await
+            {
+                eprintln!("warning: removing the files of pack {}: {e}", pack.as_str());
+            }
+        }
     }
 
     fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
@@ -187,6 +210,10 @@ pub enum ZoneCommand {
         /// Use this id (32 hex characters) instead of a fresh one.
         #[arg(long)]
         id: Option<String>,
+        /// Allow the zone to lie inside another zone, or above one (refused otherwise:
+        /// two zones, and their tokens, would share control of the same names).
+        #[arg(long)]
+        allow_nested: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -295,6 +322,9 @@ pub async fn pack(cmd: PackCommand) -> anyhow::Result<ExitCode> {
         PackCommand::Reject { id, target } => {
             let store = target.open()?;
             let pack = admin::reject_pack(&store, &id).await?;
+            target
+                .remove_deployments(std::slice::from_ref(&pack.id))
+                .await;
             target.print(json!({"id": pack.id.as_str(), "deleted": true}), || {
                 format!("rejected and deleted certificate pack {}", pack.id.as_str())
             });
@@ -365,9 +395,15 @@ fn now() -> i64 {
 /// Runs a `zone` command.
 pub async fn zone(cmd: ZoneCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ZoneCommand::Create { name, id, target } => {
+        ZoneCommand::Create {
+            name,
+            id,
+            allow_nested,
+            target,
+        } => {
             let store = target.open()?;
-            let zone = admin::create_zone(&store, &name, id.as_deref(), now()).await?;
+            let zone =
+                admin::create_zone(&store, &name, id.as_deref(), allow_nested, now()).await?;
             target.print(
                 json!({"id": zone.id.as_str(), "name": zone.name.as_str()}),
                 || format!("created zone {} with id {}", zone.name, zone.id),
@@ -393,9 +429,16 @@ pub async fn zone(cmd: ZoneCommand) -> anyhow::Result<ExitCode> {
         ZoneCommand::Delete { id, target } => {
             let store = target.open()?;
             let id = ZoneId::parse(&id).map_err(|e| anyhow::anyhow!(e.0))?;
+            let packs: Vec<_> = store
+                .packs_of_zone(&id)
+                .await?
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
             if !store.delete_zone(&id).await? {
                 anyhow::bail!("no zone with id {id}");
             }
+            target.remove_deployments(&packs).await;
             target.print(json!({"id": id.as_str()}), || format!("deleted zone {id}"));
         }
     }

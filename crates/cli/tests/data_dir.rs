@@ -413,3 +413,93 @@ fn a_partial_ca_stops_the_start_naming_its_files() {
     serve(&data, &["--lifecycle", "false"]).stop();
     assert_eq!(ok(zonecert(&["ca", "export"], &data)), root);
 }
+
+const DEV_PACK: &str = "a77f8bd7-3b47-46b4-a6f1-75cf98109948";
+
+async fn delete(base: &str, token: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_pack_or_a_zone_removes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // The dev seed's pack is issued and deployed at start.
+    let by_pack = dir.path().join("by-pack");
+    let server = serve(&by_pack, &["--dev"]);
+    let files = by_pack.join("certs").join(DEV_PACK);
+    assert!(files.join("privkey.pem").exists());
+    let token = server.token.clone().unwrap();
+    let path = format!("/zones/{DEV_ZONE}/ssl/certificate_packs/{DEV_PACK}");
+    assert_eq!(delete(&server.base, &token, &path).await, 200);
+    assert!(!files.exists(), "DELETE left {}", files.display());
+    server.stop();
+
+    let by_zone = dir.path().join("by-zone");
+    let server = serve(&by_zone, &["--dev"]);
+    let files = by_zone.join("certs").join(DEV_PACK);
+    assert!(files.join("privkey.pem").exists());
+    let token = server.token.clone().unwrap();
+    assert_eq!(
+        delete(&server.base, &token, &format!("/zones/{DEV_ZONE}")).await,
+        200
+    );
+    assert!(
+        !files.exists(),
+        "DELETE of the zone left {}",
+        files.display()
+    );
+    server.stop();
+
+    let by_cli = dir.path().join("by-cli");
+    serve(&by_cli, &["--dev"]).stop();
+    let certs = by_cli.join("certs");
+    assert!(certs.join(DEV_PACK).join("privkey.pem").exists());
+    ok(zonecert(&["zone", "delete", DEV_ZONE], &by_cli));
+    assert!(
+        !certs.join(DEV_PACK).exists(),
+        "zonecert zone delete left the files"
+    );
+
+    // What a crash and other processes leave: a deployment's staging directory with a
+    // key, hours old; the files of a pack the database no longer has. Both go at start;
+    // a fresh staging directory (a live deployment's) and the operator's files stay.
+    let stale = certs.join(".0b8e4a4c-1f1e-4a8e-9d3e-1d2c3b4a5f60.tmp-00000000deadbeef");
+    let fresh = certs.join(".1b8e4a4c-1f1e-4a8e-9d3e-1d2c3b4a5f60.tmp-00000000feedface");
+    let orphan = certs.join("2b8e4a4c-1f1e-4a8e-9d3e-1d2c3b4a5f60");
+    for d in [&stale, &fresh, &orphan] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("privkey.pem"), "key").unwrap();
+    }
+    std::fs::write(certs.join("README.operator"), "mine").unwrap();
+    let touched = Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&stale)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let server = serve(&by_cli, &["--dev"]);
+    eventually(
+        "the stale staging directory and the orphan are removed",
+        || !stale.exists() && !orphan.exists(),
+    )
+    .await;
+    assert!(fresh.exists(), "a fresh staging directory was removed");
+    assert!(certs.join("README.operator").exists());
+    server.stop();
+}

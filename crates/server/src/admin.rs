@@ -20,11 +20,15 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-/// Creates a zone named `name` (its apex), with a fresh id unless `id` is given.
+/// Creates a zone named `name` (its apex), with a fresh id unless `id` is given. The
+/// name must be one a CA could issue for ([`Hostname::check_issuable`]) and, unless
+/// `allow_nested`, neither inside another zone nor above one: `sub.example.com` beside
+/// `example.com` would split one domain's control between two zones (and their tokens).
 pub async fn create_zone(
     store: &Store,
     name: &str,
     id: Option<&str>,
+    allow_nested: bool,
     now: i64,
 ) -> Result<Zone, AdminError> {
     let name = Hostname::parse(name).map_err(|e| AdminError::Invalid(e.0))?;
@@ -33,6 +37,8 @@ pub async fn create_zone(
             "{name}: a zone name cannot be a wildcard"
         )));
     }
+    name.check_issuable()
+        .map_err(|e| AdminError::Invalid(e.0))?;
     let id = match id {
         Some(id) => ZoneId::parse(id).map_err(|e| AdminError::Invalid(e.0))?,
         None => ZoneId::generate(),
@@ -42,8 +48,14 @@ pub async fn create_zone(
         name,
         created_at: now,
     };
-    store.insert_zone(&zone).await?;
-    Ok(zone)
+    match store.insert_zone(&zone, allow_nested).await {
+        Ok(()) => Ok(zone),
+        Err(e @ StoreError::Nested { .. }) => Err(AdminError::Invalid(format!(
+            "{e}; zones may not nest unless allowed explicitly (zonecert zone create \
+             --allow-nested)"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A user and the global key minted for it (shown once, stored as a hash).
@@ -182,7 +194,9 @@ pub async fn seed_dev(
     use crate::model::{CaChoice, DcvMethod, Pack, PackId};
     let zone_id = ZoneId::parse(dev::ZONE_ID).map_err(|e| AdminError::Invalid(e.0))?;
     if store.zone(&zone_id).await?.is_none() {
-        let zone = create_zone(store, dev::ZONE_NAME, Some(dev::ZONE_ID), now).await?;
+        // Nesting allowed: the documentation's example must seed even where an operator
+        // already has a zone below example.com.
+        let zone = create_zone(store, dev::ZONE_NAME, Some(dev::ZONE_ID), true, now).await?;
         let mut pack = Pack::order(
             zone.id.clone(),
             vec![

@@ -226,6 +226,10 @@ impl App {
                 Err(e) => tracing::warn!(error = %e, "warming the read cache failed"),
             }
         });
+        let sweeping = tokio::spawn(sweep_deployments(
+            self.state.store.clone(),
+            self.state.config.deploy_dir(),
+        ));
         // The lifecycle starts beside the API, not before it: setting the workers up
         // (the CA, the resolvers) took about 200 ms in the lifecycle benchmark, and the
         // first requests waited that long in the listen queue.
@@ -281,6 +285,7 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        sweeping.abort();
         stop_lifecycle.cancel();
         if let Some(supervised) = supervised {
             match supervised.await {
@@ -290,6 +295,44 @@ impl App {
             }
         }
         served
+    }
+}
+
+/// How often the deploy directory is swept after the sweep at start.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Staging leftovers older than this are a crashed deployment's (a live one's exist for
+/// milliseconds).
+const STAGING_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes what deleted packs and crashed deployments left in the deploy directory (keys
+/// included), at start and then hourly: deletions by the API remove their files at once,
+/// but packs deleted by another process (`zonecert zone delete` with another deploy
+/// directory, another server) or while being deployed, and a crash's staging
+/// directories, are found only by looking.
+async fn sweep_deployments(store: Store, deploy_dir: std::path::PathBuf) {
+    loop {
+        let known = |id: String| {
+            let store = store.clone();
+            async move {
+                match model::PackId::parse(&id) {
+                    // A read error keeps the files: removing a live pack's key is worse.
+                    Ok(id) => !matches!(store.pack_by_id(&id).await, Ok(None)),
+                    // Not a pack's name: the operator's, kept.
+                    Err(_) => true,
+                }
+            }
+        };
+        match issuance::sweep(&deploy_dir, STAGING_STALE_AFTER, known).await {
+            Ok(swept) if swept != issuance::Swept::default() => tracing::info!(
+                staging = swept.staging,
+                deleted_packs = swept.orphans,
+                dir = %deploy_dir.display(),
+                "removed leftovers from the deploy directory"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping the deploy directory failed"),
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
     }
 }
 

@@ -779,3 +779,59 @@ async fn a_verification_patch_on_an_active_pack_with_its_own_method_answers_its_
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn zone_and_host_names_are_names_a_ca_could_issue_for() {
+    let s = start().await;
+    for (name, why) in [
+        ("127.0.0.1", "IP address"),
+        ("1.0.0.127", "IP address"),
+        ("co.uk", "public suffix"),
+        ("in-addr.arpa", "public suffix"),
+        ("github.io", "public suffix"),
+        ("xn--zz.example.org", "not valid IDNA"),
+    ] {
+        let (st, body) = s.send("POST", "/zones", json!({"name": name})).await;
+        assert_eq!((st, codes(&body)), (400, vec![1002]), "{name}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{name}: {message}");
+    }
+    // A zone inside another, or above one: refused (the dev seed holds example.com).
+    let (st, body) = s
+        .send("POST", "/zones", json!({"name": "shop.example.com"}))
+        .await;
+    assert_eq!((st, codes(&body)), (400, vec![1002]), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("example.com")
+    );
+    s.zone("deep.nest.example").await;
+    let (st, body) = s
+        .send("POST", "/zones", json!({"name": "nest.example"}))
+        .await;
+    assert_eq!(
+        (st, codes(&body)),
+        (400, vec![1002]),
+        "a zone above one: {body}"
+    );
+    // Allowed explicitly by the operator.
+    admin::create_zone(&s.app_store, "nest.example", None, true, 0)
+        .await
+        .unwrap();
+    // Hosts of orders too: no certificate for an invalid IDNA label.
+    let zone = s.zone("hosts.example").await;
+    let (st, body) = s
+        .order(&zone, &["hosts.example", "xn--zz.hosts.example"], "txt")
+        .await;
+    assert_eq!((st, codes(&body)), (400, vec![1002]), "{body}");
+    let (st, _) = s
+        .order(
+            &zone,
+            &["hosts.example", "xn--bcher-kva.hosts.example"],
+            "txt",
+        )
+        .await;
+    assert_eq!(st, 200, "a valid IDNA label");
+}

@@ -69,7 +69,7 @@ async fn start_in(
         .pop()
     {
         Some(z) => z,
-        None => zonecert_server::admin::create_zone(&store, "example.com", None, T0)
+        None => zonecert_server::admin::create_zone(&store, "example.com", None, false, T0)
             .await
             .unwrap(),
     };
@@ -739,7 +739,7 @@ async fn a_crashed_servers_claim_runs_again_when_its_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
     // A server that claimed the pack and died (kill -9) before writing any outcome.
     let store = Store::open_sqlite(dir.path()).unwrap();
-    let zone = zonecert_server::admin::create_zone(&store, "example.com", None, T0)
+    let zone = zonecert_server::admin::create_zone(&store, "example.com", None, false, T0)
         .await
         .unwrap();
     let pack = Pack::order(
@@ -968,5 +968,52 @@ async fn an_issuance_the_ca_keeps_refusing_times_out_and_the_reason_is_shown() {
         !s.data.join("certs").join(id.as_str()).exists(),
         "nothing was deployed"
     );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_a_pack_another_server_holds_answers_at_once() {
+    use zonecert_server::clock::{Clock, SystemClock};
+    use zonecert_server::model::{CaChoice, DcvMethod, Hostname};
+    use zonecert_server::store::Claim;
+    let dns = DnsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A retry wait far past the test's bound: an answer within the bound did not wait.
+    let s = start_in(dir.path(), &dns, ManualClock::new(T0), |c| {
+        c.retry_wait = Duration::from_secs(3600)
+    })
+    .await;
+    let zone = ZoneId::parse(&s.zone).unwrap();
+    let mut pack = Pack::order(
+        zone,
+        vec![Hostname::parse("example.com").unwrap()],
+        DcvMethod::Txt,
+        90,
+        CaChoice::LetsEncrypt,
+        false,
+        "x.dcv.test",
+        T0,
+    );
+    // Due later for this server (its clock says T0), due now for another one.
+    for host in &mut pack.hosts {
+        host.check.next_due_at = T0 + 3600;
+    }
+    s.store.insert_pack(&pack, 100).await.unwrap();
+    let elsewhere = Claim {
+        owner: "node-elsewhere",
+        now: T0 + 3600,
+        wall_now: SystemClock.now(),
+        lease_secs: 600,
+        limit: 10,
+    };
+    assert_eq!(s.store.claim_due(&elsewhere).await.unwrap().len(), 1);
+    let items = tokio::time::timeout(Duration::from_secs(30), s.verification(true))
+        .await
+        .expect("retry=true waited for a pack another server holds");
+    let item = items
+        .iter()
+        .find(|i| i["cert_pack_uuid"] == pack.id.as_str())
+        .unwrap();
+    assert_eq!(item["certificate_status"], "authorizing", "{item}");
     s.shutdown().await;
 }

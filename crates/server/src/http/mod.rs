@@ -113,6 +113,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Removes the deployed files (key included) of packs just deleted from the database. A
+/// failure is logged, not answered: the deletion itself is done, and the deploy
+/// directory's sweep (at start, then hourly) removes what is left.
+async fn remove_deployments(st: &AppState, packs: &[crate::model::PackId]) {
+    let deploy_dir = st.config.deploy_dir();
+    for pack in packs {
+        if let Err(e) = crate::issuance::remove_deployment(&deploy_dir, pack.as_str()).await {
+            tracing::warn!(pack = %pack.as_str(), error = %e, "removing a deleted pack's files failed");
+        }
+    }
+}
+
 async fn no_route() -> ApiError {
     ApiError::no_route()
 }

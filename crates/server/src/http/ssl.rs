@@ -280,11 +280,22 @@ async fn wait_for_checks(
     zone: &ZoneId,
     due: Vec<Pack>,
 ) -> Result<Vec<Pack>, ApiError> {
-    // Held packs are never claimed until approved: waiting for them would only wait out
-    // the deadline.
+    // Held packs are never claimed until approved, and a pack another server holds is
+    // checked there (this server's workers cannot claim it before that lease ends):
+    // waiting for either would only wait out the deadline.
+    let elsewhere = st
+        .store
+        .leased_elsewhere(
+            zone,
+            st.signals.lease_owner().as_deref(),
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+        )
+        .await?;
     let before: Vec<(PackId, Vec<u32>)> = due
         .iter()
-        .filter(|p| p.state == PackState::PendingValidation && !p.brand_check)
+        .filter(|p| {
+            p.state == PackState::PendingValidation && !p.brand_check && !elsewhere.contains(&p.id)
+        })
         .map(|p| {
             (
                 p.id.clone(),
@@ -470,6 +481,7 @@ pub(super) async fn delete_pack(
     if !st.store.delete_pack(&zone.id, &pack.id).await? {
         return Err(ApiError::unknown_object(uri.path()));
     }
+    super::remove_deployments(&st, std::slice::from_ref(&pack.id)).await;
     Ok(Json(api::Envelope::ok(api::DeletedCertificatePack {
         id: pack.id.to_string(),
     })))

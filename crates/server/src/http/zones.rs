@@ -30,7 +30,7 @@ pub(super) async fn create_zone(
     }
     let body = request::json_object(body, st.config.max_body_bytes, false)?;
     let name = request::required_str(&body, "name")?;
-    let zone = admin::create_zone(&st.store, name, None, st.clock.now())
+    let zone = admin::create_zone(&st.store, name, None, false, st.clock.now())
         .await
         .map_err(|e| match e {
             AdminError::Invalid(msg) => ApiError::invalid_field("name", msg),
@@ -101,9 +101,19 @@ pub(super) async fn delete_zone(
     Path(zone_id): Path<String>,
 ) -> ApiResult<Deleted> {
     let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteZone).await?;
+    // Read before the deletion, which takes them with it. (A pack ordered in between is
+    // left to the start-up and hourly sweep of the deploy directory.)
+    let packs: Vec<_> = st
+        .store
+        .packs_of_zone(&zone.id)
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     if !st.store.delete_zone(&zone.id).await? {
         return Err(ApiError::unknown_object(uri.path()));
     }
+    super::remove_deployments(&st, &packs).await;
     Ok(Json(api::Envelope::ok(Deleted {
         id: zone.id.to_string(),
     })))

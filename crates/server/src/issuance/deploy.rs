@@ -95,6 +95,105 @@ pub async fn deploy(
     Ok(paths)
 }
 
+/// Removes a deleted pack's deployment, `<deploy_dir>/<pack_id>/` with its key; returns
+/// whether there was one. Called once the pack is gone from the database, so the API no
+/// longer serves it; a TLS server that loaded the files keeps what it holds in memory
+/// until it reloads (the deploy hook does not run for a deletion).
+pub async fn remove_deployment(deploy_dir: &Path, pack_id: &str) -> Result<bool, IssuanceError> {
+    check_pack_id(pack_id)?;
+    let dir = deploy_dir.join(pack_id);
+    tokio::task::spawn_blocking(move || remove_dir(&dir)).await?
+}
+
+fn remove_dir(dir: &Path) -> Result<bool, IssuanceError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(IssuanceError::io("remove", dir, e)),
+    }
+}
+
+/// What [`sweep`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// Staging directories and files of deployments that never finished (a crash).
+    pub staging: usize,
+    /// Directories of packs the database no longer holds.
+    pub orphans: usize,
+}
+
+/// Cleans the deploy directory: staging leftovers (`.<pack>.tmp-*`, the temporary names a
+/// deployment writes under, with keys inside) whose last change is older than
+/// `stale_after` (a live deployment's are milliseconds old, and other servers may deploy
+/// into the same directory), and the directories of packs for which `known` says no (a
+/// pack deleted by another process, or while it was being deployed). Other entries are
+/// the operator's and stay.
+pub async fn sweep<F, Fut>(
+    deploy_dir: &Path,
+    stale_after: Duration,
+    known: F,
+) -> Result<Swept, IssuanceError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let dir = deploy_dir.to_path_buf();
+    let listed = tokio::task::spawn_blocking(move || list_deploy_dir(&dir, stale_after)).await??;
+    let mut swept = Swept::default();
+    for path in listed.stale {
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => swept.staging += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IssuanceError::io("remove", &path, e)),
+        }
+    }
+    for pack in listed.packs {
+        if !known(pack.clone()).await && remove_deployment(deploy_dir, &pack).await? {
+            swept.orphans += 1;
+        }
+    }
+    Ok(swept)
+}
+
+struct Listing {
+    stale: Vec<PathBuf>,
+    packs: Vec<String>,
+}
+
+fn list_deploy_dir(dir: &Path, stale_after: Duration) -> Result<Listing, IssuanceError> {
+    let mut listing = Listing {
+        stale: Vec::new(),
+        packs: Vec::new(),
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(listing),
+        Err(e) => return Err(IssuanceError::io("read directory", dir, e)),
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries {
+        let entry = entry.map_err(|e| IssuanceError::io("read directory", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= stale_after));
+            if old {
+                listing.stale.push(entry.path());
+            }
+        } else if check_pack_id(&name).is_ok() && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            listing.packs.push(name);
+        }
+    }
+    Ok(listing)
+}
+
 /// Pack ids become directory names: only plain names, so none can climb out of `deploy_dir`.
 fn check_pack_id(pack_id: &str) -> Result<(), IssuanceError> {
     let plain = !pack_id.is_empty()

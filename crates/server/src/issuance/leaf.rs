@@ -155,6 +155,13 @@ fn check_host(host: &str) -> Result<(), IssuanceError> {
             return Err(invalid("has a label starting or ending with '-'"));
         }
     }
+    // The CA signs only names a public CA could: no IP address (`DNS:127.0.0.1`), public
+    // suffix or invalid IDNA label, whatever its caller checked.
+    if let Ok(parsed) = crate::model::Hostname::parse(host) {
+        parsed
+            .check_issuable()
+            .map_err(|e| IssuanceError::InvalidRequest(e.0))?;
+    }
     Ok(())
 }
 

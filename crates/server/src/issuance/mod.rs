@@ -16,7 +16,7 @@ mod issuer;
 mod leaf;
 
 pub use ca::BuiltinCa;
-pub use deploy::{DeployedPaths, HookCommand, deploy};
+pub use deploy::{DeployedPaths, HookCommand, Swept, deploy, remove_deployment, sweep};
 pub use error::IssuanceError;
 pub use issuer::{HostChallenge, Issuer, IssuerOrder};
 pub use leaf::{IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem};

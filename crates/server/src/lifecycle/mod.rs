@@ -26,6 +26,7 @@
 //! - `initializing` is not entered yet: it is where an issuer whose tokens come from its
 //!   CA (ACME) will obtain them; the worker module's documentation describes how.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, watch};
 
@@ -35,6 +36,8 @@ pub struct Signals {
     wake: Notify,
     progress: watch::Sender<u64>,
     workers_running: AtomicBool,
+    /// The lease owner of this process's worker, once it started.
+    lease_owner: Mutex<Option<String>>,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<Fault>>,
 }
@@ -55,6 +58,7 @@ impl Default for Signals {
             wake: Notify::new(),
             progress: watch::Sender::new(0),
             workers_running: AtomicBool::new(false),
+            lease_owner: Mutex::new(None),
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
         }
@@ -85,6 +89,23 @@ impl Signals {
     /// Whether workers run in this process (so waiting for a check makes sense).
     pub fn workers_running(&self) -> bool {
         self.workers_running.load(Ordering::Acquire)
+    }
+
+    /// The lease owner of this process's worker (`None` before one started): packs
+    /// leased by another owner are being worked on elsewhere.
+    pub fn lease_owner(&self) -> Option<String> {
+        self.lease_owner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the lease owner of this process's worker.
+    pub fn set_lease_owner(&self, owner: &str) {
+        *self
+            .lease_owner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(owner.to_owned());
     }
 
     /// Marks the workers as started or stopped.

@@ -134,6 +134,8 @@ pub struct Worker {
     /// Set (with the reason) when the store thread ended by a panic: without it the
     /// worker could only fail every step, forever, and look alive.
     store_failed: Arc<Failure>,
+    /// The lock on `<data_dir>/node-id` while this worker leases as that node.
+    _identity: Option<std::fs::File>,
 }
 
 /// A failure one lifecycle thread reports to the others: a reason, set once, and a token
@@ -311,7 +313,9 @@ impl Worker {
                 timeout: Duration::from_secs(60),
             })
         });
-        let owner = format!("worker-{}", crate::secrets::mint_id());
+        let (owner, identity) = node_identity(&config.data_dir);
+        signals.set_lease_owner(&owner);
+        let take_back = identity.is_some();
         let (store_ops, queued) = mpsc::unbounded_channel();
         // The store thread (see `StoreOp`) is a thread of its own, at normal priority; a
         // commit can also wait for SQLite's checkpoint fsyncs, and on the runtime's thread
@@ -340,7 +344,19 @@ impl Worker {
                 // certificate is ever issued or renewed. The worker stops on it instead
                 // (and with it the server, see `App::serve`).
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    runtime.block_on(store_thread(store, owner, renewing, asked, queued))
+                    runtime.block_on(async move {
+                    // This node's leases from before a crash or restart: nobody else can
+                    // be working on them (the node identity is locked), so they are free
+                    // now, not after the lease.
+                    if take_back {
+                        match store.release_leases_of(&owner).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(packs = n, "lifecycle: took back this node's leases from before its restart"),
+                            Err(e) => tracing::warn!(error = %e, "lifecycle: taking back this node's earlier leases failed; they run out by themselves"),
+                        }
+                    }
+                    store_thread(store, owner, renewing, asked, queued).await;
+                    })
                 }));
                 if let Err(payload) = ran {
                     let reason = format!(
@@ -370,6 +386,7 @@ impl Worker {
             hook,
             store_ops,
             store_failed,
+            _identity: identity,
         })
     }
 
@@ -1056,6 +1073,63 @@ impl Drop for Checking<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The file in the data directory that keeps the node's identity.
+const NODE_ID_FILE: &str = "node-id";
+
+/// This worker's lease owner. A server keeps a stable identity, `node-<id>` with the id in
+/// `<data_dir>/node-id`, so that after a crash it knows which leases were its own and takes
+/// them back at once instead of waiting for them to run out. The file is locked while a
+/// worker uses it: a second worker on the same data directory at the same time (another
+/// process, or the dev seed's) gets a fresh `worker-<id>` instead, and the lock goes with
+/// the process, so a crashed server's is free again. Returns the lock when it was taken.
+fn node_identity(data_dir: &std::path::Path) -> (String, Option<std::fs::File>) {
+    match lock_node_identity(data_dir) {
+        Ok(Some((id, lock))) => (format!("node-{id}"), Some(lock)),
+        Ok(None) => {
+            tracing::info!(
+                "another worker holds this data directory's node identity: this one leases under a fresh identity"
+            );
+            (format!("worker-{}", crate::secrets::mint_id()), None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no node identity in the data directory: a restart waits for this worker's leases to run out");
+            (format!("worker-{}", crate::secrets::mint_id()), None)
+        }
+    }
+}
+
+fn lock_node_identity(
+    data_dir: &std::path::Path,
+) -> std::io::Result<Option<(String, std::fs::File)>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(NODE_ID_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let id = text.trim();
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Some((id.to_owned(), file)));
+    }
+    let id = crate::secrets::mint_id();
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(format!("{id}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(Some((id, file)))
 }
 
 /// Asks the store thread to renew the worker's leases every `period` until `stop`.

@@ -124,6 +124,53 @@ impl Hostname {
         Ok(Hostname(lower))
     }
 
+    /// Checks that a certificate authority could issue for this name, for names that come
+    /// in as new zones or ordered hosts (names already stored are read with
+    /// [`Hostname::parse`] alone, so a rule added here never makes stored data unreadable).
+    /// Refused: IP addresses and names whose last label is numeric (no top-level domain
+    /// is: `127.0.0.1`, `1.0.0.127`), labels that are not valid IDNA (`xn--` labels must
+    /// decode and encode back to themselves), and public suffixes of the Public Suffix
+    /// List (`co.uk`, `in-addr.arpa`, `github.io`), including a wildcard right below one.
+    pub fn check_issuable(&self) -> Result<(), ParseError> {
+        let name = self.base();
+        let bad = |why: String| Err(ParseError(format!("{name:?} cannot be issued for: {why}")));
+        let last = name.rsplit('.').next().unwrap_or(name);
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return bad("it is an IP address; certificates here are for domain names".into());
+        }
+        if last.bytes().all(|b| b.is_ascii_digit()) {
+            return bad(format!(
+                "its last label {last:?} is numeric, as in an IP address; no top-level domain is"
+            ));
+        }
+        for label in name.split('.') {
+            if label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--") {
+                let (unicode, decoded) = idna::domain_to_unicode(label);
+                let round_trip = idna::domain_to_ascii_strict(&unicode);
+                if decoded.is_err() || round_trip.as_deref().ok() != Some(label) {
+                    return bad(format!(
+                        "the label {label:?} is not valid IDNA (punycode that does not decode \
+                         to a valid name)"
+                    ));
+                }
+            } else if label.len() >= 4 && label.as_bytes()[2..4] == *b"--" {
+                return bad(format!(
+                    "the label {label:?} has '--' in its third and fourth characters, which \
+                     only IDNA ('xn--') labels may"
+                ));
+            }
+        }
+        if psl::suffix_str(name) == Some(name) {
+            return bad(if self.is_wildcard() {
+                format!("{name} is a public suffix: no one may hold a wildcard right below it")
+            } else {
+                "it is a public suffix (Public Suffix List): names are registered below it"
+                    .to_owned()
+            });
+        }
+        Ok(())
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -199,6 +246,36 @@ mod tests {
         }
         let apex = Hostname::parse("example.com").unwrap();
         assert!(Hostname::parse("*.example.com").unwrap().is_within(&apex));
+        for bad in [
+            "127.0.0.1",
+            "1.0.0.127",
+            "10.1",
+            "co.uk",
+            "in-addr.arpa",
+            "github.io",
+            "*.co.uk",
+            "xn--zz.example.com",
+            "ab--cd.example.com",
+        ] {
+            let name = Hostname::parse(bad).unwrap();
+            assert!(name.check_issuable().is_err(), "{bad} should be refused");
+        }
+        for good in [
+            "example.com",
+            "*.example.com",
+            "example.co.uk",
+            "xn--bcher-kva.example",
+            "shop.test",
+            "a-b.example.org",
+            "123.example.com",
+        ] {
+            let name = Hostname::parse(good).unwrap();
+            assert!(
+                name.check_issuable().is_ok(),
+                "{good}: {:?}",
+                name.check_issuable()
+            );
+        }
         assert!(Hostname::parse("a.b.example.com").unwrap().is_within(&apex));
         assert!(!Hostname::parse("badexample.com").unwrap().is_within(&apex));
         assert!(!Hostname::parse("example.org").unwrap().is_within(&apex));

@@ -52,6 +52,7 @@ pub fn check_order(
     let mut parsed: Vec<Hostname> = Vec::with_capacity(hosts.len());
     for raw in hosts {
         let host = Hostname::parse(raw).map_err(|e| err("hosts", e.0))?;
+        host.check_issuable().map_err(|e| err("hosts", e.0))?;
         if !host.is_within(apex) {
             return Err(err(
                 "hosts",

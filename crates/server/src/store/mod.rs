@@ -41,6 +41,14 @@ pub enum StoreError {
     /// The database failed or holds something unreadable.
     #[error("database error: {0}")]
     Backend(String),
+    /// A new zone would lie inside another zone, or another zone inside it.
+    #[error("the zone {zone} overlaps the zone {other}: one lies inside the other")]
+    Nested {
+        /// The zone being created.
+        zone: String,
+        /// The existing zone above or below it.
+        other: String,
+    },
     /// There is no database at this path, and the caller may not create one
     /// ([`Store::open_existing`]).
     #[error("no zonecert database at {}", .0.display())]
@@ -191,10 +199,11 @@ impl Store {
 
     // ---- zones ----
 
-    /// Inserts a zone; its name must be unique.
-    pub async fn insert_zone(&self, zone: &Zone) -> Result<(), StoreError> {
+    /// Inserts a zone; its name must be unique and, unless `allow_nested`, neither
+    /// inside another zone nor above one ([`StoreError::Nested`]).
+    pub async fn insert_zone(&self, zone: &Zone, allow_nested: bool) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.insert_zone(zone),
+            Store::Sqlite(s) => s.insert_zone(zone, allow_nested),
         }
     }
 
@@ -384,6 +393,27 @@ impl Store {
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         match self {
             Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, releases),
+        }
+    }
+
+    /// Gives up every lease `owner` holds, live or not (a restarted node taking back its
+    /// own packs); returns how many.
+    pub async fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.release_leases_of(owner),
+        }
+    }
+
+    /// The packs of `zone` under a live lease (as of `wall_now`, wall-clock seconds) of an
+    /// owner other than `owner`: another server is working on them.
+    pub async fn leased_elsewhere(
+        &self,
+        zone: &ZoneId,
+        owner: Option<&str>,
+        wall_now: i64,
+    ) -> Result<Vec<PackId>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.leased_elsewhere(zone, owner, wall_now),
         }
     }
 

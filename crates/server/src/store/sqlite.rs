@@ -344,7 +344,7 @@ impl SqliteStore {
 
     // ---- zones ----
 
-    pub(super) fn insert_zone(&self, zone: &Zone) -> Result<(), StoreError> {
+    pub(super) fn insert_zone(&self, zone: &Zone, allow_nested: bool) -> Result<(), StoreError> {
         self.write(Touch::Zone(&zone.id), |tx| {
             let taken: bool = tx.query_row(
                 "SELECT EXISTS(SELECT 1 FROM zones WHERE name = ?1 OR id = ?2)",
@@ -353,6 +353,33 @@ impl SqliteStore {
             )?;
             if taken {
                 return Err(StoreError::Duplicate(format!("zone {}", zone.name)));
+            }
+            if !allow_nested {
+                // Zones above it through the name index (one lookup per ancestor), zones
+                // below it by a scan of names: host names hold no LIKE wildcards.
+                let name = zone.name.as_str();
+                let ancestors: Vec<&str> = name
+                    .match_indices('.')
+                    .map(|(i, _)| &name[i + 1..])
+                    .collect();
+                let other: Option<String> = tx
+                    .query_row(
+                        "SELECT name FROM zones WHERE name IN (SELECT value FROM json_each(?1)) \
+                         OR name LIKE '%.' || ?2 LIMIT 1",
+                        params![
+                            serde_json::to_string(&ancestors)
+                                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                            name
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(other) = other {
+                    return Err(StoreError::Nested {
+                        zone: name.to_owned(),
+                        other,
+                    });
+                }
             }
             tx.execute(
                 "INSERT INTO zones (id, name, created_at) VALUES (?1, ?2, ?3)",
@@ -825,6 +852,37 @@ impl SqliteStore {
                 ));
             }
             Ok(out)
+        })
+    }
+
+    pub(super) fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
+        self.write(Touch::Nothing, |tx| {
+            Ok(tx.execute(
+                "UPDATE packs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+                [owner],
+            )? as u64)
+        })
+    }
+
+    pub(super) fn leased_elsewhere(
+        &self,
+        zone: &ZoneId,
+        owner: Option<&str>,
+        wall_now: i64,
+    ) -> Result<Vec<PackId>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM packs WHERE zone_id = ?1 AND lease_owner IS NOT NULL \
+                 AND lease_until > ?2 AND (?3 IS NULL OR lease_owner != ?3)",
+            )?;
+            let ids = stmt
+                .query_map(params![zone.as_str(), wall_now, owner], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.iter()
+                .map(|id| PackId::parse(id).map_err(|_| corrupt("pack id", id)))
+                .collect()
         })
     }
 
@@ -1441,7 +1499,7 @@ mod tests {
             name: Hostname::parse("example.com").unwrap(),
             created_at: 1,
         };
-        s.insert_zone(&z).unwrap();
+        s.insert_zone(&z, false).unwrap();
         z
     }
 
@@ -1729,11 +1787,14 @@ mod tests {
     /// Inserts `n` zones, each in a commit of its own (of at least one WAL frame).
     fn commit_zones(s: &SqliteStore, n: u32) {
         for i in 0..n {
-            s.insert_zone(&Zone {
-                id: ZoneId::generate(),
-                name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
-                created_at: 1,
-            })
+            s.insert_zone(
+                &Zone {
+                    id: ZoneId::generate(),
+                    name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
+                    created_at: 1,
+                },
+                false,
+            )
             .unwrap();
         }
     }
@@ -1843,7 +1904,7 @@ mod tests {
                 name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
                 created_at: 1,
             };
-            s.insert_zone(&z).unwrap();
+            s.insert_zone(&z, false).unwrap();
             for _ in 0..(i % 3) {
                 s.insert_pack(&pack(&z), 10).unwrap();
             }
