@@ -18,9 +18,16 @@ struct Started {
 }
 
 impl Started {
-    fn stop(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// A failing assertion must not leave the server running.
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
