@@ -32,10 +32,13 @@
 //! a scheduler tick (4 ms on a 250 Hz kernel) about once in a hundred requests. The
 //! lifecycle gives up that CPU's share; requests still use every CPU.
 //!
-//! The project's only `unsafe` code is here: three system calls (`sched_setattr`,
-//! `sched_getaffinity`, `sched_setaffinity`) that no safe wrapper among the workspace's
-//! dependencies offers.
-#![allow(unsafe_code)]
+//! CPU affinity goes through `rustix`'s safe wrappers. The project's only `unsafe`
+//! code is here, in [`set_own_policy`]: the `sched_setattr` system call, which neither
+//! `rustix` nor `nix` offers. It is the only call that sets a thread's time slice
+//! (`sched_runtime`), and the only per-thread way into `SCHED_IDLE` those crates would
+//! leave (`rustix` has no `sched_setscheduler`); `setpriority` on the thread id could
+//! set the nice value, but the slice has to be set in the same call anyway, since
+//! threads inherit it.
 
 /// The time slice asked for latency-sensitive threads (the kernel's minimum).
 const SHORT_SLICE_NANOS: u64 = 100_000;
@@ -228,6 +231,7 @@ fn set_own_attr(nice: i32, slice_nanos: u64) -> Result<(), SchedError> {
 /// Sets the calling thread's policy (`SCHED_OTHER` = 0 or `SCHED_IDLE`), nice value and
 /// time slice.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 fn set_own_policy(policy: u32, nice: i32, slice_nanos: u64) -> Result<(), SchedError> {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
@@ -242,17 +246,11 @@ fn set_own_policy(policy: u32, nice: i32, slice_nanos: u64) -> Result<(), SchedE
     // SAFETY: pid 0 is the calling thread; `attr` is a valid `sched_attr` of the size
     // it states and outlives the call, which only reads it.
     let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-    system_call(rc == 0, "sched_setattr")
-}
-
-/// `Ok` if a system call succeeded, else its error (`errno`), named by `what`.
-#[cfg(target_os = "linux")]
-fn system_call(succeeded: bool, what: impl std::fmt::Display) -> Result<(), SchedError> {
-    if succeeded {
+    if rc == 0 {
         Ok(())
     } else {
         Err(SchedError(format!(
-            "{what}: {}",
+            "sched_setattr: {}",
             std::io::Error::last_os_error()
         )))
     }
@@ -262,16 +260,11 @@ fn system_call(succeeded: bool, what: impl std::fmt::Display) -> Result<(), Sche
 /// on, ascending; empty where the system does not tell.
 #[cfg(target_os = "linux")]
 pub fn process_cpus() -> Result<Vec<usize>, SchedError> {
-    // SAFETY: an all-zero `cpu_set_t` is the empty set; the kernel writes at most the
-    // size given into it, and `CPU_ISSET` reads within it for CPUs below `CPU_SETSIZE`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let rc = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-        system_call(rc == 0, "sched_getaffinity")?;
-        Ok((0..MAX_CPUS)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect())
-    }
+    let set = rustix::thread::sched_getaffinity(None)
+        .map_err(|e| SchedError(format!("sched_getaffinity: {e}")))?;
+    Ok((0..MAX_CPUS.min(rustix::thread::CpuSet::MAX_CPU))
+        .filter(|&c| set.is_set(c))
+        .collect())
 }
 
 /// Lets the calling thread run on `cpus` only: background threads, and programs beside
@@ -279,16 +272,16 @@ pub fn process_cpus() -> Result<Vec<usize>, SchedError> {
 /// poller).
 #[cfg(target_os = "linux")]
 pub fn run_on_cpus(cpus: &[usize]) -> Result<(), SchedError> {
-    // SAFETY: as in `process_cpus`; `CPU_SET` writes within the set for CPUs below
-    // `CPU_SETSIZE`, which the filter guarantees.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus.iter().filter(|&&c| c < MAX_CPUS) {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    system_call(rc == 0, format_args!("sched_setaffinity {cpus:?}"))
+    let mut set = rustix::thread::CpuSet::new();
+    // `CpuSet::set` panics past the set's size: CPUs beyond it are left out.
+    for &cpu in cpus
+        .iter()
+        .filter(|&&c| c < MAX_CPUS.min(rustix::thread::CpuSet::MAX_CPU))
+    {
+        set.set(cpu);
+    }
+    rustix::thread::sched_setaffinity(None, &set)
+        .map_err(|e| SchedError(format!("sched_setaffinity {cpus:?}: {e}")))
 }
 
 #[cfg(not(target_os = "linux"))]
