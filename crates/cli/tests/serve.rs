@@ -483,6 +483,11 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("key_type", "\"rsa-2048\"".to_owned()),
         ("brand_keywords", "[\"paypal\", \"bank\"]".to_owned()),
         ("lifecycle_cpus", "\"all\"".to_owned()),
+        ("header_read_timeout", "\"10s\"".to_owned()),
+        ("body_read_timeout", "\"30s\"".to_owned()),
+        ("idle_timeout", "\"1m\"".to_owned()),
+        ("max_connections", "64".to_owned()),
+        ("shutdown_timeout", "\"10s\"".to_owned()),
         ("log_json", "true".to_owned()),
     ];
     let mut documented = documented_flags();

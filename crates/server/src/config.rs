@@ -105,6 +105,29 @@ pub struct Config {
     #[arg(long, env = "ZONECERT_LIFECYCLE_CPUS", default_value = "auto",
           value_parser = ValueParser::new(LifecycleCpus::parse))]
     pub lifecycle_cpus: LifecycleCpus,
+    /// Longest wait for a request head, from its first byte to its end (slowloris).
+    #[arg(long, env = "ZONECERT_HEADER_READ_TIMEOUT", default_value = "10s",
+          value_parser = ValueParser::new(parse_duration))]
+    pub header_read_timeout: Duration,
+    /// Longest wait for a request body to arrive (then 408), and for a client to take
+    /// any part of a response.
+    #[arg(long, env = "ZONECERT_BODY_READ_TIMEOUT", default_value = "30s",
+          value_parser = ValueParser::new(parse_duration))]
+    pub body_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    #[arg(long, env = "ZONECERT_IDLE_TIMEOUT", default_value = "60s",
+          value_parser = ValueParser::new(parse_duration))]
+    pub idle_timeout: Duration,
+    /// Most connections open at once, a quarter of them from one client address; by
+    /// default sized from the open-descriptor limit (at most 4096).
+    #[arg(long, env = "ZONECERT_MAX_CONNECTIONS",
+          value_parser = ValueParser::new(parse_positive))]
+    pub max_connections: Option<usize>,
+    /// How long shutdown (SIGTERM) lets requests in flight finish before it closes
+    /// every connection.
+    #[arg(long, env = "ZONECERT_SHUTDOWN_TIMEOUT", default_value = "10s",
+          value_parser = ValueParser::new(parse_duration))]
+    pub shutdown_timeout: Duration,
     /// Largest accepted request body in bytes.
     #[arg(skip = 1024 * 1024_usize)]
     pub max_body_bytes: usize,

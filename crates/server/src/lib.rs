@@ -74,6 +74,32 @@ impl App {
         &self.state.config
     }
 
+    /// The limits of the server's connections, from the configuration and (for the
+    /// cap when not configured) the open-descriptor limit, raised first as far as the
+    /// process may.
+    fn connection_limits(&self) -> http::conn::Limits {
+        let config = &self.state.config;
+        let descriptors = http::conn::raise_descriptor_limit();
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(|| http::conn::default_max_connections(descriptors));
+        let limits = http::conn::Limits {
+            header_read: config.header_read_timeout,
+            body_read: config.body_read_timeout,
+            idle: config.idle_timeout,
+            max_connections,
+            max_per_client: http::conn::default_max_per_client(max_connections),
+            shutdown_grace: config.shutdown_timeout,
+        };
+        tracing::info!(
+            descriptors,
+            max_connections,
+            max_per_client = limits.max_per_client,
+            "connection limits"
+        );
+        limits
+    }
+
     /// Seeds the API documentation's example identifiers (first start) and returns the
     /// data directory's dev token (kept in `<data_dir>/dev-token`, minted on first start). The example pack is issued by the
     /// built-in CA and deployed, so it is `active` as in the documentation.
@@ -211,6 +237,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = http::router(self.state.clone());
+        let limits = self.connection_limits();
         // The read cache starts empty; warm it beside the serving (half its budget, the
         // rest for what requests ask), so the zones' first requests after a restart do
         // not all go to the database while the lifecycle catches up on its backlog.
@@ -272,19 +299,7 @@ impl App {
                 Ok(()) = failed_rx => {}
             }
         };
-        // Answers go out whole in one write; Nagle's algorithm would only hold back the
-        // tail of a large one until the client acknowledges the head.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY refused");
-            }
-        });
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let served = http::conn::serve(listener, router, limits, shutdown).await;
         sweeping.abort();
         stop_lifecycle.cancel();
         if let Some(supervised) = supervised {

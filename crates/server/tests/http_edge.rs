@@ -125,3 +125,216 @@ async fn a_zone_scoped_token_cannot_create_zones() {
         .await;
     assert_eq!(st, 200, "{body}");
 }
+
+/// Sends `request` on a fresh connection and reads the answer until the server closes:
+/// (status, lower-cased head, body).
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer before the whole request is sent (a refused head): what it
+    // sends back is read either way.
+    let _ = tcp.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server neither answered nor closed");
+    if let Err(e) = read {
+        assert!(!answer.is_empty(), "no answer: {e}");
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head[9..12].parse().unwrap();
+    let body_start = answer.len() - body.len();
+    (
+        status,
+        head.to_ascii_lowercase(),
+        answer[body_start..].to_vec(),
+    )
+}
+
+/// An answer in the envelope: JSON, `success: false`, its codes.
+fn envelope_codes(head: &str, body: &[u8]) -> Vec<u64> {
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let body: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+    codes(&body)
+}
+
+#[tokio::test]
+async fn malformed_requests_are_answered_in_the_envelope() {
+    let s = start_with(|_| {}).await;
+    let addr: std::net::SocketAddr = s.base["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let auth = format!("Authorization: Bearer {}\r\n", s.dev_token);
+
+    // An id that is not UTF-8 once decoded names nothing: 404, like any malformed id.
+    let (status, head, body) = raw(
+        addr,
+        format!("GET /client/v4/zones/%ff/ssl/verification HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, envelope_codes(&head, &body)),
+        (404, vec![7003, 7000])
+    );
+    let (status, head, body) = raw(
+        addr,
+        format!(
+            "GET /client/v4/zones/{}/ssl/certificate_packs/%ff%fe HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n",
+            dev::ZONE_ID
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, envelope_codes(&head, &body)),
+        (404, vec![7003, 7000])
+    );
+
+    // A 100 kB path.
+    let long = format!(
+        "GET /client/v4/zones/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let (status, head, body) = raw(addr, long.as_bytes()).await;
+    assert_eq!((status, envelope_codes(&head, &body)), (414, vec![1008]));
+
+    // 2,000 headers.
+    let many: String = (0..2000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (status, head, body) = raw(
+        addr,
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!((status, envelope_codes(&head, &body)), (431, vec![1009]));
+
+    // Bytes no header may hold: a control character in a value, a space in a name.
+    for bad in [
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n"[..],
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n"[..],
+        &b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let (status, head, body) = raw(addr, bad).await;
+        assert_eq!(
+            (status, envelope_codes(&head, &body)),
+            (400, vec![1007]),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+
+    // A refused head pipelined behind a good request is answered after it.
+    let both =
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nBad Name: v\r\n\r\n";
+    let (status, _, rest) = raw(addr, both).await;
+    assert_eq!(status, 200);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("HTTP/1.1 400 Bad Request"), "{rest}");
+    assert!(rest.contains("\"code\":1007"), "{rest}");
+}
+
+fn addr_of(s: &Server) -> std::net::SocketAddr {
+    s.base["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (or fails it); panics if it stays
+/// open for `limit`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(limit, tcp.read_to_end(&mut got))
+        .await
+        .expect("the server kept the connection open");
+    got
+}
+
+#[tokio::test]
+async fn idle_slow_header_and_slow_body_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let secs = std::time::Duration::from_secs;
+    let s = start_with(|c| {
+        c.idle_timeout = secs(1);
+        c.header_read_timeout = secs(1);
+        c.body_read_timeout = secs(1);
+    })
+    .await;
+    let addr = addr_of(&s);
+    // Bounds far above the timeouts: they only stop a test that would hang.
+    let cap = secs(30);
+
+    // A connection that never sends anything.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(&mut idle, cap).await.is_empty());
+
+    // A kept-alive connection that sends nothing after its first request.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_within(&mut kept, cap).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "answered, then closed");
+
+    // Slowloris: a header line every 100 ms, never the end of the head.
+    let slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        let _ = writer.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+        for i in 0.. {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if writer
+                .write_all(format!("X-{i}: v\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(
+        cap,
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut got),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a head trickling in forever keeps its connection"
+    );
+    trickle.abort();
+
+    // A body that never arrives whole: 408 in the envelope, then closed.
+    let mut body = tokio::net::TcpStream::connect(addr).await.unwrap();
+    body.write_all(
+        format!(
+            "POST /client/v4/zones HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+            s.dev_token
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = closed_within(&mut body, cap).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":1010"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+
+    // Requests at a normal pace are served as before.
+    let (st, _) = s.call("GET", "/zones", Some(&s.dev_token), None).await;
+    assert_eq!(st, 200);
+}

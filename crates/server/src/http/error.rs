@@ -21,6 +21,16 @@ pub mod codes {
     pub const QUOTA_EXCEEDED: u32 = 1005;
     /// The pack's state does not allow the operation.
     pub const WRONG_STATE: u32 = 1006;
+    /// The request is not well-formed HTTP (request line, header bytes).
+    pub const MALFORMED_REQUEST: u32 = 1007;
+    /// The request URI is longer than allowed.
+    pub const URI_TOO_LONG: u32 = 1008;
+    /// The request head has too many or too large header fields.
+    pub const HEADERS_TOO_LARGE: u32 = 1009;
+    /// The request body did not arrive in time.
+    pub const REQUEST_TIMEOUT: u32 = 1010;
+    /// Too many connections are open (overall, or from the client's address).
+    pub const TOO_MANY_CONNECTIONS: u32 = 1011;
     /// A zone of that name exists.
     pub const DUPLICATE: u32 = 1061;
     /// Invalid request headers.
@@ -268,6 +278,91 @@ impl ApiError {
     /// A duplicate name.
     pub fn duplicate(message: impl Into<String>) -> Self {
         Self::one(StatusCode::BAD_REQUEST, codes::DUPLICATE, message)
+    }
+
+    /// A request that is not well-formed HTTP.
+    pub fn malformed_request(detail: impl std::fmt::Display) -> Self {
+        Self::one(
+            StatusCode::BAD_REQUEST,
+            codes::MALFORMED_REQUEST,
+            format!("Malformed HTTP request: {detail}"),
+        )
+    }
+
+    /// A request URI over the limit.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::one(
+            StatusCode::URI_TOO_LONG,
+            codes::URI_TOO_LONG,
+            format!("Request URI is longer than {limit} bytes"),
+        )
+    }
+
+    /// A request head over the limits.
+    pub fn headers_too_large(limit: usize, fields: usize) -> Self {
+        Self::one(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            codes::HEADERS_TOO_LARGE,
+            format!("Request headers are larger than {limit} bytes or more than {fields} fields"),
+        )
+    }
+
+    /// A request body that did not arrive within `limit`.
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::one(
+            StatusCode::REQUEST_TIMEOUT,
+            codes::REQUEST_TIMEOUT,
+            format!(
+                "The request body did not arrive within {} seconds",
+                limit.as_secs()
+            ),
+        )
+    }
+
+    /// The server holds as many connections as it may.
+    pub fn too_many_connections() -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::one(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::TOO_MANY_CONNECTIONS,
+                "Too many open connections; try again shortly",
+            )
+        }
+    }
+
+    /// The client's address holds as many connections as one client may.
+    pub fn too_many_connections_from_client() -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::one(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::TOO_MANY_CONNECTIONS,
+                "Too many open connections from this address; reuse or close some",
+            )
+        }
+    }
+
+    /// The whole HTTP/1.1 answer, for the connection layer, which writes it to the
+    /// socket itself (before a request exists) and then closes the connection.
+    pub fn http1_bytes(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(&Envelope::<()>::failure(self.errors.clone()))
+            .unwrap_or_else(|_| {
+                br#"{"success":false,"errors":[],"messages":[],"result":null}"#.to_vec()
+            });
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        if let Some(secs) = self.retry_after {
+            out.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
     }
 
     /// An internal failure: the cause is logged, the client sees a generic message.

@@ -3,6 +3,7 @@
 //! call the store and render through `wire`; no SQL and no lifecycle calls here.
 
 mod auth;
+pub mod conn;
 pub mod error;
 pub mod openapi;
 mod ratelimit;
@@ -103,12 +104,17 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     let max_body = state.config.max_body_bytes;
+    let body_limits = conn::BodyLimits {
+        timeout: state.config.body_read_timeout,
+        max_bytes: max_body,
+    };
     Router::new()
         .nest(BASE, api)
         .route("/healthz", get(healthz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(body_limits, conn::read_body))
         .layer(middleware::from_fn(request_log))
         .with_state(state)
 }

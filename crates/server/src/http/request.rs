@@ -3,8 +3,38 @@
 use super::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+
+/// The path's parameters (zone and pack ids). A parameter that does not decode
+/// (`%ff`, not UTF-8) is an id that names nothing: 404 in the envelope, as a malformed
+/// id is, where axum's own extractor answers 400 in plain text.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(_) => {
+                let path = parts
+                    .extensions
+                    .get::<OriginalUri>()
+                    .map_or(parts.uri.path(), |uri| uri.0.path());
+                Err(ApiError::unknown_object(path))
+            }
+        }
+    }
+}
 
 /// The body as a JSON object. An empty body counts as `{}` when `empty_ok`.
 pub fn json_object(

@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::request::Path;
 use super::request::{self, QueryParams};
 use super::wire;
 use crate::model::order::check_order;
@@ -11,7 +12,7 @@ use crate::store::{PackFilter, Reads, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, Path, RawQuery, Request, State};
+use axum::extract::{OriginalUri, RawQuery, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};

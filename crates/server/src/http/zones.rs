@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::request::Path;
 use super::request::{self, QueryParams};
 use super::ssl::zone_access;
 use super::wire;
@@ -11,7 +12,7 @@ use crate::model::{Need, Principal};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::extract::{OriginalUri, RawQuery, State};
 use axum::http::HeaderMap;
 use zonecert_api as api;
 
