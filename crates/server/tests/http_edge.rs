@@ -338,3 +338,63 @@ async fn idle_slow_header_and_slow_body_connections_are_closed() {
     let (st, _) = s.call("GET", "/zones", Some(&s.dev_token), None).await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test]
+async fn rate_limits_follow_the_authenticated_identity_and_failures_the_address() {
+    let s = start_with(|c| {
+        c.rate_limit = Some(zonecert_server::config::RateLimit {
+            requests: 3,
+            window: std::time::Duration::from_secs(300),
+        })
+    })
+    .await;
+    let url = s.url(&format!("/zones/{}/ssl/verification", dev::ZONE_ID));
+    // One token written four ways is one bucket of three.
+    let mut statuses = Vec::new();
+    for scheme in ["Bearer ", "bearer ", "BEARER ", "Bearer   "] {
+        let r = s
+            .http
+            .get(&url)
+            .header("Authorization", format!("{scheme}{}", s.dev_token))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+
+    // Someone who knows the user's e-mail but not the key: refused, then limited by
+    // their own address, never spending the user's bucket.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = s
+            .http
+            .get(&url)
+            .header("X-Auth-Email", dev::USER_EMAIL)
+            .header("X-Auth-Key", "0123456789abcdef0123456789abcdef01234")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [403, 403, 403, 429, 429]);
+    // The user, e-mail re-cased or not, has a bucket of their own, still full.
+    let mut statuses = Vec::new();
+    for email in [
+        dev::USER_EMAIL.to_owned(),
+        dev::USER_EMAIL.to_ascii_uppercase(),
+        dev::USER_EMAIL.to_owned(),
+        dev::USER_EMAIL.to_ascii_uppercase(),
+    ] {
+        let r = s
+            .http
+            .get(&url)
+            .header("X-Auth-Email", email)
+            .header("X-Auth-Key", dev::USER_KEY)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}

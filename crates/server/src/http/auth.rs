@@ -5,7 +5,56 @@ use super::error::ApiError;
 use crate::model::{Need, Principal, ZoneId};
 use crate::secrets;
 use crate::store::{Reads, Store};
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
+
+/// The principal the rate limiter authenticated (once per request), for the handler.
+#[derive(Debug, Clone)]
+pub(super) struct Authenticated(pub(super) Principal);
+
+/// A request's credentials: its headers, and its principal when the rate limiter has
+/// authenticated it already.
+#[derive(Debug)]
+pub(super) struct Caller {
+    headers: HeaderMap,
+    known: Option<Principal>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            headers: parts.headers.clone(),
+            known: parts.extensions.get::<Authenticated>().map(|a| a.0.clone()),
+        })
+    }
+}
+
+impl Caller {
+    /// The request's headers.
+    pub(super) fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The principal already authenticated, if any.
+    pub(super) fn known(&self) -> Option<&Principal> {
+        self.known.as_ref()
+    }
+}
+
+/// The caller: `known` when already authenticated, else from the credential of `headers`.
+pub async fn principal(
+    reads: &Reads<'_>,
+    headers: &HeaderMap,
+    known: Option<&Principal>,
+) -> Result<Principal, ApiError> {
+    match known {
+        Some(p) => Ok(p.clone()),
+        None => authenticate(reads, &credential(headers)?).await,
+    }
+}
 
 /// The credential a request presents, parsed but not yet checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,13 +139,13 @@ pub async fn authenticate(
 }
 
 /// Authenticates a request and checks it may do `need` (on `zone`, when given).
-pub async fn authorize(
+pub(super) async fn authorize(
     store: &Store,
-    headers: &HeaderMap,
+    caller: &Caller,
     need: Need,
     zone: Option<&ZoneId>,
 ) -> Result<Principal, ApiError> {
-    let principal = authenticate(&store.reads(), &credential(headers)?).await?;
+    let principal = principal(&store.reads(), caller.headers(), caller.known()).await?;
     if !principal.has(need) || zone.is_some_and(|z| !principal.covers_zone(z)) {
         return Err(ApiError::unauthorized());
     }

@@ -217,7 +217,7 @@ struct Slot {
 }
 
 /// The address a client is counted by: an IPv6 client holds a whole /64.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

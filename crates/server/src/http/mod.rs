@@ -184,33 +184,39 @@ async fn request_log(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// The bucket a request draws from: its credential (hashed, never kept in clear),
-/// or its address when it has none.
-fn rate_key(req: &Request) -> [u8; 32] {
-    let h = req.headers();
-    let credential = h
-        .get("authorization")
-        .or_else(|| h.get("x-auth-email"))
-        .map(|v| v.as_bytes());
-    match credential {
-        Some(c) => crate::secrets::hash(&String::from_utf8_lossy(c)),
-        None => {
-            let addr = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-                .unwrap_or_default();
-            crate::secrets::hash(&format!("address:{addr}"))
+/// The bucket a request draws from: the identity its credential authenticates as (a
+/// token's or a user's id, so `bearer`, `BEARER` or a re-cased e-mail are the same
+/// bucket); a request whose credential fails to authenticate draws from its client
+/// address's bucket of failures (so a wrong key sent with a user's e-mail never touches
+/// that user's bucket), one without credentials from its address's. An authenticated
+/// principal is handed on to the handler, which does not authenticate again.
+async fn rate_key(st: &AppState, req: &mut Request) -> [u8; 32] {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| conn::client_key(c.0.ip()));
+    let address = || peer.map(|ip| ip.to_string()).unwrap_or_default();
+    let credential = match auth::credential(req.headers()) {
+        Ok(credential) => credential,
+        Err(_) => return crate::secrets::hash(&format!("address:{}", address())),
+    };
+    match auth::authenticate(&st.store.reads(), &credential).await {
+        Ok(principal) => {
+            let key = crate::secrets::hash(&principal.rate_key());
+            req.extensions_mut().insert(auth::Authenticated(principal));
+            key
         }
+        Err(_) => crate::secrets::hash(&format!("failed-authentication:{}", address())),
     }
 }
 
 /// Per-credential rate limiting with `x-ratelimit-*` headers on every response.
-async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(limiter) = &st.limiter else {
         return next.run(req).await;
     };
-    let decision = limiter.check(rate_key(&req), Instant::now());
+    let key = rate_key(&st, &mut req).await;
+    let decision = limiter.check(key, Instant::now());
     let mut response = if decision.allowed {
         next.run(req).await
     } else {

@@ -33,17 +33,25 @@ struct Bucket {
 pub struct RateLimiter {
     limit: RateLimit,
     buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+    max_buckets: usize,
 }
 
-/// Buckets kept before idle (full) ones are swept.
-const SWEEP_AT: usize = 100_000;
+/// Most buckets kept: past it, full ones (idle keys) are swept, and if that is not
+/// enough (a flood of keys, each a client address), half of them are dropped, whose keys
+/// start again from a full bucket. The map never grows past this.
+const MAX_BUCKETS: usize = 100_000;
 
 impl RateLimiter {
     /// A limiter enforcing `limit` per key.
     pub fn new(limit: RateLimit) -> Self {
+        Self::with_max_buckets(limit, MAX_BUCKETS)
+    }
+
+    fn with_max_buckets(limit: RateLimit, max_buckets: usize) -> Self {
         RateLimiter {
             limit,
             buckets: Mutex::new(HashMap::new()),
+            max_buckets: max_buckets.max(2),
         }
     }
 
@@ -59,10 +67,17 @@ impl RateLimiter {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if buckets.len() >= SWEEP_AT {
+        if buckets.len() >= self.max_buckets && !buckets.contains_key(&key) {
             buckets.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec < capacity
             });
+            if buckets.len() >= self.max_buckets {
+                let mut kept = 0usize;
+                buckets.retain(|_, _| {
+                    kept += 1;
+                    kept.is_multiple_of(2)
+                });
+            }
         }
         let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: capacity,
@@ -113,5 +128,25 @@ mod tests {
         assert_eq!(refused.retry_after_secs, 1);
         assert!(rl.check([2; 32], t0).allowed, "buckets are per key");
         assert!(rl.check(key, t0 + Duration::from_millis(1100)).allowed);
+    }
+
+    #[test]
+    fn the_bucket_map_stays_bounded_under_a_flood_of_keys() {
+        let rl = RateLimiter::with_max_buckets(
+            RateLimit {
+                requests: 10,
+                window: Duration::from_secs(300),
+            },
+            1000,
+        );
+        let t0 = Instant::now();
+        // Every key spends from its bucket, so none is full (idle) and swept as such.
+        for i in 0..50_000u32 {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            rl.check(key, t0);
+        }
+        let len = rl.buckets.lock().unwrap().len();
+        assert!(len <= 1000, "{len} buckets kept");
     }
 }

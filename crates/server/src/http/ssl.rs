@@ -2,6 +2,7 @@
 //! list, get, edit, delete, quota).
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::request::Path;
 use super::request::{self, QueryParams};
@@ -26,11 +27,12 @@ type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
 async fn authorize_zone(
     reads: &Reads<'_>,
     headers: &HeaderMap,
+    known: Option<&Principal>,
     uri: &Uri,
     raw_zone: &str,
     need: Need,
 ) -> Result<(Principal, ZoneId), ApiError> {
-    let principal = super::auth::authenticate(reads, &super::auth::credential(headers)?).await?;
+    let principal = super::auth::principal(reads, headers, known).await?;
     let zone_id = ZoneId::parse(raw_zone).map_err(|_| ApiError::unknown_object(uri.path()))?;
     if !principal.has(need) || !principal.covers_zone(&zone_id) {
         return Err(ApiError::unauthorized());
@@ -41,13 +43,20 @@ async fn authorize_zone(
 /// [`authorize_zone`], then reads the zone.
 pub(super) async fn zone_access(
     st: &AppState,
-    headers: &HeaderMap,
+    caller: &Caller,
     uri: &Uri,
     raw_zone: &str,
     need: Need,
 ) -> Result<(Principal, Zone), ApiError> {
-    let (principal, zone_id) =
-        authorize_zone(&st.store.reads(), headers, uri, raw_zone, need).await?;
+    let (principal, zone_id) = authorize_zone(
+        &st.store.reads(),
+        caller.headers(),
+        caller.known(),
+        uri,
+        raw_zone,
+        need,
+    )
+    .await?;
     let zone = st
         .store
         .zone(&zone_id)
@@ -79,6 +88,10 @@ pub(super) async fn get_verification(
     let (_, zone_id) = authorize_zone(
         &reads,
         request.headers(),
+        request
+            .extensions()
+            .get::<super::auth::Authenticated>()
+            .map(|a| &a.0),
         &uri,
         &zone_id,
         Need::ReadVerification,
@@ -126,12 +139,12 @@ pub(super) async fn get_verification(
 /// `PATCH /zones/{zone_id}/ssl/verification/{certificate_pack_id}`
 pub(super) async fn edit_verification(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::EditVerificationResult> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::WriteSsl).await?;
     let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
     let body = request::json_object(body, st.config.max_body_bytes, false)?;
     let method = request::one_of(
@@ -330,12 +343,12 @@ async fn wait_for_checks(
 /// `POST /zones/{zone_id}/ssl/certificate_packs/order`
 pub(super) async fn order_pack(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::CertificatePack> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::WriteSsl).await?;
     let body = request::json_object(body, st.config.max_body_bytes, false)?;
     request::one_of(&body, "type", &["advanced"])?;
     let hosts = request::required_strings(&body, "hosts")?;
@@ -378,12 +391,12 @@ pub(super) async fn order_pack(
 /// `GET /zones/{zone_id}/ssl/certificate_packs`
 pub(super) async fn list_packs(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Vec<api::CertificatePack>> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::ReadSsl).await?;
     let query = QueryParams::parse(query.as_deref())?;
     let page = query.number("page", 1, 1, u64::from(u32::MAX))?;
     let per_page = query.number("per_page", 20, 5, 50)?;
@@ -426,11 +439,11 @@ pub(super) async fn list_packs(
 /// `GET /zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}`
 pub(super) async fn get_pack(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
 ) -> ApiResult<api::CertificatePack> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::ReadSsl).await?;
     let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
     Ok(Json(api::Envelope::ok(wire::pack(&pack))))
 }
@@ -439,12 +452,12 @@ pub(super) async fn get_pack(
 /// and restarts a pack in any `*_timed_out` state: validation again, with fresh tokens.
 pub(super) async fn edit_pack(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::CertificatePack> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::WriteSsl).await?;
     let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
     let body = request::json_object(body, st.config.max_body_bytes, true)?;
     let branding = request::optional_bool(&body, "cloudflare_branding")?;
@@ -473,11 +486,11 @@ pub(super) async fn edit_pack(
 /// `DELETE /zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}`
 pub(super) async fn delete_pack(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path((zone_id, pack_id)): Path<(String, String)>,
 ) -> ApiResult<api::DeletedCertificatePack> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteSsl).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::WriteSsl).await?;
     let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
     if !st.store.delete_pack(&zone.id, &pack.id).await? {
         return Err(ApiError::unknown_object(uri.path()));
@@ -491,11 +504,11 @@ pub(super) async fn delete_pack(
 /// `GET /zones/{zone_id}/ssl/certificate_packs/quota`
 pub(super) async fn quota(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
 ) -> ApiResult<api::CertificatePackQuota> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadSsl).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::ReadSsl).await?;
     let used = st.store.count_packs(&zone.id).await?;
     Ok(Json(api::Envelope::ok(api::CertificatePackQuota {
         advanced: Some(api::Quota {

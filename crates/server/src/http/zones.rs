@@ -2,6 +2,7 @@
 //! `POST/GET /zones`, `GET/DELETE /zones/{zone_id}`, `GET /user/tokens/verify`.
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::request::Path;
 use super::request::{self, QueryParams};
@@ -13,7 +14,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, RawQuery, State};
-use axum::http::HeaderMap;
 use zonecert_api as api;
 
 type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
@@ -22,10 +22,10 @@ type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;
 /// ignored: zonecert has one account). Only unscoped credentials create zones.
 pub(super) async fn create_zone(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<api::Zone> {
-    let principal = super::auth::authorize(&st.store, &headers, Need::WriteZone, None).await?;
+    let principal = super::auth::authorize(&st.store, &caller, Need::WriteZone, None).await?;
     if !principal.may_create_zones() {
         return Err(ApiError::unauthorized());
     }
@@ -43,10 +43,10 @@ pub(super) async fn create_zone(
 /// `GET /zones[?name=&page=&per_page=]`: the zones the caller may see.
 pub(super) async fn list_zones(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Vec<api::Zone>> {
-    let principal = super::auth::authorize(&st.store, &headers, Need::ReadZone, None).await?;
+    let principal = super::auth::authorize(&st.store, &caller, Need::ReadZone, None).await?;
     let query = QueryParams::parse(query.as_deref())?;
     let page = query.number("page", 1, 1, u64::from(u32::MAX))?;
     let per_page = query.number("per_page", 20, 5, 50)?;
@@ -80,11 +80,11 @@ pub(super) async fn list_zones(
 /// `GET /zones/{zone_id}`
 pub(super) async fn get_zone(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
 ) -> ApiResult<api::Zone> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::ReadZone).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::ReadZone).await?;
     Ok(Json(api::Envelope::ok(wire::zone(&zone))))
 }
 
@@ -97,11 +97,11 @@ pub(super) struct Deleted {
 /// `DELETE /zones/{zone_id}`: deletes the zone and its certificate packs.
 pub(super) async fn delete_zone(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path(zone_id): Path<String>,
 ) -> ApiResult<Deleted> {
-    let (_, zone) = zone_access(&st, &headers, &uri, &zone_id, Need::WriteZone).await?;
+    let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::WriteZone).await?;
     // Read before the deletion, which takes them with it. (A pack ordered in between is
     // left to the start-up and hourly sweep of the deploy directory.)
     let packs: Vec<_> = st
@@ -123,10 +123,9 @@ pub(super) async fn delete_zone(
 /// `GET /user/tokens/verify`: whether the Bearer token is valid.
 pub(super) async fn verify_token(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> ApiResult<api::TokenStatus> {
-    let credential = super::auth::credential(&headers)?;
-    match super::auth::authenticate(&st.store.reads(), &credential).await? {
+    match super::auth::principal(&st.store.reads(), caller.headers(), caller.known()).await? {
         Principal::Token(token) => Ok(Json(api::Envelope::ok(api::TokenStatus {
             id: token.id.clone(),
             status: "active".into(),
