@@ -30,7 +30,8 @@ pub struct Config {
     /// Seed the API documentation's example zone, pack and user, and print a token.
     #[arg(long, env = "ZONECERT_DEV")]
     pub dev: bool,
-    /// Requests per credential: `off`, `N` (per 5 minutes) or `N/SECONDS`.
+    /// Requests per authenticated identity (failed authentications: per client address):
+    /// `off`, `N` (per 5 minutes) or `N/SECONDS`.
     #[arg(long, env = "ZONECERT_RATE_LIMIT", default_value = "1200/300",
           value_parser = ValueParser::new(RateLimit::parse))]
     pub rate_limit: ::std::option::Option<RateLimit>,
