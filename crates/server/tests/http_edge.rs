@@ -21,11 +21,18 @@ struct Server {
 }
 
 async fn start_with(tweak: impl FnOnce(&mut Config)) -> Server {
+    start_with_clock(Arc::new(SystemClock), tweak).await
+}
+
+async fn start_with_clock(
+    clock: zonecert_server::clock::SharedClock,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
     config.rate_limit = None;
     tweak(&mut config);
-    let app = App::open(config, Arc::new(SystemClock)).await.unwrap();
+    let app = App::open(config, clock).await.unwrap();
     let dev_token = app.seed_dev().await.unwrap();
     let store = app.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -397,4 +404,101 @@ async fn rate_limits_follow_the_authenticated_identity_and_failures_the_address(
         statuses.push(r.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
+}
+
+#[tokio::test]
+async fn retry_storms_do_not_multiply_checks() {
+    use zonecert_server::model::ZoneId;
+    let dns = zonecert_testkit::DnsServer::start().await;
+    let clock = zonecert_server::clock::ManualClock::new(1_800_000_000);
+    let s = start_with_clock(clock.clone(), |c| {
+        c.lifecycle = true;
+        c.dcv_resolvers = vec![dns.addr()];
+        c.poll_interval = std::time::Duration::from_millis(100);
+        c.retry_wait = std::time::Duration::from_secs(20);
+        c.rate_limit = Some(zonecert_server::config::RateLimit {
+            requests: 100,
+            // Refills too slowly to show within the test.
+            window: std::time::Duration::from_secs(10_000_000),
+        });
+    })
+    .await;
+    let (st, zone) = s
+        .call(
+            "POST",
+            "/zones",
+            Some(&s.dev_token),
+            Some(json!({"name": "amp.example"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{zone}");
+    let zone = zone["result"]["id"].as_str().unwrap().to_owned();
+    for prefix in ["a", "b"] {
+        let hosts: Vec<String> = std::iter::once("amp.example".to_owned())
+            .chain((1..30).map(|i| format!("{prefix}{i}.amp.example")))
+            .collect();
+        let (st, body) = s
+            .call(
+                "POST",
+                &format!("/zones/{zone}/ssl/certificate_packs/order"),
+                Some(&s.dev_token),
+                Some(
+                    json!({"type": "advanced", "hosts": hosts, "validation_method": "txt",
+                            "validity_days": 90, "certificate_authority": "google"}),
+                ),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+    }
+    // A read-only token, with a bucket of its own (100 requests).
+    let reader = s.token(&["SSL and Certificates Read"], &[&zone]).await;
+    let retry = || async {
+        let r = s
+            .http
+            .get(s.url(&format!("/zones/{zone}/ssl/verification?retry=true")))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    let zone_id = ZoneId::parse(&zone).unwrap();
+    let attempts = || async {
+        let mut a: Vec<u32> = s
+            .app_store
+            .packs_of_zone(&zone_id)
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.hosts.iter().map(|h| h.check.attempts))
+            .collect();
+        a.sort();
+        a
+    };
+    // The first retry waits for the hosts' first checks (due since the order anyway).
+    retry().await;
+    assert_eq!(attempts().await, vec![1; 60]);
+    // Retried again at once: every host was just checked, nothing is checked again.
+    retry().await;
+    retry().await;
+    assert_eq!(
+        attempts().await,
+        vec![1; 60],
+        "a retry storm re-checked hosts"
+    );
+    // Later, a retry makes due at most 50 hosts, each counted against the caller.
+    clock.advance(10);
+    retry().await;
+    let after = attempts().await;
+    assert_eq!(after.iter().filter(|a| **a == 2).count(), 50, "{after:?}");
+    assert_eq!(after.iter().filter(|a| **a == 1).count(), 10, "{after:?}");
+    let r = s
+        .http
+        .get(s.url(&format!("/zones/{zone}/ssl/verification")))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    // 100, less 5 requests, less 50 checks.
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "45");
 }

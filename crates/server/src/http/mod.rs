@@ -40,7 +40,7 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Wake-up and progress signals shared with the lifecycle workers.
     pub signals: Arc<Signals>,
-    limiter: Option<Arc<RateLimiter>>,
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
 }
 
 impl AppState {
@@ -210,12 +210,18 @@ async fn rate_key(st: &AppState, req: &mut Request) -> [u8; 32] {
     }
 }
 
+/// The bucket a request draws from, for a handler whose request causes more work
+/// (`retry=true`'s checks).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateKey(pub(crate) [u8; 32]);
+
 /// Per-credential rate limiting with `x-ratelimit-*` headers on every response.
 async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(limiter) = &st.limiter else {
         return next.run(req).await;
     };
     let key = rate_key(&st, &mut req).await;
+    req.extensions_mut().insert(RateKey(key));
     let decision = limiter.check(key, Instant::now());
     let mut response = if decision.allowed {
         next.run(req).await

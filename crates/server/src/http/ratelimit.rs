@@ -105,6 +105,29 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Takes up to `n` more requests' worth from `key`'s bucket (work a request causes
+    /// beyond itself, such as the checks of `retry=true`); returns how many it took.
+    pub fn take_up_to(&self, key: [u8; 32], n: usize, now: Instant) -> usize {
+        let capacity = f64::from(self.limit.requests);
+        let per_sec = self.per_sec();
+        let mut buckets = match self.buckets.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(bucket) = buckets.get_mut(&key) else {
+            // Every request checks its bucket first, so it exists; a swept one is full.
+            return n.min(self.limit.requests as usize);
+        };
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
+        bucket.at = now;
+        let taken = (bucket.tokens.floor().max(0.0) as usize).min(n);
+        bucket.tokens -= taken as f64;
+        taken
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,7 +115,8 @@ pub(super) async fn get_verification(
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
     if retry {
         let packs = view.packs.iter().map(|p| Pack::clone(p)).collect();
-        let packs = recheck(&st, &uri, &view.zone.id, packs).await?;
+        let rate_key = request.extensions().get::<super::RateKey>().copied();
+        let packs = recheck(&st, &uri, &view.zone.id, packs, rate_key).await?;
         return Ok(
             Json(api::Envelope::ok(wire::verifications(&packs, &st.config))).into_response(),
         );
@@ -200,7 +201,8 @@ pub(super) async fn edit_verification(
     })
     .await?;
     let id = pack.id.clone();
-    let pack = wait_for_checks(&st, &zone.id, vec![pack])
+    let watch = due_hosts(&pack, now).into_iter().collect();
+    let pack = wait_for_checks(&st, &zone.id, watch)
         .await?
         .into_iter()
         .find(|p| p.id == id)
@@ -249,54 +251,109 @@ async fn update_with(
     ))
 }
 
+/// Hosts checked more recently than this are not checked again for `retry=true`: a
+/// storm of retries then causes no more checks than one.
+pub const RECHECK_COALESCE_SECS: i64 = 5;
+
+/// Most hosts one `retry=true` makes due.
+pub const MAX_RECHECKS_PER_REQUEST: usize = 50;
+
 /// `retry=true`: makes the zone's pending hosts due now, wakes the workers and waits
-/// (bounded) for their outcomes, so the answer reflects the check. The attempt
-/// counters are not reset.
+/// (bounded) for their outcomes, so the answer reflects the check. The attempt counters
+/// are not reset. Not an amplifier: a host checked within [`RECHECK_COALESCE_SECS`] (or
+/// due already) is not made due again, at most [`MAX_RECHECKS_PER_REQUEST`] hosts are,
+/// and each one is a request's worth of the caller's rate limit (with none left, the
+/// request answers with the state as it is).
 async fn recheck(
     st: &AppState,
     uri: &Uri,
     zone: &ZoneId,
     packs: Vec<Pack>,
+    rate_key: Option<super::RateKey>,
 ) -> Result<Vec<Pack>, ApiError> {
     let now = st.clock.now();
-    let mut due = Vec::new();
     // A pack held by the brand check waits for an operator, not for a check.
     let pending = |p: &Pack| {
         p.state == PackState::PendingValidation
             && !p.brand_check
             && p.hosts.iter().any(|h| h.check.verified != Some(true))
     };
-    for pack in packs.into_iter().filter(|p| pending(p)) {
-        // A worker may have just checked (before the client published its record) and
-        // scheduled the next check a minute out: `update_with` re-applies on conflict.
-        match update_with(st, uri, pack, |p| {
-            if pending(p) {
-                p.recheck_now(now);
-            }
-            Ok(())
-        })
-        .await
-        {
-            Ok(pack) => due.push(pack),
-            Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => {}
-            Err(e) => return Err(e),
+    let wanted: usize = packs
+        .iter()
+        .filter(|p| pending(p))
+        .map(|p| p.recheckable_count(now, RECHECK_COALESCE_SECS))
+        .sum::<usize>()
+        .min(MAX_RECHECKS_PER_REQUEST);
+    let mut budget = match (&st.limiter, rate_key) {
+        (Some(limiter), Some(key)) if wanted > 0 => {
+            limiter.take_up_to(key.0, wanted, std::time::Instant::now())
         }
+        _ => wanted,
+    };
+    let mut watch = Vec::new();
+    for pack in packs.into_iter().filter(|p| pending(p)) {
+        let pack = if budget > 0 && pack.recheckable_count(now, RECHECK_COALESCE_SECS) > 0 {
+            // A worker may have just checked (before the client published its record)
+            // and scheduled the next check a minute out: `update_with` re-applies on
+            // conflict.
+            let made = std::sync::atomic::AtomicUsize::new(0);
+            match update_with(st, uri, pack, |p| {
+                let n = if pending(p) {
+                    p.recheck_some(now, RECHECK_COALESCE_SECS, budget)
+                } else {
+                    0
+                };
+                made.store(n, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .await
+            {
+                Ok(pack) => {
+                    budget = budget.saturating_sub(made.into_inner());
+                    pack
+                }
+                Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            pack
+        };
+        watch.extend(due_hosts(&pack, now));
     }
-    st.signals.wake();
-    wait_for_checks(st, zone, due).await
+    if !watch.is_empty() {
+        st.signals.wake();
+    }
+    wait_for_checks(st, zone, watch).await
 }
 
-/// Waits until every pending host of `due` has been checked once more (its attempt
-/// counter moved or it validated), or the retry deadline passes; then answers with
-/// the zone's packs as they are.
+/// A pack's hosts a check is due for (not validated, due by `now`) with their attempt
+/// counters, to wait for; none for a pack that is not pending or is held.
+fn due_hosts(pack: &Pack, now: i64) -> Option<(PackId, Vec<(usize, u32)>)> {
+    // Held packs are never claimed until approved: waiting for them would only wait out
+    // the deadline.
+    if pack.state != PackState::PendingValidation || pack.brand_check {
+        return None;
+    }
+    let hosts: Vec<(usize, u32)> = pack
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.check.verified != Some(true) && h.check.next_due_at <= now)
+        .map(|(i, h)| (i, h.check.attempts))
+        .collect();
+    (!hosts.is_empty()).then(|| (pack.id.clone(), hosts))
+}
+
+/// Waits until every host of `watch` has been checked once more (its attempt counter
+/// moved or it validated), or the retry deadline passes; then answers with the zone's
+/// packs as they are.
 async fn wait_for_checks(
     st: &AppState,
     zone: &ZoneId,
-    due: Vec<Pack>,
+    watch: Vec<(PackId, Vec<(usize, u32)>)>,
 ) -> Result<Vec<Pack>, ApiError> {
-    // Held packs are never claimed until approved, and a pack another server holds is
-    // checked there (this server's workers cannot claim it before that lease ends):
-    // waiting for either would only wait out the deadline.
+    // A pack another server holds is checked there (this server's workers cannot claim
+    // it before that lease ends): waiting for it would only wait out the deadline.
     let elsewhere = st
         .store
         .leased_elsewhere(
@@ -305,28 +362,22 @@ async fn wait_for_checks(
             crate::clock::Clock::now(&crate::clock::SystemClock),
         )
         .await?;
-    let before: Vec<(PackId, Vec<u32>)> = due
-        .iter()
-        .filter(|p| {
-            p.state == PackState::PendingValidation && !p.brand_check && !elsewhere.contains(&p.id)
-        })
-        .map(|p| {
-            (
-                p.id.clone(),
-                p.hosts.iter().map(|h| h.check.attempts).collect(),
-            )
-        })
+    let watch: Vec<_> = watch
+        .into_iter()
+        .filter(|(id, _)| !elsewhere.contains(id))
         .collect();
     let deadline = tokio::time::Instant::now() + st.config.retry_wait;
     let mut progress = st.signals.subscribe();
     loop {
         let packs = st.store.packs_of_zone(zone).await?;
         let settled = !st.signals.workers_running()
-            || before.iter().all(|(id, attempts)| {
+            || watch.iter().all(|(id, hosts)| {
                 packs.iter().find(|p| &p.id == id).is_none_or(|p| {
                     p.state != PackState::PendingValidation
-                        || p.hosts.iter().zip(attempts).all(|(h, before)| {
-                            h.check.verified == Some(true) || h.check.attempts > *before
+                        || hosts.iter().all(|(i, before)| {
+                            p.hosts.get(*i).is_none_or(|h| {
+                                h.check.verified == Some(true) || h.check.attempts > *before
+                            })
                         })
                 })
             });

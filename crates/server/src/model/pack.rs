@@ -441,8 +441,36 @@ impl Pack {
         Some(self.certificate.as_ref()?.not_after - 86_400)
     }
 
-    /// Makes every not-yet-validated host due now (`retry=true`, PATCH with the same
-    /// method), without touching the attempt counters.
+    /// The hosts `retry=true` may make due now: not validated, not due already, and
+    /// not checked within the last `coalesce_secs` seconds (a check that recent would
+    /// only be repeated: retries do not multiply checks).
+    fn recheckable(&self, now: i64, coalesce_secs: i64) -> impl Iterator<Item = usize> + '_ {
+        self.hosts.iter().enumerate().filter_map(move |(i, h)| {
+            let c = &h.check;
+            let recent = c.last_checked_at.is_some_and(|at| now - at < coalesce_secs);
+            (c.verified != Some(true) && c.next_due_at > now && !recent).then_some(i)
+        })
+    }
+
+    /// How many hosts [`Pack::recheck_some`] would make due.
+    pub fn recheckable_count(&self, now: i64, coalesce_secs: i64) -> usize {
+        self.recheckable(now, coalesce_secs).count()
+    }
+
+    /// `retry=true`: makes up to `budget` of the [recheckable](Pack::recheckable_count)
+    /// hosts due now, without touching the attempt counters; returns how many.
+    pub fn recheck_some(&mut self, now: i64, coalesce_secs: i64, budget: usize) -> usize {
+        let chosen: Vec<usize> = self.recheckable(now, coalesce_secs).take(budget).collect();
+        for &i in &chosen {
+            if let Some(h) = self.hosts.get_mut(i) {
+                h.check.next_due_at = now;
+            }
+        }
+        chosen.len()
+    }
+
+    /// Makes every not-yet-validated host due now (PATCH with the same method), without
+    /// touching the attempt counters.
     pub fn recheck_now(&mut self, now: i64) {
         for host in &mut self.hosts {
             if host.check.verified != Some(true) {
