@@ -136,6 +136,10 @@ pub struct Config {
     /// for before answering with the state as it is.
     #[arg(skip = Duration::from_secs(5))]
     pub retry_wait: Duration,
+    /// A host checked within this long is not checked again for `retry=true`, so a storm
+    /// of retries causes no more checks than one (zero: every retry rechecks).
+    #[arg(skip = Duration::from_secs(5))]
+    pub retry_coalesce: Duration,
     /// Upper bound on one DCV or CAA check.
     #[arg(skip = Duration::from_secs(5))]
     pub dcv_timeout: Duration,

@@ -251,17 +251,13 @@ async fn update_with(
     ))
 }
 
-/// Hosts checked more recently than this are not checked again for `retry=true`: a
-/// storm of retries then causes no more checks than one.
-pub const RECHECK_COALESCE_SECS: i64 = 5;
-
 /// Most hosts one `retry=true` makes due.
 pub const MAX_RECHECKS_PER_REQUEST: usize = 50;
 
 /// `retry=true`: makes the zone's pending hosts due now, wakes the workers and waits
 /// (bounded) for their outcomes, so the answer reflects the check. The attempt counters
-/// are not reset. Not an amplifier: a host checked within [`RECHECK_COALESCE_SECS`] (or
-/// due already) is not made due again, at most [`MAX_RECHECKS_PER_REQUEST`] hosts are,
+/// are not reset. Not an amplifier: a host checked within `Config::retry_coalesce` (5 s;
+/// or due already) is not made due again, at most [`MAX_RECHECKS_PER_REQUEST`] hosts are,
 /// and each one is a request's worth of the caller's rate limit (with none left, the
 /// request answers with the state as it is).
 async fn recheck(
@@ -272,6 +268,7 @@ async fn recheck(
     rate_key: Option<super::RateKey>,
 ) -> Result<Vec<Pack>, ApiError> {
     let now = st.clock.now();
+    let coalesce = i64::try_from(st.config.retry_coalesce.as_secs()).unwrap_or(i64::MAX);
     // A pack held by the brand check waits for an operator, not for a check.
     let pending = |p: &Pack| {
         p.state == PackState::PendingValidation
@@ -281,7 +278,7 @@ async fn recheck(
     let wanted: usize = packs
         .iter()
         .filter(|p| pending(p))
-        .map(|p| p.recheckable_count(now, RECHECK_COALESCE_SECS))
+        .map(|p| p.recheckable_count(now, coalesce))
         .sum::<usize>()
         .min(MAX_RECHECKS_PER_REQUEST);
     let mut budget = match (&st.limiter, rate_key) {
@@ -292,14 +289,14 @@ async fn recheck(
     };
     let mut watch = Vec::new();
     for pack in packs.into_iter().filter(|p| pending(p)) {
-        let pack = if budget > 0 && pack.recheckable_count(now, RECHECK_COALESCE_SECS) > 0 {
+        let pack = if budget > 0 && pack.recheckable_count(now, coalesce) > 0 {
             // A worker may have just checked (before the client published its record)
             // and scheduled the next check a minute out: `update_with` re-applies on
             // conflict.
             let made = std::sync::atomic::AtomicUsize::new(0);
             match update_with(st, uri, pack, |p| {
                 let n = if pending(p) {
-                    p.recheck_some(now, RECHECK_COALESCE_SECS, budget)
+                    p.recheck_some(now, coalesce, budget)
                 } else {
                     0
                 };
