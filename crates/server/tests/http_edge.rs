@@ -173,12 +173,7 @@ fn envelope_codes(head: &str, body: &[u8]) -> Vec<u64> {
 #[tokio::test]
 async fn malformed_requests_are_answered_in_the_envelope() {
     let s = start_with(|_| {}).await;
-    let addr: std::net::SocketAddr = s.base["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = addr_of(&s);
     let auth = format!("Authorization: Bearer {}\r\n", s.dev_token);
 
     // An id that is not UTF-8 once decoded names nothing: 404, like any malformed id.
