@@ -52,7 +52,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = args.settings.clone();
     if config.lifecycle_cpus != zonecert_server::config::LifecycleCpus::Auto {
         // Checked here, so that a list the kernel cannot honour stops the start with an
-        // error (`App::open` applies the choice and would only warn).
+        // error (`run` installs the choice and would only warn).
         let ours = zonecert_server::sched::process_cpus()?;
         config
             .lifecycle_cpus
@@ -160,6 +160,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(reason = %e, "request threads keep the default scheduling: lifecycle work may delay them");
     }
     let config = configure(&args)?;
+    // The binary's placement of the server's threads (see `zonecert_server::sched`),
+    // before the store opens: its checkpointer is a background thread.
+    match zonecert_server::sched::install(&config.lifecycle_cpus) {
+        Ok(Some(cpus)) => tracing::info!(
+            ?cpus,
+            "lifecycle threads run on these CPUs, requests on all"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(reason = %e, "lifecycle threads run on every CPU"),
+    }
     let listen = args.listen;
     let dev = config.dev;
     let lifecycle = config.lifecycle;

@@ -39,15 +39,6 @@ impl App {
     /// directory has one (a partial or mismatched CA stops the start, whether or not the
     /// lifecycle runs), and prepares the server.
     pub async fn open(config: Config, clock: SharedClock) -> Result<App, OpenError> {
-        // Before the store opens: its checkpointer is a background thread.
-        match sched::confine_background_threads(&config.lifecycle_cpus) {
-            Ok(Some(cpus)) => tracing::info!(
-                ?cpus,
-                "lifecycle threads run on these CPUs, requests on all"
-            ),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(reason = %e, "lifecycle threads run on every CPU"),
-        }
         let store = match &config.database {
             Some(url) => Store::open_url(url)?,
             None => Store::open_sqlite(&config.data_dir)?,
@@ -138,10 +129,11 @@ impl App {
     /// The workers get their own thread and Tokio runtime: the store answers
     /// synchronously, so on the API's runtime every lifecycle write would sit in the
     /// same run queue as the requests, and a request would wait behind the steps of a
-    /// whole batch of packs. On their own threads, at a low priority (all but the one
-    /// holding the workers' SQLite connection, see the lifecycle's worker), the operating
-    /// system schedules the two sides, and a request thread preempts lifecycle work as
-    /// soon as it wakes.
+    /// whole batch of packs. On their own threads the operating system schedules the two
+    /// sides; with the binary's placement installed ([`sched::install`]) they also run at a
+    /// low priority (all but the one holding the workers' SQLite connection, see the
+    /// lifecycle's worker), and a request thread preempts lifecycle work as soon as it
+    /// wakes.
     pub fn start_lifecycle(&self) -> Result<LifecycleHandle, lifecycle::LifecycleError> {
         let (store, config, clock, signals) = (
             self.state.store.clone(),
@@ -159,7 +151,7 @@ impl App {
             .spawn(move || {
                 // Onto the lifecycle's CPUs first, so the runtime sizes itself to them and
                 // every thread started from here inherits them.
-                if let Err(e) = sched::enter_background_cpus() {
+                if let Err(e) = sched::lifecycle_thread() {
                     tracing::warn!(reason = %e, "the lifecycle runs on every CPU");
                 }
                 // The runtime's own threads lower themselves as they start; this one, which
@@ -168,7 +160,7 @@ impl App {
                 // takes a privilege).
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .thread_name("zonecert-lifecycle")
-                    .on_thread_start(sched::lower_priority)
+                    .on_thread_start(sched::background_thread)
                     .enable_all()
                     .build()
                 {
@@ -186,7 +178,7 @@ impl App {
                         // Built inside this runtime: the validator's resolver belongs to it.
                         match lifecycle::Worker::new(store, config, clock, thread_signals) {
                             Ok(worker) => {
-                                sched::lower_priority();
+                                sched::background_thread();
                                 let _ = ready_tx.send(Ok(()));
                                 Arc::new(worker).run(stop).await
                             }

@@ -126,6 +126,48 @@ impl LifecycleCpus {
     }
 }
 
+/// Whether the program installed this placement ([`install`]); until then the server's
+/// own threads keep the scheduling and CPUs they inherit.
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Installs this module's placement for the whole process: the background threads the
+/// server starts from now on are lowered and confined to the CPUs `choice` gives them
+/// (see [`confine_background_threads`], whose result this returns). A policy for the
+/// program that runs the server (`zonecert serve` installs it before `App::open`): a
+/// program that embeds the server without calling this keeps its threads as they are.
+pub fn install(choice: &LifecycleCpus) -> Result<Option<Vec<usize>>, SchedError> {
+    INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
+    confine_background_threads(choice)
+}
+
+/// For a background thread of the server as it starts: [`lower_priority`] if the
+/// placement is installed ([`install`]), nothing otherwise.
+pub fn background_thread() {
+    if INSTALLED.load(std::sync::atomic::Ordering::Relaxed) {
+        lower_priority();
+    }
+}
+
+/// For the lifecycle's store thread as it starts: [`normal_priority`] if the placement
+/// is installed ([`install`]), nothing otherwise.
+pub fn store_thread() -> Result<(), SchedError> {
+    if INSTALLED.load(std::sync::atomic::Ordering::Relaxed) {
+        normal_priority()
+    } else {
+        Ok(())
+    }
+}
+
+/// For the thread that starts the lifecycle's runtime: [`enter_background_cpus`] if
+/// the placement is installed ([`install`]), nothing otherwise.
+pub fn lifecycle_thread() -> Result<(), SchedError> {
+    if INSTALLED.load(std::sync::atomic::Ordering::Relaxed) {
+        enter_background_cpus()
+    } else {
+        Ok(())
+    }
+}
+
 /// The highest CPU number a list may name, plus one (the kernel's `CPU_SETSIZE`).
 const MAX_CPUS: usize = 1024;
 

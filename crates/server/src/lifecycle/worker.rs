@@ -336,7 +336,7 @@ impl Worker {
                 // it through SQLite's in-process locks and the store's writer connection
                 // (see `crate::sched`). Started before the thread that starts it lowers
                 // itself (`App::start_lifecycle`): raising a nice value takes a privilege.
-                if let Err(e) = crate::sched::normal_priority() {
+                if let Err(e) = crate::sched::store_thread() {
                     tracing::warn!(reason = %e, "the lifecycle's store thread keeps its inherited priority");
                 }
                 // A panic here would otherwise end the thread alone: every later step

@@ -45,7 +45,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("zonecert-ckpt".into())
             .spawn(move || {
-                crate::sched::lower_priority();
+                crate::sched::background_thread();
                 while asked.recv().is_ok() {
                     let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                         Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
