@@ -588,44 +588,12 @@ fn record_instructions(record: &ValidationRecord) -> Vec<String> {
     lines
 }
 
-/// Keys zonecert and the live API have used for why a record has not validated.
-const REASON_KEYS: &[&str] = &[
-    "verification_error",
-    "error",
-    "reason",
-    "last_error",
-    "message",
-];
-
-/// Why a record's last check failed, from the record itself.
-fn record_reason(record: &ValidationRecord) -> Option<String> {
-    for key in REASON_KEYS {
-        if let Some(text) = record.extra.get(*key).and_then(Value::as_str)
-            && !text.trim().is_empty()
-        {
-            return Some(text.trim().to_owned());
-        }
-    }
-    // zonecert writes the reason into `status` ("pending: no TXT record at ...");
-    // a bare word like "pending" is no reason.
-    let status = record.status.as_deref()?.trim();
-    status
-        .contains(char::is_whitespace)
-        .then(|| status.to_owned())
-}
-
+/// Why a host's last check failed: the item's `verification_error` (zonecert's
+/// per-host item: the last check's reason, or why no check runs), else the pack's
+/// `validation_errors` (the live API's form, and the per-pack item).
 fn item_reason(item: &Verification, pack: Option<&CertificatePack>, host: &str) -> String {
-    let from_record = item
-        .verification_info
-        .as_ref()
-        .and_then(|info| info.records().iter().find_map(record_reason));
-    if let Some(reason) = from_record {
-        return reason;
-    }
-    for key in REASON_KEYS {
-        if let Some(text) = item.extra.get(*key).and_then(Value::as_str) {
-            return text.to_owned();
-        }
+    if let Some(text) = item.extra.get("verification_error").and_then(Value::as_str) {
+        return text.to_owned();
     }
     // The pack's messages name their host ("shop.test: no TXT record ..."); the line
     // that shows one is already under that host, so the name is not repeated.

@@ -18,10 +18,9 @@
 //! Between the two, the lifecycle's store thread runs at normal priority with the
 //! default slice ([`normal_priority`]): above the lifecycle's other threads, which wait
 //! for it (and request writes wait for the store's writer connection it holds), but
-//! behind a request thread that wakes up while it works through a batch. With the
-//! short slice it had before, a request that arrived during one of its batches (1-5 ms
-//! of SQLite work) waited for the batch about as often as not: at equal slices the
-//! scheduler has no reason to prefer the request.
+//! behind a request thread that wakes up while it works through a batch. Not the short
+//! slice: at equal slices the scheduler has no reason to prefer the request, which then
+//! waits for a batch (1-5 ms of SQLite work) about as often as not.
 //!
 //! The third takes the CPU itself: on a machine with two CPUs or more, the
 //! background threads (the lifecycle's, its store thread and the checkpointer) are kept
@@ -32,8 +31,11 @@
 //! a scheduler tick (4 ms on a 250 Hz kernel) about once in a hundred requests. The
 //! lifecycle gives up that CPU's share; requests still use every CPU.
 //!
+//! All of this is the program's policy, not the library's: the server's threads follow
+//! it only once the program has called [`install`] (`zonecert serve` does).
+//!
 //! CPU affinity goes through `rustix`'s safe wrappers. The project's only `unsafe`
-//! code is here, in [`set_own_policy`]: the `sched_setattr` system call, which neither
+//! code is here, in `set_own_policy`: the `sched_setattr` system call, which neither
 //! `rustix` nor `nix` offers. It is the only call that sets a thread's time slice
 //! (`sched_runtime`), and the only per-thread way into `SCHED_IDLE` those crates would
 //! leave (`rustix` has no `sched_setscheduler`); `setpriority` on the thread id could
