@@ -221,18 +221,35 @@ fn a_database_missing_a_table_is_an_error_not_recreated() {
     assert_eq!(tables, 0, "the table was recreated");
 }
 
-/// Runs `zonecert` as an unprivileged user when the test runs as root (root writes
-/// through any mode bits), so that a folder's mode decides what it may write.
-fn as_unprivileged(cmd: &mut Command, owned: &[&Path]) {
+/// `zonecert serve` as an unprivileged user when the test runs as root (root writes
+/// through any mode bits), so that a folder's mode decides what it may write. That user
+/// runs a copy of the binary in `dir` (mode 0755): the build's own folder may be one it
+/// cannot enter (a checkout under a 0700 folder, as `scripts/test.sh --from-copy` makes).
+fn serve_unprivileged(dir: &Path, data: &Path, owned: &[&Path]) -> Command {
     use std::os::unix::process::CommandExt;
     let root = std::fs::metadata("/proc/self").unwrap();
-    if std::os::unix::fs::MetadataExt::uid(&root) == 0 {
-        const NOBODY: u32 = 65534;
-        for path in owned {
-            std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
-        }
-        cmd.uid(NOBODY).gid(NOBODY);
+    if std::os::unix::fs::MetadataExt::uid(&root) != 0 {
+        return serve_command(data, &[]);
     }
+    const NOBODY: u32 = 65534;
+    let bin = dir.join("zonecert");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for path in owned {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let mut cmd = serve_command(data, &[]);
+    let mut unprivileged = Command::new(&bin);
+    unprivileged.args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => unprivileged.env(key, value),
+            None => unprivileged.env_remove(key),
+        };
+    }
+    unprivileged.uid(NOBODY).gid(NOBODY);
+    cmd = unprivileged;
+    cmd
 }
 
 #[test]
@@ -243,9 +260,9 @@ fn a_read_only_data_dir_is_named_as_such() {
     ok(zonecert(&["init"], &data));
     let db = data.join("zonecert.db");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o500)).unwrap();
-    let mut cmd = serve_command(&data, &[]);
-    as_unprivileged(&mut cmd, &[&data, &db]);
-    let out = cmd.output().unwrap();
+    let out = serve_unprivileged(dir.path(), &data, &[&data, &db])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
