@@ -165,15 +165,7 @@ pub(super) async fn edit_verification(
     // asks for nothing to change, and answers the status as it is.
     let settled = pack.state != PackState::PendingValidation && !pack.state.is_timed_out();
     if settled && method == pack.method {
-        return Ok(Json(api::Envelope::ok(api::EditVerificationResult {
-            status: Some(wire::pack_status(pack.state)),
-            validation_method: Some(
-                method
-                    .as_str()
-                    .parse()
-                    .unwrap_or(api::ValidationMethod::Txt),
-            ),
-        })));
+        return Ok(Json(api::Envelope::ok(edit_result(&pack, method))));
     }
     let now = st.clock.now();
     let suffix = st.config.dcv_suffix(&zone.id);
@@ -207,7 +199,12 @@ pub(super) async fn edit_verification(
         .into_iter()
         .find(|p| p.id == id)
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
-    Ok(Json(api::Envelope::ok(api::EditVerificationResult {
+    Ok(Json(api::Envelope::ok(edit_result(&pack, method))))
+}
+
+/// The answer of the verification PATCH: the pack's status and the method asked for.
+fn edit_result(pack: &Pack, method: DcvMethod) -> api::EditVerificationResult {
+    api::EditVerificationResult {
         status: Some(wire::pack_status(pack.state)),
         validation_method: Some(
             method
@@ -215,7 +212,7 @@ pub(super) async fn edit_verification(
                 .parse()
                 .unwrap_or(api::ValidationMethod::Txt),
         ),
-    })))
+    }
 }
 
 /// Applies `change` to `pack` and saves it. When a worker wrote the pack meanwhile
@@ -293,20 +290,20 @@ async fn recheck(
             // A worker may have just checked (before the client published its record)
             // and scheduled the next check a minute out: `update_with` re-applies on
             // conflict.
-            let made = std::sync::atomic::AtomicUsize::new(0);
-            match update_with(st, uri, pack, |p| {
-                let n = if pending(p) {
+            // How many hosts the attempt that was saved made due.
+            let mut made = 0;
+            let updated = update_with(st, uri, pack, |p| {
+                made = if pending(p) {
                     p.recheck_some(now, coalesce, budget)
                 } else {
                     0
                 };
-                made.store(n, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             })
-            .await
-            {
+            .await;
+            match updated {
                 Ok(pack) => {
-                    budget = budget.saturating_sub(made.into_inner());
+                    budget = budget.saturating_sub(made);
                     pack
                 }
                 Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => continue,
