@@ -9,7 +9,7 @@
 //!   request that follows a write always reads it;
 //! - a write of another process (the admin CLI, a second server on the same file) is
 //!   noticed by the next read, which then empties the cache: the database's commit
-//!   counter ([`super::wal_watch`]) is not the one the cache knows. Writes of this
+//!   counter (`sqlite/wal_watch.rs`) is not the one the cache knows. Writes of this
 //!   process tell the cache the counter they leave behind;
 //! - a read that raced with a write does not enter the cache: fills carry the epoch
 //!   they started in, every invalidation moves the epoch on, and the cache remembers at

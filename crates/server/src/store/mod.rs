@@ -9,9 +9,7 @@
 //! backend will await its pool, and callers are written for that already.
 
 mod cache;
-mod checkpointer;
 mod sqlite;
-mod wal_watch;
 
 use crate::model::{Pack, PackId, Token, User, Zone, ZoneId};
 use std::path::Path;

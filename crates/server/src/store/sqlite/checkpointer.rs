@@ -12,7 +12,7 @@
 //! readers or writers, and no reader or writer waits for them.
 
 use super::StoreError;
-use super::sqlite::connect;
+use super::connect;
 use std::path::Path;
 use std::sync::mpsc;
 

@@ -1,0 +1,455 @@
+use super::checkpointer;
+use super::claims::RENEW_LEASES;
+use super::open::SCHEMA_VERSION;
+use super::zones::WARM_CHUNK;
+use super::*;
+use crate::model::*;
+use crate::store::{Claim, PackFilter};
+use rusqlite::params;
+
+fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("z.db")).unwrap();
+    (dir, s)
+}
+
+fn zone(s: &SqliteStore) -> Zone {
+    let z = Zone {
+        id: ZoneId::generate(),
+        name: Hostname::parse("example.com").unwrap(),
+        created_at: 1,
+    };
+    s.insert_zone(&z, false).unwrap();
+    z
+}
+
+fn pack(z: &Zone) -> Pack {
+    Pack::order(
+        z.id.clone(),
+        vec![
+            Hostname::parse("example.com").unwrap(),
+            Hostname::parse("*.example.com").unwrap(),
+        ],
+        DcvMethod::Txt,
+        90,
+        CaChoice::LetsEncrypt,
+        false,
+        "x.dcv.test",
+        100,
+    )
+}
+
+#[test]
+fn packs_round_trip() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let p = pack(&z);
+    s.insert_pack(&p, 10).unwrap();
+    let back = s.pack(&z.id, &p.id).unwrap().unwrap();
+    assert_eq!(back, p);
+    assert_eq!(s.packs_of_zone(&z.id).unwrap(), vec![p]);
+}
+
+#[test]
+fn quota_is_enforced_atomically() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    s.insert_pack(&pack(&z), 2).unwrap();
+    s.insert_pack(&pack(&z), 2).unwrap();
+    assert!(matches!(
+        s.insert_pack(&pack(&z), 2),
+        Err(StoreError::QuotaExceeded { allocated: 2 })
+    ));
+    assert_eq!(s.count_packs(&z.id).unwrap(), 2);
+}
+
+#[test]
+fn updates_detect_concurrent_changes() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let p = pack(&z);
+    s.insert_pack(&p, 10).unwrap();
+    let mut a = s.pack(&z.id, &p.id).unwrap().unwrap();
+    let mut b = a.clone();
+    a.hosts[0].check.attempts = 1;
+    s.update_pack(&mut a).unwrap();
+    b.hosts[0].check.attempts = 5;
+    assert!(matches!(s.update_pack(&mut b), Err(StoreError::Conflict)));
+    let back = s.pack(&z.id, &p.id).unwrap().unwrap();
+    assert_eq!(back.hosts[0].check.attempts, 1);
+    assert_eq!(back.version, 1);
+}
+
+#[test]
+fn listing_pages_and_filters() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let p = pack(&z);
+        ids.push(p.id.clone());
+        s.insert_pack(&p, 100).unwrap();
+    }
+    let page = s.list_packs(&z.id, PackFilter::All, 5, 5).unwrap();
+    assert_eq!(page.total, 7);
+    assert_eq!(
+        page.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        ids[5..]
+    );
+    let active = s.list_packs(&z.id, PackFilter::Active, 0, 5).unwrap();
+    assert_eq!((active.total, active.items.len()), (0, 0));
+    let past = s.list_packs(&z.id, PackFilter::All, 100, 5).unwrap();
+    assert!(past.items.is_empty());
+}
+
+fn claim(now: i64, limit: u64) -> Claim<'static> {
+    Claim {
+        owner: "worker-a",
+        now,
+        wall_now: 1_000,
+        lease_secs: 60,
+        limit,
+    }
+}
+
+#[test]
+fn soonest_claims_take_the_longest_due_first_and_respect_leases() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let (mut late, mut early, mut overdue) = (pack(&z), pack(&z), pack(&z));
+    for h in &mut late.hosts {
+        h.check.next_due_at = 500;
+    }
+    for h in &mut early.hosts {
+        h.check.next_due_at = 200;
+    }
+    // No host due, but past its validation deadline: due through the deadline.
+    overdue.stage_deadline = 300;
+    for h in &mut overdue.hosts {
+        h.check.next_due_at = 10_000;
+    }
+    for p in [&late, &early, &overdue] {
+        s.insert_pack(p, 10).unwrap();
+    }
+    // As a sorted list: the claim chooses by due time, RETURNING lists in table order.
+    let ids = |claimed: Vec<(ZoneId, PackId)>| -> Vec<String> {
+        let mut ids: Vec<String> = claimed.into_iter().map(|(_, id)| id.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert!(s.claim_due(&claim(100, 10)).unwrap().is_empty());
+    assert_eq!(
+        ids(s.claim_due(&claim(1_000, 2)).unwrap()),
+        sorted(vec![early.id.to_string(), overdue.id.to_string()])
+    );
+    assert_eq!(
+        ids(s.claim_due(&claim(1_000, 10)).unwrap()),
+        [late.id.to_string()]
+    );
+    // Everything is leased now; a lapsed lease is claimable again.
+    assert!(s.claim_due(&claim(1_000, 10)).unwrap().is_empty());
+    let mut later = claim(1_000, 10);
+    later.wall_now = 1_061;
+    assert_eq!(s.claim_due(&later).unwrap().len(), 3);
+}
+
+#[test]
+fn renewal_extends_only_the_owners_live_leases() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let (mine, lapsed, theirs) = (pack(&z), pack(&z), pack(&z));
+    for p in [&mine, &lapsed, &theirs] {
+        s.insert_pack(p, 10).unwrap();
+    }
+    // worker-a holds `mine` until 1_060 and `lapsed` until 1_010; worker-b `theirs`.
+    let claim_one = |owner, wall_now, lease_secs| {
+        s.claim_due(&Claim {
+            owner,
+            now: 1_000,
+            wall_now,
+            lease_secs,
+            limit: 1,
+        })
+        .unwrap()
+    };
+    assert_eq!(claim_one("worker-a", 1_000, 60).len(), 1);
+    assert_eq!(claim_one("worker-a", 1_000, 10).len(), 1);
+    assert_eq!(claim_one("worker-b", 1_000, 60).len(), 1);
+
+    // At 1_030 only worker-a's live lease is extended, to 1_090.
+    assert_eq!(s.renew_leases("worker-a", 1_030, 60).unwrap(), 1);
+    let claimable_at = |wall_now| {
+        let mut c = claim(1_000, 10);
+        c.owner = "worker-c";
+        c.wall_now = wall_now;
+        s.claim_due(&c).unwrap().len()
+    };
+    // worker-c (leases of 60 s) gets the lapsed one at 1_030, worker-b's at 1_070 and
+    // worker-a's only at 1_090 (with the lapsed one again).
+    assert_eq!(claimable_at(1_030), 1);
+    assert_eq!(claimable_at(1_070), 1);
+    assert_eq!(claimable_at(1_089), 0);
+    assert_eq!(claimable_at(1_090), 2);
+    // worker-a's lease is worker-c's now: nothing of worker-a's to renew.
+    assert_eq!(s.renew_leases("worker-a", 1_091, 60).unwrap(), 0);
+}
+
+#[test]
+fn renewal_finds_the_owners_packs_through_the_lease_owner_index() {
+    let (_d, s) = store();
+    let plan = s
+        .with_conn(|conn| {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {RENEW_LEASES}"))?;
+            let rows = stmt.query_map(params!["worker-a", 1_000, 60], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .unwrap();
+    assert!(
+        plan.iter().any(|d| d.contains("packs_by_lease_owner")),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn lifecycle_batches_write_each_pack_alone_and_release_leases() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let (a, b) = (pack(&z), pack(&z));
+    s.insert_pack(&a, 10).unwrap();
+    s.insert_pack(&b, 10).unwrap();
+    assert_eq!(s.claim_due(&claim(1_000, 10)).unwrap().len(), 2);
+
+    let mut fresh_a = s.pack(&z.id, &a.id).unwrap().unwrap();
+    fresh_a.hosts[0].check.attempts = 3;
+    let stale_b = s.pack(&z.id, &b.id).unwrap().unwrap();
+    let mut newer_b = stale_b.clone();
+    newer_b.hosts[0].check.attempts = 7;
+    s.update_pack(&mut newer_b).unwrap();
+
+    let mut batch = vec![fresh_a.clone(), stale_b];
+    let outcomes = s
+        .write_lifecycle_batch("worker-a", &mut batch, &[a.id.clone(), b.id.clone()])
+        .unwrap();
+    assert!(outcomes[0].is_ok());
+    assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
+    assert_eq!(batch[0].version, fresh_a.version + 1);
+    assert_eq!(s.pack(&z.id, &a.id).unwrap().unwrap(), batch[0]);
+    assert_eq!(
+        s.pack(&z.id, &b.id).unwrap().unwrap().hosts[0]
+            .check
+            .attempts,
+        7
+    );
+    // Both leases were given up in the same transaction.
+    assert_eq!(s.claim_due(&claim(1_000, 10)).unwrap().len(), 2);
+}
+
+#[test]
+fn a_lifecycle_batch_updates_cached_zone_views_in_place() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let (a, b) = (pack(&z), pack(&z));
+    s.insert_pack(&a, 10).unwrap();
+    s.insert_pack(&b, 10).unwrap();
+    let before = s.zone_with_packs(s.cache_epoch(), &z.id).unwrap().unwrap();
+
+    let mut changed = s.pack(&z.id, &a.id).unwrap().unwrap();
+    changed.hosts[0].check.attempts = 5;
+    changed
+        .errors
+        .push("TXT _acme-challenge.example.com has 1 value".into());
+    let mut batch = vec![changed];
+    s.write_lifecycle_batch("worker-a", &mut batch, &[])
+        .unwrap();
+
+    // The cache holds a new view at once, before any read could fill it again.
+    let cached = s
+        .inner
+        .cache
+        .zone(&z.id)
+        .expect("the zone's view was updated, not forgotten");
+    assert!(!Arc::ptr_eq(&before, &cached), "the old view is gone");
+    let again = s.zone_with_packs(s.cache_epoch(), &z.id).unwrap().unwrap();
+    assert!(
+        Arc::ptr_eq(&cached, &again),
+        "requests are served the new view"
+    );
+    // It is what a read past the cache finds.
+    let stored = s.zone_with_packs(None, &z.id).unwrap().unwrap();
+    assert_eq!(cached.packs, stored.packs);
+    assert_eq!(*cached.packs[0], batch[0]);
+    assert_eq!(cached.packs[1], before.packs[1]);
+    assert!(
+        cached.rendered.get().is_none(),
+        "rendered again from the new packs"
+    );
+}
+
+#[test]
+fn a_write_that_changes_rows_to_what_they_were_keeps_the_cache() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    s.insert_pack(&pack(&z), 10).unwrap();
+    assert_eq!(s.claim_due(&claim(10_000, 10)).unwrap().len(), 1);
+    s.zone_with_packs(s.cache_epoch(), &z.id).unwrap().unwrap();
+    assert!(s.inner.cache.zone(&z.id).is_some());
+    // Renewed in the second the claim was taken: the same lease, rows "changed".
+    assert_eq!(s.renew_leases("worker-a", 1_000, 60).unwrap(), 1);
+    s.cache_epoch();
+    assert!(s.inner.cache.zone(&z.id).is_some(), "the cache was emptied");
+}
+
+/// Inserts `n` zones, each in a commit of its own (of at least one WAL frame).
+fn commit_zones(s: &SqliteStore, n: u32) {
+    for i in 0..n {
+        s.insert_zone(
+            &Zone {
+                id: ZoneId::generate(),
+                name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
+                created_at: 1,
+            },
+            false,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_checkpointer_keeps_the_wal_short() {
+    let (_d, s) = store();
+    let watch = s.inner.watch.as_ref().unwrap();
+    commit_zones(&s, checkpointer::CHECKPOINT_FRAMES + 200);
+    // The writer's own checkpoint is only a backstop far above this: without the
+    // checkpointer, these frames would stay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while watch.state().unwrap().frames_to_checkpoint >= checkpointer::CHECKPOINT_FRAMES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.db");
+    let (z, p) = {
+        let s = SqliteStore::open(&path).unwrap();
+        let z = zone(&s);
+        let mut p = pack(&z);
+        p.stage_deadline = 4242;
+        s.insert_pack(&p, 10).unwrap();
+        (z, p)
+    };
+    // Version 1's layout: the same but for the deadline column's name.
+    let column = |conn: &Connection| -> Vec<String> {
+        conn.prepare("SELECT name FROM pragma_table_info('packs') WHERE name LIKE '%deadline'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE packs RENAME COLUMN stage_deadline TO validation_deadline; \
+             UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        assert_eq!(column(&conn), ["validation_deadline"]);
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let back = s.pack(&z.id, &p.id).unwrap().unwrap();
+    assert_eq!(back.stage_deadline, 4242);
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(column(&conn), ["stage_deadline"]);
+    let version: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    // The validation-deadline index followed the column.
+    let index: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'packs_validation_deadline'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("stage_deadline"), "{index}");
+    // A database newer than this zonecert is refused, not rewritten.
+    conn.execute(
+        "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
+    drop(s);
+    assert!(SqliteStore::open(&path).is_err());
+}
+
+#[test]
+fn dropping_the_store_closes_every_connection_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.db");
+    let s = SqliteStore::open(&path).unwrap();
+    commit_zones(&s, checkpointer::CHECKPOINT_FRAMES + 10);
+    // The last ask is likely still pending or running. SQLite removes the WAL when
+    // the last connection closes: if the checkpointer's outlived the store, it is
+    // still there (and a checkpoint ran on beside a closing database).
+    drop(s);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(!Path::new(&wal).exists(), "a connection outlived the store");
+}
+
+#[test]
+fn warming_reads_every_zone_view_as_a_request_would() {
+    let (_d, s) = store();
+    // More zones than one chunk, some without packs, some with two.
+    let mut zones = Vec::new();
+    for i in 0..(WARM_CHUNK * 2 + 5) {
+        let z = Zone {
+            id: ZoneId::generate(),
+            name: Hostname::parse(&format!("z{i}.example.com")).unwrap(),
+            created_at: 1,
+        };
+        s.insert_zone(&z, false).unwrap();
+        for _ in 0..(i % 3) {
+            s.insert_pack(&pack(&z), 10).unwrap();
+        }
+        zones.push(z);
+    }
+    assert_eq!(s.warm_cache(1.0).unwrap(), zones.len());
+    for z in &zones {
+        let cached = s.inner.cache.zone(&z.id).expect("warmed");
+        let read = s.zone_with_packs(None, &z.id).unwrap().unwrap();
+        assert_eq!((&cached.zone, &cached.packs), (&read.zone, &read.packs));
+    }
+    // A share too small for one view warms nothing and says so.
+    let (_d2, t) = store();
+    let z = zone(&t);
+    t.insert_pack(&pack(&z), 10).unwrap();
+    assert_eq!(t.warm_cache(0.0).unwrap(), 0);
+    assert!(t.inner.cache.zone(&z.id).is_none());
+}
+
+#[test]
+fn deleting_a_zone_deletes_its_packs() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    let p = pack(&z);
+    s.insert_pack(&p, 10).unwrap();
+    assert!(s.delete_zone(&z.id).unwrap());
+    assert!(s.pack(&z.id, &p.id).unwrap().is_none());
+    assert!(!s.delete_zone(&z.id).unwrap());
+}
