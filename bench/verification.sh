@@ -106,6 +106,7 @@ if [[ -s "$ids_file" ]] && [[ $(wc -l <"$ids_file") -eq $ZONES ]]; then
   log "reusing $ZONES zones loaded in $data"
 else
   rm -f "$data"/zonecert.db* "$ids_file"
+  "$bin" init --data-dir "$data" >/dev/null
   writer=$(token bench-loader "Zone Write" "SSL and Certificates Write")
   start_server
   log "loading $ZONES zones x 2 packs x 2 hosts through $base/client/v4"

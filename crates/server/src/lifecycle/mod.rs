@@ -28,13 +28,20 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{Notify, watch};
+use crate::model::PackId;
+use tokio::sync::{Notify, broadcast};
+
+/// How many progress notices a waiter may fall behind before it is told it lagged.
+pub const PROGRESS_BACKLOG: usize = 1024;
 
 /// The wake-up and progress signals shared by the HTTP side and the workers.
 #[derive(Debug)]
 pub struct Signals {
     wake: Notify,
-    progress: watch::Sender<u64>,
+    /// The id of each pack whose step ended. Per pack, so that a `retry=true` waiting
+    /// for some packs reads only those when one of them moved: with one counter for every
+    /// pack, each of a storm of waiters re-read its whole zone at every step of any pack.
+    progress: broadcast::Sender<PackId>,
     workers_running: AtomicBool,
     /// The lease owner of this process's worker, once it started.
     lease_owner: Mutex<Option<String>>,
@@ -56,7 +63,7 @@ impl Default for Signals {
     fn default() -> Self {
         Signals {
             wake: Notify::new(),
-            progress: watch::Sender::new(0),
+            progress: broadcast::Sender::new(PROGRESS_BACKLOG),
             workers_running: AtomicBool::new(false),
             lease_owner: Mutex::new(None),
             #[cfg(test)]
@@ -76,13 +83,15 @@ impl Signals {
         self.wake.notified().await;
     }
 
-    /// Tells waiters that an outcome was written.
-    pub fn progressed(&self) {
-        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    /// Tells waiters that `pack`'s outcome was written.
+    pub fn progressed(&self, pack: &PackId) {
+        // No receiver is no error: nobody waits.
+        let _ = self.progress.send(pack.clone());
     }
 
-    /// A receiver that sees every [`Signals::progressed`].
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    /// A receiver of every [`Signals::progressed`] from now on. One that falls more than
+    /// [`PROGRESS_BACKLOG`] behind is told it lagged (and should re-read what it waits for).
+    pub fn subscribe(&self) -> broadcast::Receiver<PackId> {
         self.progress.subscribe()
     }
 

@@ -502,10 +502,10 @@ impl Worker {
                 if let Err(e) = me.step(&zone, &id, hold).await {
                     tracing::warn!(pack = %id.as_str(), error = %e, "lifecycle step failed");
                 }
-                me.release(id).await;
+                me.release(id.clone()).await;
                 // Once per pack, after its last write: a waiting `retry=true` then sees
                 // where the pack ended up, not an intermediate state.
-                me.signals.progressed();
+                me.signals.progressed(&id);
             });
         }
         more
