@@ -11,13 +11,13 @@ use crate::model::order::check_order;
 use crate::model::{CaChoice, DcvMethod, Need, Pack, PackId, PackState, Principal, Zone, ZoneId};
 use crate::store::{PackFilter, Reads, StoreError};
 use axum::Json;
-use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, RawQuery, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
 use zonecert_api as api;
 
 type ApiResult<T> = Result<Json<api::Envelope<T>>, ApiError>;

@@ -26,9 +26,9 @@
 //! - `initializing` is not entered yet: it is where an issuer whose tokens come from its
 //!   CA (ACME) will obtain them; the worker module's documentation describes how.
 
+use crate::model::PackId;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use crate::model::PackId;
 use tokio::sync::{Notify, broadcast};
 
 /// How many progress notices a waiter may fall behind before it is told it lagged.
