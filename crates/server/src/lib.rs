@@ -283,6 +283,7 @@ impl App {
                 }
             })
         });
+        let lifecycle_stops = stop_lifecycle.clone();
         let shutdown = async move {
             tokio::select! {
                 () = shutdown => {}
@@ -290,6 +291,10 @@ impl App {
                 // sender, which disables this branch.
                 Ok(()) = failed_rx => {}
             }
+            // The workers finish their steps in hand while the connections finish their
+            // requests, each within the shutdown's grace: together, not one after the
+            // other.
+            lifecycle_stops.cancel();
         };
         let served = http::conn::serve(listener, router, limits, shutdown).await;
         sweeping.abort();

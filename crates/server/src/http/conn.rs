@@ -17,11 +17,12 @@
 //!   whatever is still open after the grace period is dropped, so SIGTERM ends in
 //!   bounded time whatever clients do.
 //!
-//! Heads are checked while the connection is idle (no request in flight, every request
-//! body read to its end): the bytes that arrive then start a request head. A head
-//! pipelined behind a request in flight reaches hyper unchecked (hyper's own, empty,
-//! refusal then stands), as does every head of a connection where a request body was
-//! left unread (its rest may still arrive and is no head).
+//! Every byte hyper reads passes through here, so this layer knows where each request
+//! ends: after its head, the body its `Content-Length` gives or its chunked framing
+//! (followed with httparse's chunk-size parser) up to the last chunk's trailers. What
+//! follows is the next head, checked before hyper sees it, whether it came in one
+//! packet with the request before it or arrived while that request was in flight (it is
+//! then held until that request is answered, so a refusal follows its answer).
 
 use super::error::ApiError;
 use axum::Router;
@@ -36,7 +37,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -278,9 +279,6 @@ impl Drop for Slot {
 struct Shared {
     /// Requests whose response body has not been sent (or dropped) yet.
     in_flight: AtomicUsize,
-    /// A request body was left unread: later bytes may be its rest, not a head, so
-    /// heads are no longer checked here (hyper still parses them).
-    unchecked: AtomicBool,
 }
 
 /// Serves one connection until it closes, is refused, times out, or shutdown drops it.
@@ -300,18 +298,7 @@ async fn connection(
         requests.in_flight.fetch_add(1, Ordering::AcqRel);
         let done = InFlight(Arc::clone(&requests));
         req.extensions_mut().insert(ConnectInfo(peer));
-        let req = if req.body().is_end_stream() {
-            req.map(Body::new)
-        } else {
-            let shared = Arc::clone(&requests);
-            req.map(|body| {
-                Body::new(WholeBody {
-                    inner: body,
-                    shared,
-                    ended: false,
-                })
-            })
-        };
+        let req = req.map(Body::new);
         let mut router = router.clone();
         async move {
             let response = router.call(req).await?;
@@ -351,52 +338,13 @@ impl Drop for InFlight {
     }
 }
 
-/// A request body that tells the connection when it was not read to its end.
-struct WholeBody {
-    inner: Incoming,
-    shared: Arc<Shared>,
-    ended: bool,
-}
-
-impl http_body::Body for WholeBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if frame.is_none() || self.inner.is_end_stream() {
-            self.ended = true;
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for WholeBody {
-    fn drop(&mut self) {
-        if !self.ended && !self.inner.is_end_stream() {
-            self.shared.unchecked.store(true, Ordering::Release);
-        }
-    }
-}
-
 /// The verdict on the bytes of a request head received so far.
 #[derive(Debug)]
 enum Head {
     /// Not whole yet, nothing wrong so far.
     Partial,
     /// Whole and acceptable: `len` bytes, followed by a body of `body` bytes (`None`: a
-    /// body whose end this layer does not find, chunked).
+    /// chunked body, whose end its framing tells).
     Complete { len: usize, body: Option<usize> },
     /// Refused with this error.
     Refused(ApiError),
@@ -465,6 +413,105 @@ struct Refusal {
     done: bool,
 }
 
+/// What is left of the body of the request hyper is reading.
+#[derive(Debug)]
+enum BodyLeft {
+    /// No body, or it was read whole: the next bytes start a head.
+    None,
+    /// This many bytes (`Content-Length`).
+    Length(usize),
+    /// A chunked body, where its framing stands.
+    Chunked(Chunked),
+    /// A chunked body whose framing is broken: every byte goes to hyper, which refuses
+    /// it and closes the connection.
+    Broken,
+}
+
+/// Where a chunked body's framing stands (RFC 9112, section 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk's data: this many bytes left, then its CRLF.
+    Data(u64),
+    /// At the CRLF that ends a chunk's data: this many of its bytes left.
+    DataEnd(u8),
+    /// After the last chunk: at a trailer line or the empty line that ends the body.
+    Trailers,
+}
+
+/// Longest chunk-size line or trailer line followed; a longer one is broken framing.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl Chunked {
+    /// Follows the framing over `bytes`, the body's bytes received and not yet handed
+    /// over: how many of them belong to the body for sure (a line is taken only whole),
+    /// and whether the body ends there. An error for framing that is not HTTP's.
+    fn advance(&mut self, bytes: &[u8]) -> Result<(usize, bool), ()> {
+        let mut at = 0;
+        loop {
+            let rest = &bytes[at..];
+            match *self {
+                Chunked::Size => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((line, 0))) => {
+                        at += line;
+                        *self = Chunked::Trailers;
+                    }
+                    Ok(httparse::Status::Complete((line, size))) => {
+                        at += line;
+                        *self = Chunked::Data(size);
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() < MAX_CHUNK_LINE => {
+                        return Ok((at, false));
+                    }
+                    Ok(httparse::Status::Partial) | Err(_) => return Err(()),
+                },
+                Chunked::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok((at, false));
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
+                    at += take;
+                    let left = left.saturating_sub(u64::try_from(take).unwrap_or(u64::MAX));
+                    *self = if left == 0 {
+                        Chunked::DataEnd(2)
+                    } else {
+                        Chunked::Data(left)
+                    };
+                }
+                Chunked::DataEnd(left) => {
+                    let Some(&byte) = rest.first() else {
+                        return Ok((at, false));
+                    };
+                    if byte != if left == 2 { b'\r' } else { b'\n' } {
+                        return Err(());
+                    }
+                    at += 1;
+                    *self = if left == 2 {
+                        Chunked::DataEnd(1)
+                    } else {
+                        Chunked::Size
+                    };
+                }
+                Chunked::Trailers => {
+                    let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                        return if rest.len() < MAX_CHUNK_LINE {
+                            Ok((at, false))
+                        } else {
+                            Err(())
+                        };
+                    };
+                    let line = &rest[..end];
+                    at += end + 1;
+                    if line.is_empty() || line == b"\r" {
+                        return Ok((at, true));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The length of a request's body from its head: `Content-Length` (0 without one),
 /// `None` when it is chunked. Content lengths that disagree or are not numbers are
 /// refused, as hyper would.
@@ -492,16 +539,22 @@ fn body_length(headers: &[httparse::Header<'_>]) -> Result<Option<usize>, ApiErr
     Ok(Some(length.unwrap_or(0)))
 }
 
-/// The socket as hyper sees it: heads checked while idle, the idle, header-read and
-/// send timeouts enforced, a refused head answered in the envelope.
+/// The socket as hyper sees it: heads checked while idle, bodies followed to their end,
+/// the idle, header-read and send timeouts enforced, a refused head answered in the
+/// envelope.
 struct Guarded {
     inner: TcpStream,
     shared: Arc<Shared>,
     limits: Limits,
-    /// The head being received while idle, not yet handed to hyper.
+    /// Bytes received and not handed to hyper yet: a head being received, or the part
+    /// of a body whose framing is not known yet, and whatever followed them.
     head: BytesMut,
     /// Checked bytes hyper has not taken yet.
     ready: BytesMut,
+    /// What is left of the body of the request handed over last.
+    body: BodyLeft,
+    /// The client closed its sending side.
+    eof: bool,
     /// Whether this read waits at an idle point (so `head` collects a new request).
     idle: bool,
     /// The idle or header-read deadline, while idle.
@@ -522,6 +575,8 @@ impl Guarded {
             limits,
             head: BytesMut::new(),
             ready: BytesMut::new(),
+            body: BodyLeft::None,
+            eof: false,
             idle: false,
             read_deadline: None,
             write_deadline: None,
@@ -530,10 +585,9 @@ impl Guarded {
         }
     }
 
-    /// Whether the next bytes start a request head this layer checks.
-    fn checking(&self) -> bool {
-        self.shared.in_flight.load(Ordering::Acquire) == 0
-            && !self.shared.unchecked.load(Ordering::Acquire)
+    /// Whether a request is in flight: a head that follows it waits for its answer.
+    fn in_flight(&self) -> bool {
+        self.shared.in_flight.load(Ordering::Acquire) > 0
     }
 
     fn timed_out(what: &str) -> io::Error {
@@ -566,16 +620,14 @@ impl Guarded {
                     Head::Complete { len, body } => {
                         self.idle = false;
                         self.read_deadline = None;
-                        let take = match body {
-                            Some(body) => len.saturating_add(body),
-                            None => {
-                                // The next head cannot be found past a chunked body.
-                                self.shared.unchecked.store(true, Ordering::Release);
-                                usize::MAX
-                            }
+                        self.ready = self.head.split_to(len);
+                        self.body = match body {
+                            Some(0) => BodyLeft::None,
+                            Some(n) => BodyLeft::Length(n),
+                            None => BodyLeft::Chunked(Chunked::Size),
                         };
-                        let take = take.min(self.head.len());
-                        self.ready = self.head.split_to(take);
+                        // As much of the body as came with the head goes with it.
+                        self.frame_body();
                         self.hand_over(buf);
                         return Poll::Ready(Ok(()));
                     }
@@ -621,6 +673,7 @@ impl Guarded {
                 // of a head, which it reports as incomplete).
                 self.idle = false;
                 self.read_deadline = None;
+                self.eof = true;
                 self.ready = std::mem::take(&mut self.head);
                 self.hand_over(buf);
                 return Poll::Ready(Ok(()));
@@ -675,6 +728,70 @@ impl Guarded {
         Poll::Ready(Ok(()))
     }
 
+    /// Reads the rest of a body: hands hyper the bytes its framing says belong to it,
+    /// keeps what follows it for the next head.
+    fn poll_read_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            self.frame_body();
+            if !self.ready.is_empty() {
+                self.hand_over(buf);
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(self.body, BodyLeft::None) {
+                // The body ended exactly where the bytes received did.
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 8192];
+            let mut chunk_buf = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut chunk_buf))?;
+            let got = chunk_buf.filled();
+            if got.is_empty() {
+                self.eof = true;
+                self.ready = std::mem::take(&mut self.head);
+                self.hand_over(buf);
+                return Poll::Ready(Ok(()));
+            }
+            self.head.extend_from_slice(got);
+        }
+    }
+
+    /// Moves the bytes of the current body received so far from `head` to `ready`, up
+    /// to its end; what follows its end stays in `head`.
+    fn frame_body(&mut self) {
+        let take = match &mut self.body {
+            BodyLeft::None => 0,
+            BodyLeft::Length(left) => {
+                let take = (*left).min(self.head.len());
+                *left -= take;
+                if *left == 0 {
+                    self.body = BodyLeft::None;
+                }
+                take
+            }
+            BodyLeft::Chunked(state) => match state.advance(&self.head) {
+                Ok((take, ended)) => {
+                    if ended {
+                        self.body = BodyLeft::None;
+                    }
+                    take
+                }
+                Err(()) => {
+                    // Framing hyper will refuse as well: let it see the bytes and answer
+                    // (it closes the connection), and stop following this one.
+                    self.body = BodyLeft::Broken;
+                    self.head.len()
+                }
+            },
+            BodyLeft::Broken => self.head.len(),
+        };
+        let taken = self.head.split_to(take);
+        self.ready.unsplit(taken);
+    }
+
     fn hand_over(&mut self, buf: &mut ReadBuf<'_>) {
         let n = self.ready.len().min(buf.remaining());
         buf.put_slice(&self.ready[..n]);
@@ -723,15 +840,21 @@ impl AsyncRead for Guarded {
         if this.refusal.is_some() {
             return this.poll_refusal(cx);
         }
-        if this.idle || this.checking() {
+        if this.eof {
+            // What the client sent before it closed, then the end of the stream.
+            this.ready = std::mem::take(&mut this.head);
+            this.hand_over(buf);
+            return Poll::Ready(Ok(()));
+        }
+        if !matches!(this.body, BodyLeft::None) {
+            return this.poll_read_body(cx, buf);
+        }
+        if this.idle || !this.in_flight() {
             return this.poll_read_head(cx, buf);
         }
-        if !this.head.is_empty() {
-            // A pipelined head waits for the request in flight to be answered; hyper
-            // polls again then, to read it.
-            return Poll::Pending;
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        // The next head waits for the request in flight to be answered: hyper polls
+        // again then, to read it (and a refusal then follows that answer).
+        Poll::Pending
     }
 }
 
@@ -877,6 +1000,47 @@ mod tests {
         );
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(MAX_HEAD_BYTES));
         assert_eq!(status(big.as_bytes()), Some(431));
+    }
+
+    /// Follows `parts` (received one after another) as one chunked body: the bytes
+    /// taken at each part, and where the body ended (its length) if it did.
+    fn follow(parts: &[&[u8]]) -> Result<(Vec<usize>, Option<usize>), ()> {
+        let mut state = Chunked::Size;
+        let mut pending = Vec::new();
+        let (mut taken, mut total) = (Vec::new(), 0);
+        for part in parts {
+            pending.extend_from_slice(part);
+            let (take, ended) = state.advance(&pending)?;
+            pending.drain(..take);
+            taken.push(take);
+            total += take;
+            if ended {
+                return Ok((taken, Some(total)));
+            }
+        }
+        Ok((taken, None))
+    }
+
+    #[test]
+    fn chunked_bodies_are_followed_to_their_end() {
+        let whole = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: v\r\n\r\nGET / HTTP/1.1\r\n";
+        let end = whole.len() - b"GET / HTTP/1.1\r\n".len();
+        assert_eq!(follow(&[&whole[..]]), Ok((vec![end], Some(end))));
+        // One byte at a time: a size line or a trailer line is taken only whole.
+        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+        let (taken, ended) = follow(&bytes).unwrap();
+        assert_eq!(ended, Some(end));
+        assert_eq!(taken[0], 0, "a size line's first byte waits for its end");
+        assert_eq!(taken[2], 3, "`5\\r\\n` whole");
+        // No trailers.
+        assert_eq!(follow(&[&b"0\r\n\r\nnext"[..]]), Ok((vec![5], Some(5))));
+        // Not yet ended.
+        assert_eq!(follow(&[&b"a\r\n0123"[..]]), Ok((vec![7], None)));
+        // Broken framing: no CRLF after the data, a size that is not hex, a size line
+        // without an end.
+        assert_eq!(follow(&[&b"1\r\nab\r\n"[..]]), Err(()));
+        assert_eq!(follow(&[&b"zz\r\n"[..]]), Err(()));
+        assert_eq!(follow(&[&[b'1'; MAX_CHUNK_LINE + 1][..]]), Err(()));
     }
 
     #[test]

@@ -451,6 +451,32 @@ impl Worker {
             // The packs in hand can write nothing; their leases run out and another
             // start of the worker (or another node) claims them again.
             in_flight.abort_all();
+        } else {
+            // Stopping: the steps in hand may finish within the shutdown's grace; a
+            // longer one (a deploy hook that hangs) is dropped then, its hook killed,
+            // as a crash would leave it: its lease runs out and the pack is claimed
+            // again, so shutdown ends in bounded time whatever a hook does.
+            let grace = tokio::time::sleep(self.config.shutdown_timeout);
+            tokio::pin!(grace);
+            loop {
+                tokio::select! {
+                    joined = in_flight.join_next() => match joined {
+                        Some(Err(e)) if e.is_panic() => {
+                            tracing::error!(error = %e, "lifecycle task panicked");
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    () = &mut grace => {
+                        tracing::warn!(
+                            steps = in_flight.len(),
+                            "stopping: steps still running after the shutdown grace are dropped"
+                        );
+                        in_flight.abort_all();
+                        break;
+                    }
+                }
+            }
         }
         while let Some(joined) = in_flight.join_next().await {
             if let Err(e) = joined
