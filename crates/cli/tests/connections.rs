@@ -5,53 +5,25 @@
 
 #![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use zonecert_testkit::{ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
-/// Kills the server when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `prefix.. zonecert serve` on 127.0.0.1:0 and returns it with its address.
-fn serve(prefix: &[&str], env: &[(&str, &str)]) -> (Killed, SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let (program, args) = match prefix.split_first() {
-        Some((program, args)) => (*program, [args, &[BIN]].concat()),
-        None => (BIN, Vec::new()),
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("ZONECERT_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+/// Starts `prefix.. zonecert serve` on 127.0.0.1:0 (killed when the test ends, however it
+/// ends) and returns it with its address.
+fn serve(prefix: &[&str], env: &[(&str, &str)]) -> (ServeProcess, SocketAddr) {
+    let mut command = ServeCommand::new(BIN).prefix(prefix);
     for (k, v) in env {
-        cmd.env(k, v);
+        command = command.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let addr = line
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    (Killed(child), addr, dir)
+    let server = command.spawn();
+    let addr = server.addr();
+    (server, addr)
 }
 
 /// A connection to `server` from the loopback address `from`.
@@ -78,7 +50,7 @@ async fn status_line(from: [u8; 4], server: SocketAddr) -> String {
 
 #[tokio::test]
 async fn one_clients_idle_sockets_do_not_starve_another_under_a_low_descriptor_limit() {
-    let (_server, addr, _dir) = serve(&["prlimit", "--nofile=256:256", "--"], &[]);
+    let (_server, addr) = serve(&["prlimit", "--nofile=256:256", "--"], &[]);
     // Client A opens more idle sockets than the server has descriptors, and keeps them.
     let mut held = Vec::new();
     for _ in 0..300 {
@@ -108,7 +80,7 @@ async fn one_clients_idle_sockets_do_not_starve_another_under_a_low_descriptor_l
 async fn sigterm_ends_the_server_in_bounded_time_whatever_a_client_does() {
     // The body-read timeout far out: the grace period alone must end the stalled
     // request.
-    let (mut server, addr, _dir) = serve(
+    let (mut server, addr) = serve(
         &[],
         &[
             ("ZONECERT_SHUTDOWN_TIMEOUT", "1"),
@@ -126,14 +98,14 @@ async fn sigterm_ends_the_server_in_bounded_time_whatever_a_client_does() {
     let answer = status_line([127, 0, 0, 1], addr).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let killed = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     // The bound only stops a test that would hang: the server's grace period is 1 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
+        if let Some(status) = server.child().try_wait().unwrap() {
             break status;
         }
         assert!(

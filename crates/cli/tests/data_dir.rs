@@ -6,13 +6,15 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use zonecert_testkit::{ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
-/// What a started server printed before serving.
+/// What a started server printed before serving; the server is killed when this is
+/// dropped, so a failing assertion does not leave it running.
 struct Started {
-    child: Child,
+    _process: ServeProcess,
     base: String,
     token: Option<String>,
 }
@@ -23,56 +25,25 @@ impl Started {
     }
 }
 
-/// A failing assertion must not leave the server running.
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `zonecert serve` on `data` with rate limits off and `args`.
+fn serve_builder(data: &Path, args: &[&str]) -> ServeCommand {
+    ServeCommand::new(BIN)
+        .data_dir(data)
+        .args(["--rate-limit", "off"])
+        .args(args)
 }
 
 fn serve_command(data: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "off"])
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("ZONECERT_DATA_DIR")
-        .env_remove("ZONECERT_DEV");
-    cmd
+    serve_builder(data, args).command_in(data)
 }
 
 /// Starts `zonecert serve` and reads its address (and, with `--dev`, its token).
-// The caller stops the child; clippy cannot see that across the return.
-#[allow(clippy::zombie_processes)]
 fn serve(data: &Path, args: &[&str]) -> Started {
-    let mut child = serve_command(data, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let dev = args.contains(&"--dev");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines
-        .next()
-        .expect("the server printed its address")
-        .unwrap();
-    let addr = first.strip_prefix("listening on ").unwrap().to_owned();
-    let mut token = None;
-    if dev {
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some((_, t)) = line.split_once(" CLOUDFLARE_API_TOKEN=") {
-                token = Some(t.to_owned());
-                break;
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let process = serve_builder(data, args).spawn();
     Started {
-        child,
-        base: format!("{addr}/client/v4"),
-        token,
+        base: process.base_url().to_owned(),
+        token: process.dev_token().map(str::to_owned),
+        _process: process,
     }
 }
 

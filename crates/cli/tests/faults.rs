@@ -7,71 +7,31 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use zonecert_testkit::DnsServer;
+use zonecert_testkit::{DnsServer, ServeCommand};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
-
-/// Kills the server when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn a_full_log_sink_stops_nothing() {
     let dns = DnsServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
     let full = std::fs::File::options()
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate-limit",
-            "off",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--dcv-resolvers")
-        .arg(dns.addr().to_string())
+    let command = ServeCommand::new(BIN)
+        .dev()
+        .args(["--rate-limit", "off"])
+        .resolvers([dns.addr()])
         .args(["--poll-interval", "1"])
-        .env_remove("ZONECERT_CONFIG")
         // Every request and every lifecycle step logs: each one meets the full sink.
         .env("ZONECERT_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(full)
-        .spawn()
+        .stderr(full);
+    // Read its first lines off the runtime, which serves the DNS server.
+    let child = tokio::task::spawn_blocking(move || command.spawn())
+        .await
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let child = Killed(child);
-    let (base, token) = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("zonecert serve exited before printing its address")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("export CLOUDFLARE_BASE_URL=") {
-                let (url, token) = rest.split_once(" CLOUDFLARE_API_TOKEN=").unwrap();
-                std::thread::spawn(move || for _ in lines {});
-                return (url.to_owned(), token.to_owned());
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let (base, token) = (child.base_url().to_owned(), child.token().to_owned());
     let http = reqwest::Client::new();
 
     // A refusal (logged at info) is answered in the envelope, the connection kept.

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use zonecert_testkit::{ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
@@ -82,17 +83,11 @@ impl Drop for TestDns {
     }
 }
 
+/// `zonecert serve --dev`, killed when dropped.
 struct Server {
-    child: Child,
+    _process: ServeProcess,
     base_url: String,
     token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -192,32 +187,20 @@ fn an_http_pack_and_a_cname_pack_reach_active_on_one_machine() {
     // the origin's port.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("zonecert-data");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
+    let process = ServeCommand::new(BIN)
+        .dev()
+        .data_dir(&data)
         .args(["--dcv-resolvers", &dns.dns])
         .args([
             "--dcv-http-port",
             &dns.http_port,
             "--dcv-allow-private-addresses",
         ])
-        .env_remove("ZONECERT_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(&mut child);
-    let export = loop {
-        let line = next_line(&lines, "zonecert serve");
-        if let Some(rest) = line.strip_prefix("export CLOUDFLARE_BASE_URL=") {
-            break rest.to_owned();
-        }
-    };
-    let (base_url, token) = export.split_once(" CLOUDFLARE_API_TOKEN=").unwrap();
+        .spawn();
     let server = Server {
-        child,
-        base_url: base_url.to_owned(),
-        token: token.to_owned(),
+        base_url: process.base_url().to_owned(),
+        token: process.token().to_owned(),
+        _process: process,
     };
     // Terminal 3.
     let out = Command::new(BIN)

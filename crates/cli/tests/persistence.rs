@@ -2,41 +2,19 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use zonecert_testkit::{ServeCommand, ServeProcess};
 
 /// Starts `zonecert serve --dev` on port 0 and reads its address and token.
-// The caller kills and waits for the child; clippy cannot see that across the return.
-#[allow(clippy::zombie_processes)]
-fn start(data_dir: &std::path::Path) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zonecert"))
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate-limit",
-            "off",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the server printed its address")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("export CLOUDFLARE_BASE_URL=") {
-            let (url, token) = rest.split_once(" CLOUDFLARE_API_TOKEN=").unwrap();
-            return (child, url.to_owned(), token.to_owned());
-        }
-    }
+fn start(data_dir: &std::path::Path) -> (ServeProcess, String, String) {
+    let server = ServeCommand::new(env!("CARGO_BIN_EXE_zonecert"))
+        .dev()
+        .data_dir(data_dir)
+        .args(["--rate-limit", "off"])
+        .spawn();
+    let (base, token) = (server.base_url().to_owned(), server.token().to_owned());
+    (server, base, token)
 }
 
 async fn order(
@@ -68,7 +46,7 @@ async fn order(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base, token) = start(dir.path());
+    let (mut server, base, token) = start(dir.path());
     let http = reqwest::Client::new();
     let zone: Value = http
         .post(format!("{base}/zones"))
@@ -108,8 +86,8 @@ async fn acknowledged_writes_survive_kill_9() {
     while answered.load(Ordering::SeqCst) < 20 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    server.child().kill().unwrap(); // SIGKILL
+    server.child().wait().unwrap();
     let mut acknowledged = Vec::new();
     while let Some(acked) = clients.join_next().await {
         acknowledged.extend(acked.unwrap());
@@ -120,7 +98,7 @@ async fn acknowledged_writes_survive_kill_9() {
         acknowledged.len()
     );
 
-    let (mut child, base, token) = start(dir.path());
+    let (mut server, base, token) = start(dir.path());
     let mut stored = Vec::new();
     for page in 1.. {
         let list: Value = http
@@ -156,6 +134,6 @@ async fn acknowledged_writes_survive_kill_9() {
         verification["result"].as_array().unwrap().len(),
         stored.len() * 2
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.child().kill().unwrap();
+    server.child().wait().unwrap();
 }

@@ -6,83 +6,41 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
+use zonecert_testkit::{ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 const DEV_ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
-struct Server {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    env: Vec<(String, String)>,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// `zonecert serve` with rate limits off, its stdout kept for [`Server::rest_of_stdout`].
+struct Server(ServeProcess);
 
 impl Server {
     /// `zonecert serve` on port 0 with `args`; reads its lines up to the dev `export` one
     /// (or the address alone, without `--dev`).
     fn start(data: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--rate-limit",
-                "off",
-                "--data-dir",
-            ])
-            .arg(data)
-            .args(args)
-            .env_remove("ZONECERT_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut env = Vec::new();
-        let mut addr = String::new();
-        let dev = args.contains(&"--dev");
-        loop {
-            let mut line = String::new();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "serve exited");
-            if let Some(a) = line.trim_end().strip_prefix("listening on http://") {
-                addr = a.to_owned();
-            }
-            if let Some(rest) = line.trim_end().strip_prefix("export CLOUDFLARE_BASE_URL=") {
-                let (url, token) = rest.split_once(" CLOUDFLARE_API_TOKEN=").unwrap();
-                env.push(("CLOUDFLARE_BASE_URL".into(), url.to_owned()));
-                env.push(("CLOUDFLARE_API_TOKEN".into(), token.to_owned()));
-                break;
-            }
-            if !dev && line.starts_with("listening on ") {
-                break;
-            }
-        }
-        Server {
-            child,
-            stdout,
-            env,
-            addr,
-        }
+        Server(
+            ServeCommand::new(BIN)
+                .data_dir(data)
+                .args(["--rate-limit", "off"])
+                .args(args)
+                .keep_stdout()
+                .spawn(),
+        )
     }
 
     fn zonecert(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env_remove("CLOUDFLARE_API_KEY")
-            .env_remove("CLOUDFLARE_EMAIL")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap()
+            .env_remove("CLOUDFLARE_EMAIL");
+        if let Some(token) = self.0.dev_token() {
+            cmd.env("CLOUDFLARE_BASE_URL", self.0.base_url())
+                .env("CLOUDFLARE_API_TOKEN", token);
+        }
+        cmd.output().unwrap()
     }
 
     fn order(&self, hosts: &[&str]) -> String {
@@ -130,15 +88,15 @@ impl Server {
     /// request answered first: the server prints what it has to say at start before it
     /// accepts connections, so all of it is in.
     fn rest_of_stdout(mut self) -> String {
-        let mut conn = std::net::TcpStream::connect(&self.addr).unwrap();
+        let mut conn = std::net::TcpStream::connect(self.0.addr()).unwrap();
         std::io::Write::write_all(&mut conn, b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
         let mut answer = String::new();
         conn.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1."), "{answer}");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.child().kill();
+        let _ = self.0.child().wait();
         let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).unwrap();
+        self.0.stdout().read_to_string(&mut rest).unwrap();
         rest
     }
 }

@@ -5,33 +5,21 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use zonecert_testkit::{ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
 /// Starts the server with extra args and environment, returns it and its base URL.
-// The caller kills and waits for the child; clippy cannot see that across the return.
-#[allow(clippy::zombie_processes)]
-fn serve(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .env_remove("ZONECERT_QUOTA_ADVANCED")
-        .env_remove("ZONECERT_RATE_LIMIT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+fn serve(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (ServeProcess, String) {
+    let mut command = ServeCommand::new(BIN).data_dir(data_dir).args(args);
     for (k, v) in env {
-        cmd.env(k, v);
+        command = command.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let addr = line.strip_prefix("listening on ").unwrap().to_owned();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("{addr}/client/v4"))
+    let server = command.spawn();
+    let base = server.base_url().to_owned();
+    (server, base)
 }
 
 fn admin(data_dir: &Path, args: &[&str]) -> Output {
@@ -66,9 +54,9 @@ async fn quota(base: &str, token: &str, zone: &str) -> Value {
         .unwrap()
 }
 
-fn stop(mut child: Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
+fn stop(mut server: ServeProcess) {
+    server.child().kill().unwrap();
+    server.child().wait().unwrap();
 }
 
 #[tokio::test]
@@ -162,17 +150,17 @@ async fn flags_beat_environment_beat_the_config_file() {
 #[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = serve(dir.path(), &[], &[]);
+    let (mut server, base) = serve(dir.path(), &[], &[]);
     let health = base.replace("/client/v4", "/healthz");
     assert_eq!(reqwest::get(&health).await.unwrap().status(), 200);
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = server.child().try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
@@ -560,5 +548,6 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
     let token = token["secret"].as_str().unwrap().to_owned();
     let q = quota(&format!("{addr}/client/v4"), &token, &zone).await;
     assert_eq!(q["result"]["advanced"]["allocated"], 7, "{q}");
-    stop(child);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -9,68 +9,29 @@ mod scripted_server;
 
 use scripted_server::{ScriptedServer, ok};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use zonecert_testkit::{ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 const PACK: &str = "a77f8bd7-3b47-46b4-a6f1-75cf98109948";
 
 /// `zonecert serve --dev` on port 0, killed when dropped.
-struct DevServer {
-    child: Child,
-    base_url: String,
-    token: String,
-    _dir: tempfile::TempDir,
+fn dev_server() -> ServeProcess {
+    ServeCommand::new(BIN).dev().spawn()
 }
 
-impl DevServer {
-    fn start() -> DevServer {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env_remove("ZONECERT_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut base_url = None;
-        let mut token = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(rest) = line.strip_prefix("export ") {
-                for pair in rest.split_whitespace() {
-                    match pair.split_once('=') {
-                        Some(("CLOUDFLARE_BASE_URL", v)) => base_url = Some(v.to_owned()),
-                        Some(("CLOUDFLARE_API_TOKEN", v)) => token = Some(v.to_owned()),
-                        _ => {}
-                    }
-                }
-                break;
-            }
-        }
-        DevServer {
-            child,
-            base_url: base_url.expect("the server printed its base URL"),
-            token: token.expect("the server printed a token"),
-            _dir: dir,
-        }
-    }
+/// `zonecert ssl ARGS` against a server.
+trait Ssl {
+    fn ssl(&self, args: &[&str]) -> Output;
+}
 
+impl Ssl for ServeProcess {
     fn ssl(&self, args: &[&str]) -> Output {
-        ssl_command(&self.base_url, args)
-            .env("CLOUDFLARE_API_TOKEN", &self.token)
+        ssl_command(self.base_url(), args)
+            .env("CLOUDFLARE_API_TOKEN", self.token())
             .output()
             .unwrap()
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -102,7 +63,7 @@ fn fits_80(text: &str) {
 
 #[test]
 fn verification_get_as_table_and_json_with_both_credentials() {
-    let server = DevServer::start();
+    let server = dev_server();
     let out = server.ssl(&["verification", "get", "--zone-id", ZONE]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -130,7 +91,7 @@ fn verification_get_as_table_and_json_with_both_credentials() {
     );
 
     let out = ssl_command(
-        &server.base_url,
+        server.base_url(),
         &["verification", "get", "--zone-id", ZONE],
     )
     .env("CLOUDFLARE_EMAIL", "user@example.com")
@@ -143,7 +104,7 @@ fn verification_get_as_table_and_json_with_both_credentials() {
 
 #[test]
 fn packs_order_list_get_edit_delete_quota_and_verification_edit() {
-    let server = DevServer::start();
+    let server = dev_server();
     let out = server.ssl(&[
         "packs",
         "order",
@@ -216,9 +177,9 @@ fn packs_order_list_get_edit_delete_quota_and_verification_edit() {
 
 #[test]
 fn errors_exit_non_zero_with_the_reason() {
-    let server = DevServer::start();
+    let server = dev_server();
     let out = ssl_command(
-        &server.base_url,
+        server.base_url(),
         &["verification", "get", "--zone-id", ZONE],
     )
     .output()
@@ -231,7 +192,7 @@ fn errors_exit_non_zero_with_the_reason() {
     );
 
     let out = ssl_command(
-        &server.base_url,
+        server.base_url(),
         &["verification", "get", "--zone-id", ZONE],
     )
     .env(
@@ -250,7 +211,7 @@ fn errors_exit_non_zero_with_the_reason() {
 
 #[test]
 fn watch_prints_the_records_to_create_and_times_out() {
-    let server = DevServer::start();
+    let server = dev_server();
     // The documentation's pack is active: order one that is still pending.
     let ordered = server.ssl(&[
         "packs",
@@ -465,7 +426,7 @@ async fn watch_in_the_live_form_names_each_host_once() {
 
 #[test]
 fn order_prints_the_zone_id_in_its_next_step() {
-    let server = DevServer::start();
+    let server = dev_server();
     let out = server.ssl(&[
         "packs",
         "order",
@@ -489,7 +450,7 @@ fn order_prints_the_zone_id_in_its_next_step() {
 #[test]
 fn a_closed_stdout_ends_a_command_quietly() {
     // `zonecert ... | head -0`: the reader is gone before the command writes.
-    let server = DevServer::start();
+    let server = dev_server();
     let commands: [Vec<&str>; 3] = [
         vec![
             "ssl",
@@ -505,7 +466,7 @@ fn a_closed_stdout_ends_a_command_quietly() {
             "zone",
             "list",
             "--data-dir",
-            server._dir.path().to_str().unwrap(),
+            server.data_dir().to_str().unwrap(),
         ],
     ];
     for args in commands {
@@ -513,8 +474,8 @@ fn a_closed_stdout_ends_a_command_quietly() {
         drop(reader);
         let out = Command::new(BIN)
             .args(&args)
-            .env("CLOUDFLARE_BASE_URL", &server.base_url)
-            .env("CLOUDFLARE_API_TOKEN", &server.token)
+            .env("CLOUDFLARE_BASE_URL", server.base_url())
+            .env("CLOUDFLARE_API_TOKEN", server.token())
             .env_remove("CLOUDFLARE_API_KEY")
             .env_remove("CLOUDFLARE_EMAIL")
             .stdout(writer)

@@ -11,7 +11,6 @@
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,13 +20,13 @@ use std::time::{Duration, Instant};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zonecert_server::model::{DcvRecord, Pack, PackState, ZoneId};
 use zonecert_server::store::Store;
-use zonecert_testkit::DnsServer;
+use zonecert_testkit::{DnsServer, ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
 /// `zonecert serve --dev` on port 0 with its DCV checks sent to `dns`; SIGKILLed when dropped.
 struct RealServer {
-    child: Child,
+    process: ServeProcess,
     base_url: String,
     token: String,
     data_dir: PathBuf,
@@ -35,58 +34,26 @@ struct RealServer {
 }
 
 impl RealServer {
-    // The child is killed and waited for in Drop; clippy cannot see that across the return.
-    #[allow(clippy::zombie_processes)]
     fn start(data_dir: &Path, dns: &DnsServer, extra: &[&str]) -> RealServer {
         let log = data_dir.with_extension(format!("{}.log", std::process::id()));
-        let stderr = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--rate-limit",
-                "off",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--dcv-resolvers")
-            .arg(dns.addr().to_string())
+        let process = ServeCommand::new(BIN)
+            .dev()
+            .data_dir(data_dir)
+            .args(["--rate-limit", "off"])
+            .resolvers([dns.addr()])
             .args(extra)
-            .env_remove("ZONECERT_CONFIG")
             .env(
                 "ZONECERT_LOG",
                 std::env::var("TEST_ZONECERT_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let Some(line) = lines.next() else {
-                panic!(
-                    "zonecert serve exited before printing its address:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            };
-            let line = line.unwrap();
-            if let Some(rest) = line.strip_prefix("export CLOUDFLARE_BASE_URL=") {
-                let (url, token) = rest.split_once(" CLOUDFLARE_API_TOKEN=").unwrap();
-                return RealServer {
-                    child,
-                    base_url: url.to_owned(),
-                    token: token.to_owned(),
-                    data_dir: data_dir.to_owned(),
-                    log,
-                };
-            }
+            .stderr_log(&log)
+            .spawn();
+        RealServer {
+            base_url: process.base_url().to_owned(),
+            token: process.token().to_owned(),
+            process,
+            data_dir: data_dir.to_owned(),
+            log,
         }
     }
 
@@ -136,15 +103,8 @@ impl RealServer {
 
     /// `kill -9`.
     fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for RealServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.child().kill().unwrap();
+        self.process.child().wait().unwrap();
     }
 }
 
@@ -490,7 +450,7 @@ async fn kill_9_during_validation_loses_no_check() {
         assert!(Instant::now() < deadline, "the rechecks never reached DNS");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = server.child.id();
+    let pid = server.process.id();
     server.kill();
     let _ = retry.await;
     let at_kill = attempts(&store.packs_of_zone(&zone_id).await.unwrap());

@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 use futures_util::TryStreamExt;
-use std::sync::Arc;
 use std::time::Duration;
 use zonecert_client::api::{CertificatePackQuota, PackStatus};
 use zonecert_client::{
@@ -10,51 +9,38 @@ use zonecert_client::{
     CertificatePackParams, CertificateStatus, Client, Error, ValidationMethod,
     VerificationEditParams, VerificationGetParams, ZoneListParams,
 };
-use zonecert_server::App;
-use zonecert_server::clock::SystemClock;
 use zonecert_server::config::{Config, RateLimit};
+use zonecert_testkit::TestServer;
 
 const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 const PACK: &str = "a77f8bd7-3b47-46b4-a6f1-75cf98109948";
 const EMAIL: &str = "user@example.com";
 const KEY: &str = "144c9defac04969c7bfad8efaa8ea194";
 
-struct Server {
-    base_url: String,
-    token: String,
-    app_store: zonecert_server::store::Store,
-    _dir: tempfile::TempDir,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+/// The dev server as the SDK meets it: dev mode, short `retry=true` waits, rate limits
+/// as `zonecert serve` has them by default.
+async fn start(configure: impl FnOnce(&mut Config) + Send) -> TestServer {
+    TestServer::builder()
+        .config(|c| {
+            c.dev = true;
+            c.retry_wait = Duration::from_millis(200);
+            c.rate_limit = Config::new("").rate_limit;
+        })
+        .config(configure)
+        .await
 }
 
-impl Server {
-    async fn start(configure: impl FnOnce(&mut Config)) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.dev = true;
-        config.retry_wait = Duration::from_millis(200);
-        configure(&mut config);
-        let app = App::open(config, Arc::new(SystemClock)).await.unwrap();
-        let token = app.seed_dev().await.unwrap();
-        let store = app.store().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        Server {
-            base_url: format!("http://{addr}/client/v4"),
-            token,
-            app_store: store,
-            _dir: dir,
-            _shutdown: tx,
-        }
-    }
+/// SDK clients of the server.
+trait Clients {
+    fn with_token(&self, token: &str) -> Client;
+    fn client(&self) -> Client;
+    fn key_client(&self) -> Client;
+}
 
+impl Clients for TestServer {
     fn with_token(&self, token: &str) -> Client {
         Client::builder()
-            .base_url(&self.base_url)
+            .base_url(self.base_url())
             .api_token(token)
             .max_retries(0)
             .build()
@@ -62,30 +48,21 @@ impl Server {
     }
 
     fn client(&self) -> Client {
-        self.with_token(&self.token)
+        self.with_token(self.token())
     }
 
     fn key_client(&self) -> Client {
         Client::builder()
-            .base_url(format!("{}/", self.base_url))
+            .base_url(format!("{}/", self.base_url()))
             .api_key(EMAIL, KEY)
             .build()
             .unwrap()
-    }
-
-    async fn token_with(&self, permissions: &[&str], zones: &[&str]) -> String {
-        let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
-        let zones: Vec<String> = zones.iter().map(|z| (*z).to_owned()).collect();
-        zonecert_server::admin::create_token(&self.app_store, "test", &permissions, &zones, 0)
-            .await
-            .unwrap()
-            .secret
     }
 }
 
 #[tokio::test]
 async fn verification_get_with_both_credential_kinds() {
-    let server = Server::start(|_| {}).await;
+    let server = start(|_| {}).await;
     for client in [server.client(), server.key_client()] {
         let items = client.ssl().verification().get(ZONE).await.unwrap();
         assert!(!items.is_empty());
@@ -118,7 +95,7 @@ async fn verification_get_with_both_credential_kinds() {
 
 #[tokio::test]
 async fn certificate_packs_order_get_edit_verify_delete_quota() {
-    let server = Server::start(|_| {}).await;
+    let server = start(|_| {}).await;
     let client = server.client();
     let packs = client.ssl().certificate_packs();
     let before: CertificatePackQuota = packs.quota(ZONE).await.unwrap();
@@ -191,7 +168,7 @@ async fn certificate_packs_order_get_edit_verify_delete_quota() {
 
 #[tokio::test]
 async fn list_pages_across_the_server() {
-    let server = Server::start(|_| {}).await;
+    let server = start(|_| {}).await;
     let client = server.key_client();
     let packs = client.ssl().certificate_packs();
     let mut ordered = vec![PACK.to_owned()];
@@ -228,7 +205,7 @@ async fn list_pages_across_the_server() {
 
 #[tokio::test]
 async fn zones_create_get_list_delete() {
-    let server = Server::start(|_| {}).await;
+    let server = start(|_| {}).await;
     let client = server.client();
     let zone = client
         .zones()
@@ -252,13 +229,13 @@ async fn zones_create_get_list_delete() {
 
 #[tokio::test]
 async fn every_error_kind_from_the_server() {
-    let server = Server::start(|c| {
+    let server = start(|c| {
         c.rate_limit = RateLimit::parse("20/300").unwrap();
     })
     .await;
 
     let anonymous = Client::builder()
-        .base_url(&server.base_url)
+        .base_url(server.base_url())
         .build()
         .unwrap();
     let err = anonymous.ssl().verification().get(ZONE).await.unwrap_err();
@@ -275,14 +252,16 @@ async fn every_error_kind_from_the_server() {
     assert!(matches!(err, Error::Authentication(_)), "{err:?}");
 
     let wrong_key = Client::builder()
-        .base_url(&server.base_url)
+        .base_url(server.base_url())
         .api_key(EMAIL, "00000000000000000000000000000000")
         .build()
         .unwrap();
     let err = wrong_key.ssl().verification().get(ZONE).await.unwrap_err();
     assert!(matches!(err, Error::Authentication(_)), "{err:?}");
 
-    let read_only = server.token_with(&["SSL and Certificates Read"], &[]).await;
+    let read_only = server
+        .create_token(&["SSL and Certificates Read"], &[])
+        .await;
     let reader = server.with_token(&read_only);
     reader.ssl().verification().get(ZONE).await.unwrap();
     let err = reader
@@ -318,7 +297,11 @@ async fn every_error_kind_from_the_server() {
     assert!(err.errors().iter().all(|e| e.code >= 1000), "{err:?}");
 
     // A token of its own, so the budget is fresh: 20 requests pass, then 429.
-    let limited = server.with_token(&server.token_with(&["SSL and Certificates Read"], &[]).await);
+    let limited = server.with_token(
+        &server
+            .create_token(&["SSL and Certificates Read"], &[])
+            .await,
+    );
     let mut outcome = None;
     for _ in 0..25 {
         if let Err(e) = limited.ssl().certificate_packs().quota(ZONE).await {

@@ -4,94 +4,18 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
 
 use serde_json::{Value, json};
-use std::sync::Arc;
-use zonecert_server::App;
 use zonecert_server::admin::{self, dev};
-use zonecert_server::clock::SystemClock;
-use zonecert_server::config::{Config, RateLimit};
+use zonecert_server::config::RateLimit;
 use zonecert_server::model::PackId;
+use zonecert_testkit::TestServer;
 
-struct Server {
-    base: String,
-    dev_token: String,
-    app_store: zonecert_server::store::Store,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+/// What these tests do often, on the shared harness.
+trait Suite {
+    async fn zone(&self, name: &str) -> String;
+    async fn order(&self, zone: &str, hosts: &[&str], method: &str) -> (u16, Value);
 }
 
-async fn start_with(tweak: impl FnOnce(&mut Config)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path());
-    config.rate_limit = None;
-    tweak(&mut config);
-    let app = App::open(config, Arc::new(SystemClock)).await.unwrap();
-    let dev_token = app.seed_dev().await.unwrap();
-    let store = app.store().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Server {
-        base: format!("http://{addr}/client/v4"),
-        dev_token,
-        app_store: store,
-        http: reqwest::Client::new(),
-        _dir: dir,
-        _stop: stop,
-    }
-}
-
-async fn start() -> Server {
-    start_with(|_| {}).await
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap();
-        (status, body)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call("GET", path, Some(&self.dev_token.clone()), None)
-            .await
-    }
-
-    async fn send(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        self.call(method, path, Some(&self.dev_token.clone()), Some(body))
-            .await
-    }
-
-    async fn token(&self, perms: &[&str], zones: &[&str]) -> String {
-        let perms: Vec<String> = perms.iter().map(|s| s.to_string()).collect();
-        let zones: Vec<String> = zones.iter().map(|s| s.to_string()).collect();
-        admin::create_token(&self.app_store, "t", &perms, &zones, 0)
-            .await
-            .unwrap()
-            .secret
-    }
-
+impl Suite for TestServer {
     async fn zone(&self, name: &str) -> String {
         let (s, body) = self.send("POST", "/zones", json!({"name": name})).await;
         assert_eq!(s, 200, "{body}");
@@ -127,7 +51,7 @@ fn verification_path() -> String {
 
 #[tokio::test]
 async fn verification_lists_each_host_of_each_pack_with_its_record() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let (status, body) = s.get(&verification_path()).await;
     assert_eq!(status, 200);
     assert_eq!(body["success"], true);
@@ -162,7 +86,7 @@ async fn verification_lists_each_host_of_each_pack_with_its_record() {
 
 #[tokio::test]
 async fn verification_status_is_omitted_until_a_check_runs() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let zone = s.zone("fresh.example").await;
     let (st, _) = s.order(&zone, &["fresh.example"], "txt").await;
     assert_eq!(st, 200);
@@ -177,8 +101,9 @@ async fn verification_status_is_omitted_until_a_check_runs() {
 
 #[tokio::test]
 async fn the_live_form_has_one_item_per_pack_with_an_array_of_records() {
-    let s =
-        start_with(|c| c.verification_form = zonecert_server::config::VerificationForm::Live).await;
+    let s = TestServer::builder()
+        .config(|c| c.verification_form = zonecert_server::config::VerificationForm::Live)
+        .await;
     let (_, body) = s.get(&verification_path()).await;
     let items = body["result"].as_array().unwrap();
     assert_eq!(items.len(), 1);
@@ -190,7 +115,7 @@ async fn the_live_form_has_one_item_per_pack_with_an_array_of_records() {
 
 #[tokio::test]
 async fn global_key_authentication_works_on_every_endpoint() {
-    let s = start().await;
+    let s = TestServer::start().await;
     for path in [
         verification_path(),
         format!("/zones/{}/ssl/certificate_packs?status=all", dev::ZONE_ID),
@@ -204,7 +129,7 @@ async fn global_key_authentication_works_on_every_endpoint() {
         "/zones".to_owned(),
     ] {
         let resp = s
-            .http
+            .http()
             .get(s.url(&path))
             .header("X-Auth-Email", dev::USER_EMAIL)
             .header("X-Auth-Key", dev::USER_KEY)
@@ -217,10 +142,10 @@ async fn global_key_authentication_works_on_every_endpoint() {
 
 #[tokio::test]
 async fn the_error_table_of_domain_md() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let path = verification_path();
     let raw = |headers: Vec<(&'static str, &'static str)>| {
-        let mut req = s.http.get(s.url(&path));
+        let mut req = s.http().get(s.url(&path));
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -261,7 +186,7 @@ async fn the_error_table_of_domain_md() {
     .await;
     assert_eq!((st, codes(&body)), (403, vec![9103]));
 
-    let reader = s.token(&["SSL and Certificates Read"], &[]).await;
+    let reader = s.create_token(&["SSL and Certificates Read"], &[]).await;
     let (st, body) = s
         .call(
             "POST",
@@ -273,7 +198,7 @@ async fn the_error_table_of_domain_md() {
     assert_eq!((st, codes(&body)), (403, vec![9109]));
     let other_zone = s.zone("other.example").await;
     let scoped = s
-        .token(&["SSL and Certificates Read"], &[&other_zone])
+        .create_token(&["SSL and Certificates Read"], &[&other_zone])
         .await;
     let (st, body) = s.call("GET", &path, Some(&scoped), None).await;
     assert_eq!((st, codes(&body)), (403, vec![9109]));
@@ -287,7 +212,7 @@ async fn the_error_table_of_domain_md() {
         .await;
     assert_eq!(st, 200);
     let mtls = s
-        .token(&["Access: Mutual TLS Certificates Read"], &[])
+        .create_token(&["Access: Mutual TLS Certificates Read"], &[])
         .await;
     assert_eq!(s.call("GET", &path, Some(&mtls), None).await.0, 200);
     let (st, body) = s
@@ -320,13 +245,13 @@ async fn the_error_table_of_domain_md() {
     }
     let (st, body) = s.get("/no/such/route").await;
     assert_eq!((st, codes(&body)), (404, vec![7000]));
-    let (st, body) = s.call("PUT", &path, Some(&s.dev_token.clone()), None).await;
+    let (st, body) = s.call("PUT", &path, Some(s.token()), None).await;
     assert_eq!((st, codes(&body)), (405, vec![7001]));
 }
 
 #[tokio::test]
 async fn bad_bodies_get_field_named_errors() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let zone = dev::ZONE_ID;
     let order = format!("/zones/{zone}/ssl/certificate_packs/order");
     let base = json!({"type": "advanced", "hosts": ["example.com"], "validation_method": "txt",
@@ -389,9 +314,9 @@ async fn bad_bodies_get_field_named_errors() {
 
     for raw in ["{not json", "[1,2]", "", "\u{0}\u{1}garbage"] {
         let resp = s
-            .http
+            .http()
             .post(s.url(&order))
-            .bearer_auth(&s.dev_token)
+            .bearer_auth(s.token())
             .body(raw)
             .send()
             .await
@@ -401,9 +326,9 @@ async fn bad_bodies_get_field_named_errors() {
     }
     let big = format!("{{\"hosts\": [\"{}\"]}}", "a".repeat(1024 * 1024 + 10));
     let resp = s
-        .http
+        .http()
         .post(s.url(&order))
-        .bearer_auth(&s.dev_token)
+        .bearer_auth(s.token())
         .body(big)
         .send()
         .await
@@ -418,7 +343,7 @@ async fn bad_bodies_get_field_named_errors() {
 
 #[tokio::test]
 async fn packs_page_past_the_end_and_filter_active_by_default() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let zone = s.zone("pages.example").await;
     let mut ids = Vec::new();
     for i in 0..12 {
@@ -472,7 +397,7 @@ async fn packs_page_past_the_end_and_filter_active_by_default() {
 
 #[tokio::test]
 async fn pack_get_edit_delete_and_quota() {
-    let s = start_with(|c| c.quota_advanced = 3).await;
+    let s = TestServer::builder().config(|c| c.quota_advanced = 3).await;
     let zone = s.zone("quota.example").await;
     let q = format!("/zones/{zone}/ssl/certificate_packs/quota");
     assert_eq!(
@@ -505,15 +430,11 @@ async fn pack_get_edit_delete_and_quota() {
         "only timed-out packs restart"
     );
 
-    let (st, del) = s
-        .call("DELETE", &pack_path, Some(&s.dev_token.clone()), None)
-        .await;
+    let (st, del) = s.call("DELETE", &pack_path, Some(s.token()), None).await;
     assert_eq!((st, del["result"]["id"].as_str()), (200, Some(id.as_str())));
     assert_eq!(s.get(&pack_path).await.0, 404);
     assert_eq!(
-        s.call("DELETE", &pack_path, Some(&s.dev_token.clone()), None)
-            .await
-            .0,
+        s.call("DELETE", &pack_path, Some(s.token()), None).await.0,
         404
     );
     assert_eq!(s.get(&q).await.1["result"]["advanced"]["used"], 2);
@@ -521,7 +442,7 @@ async fn pack_get_edit_delete_and_quota() {
 
 #[tokio::test]
 async fn changing_the_validation_method_mints_records_of_that_method() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let zone = s.zone("method.example").await;
     let (_, a) = s
         .order(&zone, &["method.example", "www.method.example"], "txt")
@@ -605,18 +526,19 @@ async fn changing_the_validation_method_mints_records_of_that_method() {
 
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
-    let s = start_with(|c| {
-        c.rate_limit = Some(RateLimit {
-            requests: 3,
-            window: std::time::Duration::from_secs(300),
+    let s = TestServer::builder()
+        .config(|c| {
+            c.rate_limit = Some(RateLimit {
+                requests: 3,
+                window: std::time::Duration::from_secs(300),
+            })
         })
-    })
-    .await;
+        .await;
     for left in [2, 1, 0] {
         let r = s
-            .http
+            .http()
             .get(s.url(&verification_path()))
-            .bearer_auth(&s.dev_token)
+            .bearer_auth(s.token())
             .send()
             .await
             .unwrap();
@@ -628,9 +550,9 @@ async fn rate_limits_answer_429_with_retry_after() {
         );
     }
     let r = s
-        .http
+        .http()
         .get(s.url(&verification_path()))
-        .bearer_auth(&s.dev_token)
+        .bearer_auth(s.token())
         .send()
         .await
         .unwrap();
@@ -643,7 +565,7 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert!((1..=100).contains(&wait));
     assert_eq!(codes(&r.json().await.unwrap()), vec![971]);
     let other = s
-        .http
+        .http()
         .get(s.url(&verification_path()))
         .header("X-Auth-Email", dev::USER_EMAIL)
         .header("X-Auth-Key", dev::USER_KEY)
@@ -655,7 +577,7 @@ async fn rate_limits_answer_429_with_retry_after() {
 
 #[tokio::test]
 async fn zones_and_token_verification() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let id = s.zone("zones.example").await;
     let (st, body) = s
         .send("POST", "/zones", json!({"name": "zones.example"}))
@@ -670,7 +592,7 @@ async fn zones_and_token_verification() {
     assert_eq!(body["result_info"]["total_count"], 1);
     let (_, body) = s.get(&format!("/zones/{id}")).await;
     assert_eq!(body["result"]["name"], "zones.example");
-    let scoped = s.token(&["Zone Read"], &[&id]).await;
+    let scoped = s.create_token(&["Zone Read"], &[&id]).await;
     let (_, body) = s.call("GET", "/zones", Some(&scoped), None).await;
     assert_eq!(
         body["result"].as_array().unwrap().len(),
@@ -682,12 +604,7 @@ async fn zones_and_token_verification() {
         .await;
     assert_eq!((st, &body["result"]["status"]), (200, &json!("active")));
     let (st, body) = s
-        .call(
-            "DELETE",
-            &format!("/zones/{id}"),
-            Some(&s.dev_token.clone()),
-            None,
-        )
+        .call("DELETE", &format!("/zones/{id}"), Some(s.token()), None)
         .await;
     assert_eq!((st, &body["result"]["id"]), (200, &json!(id)));
     assert_eq!(s.get(&format!("/zones/{id}")).await.0, 404);
@@ -695,7 +612,7 @@ async fn zones_and_token_verification() {
 
 #[tokio::test]
 async fn openapi_document_matches_the_router_and_cloudflares_spec() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let (st, doc) = s.call("GET", "/openapi.json", None, None).await;
     assert_eq!(st, 200);
     // Every documented operation is routed (it never answers "no route").
@@ -705,12 +622,7 @@ async fn openapi_document_matches_the_router_and_cloudflares_spec() {
             .replace("{zone_id}", dev::ZONE_ID)
             .replace("{certificate_pack_id}", dev::PACK_ID);
         let (_, body) = s
-            .call(
-                &op.method.to_uppercase(),
-                &path,
-                Some(&s.dev_token.clone()),
-                None,
-            )
+            .call(&op.method.to_uppercase(), &path, Some(s.token()), None)
             .await;
         let codes: Vec<u64> = body["errors"]
             .as_array()
@@ -743,10 +655,10 @@ async fn openapi_document_matches_the_router_and_cloudflares_spec() {
 
 #[tokio::test]
 async fn a_verification_patch_on_an_active_pack_with_its_own_method_answers_its_status() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let path = format!("/zones/{}/ssl/verification/{}", dev::ZONE_ID, dev::PACK_ID);
     let before = s
-        .app_store
+        .store()
         .pack_by_id(&PackId::parse(dev::PACK_ID).unwrap())
         .await
         .unwrap();
@@ -759,7 +671,7 @@ async fn a_verification_patch_on_an_active_pack_with_its_own_method_answers_its_
         json!({"status": "active", "validation_method": "txt"})
     );
     let after = s
-        .app_store
+        .store()
         .pack_by_id(&PackId::parse(dev::PACK_ID).unwrap())
         .await
         .unwrap();
@@ -782,7 +694,7 @@ async fn a_verification_patch_on_an_active_pack_with_its_own_method_answers_its_
 
 #[tokio::test]
 async fn zone_and_host_names_are_names_a_ca_could_issue_for() {
-    let s = start().await;
+    let s = TestServer::start().await;
     for (name, why) in [
         ("127.0.0.1", "IP address"),
         ("1.0.0.127", "IP address"),
@@ -817,7 +729,7 @@ async fn zone_and_host_names_are_names_a_ca_could_issue_for() {
         "a zone above one: {body}"
     );
     // Allowed explicitly by the operator.
-    admin::create_zone(&s.app_store, "nest.example", None, true, 0)
+    admin::create_zone(s.store(), "nest.example", None, true, 0)
         .await
         .unwrap();
     // Hosts of orders too: no certificate for an invalid IDNA label.

@@ -5,86 +5,8 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed setup should panic loudly
 
 use serde_json::{Value, json};
-use std::sync::Arc;
-use zonecert_server::App;
-use zonecert_server::admin::{self, dev};
-use zonecert_server::clock::SystemClock;
-use zonecert_server::config::Config;
-
-struct Server {
-    base: String,
-    dev_token: String,
-    app_store: zonecert_server::store::Store,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start_with(tweak: impl FnOnce(&mut Config)) -> Server {
-    start_with_clock(Arc::new(SystemClock), tweak).await
-}
-
-async fn start_with_clock(
-    clock: zonecert_server::clock::SharedClock,
-    tweak: impl FnOnce(&mut Config),
-) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path());
-    config.rate_limit = None;
-    tweak(&mut config);
-    let app = App::open(config, clock).await.unwrap();
-    let dev_token = app.seed_dev().await.unwrap();
-    let store = app.store().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Server {
-        base: format!("http://{addr}/client/v4"),
-        dev_token,
-        app_store: store,
-        http: reqwest::Client::new(),
-        _dir: dir,
-        _stop: stop,
-    }
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap();
-        (status, body)
-    }
-
-    async fn token(&self, perms: &[&str], zones: &[&str]) -> String {
-        let perms: Vec<String> = perms.iter().map(|s| s.to_string()).collect();
-        let zones: Vec<String> = zones.iter().map(|s| s.to_string()).collect();
-        admin::create_token(&self.app_store, "t", &perms, &zones, 0)
-            .await
-            .unwrap()
-            .secret
-    }
-}
+use zonecert_server::admin::dev;
+use zonecert_testkit::TestServer;
 
 /// Every code of a failure envelope.
 fn codes(body: &Value) -> Vec<u64> {
@@ -100,8 +22,8 @@ fn codes(body: &Value) -> Vec<u64> {
 
 #[tokio::test]
 async fn a_zone_scoped_token_cannot_create_zones() {
-    let s = start_with(|_| {}).await;
-    let scoped = s.token(&["Zone Write"], &[dev::ZONE_ID]).await;
+    let s = TestServer::builder().config(|_| {}).await;
+    let scoped = s.create_token(&["Zone Write"], &[dev::ZONE_ID]).await;
     let (st, body) = s
         .call(
             "POST",
@@ -112,16 +34,11 @@ async fn a_zone_scoped_token_cannot_create_zones() {
         .await;
     assert_eq!((st, codes(&body)), (403, vec![9109]), "{body}");
     let (_, body) = s
-        .call(
-            "GET",
-            "/zones?name=squatted.example",
-            Some(&s.dev_token),
-            None,
-        )
+        .call("GET", "/zones?name=squatted.example", Some(s.token()), None)
         .await;
     assert_eq!(body["result_info"]["total_count"], 0, "nothing was created");
     // An unscoped token with Zone Write still creates zones.
-    let unscoped = s.token(&["Zone Write"], &[]).await;
+    let unscoped = s.create_token(&["Zone Write"], &[]).await;
     let (st, body) = s
         .call(
             "POST",
@@ -172,9 +89,9 @@ fn envelope_codes(head: &str, body: &[u8]) -> Vec<u64> {
 
 #[tokio::test]
 async fn malformed_requests_are_answered_in_the_envelope() {
-    let s = start_with(|_| {}).await;
-    let addr = addr_of(&s);
-    let auth = format!("Authorization: Bearer {}\r\n", s.dev_token);
+    let s = TestServer::builder().config(|_| {}).await;
+    let addr = s.addr();
+    let auth = format!("Authorization: Bearer {}\r\n", s.token());
 
     // An id that is not UTF-8 once decoded names nothing: 404, like any malformed id.
     let (status, head, body) = raw(
@@ -242,15 +159,6 @@ async fn malformed_requests_are_answered_in_the_envelope() {
     assert!(rest.contains("\"code\":1007"), "{rest}");
 }
 
-fn addr_of(s: &Server) -> std::net::SocketAddr {
-    s.base["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Reads until the server closes the connection (or fails it); panics if it stays
 /// open for `limit`.
 async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Vec<u8> {
@@ -266,13 +174,14 @@ async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: std::time::Durati
 async fn idle_slow_header_and_slow_body_connections_are_closed() {
     use tokio::io::AsyncWriteExt;
     let secs = std::time::Duration::from_secs;
-    let s = start_with(|c| {
-        c.idle_timeout = secs(1);
-        c.header_read_timeout = secs(1);
-        c.body_read_timeout = secs(1);
-    })
-    .await;
-    let addr = addr_of(&s);
+    let s = TestServer::builder()
+        .config(|c| {
+            c.idle_timeout = secs(1);
+            c.header_read_timeout = secs(1);
+            c.body_read_timeout = secs(1);
+        })
+        .await;
+    let addr = s.addr();
     // Bounds far above the timeouts: they only stop a test that would hang.
     let cap = secs(30);
 
@@ -321,7 +230,7 @@ async fn idle_slow_header_and_slow_body_connections_are_closed() {
     body.write_all(
         format!(
             "POST /client/v4/zones HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"name\":",
-            s.dev_token
+            s.token()
         )
         .as_bytes(),
     )
@@ -337,27 +246,28 @@ async fn idle_slow_header_and_slow_body_connections_are_closed() {
     );
 
     // Requests at a normal pace are served as before.
-    let (st, _) = s.call("GET", "/zones", Some(&s.dev_token), None).await;
+    let (st, _) = s.call("GET", "/zones", Some(s.token()), None).await;
     assert_eq!(st, 200);
 }
 
 #[tokio::test]
 async fn rate_limits_follow_the_authenticated_identity_and_failures_the_address() {
-    let s = start_with(|c| {
-        c.rate_limit = Some(zonecert_server::config::RateLimit {
-            requests: 3,
-            window: std::time::Duration::from_secs(300),
+    let s = TestServer::builder()
+        .config(|c| {
+            c.rate_limit = Some(zonecert_server::config::RateLimit {
+                requests: 3,
+                window: std::time::Duration::from_secs(300),
+            })
         })
-    })
-    .await;
+        .await;
     let url = s.url(&format!("/zones/{}/ssl/verification", dev::ZONE_ID));
     // One token written four ways is one bucket of three.
     let mut statuses = Vec::new();
     for scheme in ["Bearer ", "bearer ", "BEARER ", "Bearer   "] {
         let r = s
-            .http
+            .http()
             .get(&url)
-            .header("Authorization", format!("{scheme}{}", s.dev_token))
+            .header("Authorization", format!("{scheme}{}", s.token()))
             .send()
             .await
             .unwrap();
@@ -370,7 +280,7 @@ async fn rate_limits_follow_the_authenticated_identity_and_failures_the_address(
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let r = s
-            .http
+            .http()
             .get(&url)
             .header("X-Auth-Email", dev::USER_EMAIL)
             .header("X-Auth-Key", "0123456789abcdef0123456789abcdef01234")
@@ -389,7 +299,7 @@ async fn rate_limits_follow_the_authenticated_identity_and_failures_the_address(
         dev::USER_EMAIL.to_ascii_uppercase(),
     ] {
         let r = s
-            .http
+            .http()
             .get(&url)
             .header("X-Auth-Email", email)
             .header("X-Auth-Key", dev::USER_KEY)
@@ -406,23 +316,25 @@ async fn retry_storms_do_not_multiply_checks() {
     use zonecert_server::model::ZoneId;
     let dns = zonecert_testkit::DnsServer::start().await;
     let clock = zonecert_server::clock::ManualClock::new(1_800_000_000);
-    let s = start_with_clock(clock.clone(), |c| {
-        c.lifecycle = true;
-        c.dcv_resolvers = vec![dns.addr()];
-        c.poll_interval = std::time::Duration::from_millis(100);
-        c.retry_wait = std::time::Duration::from_secs(20);
-        c.rate_limit = Some(zonecert_server::config::RateLimit {
-            requests: 100,
-            // Refills too slowly to show within the test.
-            window: std::time::Duration::from_secs(10_000_000),
-        });
-    })
-    .await;
+    let s = TestServer::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            c.lifecycle = true;
+            c.dcv_resolvers = vec![dns.addr()];
+            c.poll_interval = std::time::Duration::from_millis(100);
+            c.retry_wait = std::time::Duration::from_secs(20);
+            c.rate_limit = Some(zonecert_server::config::RateLimit {
+                requests: 100,
+                // Refills too slowly to show within the test.
+                window: std::time::Duration::from_secs(10_000_000),
+            });
+        })
+        .await;
     let (st, zone) = s
         .call(
             "POST",
             "/zones",
-            Some(&s.dev_token),
+            Some(s.token()),
             Some(json!({"name": "amp.example"})),
         )
         .await;
@@ -436,7 +348,7 @@ async fn retry_storms_do_not_multiply_checks() {
             .call(
                 "POST",
                 &format!("/zones/{zone}/ssl/certificate_packs/order"),
-                Some(&s.dev_token),
+                Some(s.token()),
                 Some(
                     json!({"type": "advanced", "hosts": hosts, "validation_method": "txt",
                             "validity_days": 90, "certificate_authority": "google"}),
@@ -446,10 +358,12 @@ async fn retry_storms_do_not_multiply_checks() {
         assert_eq!(st, 200, "{body}");
     }
     // A read-only token, with a bucket of its own (100 requests).
-    let reader = s.token(&["SSL and Certificates Read"], &[&zone]).await;
+    let reader = s
+        .create_token(&["SSL and Certificates Read"], &[&zone])
+        .await;
     let retry = || async {
         let r = s
-            .http
+            .http()
             .get(s.url(&format!("/zones/{zone}/ssl/verification?retry=true")))
             .bearer_auth(&reader)
             .send()
@@ -460,7 +374,7 @@ async fn retry_storms_do_not_multiply_checks() {
     let zone_id = ZoneId::parse(&zone).unwrap();
     let attempts = || async {
         let mut a: Vec<u32> = s
-            .app_store
+            .store()
             .packs_of_zone(&zone_id)
             .await
             .unwrap()
@@ -488,7 +402,7 @@ async fn retry_storms_do_not_multiply_checks() {
     assert_eq!(after.iter().filter(|a| **a == 2).count(), 50, "{after:?}");
     assert_eq!(after.iter().filter(|a| **a == 1).count(), 10, "{after:?}");
     let r = s
-        .http
+        .http()
         .get(s.url(&format!("/zones/{zone}/ssl/verification")))
         .bearer_auth(&reader)
         .send()
@@ -506,9 +420,9 @@ async fn retry_storms_do_not_multiply_checks() {
 #[tokio::test]
 async fn a_bad_head_after_a_body_is_refused_in_the_envelope() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let s = start_with(|_| {}).await;
-    let addr = addr_of(&s);
-    let auth = format!("Authorization: Bearer {}\r\n", s.dev_token);
+    let s = TestServer::builder().config(|_| {}).await;
+    let addr = s.addr();
+    let auth = format!("Authorization: Bearer {}\r\n", s.token());
     let bad = "GET /healthz HTTP/1.1\r\nBad Name: v\r\n\r\n";
 
     // Reads until the server closes; the answers as text.

@@ -7,36 +7,28 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use zonecert_server::App;
 use zonecert_server::clock::ManualClock;
 use zonecert_server::config::Config;
 use zonecert_server::model::schedule::wait_before_next_check;
 use zonecert_server::model::{DcvRecord, Pack, PackId, PackState, ZoneId};
 use zonecert_server::store::Store;
-use zonecert_testkit::{DnsServer, HttpOrigin};
+use zonecert_testkit::{DnsServer, HttpOrigin, TestServer, TestServerBuilder};
 
 const T0: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;
 
+/// The shared harness with what these tests use beside it: a token allowed to write
+/// SSL, the `example.com` zone and the manual clock.
 struct Server {
-    base: String,
+    app: TestServer,
     token: String,
     zone: String,
     data: PathBuf,
     store: Store,
     clock: Arc<ManualClock>,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
 }
 
-fn config(data: &Path, dns: &DnsServer) -> Config {
-    let mut c = Config::new(data);
-    c.rate_limit = None;
-    c.lifecycle = true;
-    c.dcv_resolvers = vec![dns.addr()];
+fn config(c: &mut Config) {
     c.dcv_allow_private_addresses = true;
     c.dcv_timeout = Duration::from_secs(2);
     c.poll_interval = Duration::from_millis(100);
@@ -44,25 +36,35 @@ fn config(data: &Path, dns: &DnsServer) -> Config {
     // These tests publish a record and retry at once, on a clock that stands still:
     // what they check is the lifecycle, not the coalescing of retries (`http_edge.rs`).
     c.retry_coalesce = Duration::ZERO;
-    c
 }
 
-async fn start(dns: &DnsServer, tweak: impl FnOnce(&mut Config)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = start_in(dir.path(), dns, ManualClock::new(T0), tweak).await;
-    s._dir = Some(dir);
-    s
+async fn start(dns: &DnsServer, tweak: impl FnOnce(&mut Config) + Send) -> Server {
+    serve(TestServer::builder(), dns, ManualClock::new(T0), tweak).await
 }
 
 async fn start_in(
     data: &Path,
     dns: &DnsServer,
     clock: Arc<ManualClock>,
-    tweak: impl FnOnce(&mut Config),
+    tweak: impl FnOnce(&mut Config) + Send,
 ) -> Server {
-    let mut cfg = config(data, dns);
-    tweak(&mut cfg);
-    let app = App::open(cfg, clock.clone()).await.unwrap();
+    serve(TestServer::builder().data_dir(data), dns, clock, tweak).await
+}
+
+async fn serve(
+    builder: TestServerBuilder<'_>,
+    dns: &DnsServer,
+    clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut Config) + Send,
+) -> Server {
+    let app = builder
+        .clock(clock.clone())
+        .lifecycle(true)
+        .resolvers([dns.addr()])
+        .dev_seed(false)
+        .config(config)
+        .config(tweak)
+        .await;
     let store = app.store().clone();
     let zone = match store
         .list_zones(Some("example.com"), None, 0, 1)
@@ -85,30 +87,24 @@ async fn start_in(
     )
     .await
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.serve(listener, async move {
-        let _ = rx.await;
-    }));
     Server {
-        base: format!("http://{addr}/client/v4"),
         token: token.secret,
         zone: zone.id.as_str().to_owned(),
-        data: data.to_owned(),
+        data: app.data_dir().to_owned(),
         store,
         clock,
-        http: reqwest::Client::new(),
-        stop: Some(tx),
-        task: Some(task),
-        _dir: None,
+        app,
     }
 }
 
 impl Server {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/zones/{}{path}", self.base, self.zone);
-        let mut req = self.http.request(method, url).bearer_auth(&self.token);
+        let url = format!("{}/zones/{}{path}", self.app.base_url(), self.zone);
+        let mut req = self
+            .app
+            .http()
+            .request(method, url)
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -215,13 +211,8 @@ impl Server {
         }
     }
 
-    async fn shutdown(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    async fn shutdown(self) {
+        self.app.shutdown().await.unwrap();
     }
 }
 

@@ -8,12 +8,10 @@
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use yaml_rust2::{Yaml, YamlLoader};
-use zonecert_server::App;
 use zonecert_server::admin::dev;
-use zonecert_server::clock::SystemClock;
-use zonecert_server::config::{Config, VerificationForm};
+use zonecert_server::config::VerificationForm;
+use zonecert_testkit::TestServer;
 
 /// Properties of the spec that zonecert neither sends nor describes (matched as the
 /// end of a property's path), each with why. The comparison fails on any other
@@ -494,54 +492,16 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String>
     problems
 }
 
-struct Server {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start(form: VerificationForm) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path());
-    config.rate_limit = None;
-    config.verification_form = form;
-    let app = App::open(config, Arc::new(SystemClock)).await.unwrap();
-    let token = app.seed_dev().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Server {
-        base: format!("http://{addr}/client/v4"),
-        token,
-        http: reqwest::Client::new(),
-        _dir: dir,
-        _stop: stop,
-    }
-}
-
-impl Server {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
+async fn start(form: VerificationForm) -> TestServer {
+    TestServer::builder()
+        .config(move |c| c.verification_form = form)
+        .await
 }
 
 /// Calls `method path` and checks the answer against the operation's documented
 /// 200 or 4XX schema.
 async fn check(
-    s: &Server,
+    s: &TestServer,
     doc: &Value,
     method: &str,
     template: &str,
@@ -552,7 +512,7 @@ async fn check(
 }
 
 async fn check_pack(
-    s: &Server,
+    s: &TestServer,
     doc: &Value,
     method: &str,
     template: &str,
@@ -564,7 +524,7 @@ async fn check_pack(
         .replace("{zone_id}", dev::ZONE_ID)
         .replace("{certificate_pack_id}", pack);
     let (query_less, _) = template.split_once('?').unwrap_or((template, ""));
-    let (status, answer) = s.call(method, &path, body).await;
+    let (status, answer) = s.call(method, &path, Some(s.token()), body).await;
     assert_eq!(status, expect, "{method} {path}: {answer}");
     let op = &doc["paths"][query_less][method.to_lowercase()];
     let key = if status == 200 { "200" } else { "4XX" };
@@ -588,8 +548,8 @@ async fn real_answers_fit_the_documented_schemas() {
     let s = start(VerificationForm::PerHost).await;
     // Served as built.
     let served = s
-        .http
-        .get(format!("{}/openapi.json", s.base))
+        .http()
+        .get(format!("{}/openapi.json", s.base_url()))
         .send()
         .await
         .unwrap();

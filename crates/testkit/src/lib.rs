@@ -2,10 +2,21 @@
 //! ([`DnsServer`]) and an HTTP origin ([`HttpOrigin`]), both configurable while running and
 //! stopped when dropped; [`console`] drives both with line commands. Everything binds
 //! 127.0.0.1 (or `::1`) on port 0.
+//!
+//! With the `server` feature, zonecert itself for a test: `TestServer` (the app in the
+//! test's process) and `ServeCommand` (the built binary as a child process).
 
 pub mod console;
 mod dns;
 mod http;
+#[cfg(feature = "server")]
+mod process;
+#[cfg(feature = "server")]
+mod server;
 
 pub use dns::DnsServer;
 pub use http::{HttpOrigin, LoggedRequest};
+#[cfg(feature = "server")]
+pub use process::{ServeCommand, ServeProcess};
+#[cfg(feature = "server")]
+pub use server::{TestServer, TestServerBuilder};

@@ -1,7 +1,7 @@
 //! The embedded SQLite backend.
 //!
-//! Each thread keeps its own connection to the database (a thread-local map keyed by
-//! store), so reads on the request path never wait for a pool: SQLite in WAL mode lets
+//! Each thread keeps its own connection to the database (owned by the store, per thread,
+//! and closed with it), so reads on the request path never wait for a pool: SQLite in WAL mode lets
 //! any number of readers run beside one writer. Writes open `BEGIN IMMEDIATE`
 //! transactions, so two writers queue on the busy timeout instead of deadlocking.
 //!
@@ -32,22 +32,14 @@ use super::cache::{ReadCache, Touch};
 use checkpointer::Checkpointer;
 use rusqlite::{Connection, TransactionBehavior};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use thread_local::ThreadLocal;
 use wal_watch::WalWatch;
 
 /// Counts this database's write transactions that changed rows (see
 /// [`SqliteStore::write_then`]).
 const BUMP_WRITES: &str = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'writes'";
-
-static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// This thread's connections, one per open store.
-    static CONNECTIONS: RefCell<HashMap<u64, Connection>> = RefCell::new(HashMap::new());
-}
 
 /// A handle on one SQLite database file; cheap to clone.
 #[derive(Debug, Clone)]
@@ -61,7 +53,12 @@ struct Inner {
     /// then checkpoints as SQLite does by default). First, so it is dropped (its thread
     /// joined, its connection closed) before the writer connection closes.
     checkpointer: Option<Checkpointer>,
-    id: u64,
+    /// Each thread's reader connection, opened on the thread's first read. The store
+    /// owns them, so they close (with their page caches) when it is dropped; a
+    /// process-wide thread-local kept them, one per store ever opened, for as long as
+    /// their threads lived. A thread that ends leaves its connection to the next thread
+    /// that takes its slot.
+    readers: ThreadLocal<RefCell<Connection>>,
     path: PathBuf,
     /// The connection every write transaction of this process runs on. SQLite lets one
     /// writer in at a time anyway; queueing the others on this mutex wakes each as soon
@@ -93,16 +90,11 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        CONNECTIONS.with(|cell| {
-            let mut map = cell.borrow_mut();
-            let conn = match map.entry(self.inner.id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(connect(&self.inner.path)?)
-                }
-            };
-            f(conn)
-        })
+        let conn = self
+            .inner
+            .readers
+            .get_or_try(|| connect(&self.inner.path).map(RefCell::new))?;
+        f(&mut conn.borrow_mut())
     }
 
     /// Runs `f` in a write transaction on the writer connection, then forgets what it

@@ -3,13 +3,13 @@
 
 use super::checkpointer::{self, Checkpointer};
 use super::wal_watch::WalWatch;
-use super::{Inner, NEXT_STORE_ID, SqliteStore, connect};
+use super::{Inner, SqliteStore, connect};
 use crate::store::StoreError;
 use crate::store::cache::ReadCache;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
 pub(super) const SCHEMA_VERSION: &str = "2";
@@ -172,7 +172,7 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                readers: ThreadLocal::new(),
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
                 cache: ReadCache::default(),

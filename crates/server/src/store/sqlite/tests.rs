@@ -453,3 +453,35 @@ fn deleting_a_zone_deletes_its_packs() {
     assert!(s.pack(&z.id, &p.id).unwrap().is_none());
     assert!(!s.delete_zone(&z.id).unwrap());
 }
+
+/// How many descriptors of this process are open on files below `dir`.
+fn open_files_below(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn dropping_a_store_closes_the_reader_connection_of_every_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.db");
+    for _ in 0..20 {
+        let s = SqliteStore::open(&path).unwrap();
+        // A read on this thread and one on another: each opens that thread's
+        // connection, with its file descriptors and its page cache.
+        assert!(s.zone(&ZoneId::generate()).unwrap().is_none());
+        std::thread::scope(|threads| {
+            threads.spawn(|| assert!(s.zone(&ZoneId::generate()).unwrap().is_none()));
+        });
+        drop(s);
+        // The thread that read lives on (this one): its connection must not.
+        assert_eq!(
+            open_files_below(dir.path()),
+            0,
+            "a reader connection outlived its store"
+        );
+    }
+}

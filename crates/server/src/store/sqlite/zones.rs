@@ -157,7 +157,7 @@ impl SqliteStore {
     /// Reads zones' views into the read cache, [`WARM_CHUNK`] zones per read
     /// transaction, until it holds `share` of its budget or every zone; returns how many
     /// views it put in. Runs on a connection of its own, closed at the end (a thread's
-    /// connection would keep its page cache for good).
+    /// connection would keep its page cache as long as the store).
     pub(in crate::store) fn warm_cache(&self, share: f64) -> Result<usize, StoreError> {
         let conn = connect(&self.inner.path)?;
         // One pass over the tables: a page cache larger than this would only raise the

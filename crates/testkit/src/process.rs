@@ -1,0 +1,289 @@
+//! [`ServeCommand`]: the built `zonecert serve` binary as a child process on
+//! 127.0.0.1:0, for the tests that need what only a process has (signals, `kill -9`,
+//! stdout and stderr, file descriptor limits, the flags and `ZONECERT_*` variables as a
+//! user gives them). The test passes the binary's path (`env!("CARGO_BIN_EXE_zonecert")`).
+//!
+//! The child's environment holds no `ZONECERT_*` variable of the test's own environment,
+//! only those the test sets, so a developer's shell cannot change what a test sees.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+/// How `zonecert serve` is started: `[PREFIX..] BIN serve --listen 127.0.0.1:0
+/// --data-dir DIR [--dev] [--dcv-resolvers ADDR] ARGS..`. Nothing else is added: a test
+/// that wants rate limits off says `--rate-limit off`.
+#[derive(Debug)]
+pub struct ServeCommand {
+    program: PathBuf,
+    prefix: Vec<OsString>,
+    data_dir: Option<PathBuf>,
+    dev: bool,
+    resolvers: Vec<SocketAddr>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    stderr: Option<File>,
+    stderr_log: Option<PathBuf>,
+    keep_stdout: bool,
+}
+
+impl ServeCommand {
+    /// `program serve ...`, `program` being the built binary.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        ServeCommand {
+            program: program.into(),
+            prefix: Vec::new(),
+            data_dir: None,
+            dev: false,
+            resolvers: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stderr: None,
+            stderr_log: None,
+            keep_stdout: false,
+        }
+    }
+
+    /// Runs the binary under another program (`["prlimit", "--nofile=64"]`): the first
+    /// word is run with the rest, then the binary and its arguments.
+    pub fn prefix<S: AsRef<OsStr>>(mut self, words: impl IntoIterator<Item = S>) -> Self {
+        self.prefix = words.into_iter().map(|w| w.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Serves this data directory (kept) instead of a temporary one removed with the
+    /// process.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// `--dev` (also when given among [`Self::args`]): the server prints its base URL and
+    /// dev token, which [`Self::spawn`] reads.
+    pub fn dev(mut self) -> Self {
+        self.dev = true;
+        self
+    }
+
+    /// `--dcv-resolvers`: where the DCV checks ask DNS (the testkit's DNS server).
+    pub fn resolvers(mut self, resolvers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.resolvers = resolvers.into_iter().collect();
+        self
+    }
+
+    /// More arguments after the builder's.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// An environment variable of the child.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The child's stderr goes to this file (default: discarded).
+    pub fn stderr(mut self, file: File) -> Self {
+        self.stderr = Some(file);
+        self
+    }
+
+    /// The child's stderr is appended to the file at `path`, which is shown if the server
+    /// exits before it serves.
+    pub fn stderr_log(mut self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("the log file opens");
+        self.stderr = Some(file);
+        self.stderr_log = Some(path);
+        self
+    }
+
+    /// Keeps the child's stdout past the ready lines for the test to read
+    /// ([`ServeProcess::stdout`]); by default a thread drains it so the child never
+    /// blocks on a full pipe.
+    pub fn keep_stdout(mut self) -> Self {
+        self.keep_stdout = true;
+        self
+    }
+
+    /// The command as configured with `dir` as its data directory, stdin closed, for a
+    /// test that runs it itself (one that expects `serve` to fail, say).
+    pub fn command_in(&self, dir: &Path) -> Command {
+        let (program, before): (&OsStr, &[OsString]) = match self.prefix.split_first() {
+            Some((first, rest)) => (first, rest),
+            None => (self.program.as_os_str(), &[]),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(before);
+        if !self.prefix.is_empty() {
+            cmd.arg(&self.program);
+        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir);
+        if self.dev {
+            cmd.arg("--dev");
+        }
+        if !self.resolvers.is_empty() {
+            let list: Vec<String> = self.resolvers.iter().map(ToString::to_string).collect();
+            cmd.arg("--dcv-resolvers").arg(list.join(","));
+        }
+        cmd.args(&self.args);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ZONECERT_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts the server and reads its stdout until it serves: the `listening on` line,
+    /// and with `--dev` the `export CLOUDFLARE_BASE_URL=.. CLOUDFLARE_API_TOKEN=..` line.
+    /// Panics if it exits first (with its stderr when it goes to a file the test can read).
+    pub fn spawn(self) -> ServeProcess {
+        let (dir, data_dir) = match &self.data_dir {
+            Some(path) => (None, path.clone()),
+            None => {
+                let dir = tempfile::tempdir().expect("a temporary data directory");
+                let path = dir.path().to_owned();
+                (Some(dir), path)
+            }
+        };
+        let dev = self.dev || self.args.iter().any(|a| a == "--dev");
+        let mut cmd = self.command_in(&data_dir);
+        cmd.stdout(Stdio::piped());
+        match self.stderr {
+            Some(file) => cmd.stderr(file),
+            None => cmd.stderr(Stdio::null()),
+        };
+        let mut child = cmd.spawn().expect("zonecert serve starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("a piped stdout"));
+        let mut child = Killed(child);
+        let mut addr: Option<SocketAddr> = None;
+        let mut dev_env: Option<(String, String)> = None;
+        loop {
+            let mut line = String::new();
+            let n = stdout.read_line(&mut line).unwrap_or(0);
+            assert!(
+                n > 0,
+                "zonecert serve exited before it served (status {:?}){}",
+                child.0.try_wait().ok().flatten(),
+                self.stderr_log
+                    .as_ref()
+                    .map(|log| format!(":\n{}", std::fs::read_to_string(log).unwrap_or_default()))
+                    .unwrap_or_default()
+            );
+            let line = line.trim_end();
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                addr = Some(rest.parse().expect("a socket address after `listening on`"));
+            }
+            if let Some(rest) = line.strip_prefix("export CLOUDFLARE_BASE_URL=") {
+                let (url, token) = rest
+                    .split_once(" CLOUDFLARE_API_TOKEN=")
+                    .expect("the token after the base URL");
+                dev_env = Some((url.to_owned(), token.to_owned()));
+            }
+            if addr.is_some() && (!dev || dev_env.is_some()) {
+                break;
+            }
+        }
+        let addr = addr.expect("the address was read");
+        let stdout = if self.keep_stdout {
+            Some(stdout)
+        } else {
+            std::thread::spawn(move || for _ in stdout.lines() {});
+            None
+        };
+        let (base_url, token) = match dev_env {
+            Some((url, token)) => (url, Some(token)),
+            None => (format!("http://{addr}/client/v4"), None),
+        };
+        ServeProcess {
+            child,
+            addr,
+            base_url,
+            token,
+            stdout,
+            data_dir,
+            _dir: dir,
+        }
+    }
+}
+
+/// Kills the child when dropped, however the test ends.
+#[derive(Debug)]
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `zonecert serve`; SIGKILLed and reaped when dropped.
+#[derive(Debug)]
+pub struct ServeProcess {
+    child: Killed,
+    addr: SocketAddr,
+    base_url: String,
+    token: Option<String>,
+    stdout: Option<BufReader<ChildStdout>>,
+    data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ServeProcess {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL (`http://ADDR/client/v4`; with `--dev`, the one it printed).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The dev token it printed. Panics without `--dev`.
+    pub fn token(&self) -> &str {
+        self.token
+            .as_deref()
+            .expect("the server was started with --dev")
+    }
+
+    /// The dev token, if it printed one.
+    pub fn dev_token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The rest of its stdout. Panics without [`ServeCommand::keep_stdout`].
+    pub fn stdout(&mut self) -> &mut BufReader<ChildStdout> {
+        self.stdout.as_mut().expect("spawned with keep_stdout")
+    }
+
+    /// The child, to signal or wait for.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child.0
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.0.id()
+    }
+}
