@@ -4,7 +4,7 @@
 use super::*;
 
 /// The terminal width tables are made to fit.
-pub(super) const WIDTH: usize = 80;
+pub(super) const WIDTH: u16 = 80;
 
 pub(super) fn opt_number(n: Option<u64>) -> String {
     n.map_or_else(|| "-".into(), |n| n.to_string())
@@ -199,68 +199,42 @@ pub(super) fn item_reason(
     })
 }
 
-/// Columns that fit [`WIDTH`]: the widest columns give up characters first, and a
-/// shortened cell ends with `…`.
-pub(super) struct Table {
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
+/// Columns that fit [`WIDTH`] (comfy-table's dynamic arrangement: the long columns give
+/// up characters), one line a row, a shortened cell ending with `…`; no borders, columns
+/// two spaces apart.
+pub(super) struct Table(comfy_table::Table);
 
 impl Table {
     pub(super) fn new(headers: &[&str]) -> Table {
-        Table {
-            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
-            rows: Vec::new(),
+        let mut table = comfy_table::Table::new();
+        table
+            .load_preset(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(WIDTH)
+            .set_truncation_indicator("…")
+            .set_header(headers.to_vec());
+        let last = headers.len().saturating_sub(1);
+        for (i, column) in table.column_iter_mut().enumerate() {
+            column.set_padding((0, if i == last { 0 } else { 2 }));
         }
+        Table(table)
     }
 
     pub(super) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        let mut row = comfy_table::Row::from(cells);
+        // A cell too long for its column is cut short rather than wrapped.
+        row.max_height(1);
+        self.0.add_row(row);
     }
 
     pub(super) fn render(&self) -> String {
-        let n = self.headers.len();
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate().take(n) {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
-        let gaps = 2 * n.saturating_sub(1);
-        while widths.iter().sum::<usize>() + gaps > WIDTH {
-            let Some((widest, _)) = widths.iter().enumerate().max_by_key(|(_, w)| **w) else {
-                break;
-            };
-            if widths[widest] <= 8 {
-                break;
-            }
-            widths[widest] -= 1;
-        }
         let mut out = String::new();
-        for row in std::iter::once(&self.headers).chain(self.rows.iter()) {
-            let mut line = String::new();
-            for (i, width) in widths.iter().enumerate() {
-                let cell = row.get(i).map(String::as_str).unwrap_or("");
-                let cell = fit(cell, *width);
-                if i + 1 == n {
-                    line.push_str(&cell);
-                } else {
-                    let _ = write!(line, "{cell:<width$}  ");
-                }
-            }
+        for line in self.0.lines() {
             out.push_str(line.trim_end());
             out.push('\n');
         }
         out
     }
-}
-
-pub(super) fn fit(cell: &str, width: usize) -> String {
-    if cell.chars().count() <= width {
-        return cell.to_owned();
-    }
-    let kept: String = cell.chars().take(width.saturating_sub(1)).collect();
-    format!("{kept}…")
 }
 
 #[cfg(test)]
@@ -278,12 +252,32 @@ mod tests {
         }))
         .unwrap();
         let text = verification_table(&[item]);
-        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| l.chars().count() <= usize::from(WIDTH)),
+            "{text}"
+        );
         assert!(text.contains('…'), "{text}");
         assert!(
             text.contains("pack a77f8bd7-3b47-46b4-a6f1-75cf98109948"),
             "{text}"
         );
         assert!(text.contains("pending_deployment"), "{text}");
+    }
+
+    #[test]
+    fn tables_have_no_borders_and_columns_two_spaces_apart() {
+        let mut table = Table::new(&["ID", "STATUS"]);
+        table.row(vec![
+            "a77f8bd7-3b47-46b4-a6f1-75cf98109948".into(),
+            "active".into(),
+        ]);
+        table.row(vec!["x".into(), "pending_validation".into()]);
+        assert_eq!(
+            table.render(),
+            "ID                                    STATUS\n\
+             a77f8bd7-3b47-46b4-a6f1-75cf98109948  active\n\
+             x                                     pending_validation\n"
+        );
     }
 }

@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::header;
 use hyper_util::rt::TokioIo;
-use reqwest::Url;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
@@ -21,6 +20,7 @@ use tokio_rustls::rustls::client::danger::{
 use tokio_rustls::rustls::crypto::WebPkiSupportedAlgorithms;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
+use url::Url;
 
 use hickory_resolver::proto::rr::{RData, RecordType};
 
