@@ -6,28 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use zonecert_testkit::{ServeCommand, ServeProcess};
+use zonecert_testkit::{ServeCommand, ServeProcess, line_reader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
-
-/// Reads a child's stdout on a thread, so the test can wait with a deadline.
-fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 fn next_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
     lines

@@ -11,16 +11,14 @@
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zonecert_server::model::{DcvRecord, Pack, PackState, ZoneId};
 use zonecert_server::store::Store;
-use zonecert_testkit::{DnsServer, ServeCommand, ServeProcess};
+use zonecert_testkit::{DnsServer, ServeCommand, ServeProcess, line_reader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
@@ -106,21 +104,6 @@ impl RealServer {
         self.process.child().kill().unwrap();
         self.process.child().wait().unwrap();
     }
-}
-
-/// Reads a child's stdout on a thread, line by line, so the test can wait with a deadline.
-fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// The records `watch` tells the user to create in one output block: TXT name -> value,

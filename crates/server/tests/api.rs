@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use zonecert_server::admin::{self, dev};
 use zonecert_server::config::RateLimit;
 use zonecert_server::model::PackId;
-use zonecert_testkit::TestServer;
+use zonecert_testkit::{TestServer, envelope_codes as codes};
 
 /// What these tests do often, on the shared harness.
 trait Suite {
@@ -31,18 +31,6 @@ impl Suite for TestServer {
         )
         .await
     }
-}
-
-/// The first error's code, and every code of the envelope.
-fn codes(body: &Value) -> Vec<u64> {
-    assert_eq!(body["success"], false, "{body}");
-    assert!(body["result"].is_null(), "{body}");
-    body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["code"].as_u64().unwrap())
-        .collect()
 }
 
 fn verification_path() -> String {

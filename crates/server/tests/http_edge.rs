@@ -6,19 +6,7 @@
 
 use serde_json::{Value, json};
 use zonecert_server::admin::dev;
-use zonecert_testkit::TestServer;
-
-/// Every code of a failure envelope.
-fn codes(body: &Value) -> Vec<u64> {
-    assert_eq!(body["success"], false, "{body}");
-    assert!(body["result"].is_null(), "{body}");
-    body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["code"].as_u64().unwrap())
-        .collect()
-}
+use zonecert_testkit::{TestServer, envelope_codes as codes};
 
 #[tokio::test]
 async fn a_zone_scoped_token_cannot_create_zones() {

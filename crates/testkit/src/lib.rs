@@ -17,6 +17,6 @@ mod server;
 pub use dns::DnsServer;
 pub use http::{HttpOrigin, LoggedRequest};
 #[cfg(feature = "server")]
-pub use process::{ServeCommand, ServeProcess};
+pub use process::{ServeCommand, ServeProcess, line_reader};
 #[cfg(feature = "server")]
-pub use server::{TestServer, TestServerBuilder};
+pub use server::{TestServer, TestServerBuilder, envelope_codes};

@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
 
 /// How `zonecert serve` is started: `[PREFIX..] BIN serve --listen 127.0.0.1:0
 /// --data-dir DIR [--dev] [--dcv-resolvers ADDR] ARGS..`. Nothing else is added: a test
@@ -286,4 +287,20 @@ impl ServeProcess {
     pub fn id(&self) -> u32 {
         self.child.0.id()
     }
+}
+
+/// Reads a child's stdout (piped) on a thread, line by line, so the test can wait for a
+/// line with a deadline (`recv_timeout`) instead of blocking on the pipe.
+pub fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("a piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

@@ -296,3 +296,16 @@ impl TestServer {
         }
     }
 }
+
+/// Every error code of a failure envelope, after checking it is one (`success: false`,
+/// `result: null`).
+pub fn envelope_codes(body: &Value) -> Vec<u64> {
+    assert_eq!(body["success"], false, "{body}");
+    assert!(body["result"].is_null(), "{body}");
+    body["errors"]
+        .as_array()
+        .expect("an errors array")
+        .iter()
+        .map(|e| e["code"].as_u64().expect("a numeric code"))
+        .collect()
+}
