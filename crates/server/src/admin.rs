@@ -2,9 +2,7 @@
 //! commands (directly on the store, safe while a server runs on the same database) and
 //! by the zone endpoints.
 
-use crate::model::{
-    DcvMethod, Hostname, Pack, PackId, PackState, Permission, Token, User, Zone, ZoneId,
-};
+use crate::model::{Hostname, Pack, PackId, Permission, Token, User, Zone, ZoneId};
 use crate::secrets;
 use crate::store::{Store, StoreError};
 use std::path::Path;
@@ -334,37 +332,34 @@ pub async fn remove_dev_credentials(
 /// validation (which no machine can check), every host counts as validated, as if the
 /// recipient had clicked the link. The workers then take the pack on at once.
 pub async fn approve_pack(store: &Store, id: &str, now: i64) -> Result<Pack, AdminError> {
+    use crate::model::{Input, Refusal, Rules};
+    use crate::store::{Applied, apply_transition};
     let id = PackId::parse(id).map_err(|e| AdminError::Invalid(e.0))?;
-    // A worker may write the pack meanwhile: read again and retry a few times.
-    for _ in 0..5 {
-        let mut pack = store
-            .pack_by_id(&id)
-            .await?
-            .ok_or_else(|| AdminError::Invalid(format!("no certificate pack {}", id.as_str())))?;
-        if pack.state != PackState::PendingValidation {
-            return Err(AdminError::Invalid(format!(
-                "pack {} is {}: only packs pending validation can be approved",
-                id.as_str(),
-                pack.state.as_str()
-            )));
-        }
-        pack.brand_check = false;
-        for host in &mut pack.hosts {
-            if host.record.method() == DcvMethod::Email && host.check.verified != Some(true) {
-                host.check.verified = Some(true);
-                host.check.reason = None;
-                host.check.last_checked_at = Some(now);
-            }
-            host.check.next_due_at = now;
-        }
-        pack.updated_at = now;
-        match store.update_pack(&mut pack).await {
-            Ok(()) => return Ok(pack),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
+    let pack = store
+        .pack_by_id(&id)
+        .await?
+        .ok_or_else(|| AdminError::Invalid(format!("no certificate pack {}", id.as_str())))?;
+    // Approval's rule needs no setting.
+    let rules = Rules {
+        issuance_timeout_secs: 1,
+    };
+    // A worker may write the pack meanwhile: `apply_transition` reads it again and
+    // applies the approval to what is stored.
+    match apply_transition(store, pack, &rules, now, |_| Some(Input::Approve)).await? {
+        Applied::Saved { pack, .. } => Ok(pack),
+        Applied::Refused(Refusal::NotPendingValidation { state })
+        | Applied::Refused(Refusal::MethodFixed { state, .. })
+        | Applied::Refused(Refusal::NotTimedOut { state }) => Err(AdminError::Invalid(format!(
+            "pack {} is {}: only packs pending validation can be approved",
+            id.as_str(),
+            state.as_str()
+        ))),
+        Applied::Unchanged(_) | Applied::Contended => Err(AdminError::Store(StoreError::Conflict)),
+        Applied::Gone => Err(AdminError::Invalid(format!(
+            "no certificate pack {}",
+            id.as_str()
+        ))),
     }
-    Err(AdminError::Store(StoreError::Conflict))
 }
 
 /// Rejects a pack held for manual review: it is deleted (its quota freed), as a CA

@@ -286,6 +286,15 @@ impl Config {
         format!("{short}.dcv.{}", self.service_domain)
     }
 
+    /// The settings the model's pack transitions depend on.
+    pub fn transition_rules(&self) -> crate::model::Rules {
+        crate::model::Rules {
+            issuance_timeout_secs: i64::try_from(self.issuance_timeout.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1),
+        }
+    }
+
     /// Where certificates and keys are deployed.
     pub fn deploy_dir(&self) -> PathBuf {
         self.deploy_dir

@@ -340,6 +340,35 @@ async fn txt_validation_reports_the_reason_then_issues_on_retry() {
     s.shutdown().await;
 }
 
+/// A `retry=true` that arrives while a check of the host is running (begun before the
+/// client published its record) is not answered by that check, whose failure would put
+/// the next check a minute away on a clock that stands still: the host is checked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_during_a_running_check_gets_a_check_of_its_own() {
+    let dns = DnsServer::start().await;
+    // Room for the slow answers below (a check may look up the name more than once).
+    let s = start(&dns, |c| c.dcv_timeout = Duration::from_secs(10)).await;
+    // Every answer for the record's name comes a second late: the first check is still
+    // waiting for it when the client publishes and retries.
+    dns.set_delay("_acme-challenge.example.com", Duration::from_secs(1));
+    let asked = dns.query_count();
+    let id = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while dns.query_count() == asked {
+        assert!(tokio::time::Instant::now() < deadline, "no check began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    publish_txt(&dns, &s.pack(&id).await);
+    s.verification(true).await;
+    let p = s
+        .wait_for(&id, "the host validated", |p| {
+            p.hosts[0].check.verified == Some(true)
+        })
+        .await;
+    assert_eq!(p.hosts[0].check.reason, None);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_validation_fetches_the_token_from_the_origin() {
     let dns = DnsServer::start().await;

@@ -9,7 +9,8 @@ use super::request::{self, QueryParams};
 use super::wire;
 use crate::model::order::check_order;
 use crate::model::{CaChoice, DcvMethod, Need, Pack, PackId, PackState, Principal, Zone, ZoneId};
-use crate::store::{PackFilter, Reads, StoreError};
+use crate::model::{Event, Input, Refusal};
+use crate::store::{Applied, PackFilter, Reads, apply_transition};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -169,30 +170,15 @@ pub(super) async fn edit_verification(
         return Ok(Json(api::Envelope::ok(edit_result(&pack, method))));
     }
     let now = st.clock.now();
-    let suffix = st.config.dcv_suffix(&zone.id);
-    let pack = update_with(&st, &uri, pack, |pack| {
-        match pack.state {
-            PackState::PendingValidation if method == pack.method => pack.recheck_now(now),
-            PackState::PendingValidation => pack.switch_method(method, &suffix, now),
-            state if state.is_timed_out() => {
-                pack.method = method;
-                pack.restart_validation(&suffix, now);
-            }
-            // Settled meanwhile (a worker wrote it): nothing to change.
-            _ if method == pack.method => {}
-            state => {
-                return Err(ApiError::wrong_state(format!(
-                    "the validation method of a pack in status {} cannot be changed (it is \
-                     {}); it can be changed while the pack is pending validation, or once its \
-                     validation timed out (the change then restarts it)",
-                    state.as_str(),
-                    pack.method.as_str()
-                )));
-            }
-        }
-        Ok(())
-    })
-    .await?;
+    let input = Input::EditVerification {
+        method,
+        dcv_target_suffix: st.config.dcv_suffix(&zone.id),
+    };
+    if method == pack.method {
+        // Not coalesced: a check running now may have looked before the client's change.
+        st.signals.supersede_check(&pack.id);
+    }
+    let (pack, _) = update_with(&st, &uri, pack, now, |_| Some(input.clone())).await?;
     let id = pack.id.clone();
     let watch = due_hosts(&pack, now).into_iter().collect();
     let pack = wait_for_checks(&st, &zone.id, watch)
@@ -216,37 +202,53 @@ fn edit_result(pack: &Pack, method: DcvMethod) -> api::EditVerificationResult {
     }
 }
 
-/// Applies `change` to `pack` and saves it. When a worker wrote the pack meanwhile
-/// (optimistic concurrency: its check may have run a moment ago), the pack is read
-/// again and the change applied to what is now stored, up to three times, so a
-/// client's edit is never refused for a background write.
+/// Applies the input `input` gives to `pack` and saves it (the model's transition,
+/// through [`apply_transition`]): when a worker wrote the pack meanwhile (optimistic
+/// concurrency: its check may have run a moment ago), the input is applied again to what
+/// is now stored, so a client's edit is never refused for a background write. An input
+/// that no longer applies answers the pack as it is.
 async fn update_with(
     st: &AppState,
     uri: &Uri,
-    mut pack: Pack,
-    mut change: impl FnMut(&mut Pack) -> Result<(), ApiError>,
-) -> Result<Pack, ApiError> {
-    for _ in 0..3 {
-        change(&mut pack)?;
-        match st.store.update_pack(&mut pack).await {
-            Ok(()) => {
-                st.signals.wake();
-                return Ok(pack);
-            }
-            Err(StoreError::Conflict) => {
-                pack = st
-                    .store
-                    .pack(&pack.zone_id, &pack.id)
-                    .await?
-                    .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
-            }
-            Err(StoreError::NotFound) => return Err(ApiError::unknown_object(uri.path())),
-            Err(e) => return Err(e.into()),
+    pack: Pack,
+    now: i64,
+    input: impl FnMut(&Pack) -> Option<Input> + Send,
+) -> Result<(Pack, Vec<Event>), ApiError> {
+    let rules = st.config.transition_rules();
+    match apply_transition(&st.store, pack, &rules, now, input).await? {
+        Applied::Saved { pack, events } => {
+            st.signals.wake();
+            Ok((pack, events))
         }
+        Applied::Unchanged(pack) => Ok((pack, Vec::new())),
+        Applied::Refused(refusal) => Err(ApiError::wrong_state(refusal_message(refusal))),
+        Applied::Gone => Err(ApiError::unknown_object(uri.path())),
+        Applied::Contended => Err(ApiError::wrong_state(
+            "the certificate pack kept changing while this request ran; try again",
+        )),
     }
-    Err(ApiError::wrong_state(
-        "the certificate pack kept changing while this request ran; try again",
-    ))
+}
+
+/// Why a request cannot change the pack, as the client reads it.
+fn refusal_message(refusal: Refusal) -> String {
+    match refusal {
+        Refusal::MethodFixed { state, method } => format!(
+            "the validation method of a pack in status {} cannot be changed (it is {}); it \
+             can be changed while the pack is pending validation, or once its validation \
+             timed out (the change then restarts it)",
+            state.as_str(),
+            method.as_str()
+        ),
+        Refusal::NotTimedOut { state } => format!(
+            "only a timed-out pack (validation_timed_out, issuance_timed_out, \
+             deployment_timed_out) can be restarted; this one is {}",
+            state.as_str()
+        ),
+        Refusal::NotPendingValidation { state } => format!(
+            "only a pack pending validation can be approved; this one is {}",
+            state.as_str()
+        ),
+    }
 }
 
 /// Most hosts one `retry=true` makes due.
@@ -287,23 +289,35 @@ async fn recheck(
     };
     let mut watch = Vec::new();
     for pack in packs.into_iter().filter(|p| pending(p)) {
-        let pack = if budget > 0 && pack.recheckable_count(now, coalesce) > 0 {
+        // A check running now that began too long ago to answer this request (it may
+        // have looked before the client published) is asked for anew.
+        let supersede = st
+            .signals
+            .checks_running_since(&pack.id)
+            .is_some_and(|since| now.saturating_sub(since) >= coalesce);
+        let pack = if supersede || (budget > 0 && pack.recheckable_count(now, coalesce) > 0) {
+            if supersede {
+                st.signals.supersede_check(&pack.id);
+            }
             // A worker may have just checked (before the client published its record)
             // and scheduled the next check a minute out: `update_with` re-applies on
             // conflict.
-            // How many hosts the attempt that was saved made due.
-            let mut made = 0;
-            let updated = update_with(st, uri, pack, |p| {
-                made = if pending(p) {
-                    p.recheck_some(now, coalesce, budget)
-                } else {
-                    0
-                };
-                Ok(())
-            })
-            .await;
-            match updated {
-                Ok(pack) => {
+            let input = Input::Recheck {
+                coalesce_secs: coalesce,
+                budget,
+                supersede_running: supersede,
+            };
+            match update_with(st, uri, pack, now, |_| Some(input.clone())).await {
+                Ok((pack, events)) => {
+                    // How many hosts the write made due (the running ones cost nothing:
+                    // they were due already).
+                    let made = events
+                        .iter()
+                        .map(|e| match e {
+                            Event::RecheckRequested { hosts, .. } => *hosts,
+                            _ => 0,
+                        })
+                        .sum::<usize>();
                     budget = budget.saturating_sub(made);
                     pack
                 }
@@ -542,24 +556,11 @@ pub(super) async fn edit_pack(
     let body = request::json_object(body, st.config.max_body_bytes, true)?;
     let branding = request::optional_bool(&body, "cloudflare_branding")?;
     let now = st.clock.now();
-    let suffix = st.config.dcv_suffix(&zone.id);
-    let pack = update_with(&st, &uri, pack, |pack| {
-        if let Some(b) = branding {
-            pack.cloudflare_branding = b;
-            pack.updated_at = now;
-        }
-        if pack.state.is_timed_out() {
-            pack.restart_validation(&suffix, now);
-        } else if branding.is_none() {
-            return Err(ApiError::wrong_state(format!(
-                "only a timed-out pack (validation_timed_out, issuance_timed_out, \
-                 deployment_timed_out) can be restarted; this one is {}",
-                pack.state.as_str()
-            )));
-        }
-        Ok(())
-    })
-    .await?;
+    let input = Input::EditPack {
+        cloudflare_branding: branding,
+        dcv_target_suffix: st.config.dcv_suffix(&zone.id),
+    };
+    let (pack, _) = update_with(&st, &uri, pack, now, |_| Some(input.clone())).await?;
     Ok(Json(api::Envelope::ok(wire::pack(&pack))))
 }
 

@@ -98,6 +98,28 @@ pub enum IssuanceError {
 }
 
 impl IssuanceError {
+    /// The failure as the lifecycle records it: the CA's refusals (a request it will not
+    /// sign, an order it does not know) apart from failures on zonecert's side. The
+    /// built-in CA names no `Retry-After`.
+    pub fn as_issue_failure(&self) -> crate::model::IssueFailure {
+        use crate::model::IssueFailure;
+        let refused = |problem: &str| IssueFailure::Refused {
+            problem: problem.to_owned(),
+            detail: self.to_string(),
+            retry_after: None,
+        };
+        match self {
+            IssuanceError::InvalidRequest(_) => refused("invalidRequest"),
+            IssuanceError::UnsupportedValidation { .. } => refused("unsupportedIdentifier"),
+            IssuanceError::OrderMismatch(_) => refused("orderNotReady"),
+            IssuanceError::Task(_) => IssueFailure::Unavailable {
+                detail: self.to_string(),
+                retry_after: None,
+            },
+            _ => IssueFailure::Local(self.to_string()),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

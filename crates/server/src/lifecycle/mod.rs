@@ -27,6 +27,7 @@
 //!   CA (ACME) will obtain them; the worker module's documentation describes how.
 
 use crate::model::PackId;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, broadcast};
@@ -45,6 +46,9 @@ pub struct Signals {
     workers_running: AtomicBool,
     /// The lease owner of this process's worker, once it started.
     lease_owner: Mutex<Option<String>>,
+    /// The packs whose DCV checks this process's worker is running (see
+    /// [`Signals::checks_begin`]).
+    running: Mutex<HashMap<PackId, RunningCheck>>,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<Fault>>,
 }
@@ -66,6 +70,7 @@ impl Default for Signals {
             progress: broadcast::Sender::new(PROGRESS_BACKLOG),
             workers_running: AtomicBool::new(false),
             lease_owner: Mutex::new(None),
+            running: Mutex::new(HashMap::new()),
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
         }
@@ -122,6 +127,52 @@ impl Signals {
         self.workers_running.store(running, Ordering::Release);
     }
 
+    /// Notes that the worker begins checking the pack at `now` (the lifecycle's clock),
+    /// for as long as the returned guard lives: until its outcomes are saved. A request
+    /// that asks for a check meanwhile ([`Signals::supersede_check`]) would otherwise be
+    /// answered by a check that may have looked before the client published its record,
+    /// and whose failure puts the next check a schedule slot away.
+    pub fn checks_begin(&self, id: &PackId, now: i64) -> ChecksRunning<'_> {
+        self.running_checks().insert(
+            id.clone(),
+            RunningCheck {
+                since: now,
+                superseded: false,
+            },
+        );
+        ChecksRunning {
+            signals: self,
+            id: id.clone(),
+        }
+    }
+
+    /// When the checks of the pack now running began, if some are.
+    pub fn checks_running_since(&self, id: &PackId) -> Option<i64> {
+        self.running_checks().get(id).map(|r| r.since)
+    }
+
+    /// Asks that the outcomes of the pack's running checks be dropped and the checks run
+    /// again; returns whether checks were running. Called before the request's own write
+    /// of the pack, which orders it against the worker's: whichever commits second sees
+    /// the other (see `Input::Recheck`).
+    pub fn supersede_check(&self, id: &PackId) -> bool {
+        match self.running_checks().get_mut(id) {
+            Some(running) => {
+                running.superseded = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn running_checks(&self) -> std::sync::MutexGuard<'_, HashMap<PackId, RunningCheck>> {
+        // A map of plain values, whole after every write: a panic elsewhere cannot leave
+        // it half-written.
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Has the worker meet `fault` at its next turn.
     #[cfg(test)]
     pub(crate) fn inject(&self, fault: Fault) {
@@ -135,7 +186,41 @@ impl Signals {
     }
 }
 
+/// Checks of one pack running in the worker.
+#[derive(Debug, Clone, Copy)]
+struct RunningCheck {
+    /// When they began (the lifecycle's clock).
+    since: i64,
+    /// A request asked for a check since they began.
+    superseded: bool,
+}
+
+/// The worker's note that a pack's checks are running; removed when dropped.
+#[derive(Debug)]
+pub struct ChecksRunning<'a> {
+    signals: &'a Signals,
+    id: PackId,
+}
+
+impl ChecksRunning<'_> {
+    /// Whether a request asked for a check after these began: their outcomes must not
+    /// answer it.
+    pub fn superseded(&self) -> bool {
+        self.signals
+            .running_checks()
+            .get(&self.id)
+            .is_some_and(|r| r.superseded)
+    }
+}
+
+impl Drop for ChecksRunning<'_> {
+    fn drop(&mut self) {
+        self.signals.running_checks().remove(&self.id);
+    }
+}
+
 mod worker;
 
+pub use crate::model::transition::EMAIL_REASON;
 pub(crate) use worker::panic_message;
-pub use worker::{EMAIL_REASON, LifecycleError, Worker};
+pub use worker::{LifecycleError, Worker};

@@ -6,11 +6,16 @@ pub mod ids;
 pub mod order;
 pub mod pack;
 pub mod schedule;
+pub mod transition;
 
 pub use access::{Need, Permission, Principal, Token, User};
 pub use ids::{Hostname, PackId, ParseError, ZoneId};
 pub use pack::{
     CaChoice, DcvMethod, DcvRecord, HostCheck, IssuedCertificate, Pack, PackHost, PackState,
+};
+pub use transition::{
+    CaaCheck, CheckResult, Event, HostOutcome, Input, IssueFailure, Refusal, Rules, Transition,
+    transition,
 };
 
 /// A zone.

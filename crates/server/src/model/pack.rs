@@ -469,6 +469,23 @@ impl Pack {
         chosen.len()
     }
 
+    /// Whether every host validated.
+    pub fn all_verified(&self) -> bool {
+        self.hosts.iter().all(|h| h.check.verified == Some(true))
+    }
+
+    /// Whether the pack waits for CAA only: pending validation with every host validated.
+    pub fn awaits_caa(&self) -> bool {
+        self.state == PackState::PendingValidation && self.all_verified()
+    }
+
+    /// Makes every host due at `at`.
+    pub fn due_at(&mut self, at: i64) {
+        for h in &mut self.hosts {
+            h.check.next_due_at = at;
+        }
+    }
+
     /// Makes every not-yet-validated host due now (PATCH with the same method), without
     /// touching the attempt counters.
     pub fn recheck_now(&mut self, now: i64) {

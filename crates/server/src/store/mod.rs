@@ -8,6 +8,7 @@
 //! The methods are `async` although SQLite answers synchronously: the PostgreSQL
 //! backend will await its pool, and callers are written for that already.
 
+mod apply;
 mod cache;
 mod sqlite;
 
@@ -15,6 +16,7 @@ use crate::model::{Pack, PackId, Token, User, Zone, ZoneId};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use apply::{Applied, MAX_ATTEMPTS, PackAccess, apply_transition};
 pub use cache::ZoneView;
 pub use sqlite::SqliteStore;
 

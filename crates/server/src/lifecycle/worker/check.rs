@@ -1,0 +1,257 @@
+//! The check step: a pending pack's due hosts (and CAA once every host validated), and
+//! an active pack's renewal checks. What the outcomes do to the pack is the model's
+//! [`transition`](crate::model::transition) of an [`Input::Checked`].
+
+use super::Worker;
+use super::lease::Hold;
+use crate::dcv::CheckOutcome;
+use crate::model::{
+    CaaCheck, CheckResult, DcvRecord, Event, HostOutcome, Input, Pack, PackState, transition,
+};
+use crate::store::StoreError;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::task::JoinSet;
+
+impl Worker {
+    /// Checks the due unverified hosts; when every host has validated and CAA allows the
+    /// CA, moves on to issuance. The outcomes and the move to `pending_issuance` (or the
+    /// CAA refusal) are one write. Returns whether the pack is due again at once (its
+    /// outcomes were dropped for a request that came while they were being found).
+    pub(super) async fn validate(&self, pack: Pack, hold: Hold) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let due: Vec<usize> = pack
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.check.verified != Some(true) && h.check.next_due_at <= now)
+            .map(|(i, _)| i)
+            .collect();
+        if due.is_empty() && !pack.all_verified() {
+            // Nothing due yet (claimed for another server's lapsed lease, say).
+            return Ok(false);
+        }
+        // Requests that ask for a check while this one runs (`retry=true`) find it here.
+        let running = self.signals.checks_begin(&pack.id, now);
+        let checking = Checking::start(&self.checking);
+        // With `due` empty the pack was claimed with every host validated: CAA is being
+        // retried.
+        let outcomes = if due.is_empty() {
+            Vec::new()
+        } else {
+            self.check_hosts(&pack, &due, false, hold).await
+        };
+        // The outcomes of the checks that ran are written whatever happens, but nothing
+        // more starts once the lease may have run out.
+        let held = self.still_held(hold, &pack.id);
+        // CAA is asked only when these outcomes complete the validation of the pack as
+        // read (the same rule, applied to it).
+        let preview = Input::Checked {
+            outcomes: outcomes.clone(),
+            caa: CaaCheck::NotChecked,
+        };
+        let completes = match transition(&pack, &preview, &self.rules, now) {
+            Ok(Some(t)) => t.pack.awaits_caa(),
+            _ => outcomes.is_empty() && pack.awaits_caa(),
+        };
+        let caa = if held && completes {
+            self.caa_check(&pack).await
+        } else {
+            CaaCheck::NotChecked
+        };
+        drop(checking);
+        let asked = CaaCheck::NotChecked != caa;
+        let mut superseded = false;
+        let saved = self
+            .apply(pack, now, |_| {
+                // A request asked for a check after this one began: its outcomes would
+                // answer that request with what was there before. Dropped; the pack
+                // stays due and is checked again.
+                superseded = running.superseded();
+                (!superseded).then(|| Input::Checked {
+                    outcomes: outcomes.clone(),
+                    caa: caa.clone(),
+                })
+            })
+            .await?;
+        drop(running);
+        let Some((pack, _)) = saved else {
+            return Ok(superseded);
+        };
+        if !held {
+            return Ok(false);
+        }
+        match pack.state {
+            PackState::PendingIssuance => self.issue_and_deploy_held(pack, hold).await?,
+            // Validated by a change made while the checks ran, CAA not asked: ask it now,
+            // as a write of its own.
+            PackState::PendingValidation if !asked && pack.awaits_caa() => {
+                if !self.still_held(hold, &pack.id) {
+                    return Ok(false);
+                }
+                let caa = self.caa_check(&pack).await;
+                let saved = self
+                    .apply(pack, now, |_| {
+                        Some(Input::Checked {
+                            outcomes: Vec::new(),
+                            caa: caa.clone(),
+                        })
+                    })
+                    .await?;
+                if let Some((pack, _)) = saved
+                    && pack.state == PackState::PendingIssuance
+                {
+                    self.issue_and_deploy_held(pack, hold).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    /// Renewal of an active pack inside its renewal window: the hosts' records are
+    /// checked again (the built-in CA re-validates like Cloudflare does for its
+    /// renewals), then a new certificate is issued and deployed. The pack stays `active`
+    /// while this fails; failures are recorded and retried on the DCV schedule until 24
+    /// hours before expiry (the clock's rules, [`Input::Tick`]).
+    pub(super) async fn renew(&self, pack: Pack, hold: Hold) -> Result<(), StoreError> {
+        if pack.certificate.is_none() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let all: Vec<usize> = (0..pack.hosts.len()).collect();
+        let outcomes = self.check_hosts(&pack, &all, true, hold).await;
+        let held = self.still_held(hold, &pack.id);
+        let passed = outcomes.iter().all(|o| o.result == CheckResult::Passed);
+        let caa = if passed && held {
+            self.caa_check(&pack).await
+        } else {
+            CaaCheck::NotChecked
+        };
+        let saved = self
+            .apply(pack, now, |_| {
+                Some(Input::Checked {
+                    outcomes: outcomes.clone(),
+                    caa: caa.clone(),
+                })
+            })
+            .await?;
+        if let Some((pack, events)) = saved
+            && held
+            && events.contains(&Event::Revalidated)
+        {
+            self.issue_and_deploy_held(pack, hold).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether CAA allows the pack's CA for every host; else the first refusal, as an
+    /// error message.
+    async fn caa_check(&self, pack: &Pack) -> CaaCheck {
+        let identity = pack.ca.caa_identity();
+        let mut checks = JoinSet::new();
+        let shared = self.validator.sharing_answers();
+        for host in &pack.hosts {
+            let validator = shared.clone();
+            let checks_bound = Arc::clone(&self.checks);
+            let name = host.hostname.as_str().to_owned();
+            checks.spawn(async move {
+                let _permit = checks_bound.acquire_owned().await.ok();
+                let outcome = validator.check_caa(&name, identity).await;
+                (name, outcome)
+            });
+        }
+        let mut refusals = Vec::new();
+        while let Some(joined) = checks.join_next().await {
+            match joined {
+                Ok((_, CheckOutcome::Passed)) => {}
+                Ok((name, CheckOutcome::Failed(reason))) => {
+                    refusals.push(format!("CAA forbids {identity} for {name}: {reason}"))
+                }
+                Err(e) => refusals.push(format!("CAA check task failed: {e}")),
+            }
+        }
+        refusals.sort();
+        match refusals.into_iter().next() {
+            Some(refusal) => CaaCheck::Refused(refusal),
+            None => CaaCheck::Allowed,
+        }
+    }
+
+    /// Runs the checks of the hosts at `indexes` concurrently, each under the global
+    /// bound. E-mail hosts cannot be checked by a machine: during validation they wait
+    /// for an operator; at renewal the earlier approval stands.
+    async fn check_hosts(
+        &self,
+        pack: &Pack,
+        indexes: &[usize],
+        renewing: bool,
+        hold: Hold,
+    ) -> Vec<HostOutcome> {
+        let mut checks = JoinSet::new();
+        let shared = self.validator.sharing_answers();
+        for &index in indexes {
+            let Some(host) = pack.hosts.get(index) else {
+                continue;
+            };
+            let record = host.record.clone();
+            let validator = shared.clone();
+            let bound = Arc::clone(&self.checks);
+            let leases = Arc::clone(&self.leases);
+            checks.spawn(async move {
+                let _permit = bound.acquire_owned().await.ok();
+                // The wait for a permit can be long: no check once the lease may be gone.
+                if !leases.holds(hold) {
+                    return None;
+                }
+                let outcome = match &record {
+                    DcvRecord::Txt { name, value } => validator.check_txt(name, value).await,
+                    DcvRecord::Http { url, body } => validator.check_http(url, body).await,
+                    DcvRecord::Cname { name, target } => validator.check_cname(name, target).await,
+                    DcvRecord::Email { .. } if renewing => CheckOutcome::Passed,
+                    DcvRecord::Email { .. } => {
+                        return Some(HostOutcome {
+                            index,
+                            record,
+                            result: CheckResult::AwaitingApproval,
+                        });
+                    }
+                };
+                let result = match outcome {
+                    CheckOutcome::Passed => CheckResult::Passed,
+                    CheckOutcome::Failed(reason) => CheckResult::Failed(reason),
+                };
+                Some(HostOutcome {
+                    index,
+                    record,
+                    result,
+                })
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = checks.join_next().await {
+            match joined {
+                Ok(Some(o)) => out.push(o),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "DCV check task failed"),
+            }
+        }
+        out
+    }
+}
+
+/// Counts a pack as being checked for as long as it lives (a cancelled task included).
+struct Checking<'a>(&'a AtomicUsize);
+
+impl<'a> Checking<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Checking(count)
+    }
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,128 @@
+//! The issue and deploy steps: a validated pack's certificate from the issuer, then its
+//! files in the deploy directory and the hook. What each outcome does to the pack is
+//! the model's [`transition`](crate::model::transition) of [`Input::Issued`],
+//! [`Input::IssuanceFailed`], [`Input::Deployed`] or [`Input::DeploymentFailed`].
+
+use super::Worker;
+use super::lease::Hold;
+use crate::issuance::{IssueRequest, IssuedLeaf, deploy};
+use crate::model::{Input, IssueFailure, IssuedCertificate, Pack};
+use crate::store::StoreError;
+use std::sync::atomic::Ordering;
+
+impl Worker {
+    /// Obtains a certificate for the pack's hosts from the issuer, records it
+    /// (`pending_deployment`), writes it to the deploy directory and marks the pack
+    /// `active`. The private key exists only in memory and in
+    /// `<deploy_dir>/<pack>/privkey.pem`: if deployment fails, the next try issues a fresh
+    /// certificate rather than storing the key.
+    pub(crate) async fn issue_and_deploy(&self, pack: Pack) -> Result<(), StoreError> {
+        self.issue_and_deploy_held(pack, Hold::Unleased).await
+    }
+
+    /// [`Worker::issue_and_deploy`] of a pack held by `hold`: neither the issuance nor the
+    /// deployment starts once its lease may have run out (the wait for a slot can be long).
+    pub(super) async fn issue_and_deploy_held(
+        &self,
+        pack: Pack,
+        hold: Hold,
+    ) -> Result<(), StoreError> {
+        // The semaphores are never closed; without a permit this would only run unbounded.
+        let _slot = self.issuing.acquire().await.ok();
+        let _checks_first = if self.checking.load(Ordering::Relaxed) > 0 {
+            self.issuing_while_checking.acquire().await.ok()
+        } else {
+            None
+        };
+        if !self.still_held(hold, &pack.id) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let started_in = pack.state;
+        let leaf = match self.issue(&pack, now).await {
+            Ok(leaf) => leaf,
+            Err(failure) => {
+                tracing::warn!(pack = %pack.id.as_str(), error = %failure.message(), "lifecycle");
+                self.apply(pack, now, |_| {
+                    Some(Input::IssuanceFailed {
+                        started_in,
+                        failure: failure.clone(),
+                    })
+                })
+                .await?;
+                return Ok(());
+            }
+        };
+        let certificate = IssuedCertificate {
+            id: leaf.serial_hex.clone(),
+            chain_pem: leaf.chain_pem.clone(),
+            not_before: leaf.not_before.unix_timestamp(),
+            not_after: leaf.not_after.unix_timestamp(),
+            issuer: leaf.issuer.clone(),
+            signature: leaf.signature.to_owned(),
+            issued_at: now,
+        };
+        let serial = certificate.id.clone();
+        let issued = Input::Issued {
+            started_in,
+            certificate,
+        };
+        let Some((pack, _)) = self.apply(pack, now, |_| Some(issued.clone())).await? else {
+            return Ok(());
+        };
+        if !self.still_held(hold, &pack.id) {
+            // The next claim issues afresh: the key of this certificate is not kept.
+            return Ok(());
+        }
+        self.deploy_step(pack, &leaf, &serial, now).await
+    }
+
+    /// Writes the certificate and its key where they are served and runs the hook.
+    async fn deploy_step(
+        &self,
+        pack: Pack,
+        leaf: &IssuedLeaf,
+        serial: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let id = pack.id.as_str().to_owned();
+        let deployed = deploy(&self.config.deploy_dir(), &id, leaf, self.hook.as_ref()).await;
+        match deployed {
+            Ok(_) => {
+                self.apply(pack, now, |_| Some(Input::Deployed)).await?;
+                tracing::info!(pack = %id, serial = %serial, "certificate deployed");
+            }
+            Err(e) => {
+                let error = e.to_string();
+                tracing::warn!(pack = %id, error = %format!("deployment failed: {error}"), "lifecycle");
+                self.apply(pack, now, |_| Some(Input::DeploymentFailed(error.clone())))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The issuer's certificate for the pack, valid from `now` for the ordered days.
+    async fn issue(&self, pack: &Pack, now: i64) -> Result<IssuedLeaf, IssueFailure> {
+        let at = |secs: i64| {
+            time::OffsetDateTime::from_unix_timestamp(secs)
+                .map_err(|e| IssueFailure::Local(format!("time: {e}")))
+        };
+        let hosts: Vec<_> = pack.hosts.iter().map(|h| h.hostname.clone()).collect();
+        let req = IssueRequest {
+            hosts: hosts.iter().map(|h| h.as_str().to_owned()).collect(),
+            not_before: at(now)?,
+            not_after: at(now + i64::from(pack.validity_days) * 86_400)?,
+            key_type: self.config.key_type,
+        };
+        // The records were minted when the pack was ordered: the order is a local one.
+        let order_ref = self
+            .issuer
+            .local_order(&hosts)
+            .map_err(|e| e.as_issue_failure())?;
+        self.issuer
+            .finish(&order_ref, &req)
+            .await
+            .map_err(|e| e.as_issue_failure())
+    }
+}

@@ -1,0 +1,210 @@
+//! The worker's store thread and the handle the worker's tasks use to reach it.
+
+use super::lease::LeaseClock;
+use crate::clock::{Clock, SystemClock};
+use crate::model::{Pack, PackId, ZoneId};
+use crate::store::{Claim, PackAccess, Store, StoreError};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Most store operations taken from the queue at once (the writes among them commit in
+/// one transaction). Bounded so one transaction stays short: the store thread runs at
+/// normal priority and a request thread may wait for the CPU behind it.
+const WRITE_BATCH: usize = 128;
+
+/// An operation handed to the worker's store thread, the only lifecycle thread that
+/// touches the store. It commits the writes that queued up meanwhile in one transaction
+/// (group commit): the packs in flight share transactions instead of each paying for its
+/// own, and queue for the store's write lock once per batch.
+///
+/// Why one thread at normal priority: SQLite's in-process locks (its file and
+/// shared-memory mutexes) are shared by every connection of the process, requests'
+/// included. A low-priority lifecycle thread preempted while holding one made requests
+/// wait until it got the CPU back, behind every other lifecycle thread: tens of
+/// milliseconds. Every other lifecycle thread runs at low priority and never holds them.
+#[derive(Debug)]
+pub(super) enum StoreOp {
+    /// Save the pack (version-checked); the reply is the saved pack.
+    Update(Box<Pack>, oneshot::Sender<Result<Pack, StoreError>>),
+    /// Give up this worker's lease on the pack.
+    Release(PackId, oneshot::Sender<()>),
+    /// Read a pack.
+    Read(
+        ZoneId,
+        PackId,
+        oneshot::Sender<Result<Option<Pack>, StoreError>>,
+    ),
+    /// Lease up to this many due packs, as of `now` (the lifecycle's clock).
+    Claim {
+        now: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
+    },
+    /// A fault the tests inject: the store thread panics.
+    #[cfg(test)]
+    Panic,
+}
+
+/// The worker's way to its store thread: every read, write, claim and release of the
+/// lifecycle goes through it.
+#[derive(Debug, Clone)]
+pub(super) struct StoreThread(pub(super) mpsc::UnboundedSender<StoreOp>);
+
+impl StoreThread {
+    /// Sends `op` (built around a reply channel) and waits for the reply.
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> StoreOp,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.0.send(op(reply)).map_err(|_| store_thread_gone())?;
+        answer.await.map_err(|_| store_thread_gone())?
+    }
+
+    /// Leases up to `limit` due packs as of `now` (the lifecycle's clock).
+    pub(super) async fn claim(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
+        self.ask(|reply| StoreOp::Claim { now, limit, reply }).await
+    }
+
+    /// Gives up the lease on a pack (a failure is logged by the store thread; the lease
+    /// then runs out by itself).
+    pub(super) async fn release(&self, id: PackId) {
+        let (reply, released) = oneshot::channel();
+        if self.0.send(StoreOp::Release(id, reply)).is_ok() {
+            let _ = released.await;
+        }
+    }
+
+    /// Has the store thread panic (a test's fault).
+    #[cfg(test)]
+    pub(super) fn panic(&self) {
+        let _ = self.0.send(StoreOp::Panic);
+    }
+}
+
+impl PackAccess for StoreThread {
+    async fn read_pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        let (zone, id) = (zone.clone(), id.clone());
+        self.ask(|reply| StoreOp::Read(zone, id, reply)).await
+    }
+
+    async fn write_pack(&self, pack: Pack) -> Result<Pack, StoreError> {
+        self.ask(|reply| StoreOp::Update(Box::new(pack), reply))
+            .await
+    }
+}
+
+pub(super) fn store_thread_gone() -> StoreError {
+    StoreError::Backend("the lifecycle's store thread has stopped".into())
+}
+
+/// The worker's store thread: takes up to [`WRITE_BATCH`] queued operations at a time,
+/// answers the reads, commits the writes in one transaction, then claims (so leases given
+/// up in this batch can be claimed again). A renewal of the worker's leases, when
+/// `renew_asked`, runs before the next batch. Runs until every sender is gone.
+pub(super) async fn store_thread(
+    store: Store,
+    owner: String,
+    leases: Arc<LeaseClock>,
+    renew_asked: Arc<Notify>,
+    mut queued: mpsc::UnboundedReceiver<StoreOp>,
+) {
+    // Leases are stored in whole seconds of the wall clock, whose second may be about to
+    // end: one second more keeps every lease at least `lease` long, as `LeaseClock`
+    // counts it.
+    let lease_secs = i64::try_from(leases.lease.as_secs())
+        .unwrap_or(i64::MAX / 2)
+        .saturating_add(1);
+    let mut ops = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        // A renewal goes before the queued operations, however many there are.
+        let renew = tokio::select! {
+            biased;
+            _ = renew_asked.notified() => true,
+            taken = queued.recv_many(&mut ops, WRITE_BATCH) => {
+                if taken == 0 {
+                    break;
+                }
+                false
+            }
+        };
+        if renew {
+            let at = Instant::now();
+            match store
+                .renew_leases(&owner, SystemClock.now(), lease_secs)
+                .await
+            {
+                Ok(_) => leases.renewed(at),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "lifecycle: renewing leases failed; packs in hand are dropped when their leases may have run out"
+                ),
+            }
+            continue;
+        }
+        let mut packs = Vec::new();
+        let mut saved_replies = Vec::new();
+        let mut releases = Vec::new();
+        let mut released_replies = Vec::new();
+        let mut claims = Vec::new();
+        for op in ops.drain(..) {
+            match op {
+                StoreOp::Read(zone, id, reply) => {
+                    let _ = reply.send(store.pack(&zone, &id).await);
+                }
+                StoreOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
+                StoreOp::Update(pack, reply) => {
+                    packs.push(*pack);
+                    saved_replies.push(reply);
+                }
+                StoreOp::Release(id, reply) => {
+                    releases.push(id);
+                    released_replies.push(reply);
+                }
+                #[cfg(test)]
+                StoreOp::Panic => panic!("injected: the store thread panics"),
+            }
+        }
+        let written = if packs.is_empty() && releases.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store
+                .write_lifecycle_batch(&owner, &mut packs, &releases)
+                .await
+        };
+        match written {
+            Ok(outcomes) => {
+                for ((pack, reply), outcome) in packs.into_iter().zip(saved_replies).zip(outcomes) {
+                    let _ = reply.send(outcome.map(|()| pack));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, packs = packs.len(), leases = releases.len(), "lifecycle: a batch of writes failed");
+                let reason = e.to_string();
+                for reply in saved_replies {
+                    let _ = reply.send(Err(StoreError::Backend(reason.clone())));
+                }
+            }
+        }
+        for reply in released_replies {
+            let _ = reply.send(());
+        }
+        for (now, limit, reply) in claims {
+            let claimed = store
+                .claim_due(&Claim {
+                    owner: &owner,
+                    now,
+                    wall_now: SystemClock.now(),
+                    lease_secs,
+                    limit: limit as u64,
+                })
+                .await;
+            let _ = reply.send(claimed);
+        }
+    }
+}

@@ -1,0 +1,852 @@
+//! Every rule that moves a pack through its lifecycle, as one pure function:
+//! [`transition`]`(pack, input, rules, now) -> (pack, events)`.
+//!
+//! The worker, the HTTP handlers and the admin commands decide nothing about a pack's
+//! state themselves: they gather an [`Input`] (check outcomes, an issuer's answer, a
+//! deployment's outcome, a client's PATCH, an operator's approval, the clock) and apply
+//! it here. Applying is pure (no I/O; the time is passed in; the one thing not derived
+//! from the arguments is fresh DCV tokens, which are random by design), so the same
+//! input can be applied again to the pack as stored when an optimistic write found it
+//! changed (`store::apply_transition`), and every rule is a unit test below.
+//!
+//! The answer is one of:
+//! - `Ok(Some(Transition))`: the pack to save and the [`Event`]s it reports (what a
+//!   webhook or a metric will tell), or that it is to be deleted;
+//! - `Ok(None)`: the input no longer applies (the pack moved on meanwhile: a check of a
+//!   record a PATCH replaced, an issuance for a pack that timed out): nothing to write;
+//! - `Err(Refusal)`: a client's or operator's request that the pack's state forbids; the
+//!   message is made where it is shown (the HTTP error, the CLI's).
+
+use super::ids::Hostname;
+use super::pack::{DcvMethod, DcvRecord, HostCheck, IssuedCertificate, Pack, PackState};
+
+/// How long a failed issuance or deployment waits before it is tried again (unless the
+/// CA asks for longer, see [`IssueFailure::retry_after`]).
+pub const ISSUANCE_RETRY_SECS: i64 = 300;
+
+/// How many pack errors are kept (newest last).
+pub const MAX_ERRORS: usize = 5;
+
+/// The reason shown for e-mail validation, which no machine can check: an operator
+/// stands in for the recipient clicking the link.
+pub const EMAIL_REASON: &str =
+    "e-mail validation: waiting for approval (an operator runs `zonecert pack approve ID`)";
+
+/// The settings the rules depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// How long a validated pack (or a renewal's new certificate) may spend in issuance
+    /// and deployment before it times out, in seconds.
+    pub issuance_timeout_secs: i64,
+}
+
+/// What a DCV check of one host found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckResult {
+    /// The record is there.
+    Passed,
+    /// It is not, with a reason a person can act on.
+    Failed(String),
+    /// No machine can check it (e-mail validation): an operator approves it.
+    AwaitingApproval,
+}
+
+/// One host's check result, tied to the record that was checked so it is never applied
+/// to a record minted since (a method switch or a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostOutcome {
+    /// The host's position in the pack.
+    pub index: usize,
+    /// The record that was checked.
+    pub record: DcvRecord,
+    /// What the check found.
+    pub result: CheckResult,
+}
+
+/// What the CAA check of the pack's hosts found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaaCheck {
+    /// Every host's CAA records allow the pack's CA.
+    Allowed,
+    /// A host's records forbid it: why, as shown on the pack.
+    Refused(String),
+    /// Not asked (the checks were incomplete, or the worker's lease may have run out).
+    NotChecked,
+}
+
+/// Why the CA (or an injected fault) did not sign, typed so a caller can match it; the
+/// text shown on the pack is made by [`IssueFailure::message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssueFailure {
+    /// The CA refused the order (ACME: an `urn:ietf:params:acme:error:*` problem type).
+    Refused {
+        /// The problem type (`rejectedIdentifier`, `caa`, `rateLimited`, ...; the built-in
+        /// CA's own kinds are `invalidRequest` and `orderMismatch`).
+        problem: String,
+        /// The CA's explanation.
+        detail: String,
+        /// Unix seconds before which the CA asks not to be asked again (`Retry-After`).
+        retry_after: Option<i64>,
+    },
+    /// The CA could not be reached or failed on its side: worth retrying.
+    Unavailable {
+        /// What went wrong.
+        detail: String,
+        /// Unix seconds before which the CA asks not to be asked again (`Retry-After`).
+        retry_after: Option<i64>,
+    },
+    /// zonecert's side failed (the request could not be built, the CA's keys).
+    Local(String),
+    /// A fault injected by the test controls.
+    Injected(String),
+}
+
+impl IssueFailure {
+    /// The reason as shown on the pack.
+    pub fn message(&self) -> String {
+        match self {
+            IssueFailure::Refused { detail, .. }
+            | IssueFailure::Unavailable { detail, .. }
+            | IssueFailure::Local(detail)
+            | IssueFailure::Injected(detail) => format!("issuance failed: {detail}"),
+        }
+    }
+
+    /// When the CA asks to be asked again, if it said.
+    pub fn retry_after(&self) -> Option<i64> {
+        match self {
+            IssueFailure::Refused { retry_after, .. }
+            | IssueFailure::Unavailable { retry_after, .. } => *retry_after,
+            IssueFailure::Local(_) | IssueFailure::Injected(_) => None,
+        }
+    }
+}
+
+/// Something that happened to a pack, which may change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The clock: stage deadlines (timeouts), expiry, the renewal window.
+    Tick,
+    /// DCV checks ran (validation, or renewal for an active pack), with CAA when they
+    /// completed the validation. No outcomes and CAA asked: CAA alone (a pack whose hosts
+    /// all validated, or were validated by a change made while its checks ran).
+    Checked {
+        /// The outcomes, each for the record it checked.
+        outcomes: Vec<HostOutcome>,
+        /// CAA, when asked.
+        caa: CaaCheck,
+    },
+    /// An issuer whose tokens come from its CA (ACME) began the order of an
+    /// `initializing` pack: one record per host, in the pack's order.
+    OrderBegun {
+        /// What each host must publish (the CA's tokens).
+        records: Vec<DcvRecord>,
+        /// Unix seconds when the CA's authorizations expire, if it said.
+        tokens_expire: Option<i64>,
+    },
+    /// The issuer signed a certificate for a pack that was in `started_in` when the
+    /// issuance began (`pending_issuance`, `pending_deployment` for a retried deployment,
+    /// `active` for a renewal).
+    Issued {
+        /// The state the issuance began in.
+        started_in: PackState,
+        /// The certificate (its key is never part of a pack).
+        certificate: IssuedCertificate,
+    },
+    /// The issuer did not sign (or could not begin the order of an `initializing` pack).
+    IssuanceFailed {
+        /// The state the issuance began in.
+        started_in: PackState,
+        /// Why.
+        failure: IssueFailure,
+    },
+    /// The certificate was written where it is served and the hook ran.
+    Deployed,
+    /// Deployment failed: why, as shown on the pack.
+    DeploymentFailed(String),
+    /// `PATCH .../ssl/verification/{id}`: validate with `method`.
+    EditVerification {
+        /// The method asked for.
+        method: DcvMethod,
+        /// `<zone-dcv-id>.dcv.<service-domain>`, for delegated records.
+        dcv_target_suffix: String,
+    },
+    /// `PATCH .../ssl/certificate_packs/{id}`: set branding, restart a timed-out pack.
+    EditPack {
+        /// The branding asked for, if any.
+        cloudflare_branding: Option<bool>,
+        /// `<zone-dcv-id>.dcv.<service-domain>`, for delegated records.
+        dcv_target_suffix: String,
+    },
+    /// `retry=true`: make up to `budget` hosts due now (see [`Pack::recheck_some`]).
+    Recheck {
+        /// Hosts checked this recently are not made due again.
+        coalesce_secs: i64,
+        /// Most hosts to make due.
+        budget: usize,
+        /// A check of the pack is running, begun too long ago to answer this request (it
+        /// may have looked before the client published): its due hosts are asked for
+        /// anew. The worker drops that check's outcomes (they would answer the request
+        /// and push the next check a schedule slot away) and checks again; the write
+        /// orders this request against the worker's.
+        supersede_running: bool,
+    },
+    /// `zonecert pack approve`: the brand check lifted, e-mail hosts validated.
+    Approve,
+    /// The pack is deleted (`DELETE`, `zonecert pack reject`).
+    Delete,
+}
+
+/// What a transition reports: what a webhook or a metric will tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A host's record was found.
+    HostValidated {
+        /// The host.
+        host: Hostname,
+    },
+    /// Checks failed, with each host's reason (`host: reason`).
+    ValidationFailed {
+        /// One per failed host.
+        reasons: Vec<String>,
+    },
+    /// Every host validated and CAA allows the CA: on to issuance.
+    Validated,
+    /// Every host validated but CAA forbids the CA.
+    CaaRefused {
+        /// Why.
+        reason: String,
+    },
+    /// An active pack's records were checked again and CAA allows the CA: the renewal's
+    /// certificate is to be issued.
+    Revalidated,
+    /// A renewal's checks failed (the pack stays active).
+    RenewalFailed {
+        /// Why.
+        reason: String,
+    },
+    /// Renewal stopped 24 hours before expiry: the certificate will expire.
+    RenewalAbandoned,
+    /// The issuer began the order: its tokens are published.
+    OrderBegun,
+    /// A certificate was issued (`renewal`: for an active pack).
+    Issued {
+        /// Its serial number (hex).
+        serial: String,
+        /// Whether it renews an active pack's certificate.
+        renewal: bool,
+    },
+    /// Issuance failed; retried later.
+    IssuanceFailed {
+        /// Why.
+        reason: String,
+    },
+    /// Deployment failed; retried later.
+    DeploymentFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The certificate is deployed: the pack is active.
+    Active {
+        /// The deployed certificate's serial number (hex).
+        serial: String,
+    },
+    /// A stage ran out of time.
+    TimedOut {
+        /// The timed-out state.
+        state: PackState,
+    },
+    /// The certificate expired.
+    Expired,
+    /// A timed-out pack was restarted with fresh tokens.
+    Restarted,
+    /// The pack validates with another method, with fresh records.
+    MethodChanged {
+        /// The new method.
+        method: DcvMethod,
+    },
+    /// Hosts were made due now (`retry=true`, a PATCH with the same method).
+    RecheckRequested {
+        /// How many.
+        hosts: usize,
+        /// How many more were being checked and are asked for anew.
+        running: usize,
+    },
+    /// The pack's branding changed.
+    BrandingChanged {
+        /// The new value.
+        cloudflare_branding: bool,
+    },
+    /// An operator approved the pack.
+    Approved,
+    /// The pack is deleted.
+    Deleted,
+}
+
+/// Why a request cannot change the pack in its state. The caller words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The method of a pack past validation cannot change.
+    MethodFixed {
+        /// The pack's state.
+        state: PackState,
+        /// Its method.
+        method: DcvMethod,
+    },
+    /// Only a timed-out pack can be restarted.
+    NotTimedOut {
+        /// The pack's state.
+        state: PackState,
+    },
+    /// Only a pack pending validation can be approved.
+    NotPendingValidation {
+        /// The pack's state.
+        state: PackState,
+    },
+}
+
+/// The outcome of an input that applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The pack as it is to be saved (its `version` still the one it was derived from).
+    pub pack: Pack,
+    /// What happened.
+    pub events: Vec<Event>,
+    /// The pack is to be deleted rather than saved.
+    pub delete: bool,
+}
+
+/// Applies `input` to `pack` at `now` (Unix seconds). See the module documentation for
+/// the three kinds of answer.
+pub fn transition(
+    pack: &Pack,
+    input: &Input,
+    rules: &Rules,
+    now: i64,
+) -> Result<Option<Transition>, Refusal> {
+    let mut next = pack.clone();
+    let mut events = Vec::new();
+    // Whether the change is one a client sees as a modification (`modified_on`); asking
+    // for a check is not.
+    let mut touches = true;
+    let applies = match input {
+        Input::Tick => tick(&mut next, rules, now, &mut events),
+        Input::Checked { outcomes, caa } => match next.state {
+            PackState::PendingValidation => {
+                validation_checked(&mut next, outcomes, caa, rules, now, &mut events)
+            }
+            PackState::Active => renewal_checked(&mut next, outcomes, caa, now, &mut events),
+            _ => false,
+        },
+        Input::OrderBegun {
+            records,
+            tokens_expire,
+        } => order_begun(&mut next, records, *tokens_expire, now, &mut events),
+        Input::Issued {
+            started_in,
+            certificate,
+        } => issued(&mut next, *started_in, certificate, rules, now, &mut events),
+        Input::IssuanceFailed {
+            started_in,
+            failure,
+        } => {
+            let reason = failure.message();
+            let applies = next.state == *started_in
+                && retry_later(&mut next, reason.clone(), failure.retry_after(), now);
+            if applies {
+                events.push(Event::IssuanceFailed { reason });
+            }
+            applies
+        }
+        Input::Deployed => deployed(&mut next, &mut events),
+        Input::DeploymentFailed(error) => {
+            let reason = format!("deployment failed: {error}");
+            let applies = next.state == PackState::PendingDeployment
+                && retry_later(&mut next, reason.clone(), None, now);
+            if applies {
+                events.push(Event::DeploymentFailed { reason });
+            }
+            applies
+        }
+        Input::EditVerification {
+            method,
+            dcv_target_suffix,
+        } => {
+            let same = *method == next.method;
+            touches = !(same && next.state == PackState::PendingValidation);
+            edit_verification(&mut next, *method, dcv_target_suffix, now, &mut events)?
+        }
+        Input::EditPack {
+            cloudflare_branding,
+            dcv_target_suffix,
+        } => edit_pack(
+            &mut next,
+            *cloudflare_branding,
+            dcv_target_suffix,
+            now,
+            &mut events,
+        )?,
+        Input::Recheck {
+            coalesce_secs,
+            budget,
+            supersede_running,
+        } => {
+            touches = false;
+            let pending = next.state == PackState::PendingValidation
+                && !next.brand_check
+                && !next.all_verified();
+            let (mut made, mut running) = (0, 0);
+            if pending {
+                // Due already, so being checked: asked for anew (nothing to change in
+                // them; the write is what counts).
+                if *supersede_running {
+                    running = next
+                        .hosts
+                        .iter()
+                        .filter(|h| h.check.verified != Some(true) && h.check.next_due_at <= now)
+                        .count();
+                }
+                made = next.recheck_some(now, *coalesce_secs, *budget);
+            }
+            if made + running > 0 {
+                events.push(Event::RecheckRequested {
+                    hosts: made,
+                    running,
+                });
+            }
+            made + running > 0
+        }
+        Input::Approve => approve(&mut next, now, &mut events)?,
+        Input::Delete => {
+            return Ok(Some(Transition {
+                pack: next,
+                events: vec![Event::Deleted],
+                delete: true,
+            }));
+        }
+    };
+    if !applies {
+        return Ok(None);
+    }
+    if touches {
+        next.updated_at = now;
+    }
+    Ok(Some(Transition {
+        pack: next,
+        events,
+        delete: false,
+    }))
+}
+
+/// The clock's rules: a stage past its deadline times out, a certificate past
+/// `not_after` expires, and an active pack outside its renewal window is rescheduled.
+fn tick(pack: &mut Pack, rules: &Rules, now: i64, events: &mut Vec<Event>) -> bool {
+    let timed_out = match pack.state {
+        PackState::Initializing => PackState::InitializingTimedOut,
+        PackState::PendingValidation => PackState::ValidationTimedOut,
+        PackState::PendingIssuance => PackState::IssuanceTimedOut,
+        PackState::PendingDeployment => PackState::DeploymentTimedOut,
+        PackState::Active => return active_tick(pack, now, events),
+        _ => return false,
+    };
+    if now < pack.stage_deadline {
+        return false;
+    }
+    if let Some(stage) = match pack.state {
+        PackState::PendingIssuance => Some("issuance"),
+        PackState::PendingDeployment => Some("deployment"),
+        _ => None,
+    } {
+        push_error(
+            pack,
+            format!(
+                "{stage} timed out: not done within {} (failures were retried every {} \
+                 minutes); PATCH the pack to restart it with fresh tokens",
+                human_duration(rules.issuance_timeout_secs),
+                ISSUANCE_RETRY_SECS / 60
+            ),
+        );
+    }
+    pack.state = timed_out;
+    events.push(Event::TimedOut { state: timed_out });
+    true
+}
+
+/// An active pack: expired past `not_after`; before its renewal window, due when it
+/// opens (claimed early, by a `retry=true` say); past the last day of renewal, left to
+/// expire with the reason shown. Inside the window the clock changes nothing: the
+/// records are checked again (an [`Input::Checked`]).
+fn active_tick(pack: &mut Pack, now: i64, events: &mut Vec<Event>) -> bool {
+    let (Some(starts), Some(gives_up), Some(not_after)) = (
+        pack.renewal_starts_at(),
+        pack.renewal_gives_up_at(),
+        pack.certificate.as_ref().map(|c| c.not_after),
+    ) else {
+        return false;
+    };
+    if now >= not_after {
+        pack.state = PackState::Expired;
+        events.push(Event::Expired);
+    } else if now < starts {
+        pack.due_at(starts);
+    } else if now >= gives_up {
+        push_error(
+            pack,
+            "renewal: gave up 24 hours before expiry; the certificate will expire".into(),
+        );
+        pack.due_at(not_after);
+        events.push(Event::RenewalAbandoned);
+    } else {
+        return false;
+    }
+    true
+}
+
+/// Outcomes of a pending pack's checks; when every host validated, CAA decides between
+/// issuance and a wait for the next slot of the schedule. When CAA was not asked, the
+/// hosts are due at once, so whoever looks next asks it.
+fn validation_checked(
+    pack: &mut Pack,
+    outcomes: &[HostOutcome],
+    caa: &CaaCheck,
+    rules: &Rules,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> bool {
+    let deadline = pack.stage_deadline;
+    let matched = apply_outcomes(pack, outcomes, now, Some(deadline), events);
+    if !outcomes.is_empty() && !matched {
+        // Every checked record was replaced meanwhile: nothing to record.
+        return false;
+    }
+    if !pack.all_verified() {
+        // Outcomes written; with none (CAA alone) nothing changed.
+        return matched;
+    }
+    match caa {
+        CaaCheck::Allowed => {
+            pack.state = PackState::PendingIssuance;
+            pack.stage_deadline = now.saturating_add(rules.issuance_timeout_secs);
+            pack.errors.clear();
+            // Due at once: if this server dies before issuing, the next claim resumes.
+            pack.due_at(now);
+            events.push(Event::Validated);
+        }
+        CaaCheck::Refused(reason) => {
+            // Checked again at the hosts' next slot of the schedule.
+            push_error(pack, reason.clone());
+            for h in &mut pack.hosts {
+                h.check.next_due_at = HostCheck::next_due_after(h.check.attempts, now);
+            }
+            events.push(Event::CaaRefused {
+                reason: reason.clone(),
+            });
+        }
+        CaaCheck::NotChecked if matched => pack.due_at(now),
+        CaaCheck::NotChecked => return false,
+    }
+    true
+}
+
+/// Outcomes of an active pack's renewal checks: failures are pack errors (the pack stays
+/// active, checked again on the schedule); success with CAA allowed is
+/// [`Event::Revalidated`], the go-ahead for the renewal's issuance.
+fn renewal_checked(
+    pack: &mut Pack,
+    outcomes: &[HostOutcome],
+    caa: &CaaCheck,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> bool {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            let reason = match &o.result {
+                CheckResult::Passed => return None,
+                CheckResult::Failed(reason) => reason.as_str(),
+                CheckResult::AwaitingApproval => EMAIL_REASON,
+            };
+            pack.hosts
+                .get(o.index)
+                .map(|h| format!("{}: {reason}", h.hostname))
+        })
+        .collect();
+    apply_outcomes(pack, outcomes, now, None, &mut Vec::new());
+    let failure = if !failed.is_empty() {
+        Some(format!("renewal: DCV failed: {}", failed.join("; ")))
+    } else {
+        match caa {
+            CaaCheck::Refused(reason) => Some(format!("renewal: {reason}")),
+            CaaCheck::Allowed => {
+                events.push(Event::Revalidated);
+                None
+            }
+            CaaCheck::NotChecked => None,
+        }
+    };
+    if let Some(reason) = failure {
+        push_error(pack, reason.clone());
+        events.push(Event::RenewalFailed { reason });
+    }
+    true
+}
+
+/// An `initializing` pack gets its CA's records and waits for validation, until the
+/// tokens expire at the latest.
+fn order_begun(
+    pack: &mut Pack,
+    records: &[DcvRecord],
+    tokens_expire: Option<i64>,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> bool {
+    // One record per host, or the issuer answered for another order.
+    if pack.state != PackState::Initializing || records.len() != pack.hosts.len() {
+        return false;
+    }
+    for (host, record) in pack.hosts.iter_mut().zip(records) {
+        host.record = record.clone();
+        host.check = HostCheck::fresh(now);
+    }
+    if let Some(expire) = tokens_expire {
+        pack.stage_deadline = pack.stage_deadline.min(expire);
+    }
+    pack.state = PackState::PendingValidation;
+    pack.errors.clear();
+    events.push(Event::OrderBegun);
+    true
+}
+
+/// A certificate signed for the pack: stored, to be deployed. A renewal's deployment
+/// gets a deadline of its own.
+fn issued(
+    pack: &mut Pack,
+    started_in: PackState,
+    certificate: &IssuedCertificate,
+    rules: &Rules,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> bool {
+    let renewal = match started_in {
+        PackState::PendingIssuance | PackState::PendingDeployment => false,
+        PackState::Active => true,
+        _ => return false,
+    };
+    if pack.state != started_in {
+        return false;
+    }
+    if renewal {
+        pack.stage_deadline = now.saturating_add(rules.issuance_timeout_secs);
+    }
+    pack.state = PackState::PendingDeployment;
+    pack.certificate = Some(certificate.clone());
+    events.push(Event::Issued {
+        serial: certificate.id.clone(),
+        renewal,
+    });
+    true
+}
+
+/// Deployed: active, errors cleared, due again when the renewal window opens.
+fn deployed(pack: &mut Pack, events: &mut Vec<Event>) -> bool {
+    if pack.state != PackState::PendingDeployment {
+        return false;
+    }
+    pack.state = PackState::Active;
+    pack.errors.clear();
+    if let Some(starts) = pack.renewal_starts_at() {
+        pack.due_at(starts);
+    }
+    events.push(Event::Active {
+        serial: pack
+            .certificate
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default(),
+    });
+    true
+}
+
+/// Records a failed issuance or deployment and makes the pack due again later (when the
+/// CA asked, not before it said), at the stage's deadline at the latest (where it times
+/// out). A failed renewal's pack (still `active`) keeps its current certificate.
+fn retry_later(pack: &mut Pack, error: String, retry_after: Option<i64>, now: i64) -> bool {
+    push_error(pack, error);
+    let mut retry_at = now.saturating_add(ISSUANCE_RETRY_SECS);
+    if let Some(asked) = retry_after {
+        retry_at = retry_at.max(asked);
+    }
+    if pack.state != PackState::Active {
+        retry_at = retry_at.min(pack.stage_deadline);
+    }
+    pack.due_at(retry_at);
+    true
+}
+
+/// The verification PATCH: the same method rechecks a pending pack now; another one
+/// switches it to fresh records; a timed-out pack restarts with the method asked for. A
+/// settled pack keeps its method.
+fn edit_verification(
+    pack: &mut Pack,
+    method: DcvMethod,
+    suffix: &str,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> Result<bool, Refusal> {
+    match pack.state {
+        PackState::PendingValidation if method == pack.method => {
+            let hosts = pack
+                .hosts
+                .iter()
+                .filter(|h| h.check.verified != Some(true))
+                .count();
+            pack.recheck_now(now);
+            events.push(Event::RecheckRequested { hosts, running: 0 });
+        }
+        PackState::PendingValidation => {
+            pack.switch_method(method, suffix, now);
+            events.push(Event::MethodChanged { method });
+        }
+        state if state.is_timed_out() => {
+            if method != pack.method {
+                events.push(Event::MethodChanged { method });
+            }
+            pack.method = method;
+            pack.restart_validation(suffix, now);
+            events.push(Event::Restarted);
+        }
+        // Settled (a worker may have just written it): nothing to change.
+        _ if method == pack.method => return Ok(false),
+        state => {
+            return Err(Refusal::MethodFixed {
+                state,
+                method: pack.method,
+            });
+        }
+    }
+    Ok(true)
+}
+
+/// The pack PATCH: branding as asked; a timed-out pack restarts with fresh tokens.
+fn edit_pack(
+    pack: &mut Pack,
+    branding: Option<bool>,
+    suffix: &str,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> Result<bool, Refusal> {
+    if let Some(b) = branding {
+        pack.cloudflare_branding = b;
+        events.push(Event::BrandingChanged {
+            cloudflare_branding: b,
+        });
+    }
+    if pack.state.is_timed_out() {
+        pack.restart_validation(suffix, now);
+        events.push(Event::Restarted);
+    } else if branding.is_none() {
+        return Err(Refusal::NotTimedOut { state: pack.state });
+    }
+    Ok(true)
+}
+
+/// An operator's approval: the brand check lifted and, for e-mail validation (which no
+/// machine can check), every host validated, as if the recipient had clicked the link.
+/// The workers take the pack on at once.
+fn approve(pack: &mut Pack, now: i64, events: &mut Vec<Event>) -> Result<bool, Refusal> {
+    if pack.state != PackState::PendingValidation {
+        return Err(Refusal::NotPendingValidation { state: pack.state });
+    }
+    pack.brand_check = false;
+    for host in &mut pack.hosts {
+        if host.record.method() == DcvMethod::Email && host.check.verified != Some(true) {
+            host.check.verified = Some(true);
+            host.check.reason = None;
+            host.check.last_checked_at = Some(now);
+        }
+        host.check.next_due_at = now;
+    }
+    events.push(Event::Approved);
+    Ok(true)
+}
+
+/// Writes check outcomes into the hosts whose record is still the one checked.
+/// `verified_due` is when a validated host is next looked at (`None`: on the schedule
+/// like a failed one). Returns whether any host matched.
+fn apply_outcomes(
+    pack: &mut Pack,
+    outcomes: &[HostOutcome],
+    now: i64,
+    verified_due: Option<i64>,
+    events: &mut Vec<Event>,
+) -> bool {
+    let deadline = pack.stage_deadline;
+    let mut any = false;
+    let mut failed = Vec::new();
+    for o in outcomes {
+        let Some(host) = pack.hosts.get_mut(o.index) else {
+            continue;
+        };
+        if host.record != o.record {
+            continue;
+        }
+        any = true;
+        let before = host.check.attempts;
+        host.check.attempts = before.saturating_add(1);
+        host.check.last_checked_at = Some(now);
+        let on_schedule = HostCheck::next_due_after(before, now);
+        match &o.result {
+            CheckResult::Passed => {
+                host.check.verified = Some(true);
+                host.check.reason = None;
+                host.check.next_due_at = verified_due.unwrap_or(on_schedule);
+                events.push(Event::HostValidated {
+                    host: host.hostname.clone(),
+                });
+            }
+            CheckResult::Failed(reason) => {
+                host.check.verified = Some(false);
+                host.check.reason = Some(reason.clone());
+                host.check.next_due_at = on_schedule;
+                failed.push(format!("{}: {reason}", host.hostname));
+            }
+            CheckResult::AwaitingApproval => {
+                host.check.verified = Some(false);
+                host.check.reason = Some(EMAIL_REASON.into());
+                // Nothing changes until an operator approves: no point in polling.
+                host.check.next_due_at = deadline;
+            }
+        }
+    }
+    if !failed.is_empty() {
+        events.push(Event::ValidationFailed { reasons: failed });
+    }
+    any
+}
+
+/// Adds a pack error unless it is already the newest one (a retried failure is shown
+/// once), keeping the last [`MAX_ERRORS`].
+fn push_error(pack: &mut Pack, error: String) {
+    if pack.errors.last() != Some(&error) {
+        pack.errors.push(error);
+    }
+    let excess = pack.errors.len().saturating_sub(MAX_ERRORS);
+    pack.errors.drain(..excess);
+}
+
+/// `24 hours`, `90 minutes`, `45 seconds`: the largest whole unit.
+fn human_duration(secs: i64) -> String {
+    let (n, unit) = if secs % 3600 == 0 {
+        (secs / 3600, "hour")
+    } else if secs % 60 == 0 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} {unit}{plural}")
+}
+
+#[cfg(test)]
+#[path = "transition_tests.rs"]
+mod tests;
