@@ -84,15 +84,6 @@ impl LeaseClock {
     }
 }
 
-/// An operation handed to the worker's store thread, the only lifecycle thread that
-/// touches the store. It commits the writes that queued up meanwhile in one transaction
-/// (group commit): the packs in flight share transactions instead of each paying for its
-/// own, and queue for the store's write lock once per batch.
-///
-/// Why one thread at normal priority: SQLite's in-process locks (its file and
-/// shared-memory mutexes) are shared by every connection of the process, requests'
-/// included. A low-priority lifecycle thread preempted while holding one made requests
-
 /// The file in the data directory that keeps the node's identity.
 const NODE_ID_FILE: &str = "node-id";
 
