@@ -50,6 +50,20 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The store tests start PostgreSQL clusters of their own (testkit's PgCluster): install
+# the distribution's server when it is missing, as install-sdks.sh does the SDKs'
+# runtimes. ZONECERT_SKIP_POSTGRES=1 skips those tests instead, explicitly.
+if [[ "${ZONECERT_SKIP_POSTGRES:-}" != 1 ]] && ! command -v pg_ctl >/dev/null \
+    && ! compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "== installing PostgreSQL with apt-get (the store tests start their own clusters)"
+        apt-get update >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >/dev/null
+    else
+        echo "test.sh: PostgreSQL is missing (Debian: apt-get install postgresql); or set ZONECERT_SKIP_POSTGRES=1 to skip its tests" >&2
+        exit 1
+    fi
+fi
 echo "== cargo test"
 # --no-fail-fast: one failing test binary must not hide the results of the others; nor
 # must it hide the SDK suites', which run whatever the Rust suites said.

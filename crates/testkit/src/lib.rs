@@ -4,11 +4,14 @@
 //! 127.0.0.1 (or `::1`) on port 0.
 //!
 //! With the `server` feature, zonecert itself for a test: `TestServer` (the app in the
-//! test's process) and `ServeCommand` (the built binary as a child process).
+//! test's process) and `ServeCommand` (the built binary as a child process). With the
+//! `postgres` feature, `PgCluster`: a throwaway PostgreSQL cluster.
 
 pub mod console;
 mod dns;
 mod http;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "server")]
 mod process;
 #[cfg(feature = "server")]
@@ -16,6 +19,8 @@ mod server;
 
 pub use dns::DnsServer;
 pub use http::{HttpOrigin, LoggedRequest};
+#[cfg(feature = "postgres")]
+pub use postgres::PgCluster;
 #[cfg(feature = "server")]
 pub use process::{ServeCommand, ServeProcess, line_reader};
 #[cfg(feature = "server")]

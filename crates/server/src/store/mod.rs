@@ -1,15 +1,16 @@
 //! Storage: the one seam between the server and its database.
 //!
 //! Every SQL statement of the server lives below this folder. The rest of the server
-//! sees [`Store`], whose methods take and return model types. SQLite (embedded, the
-//! default) is the backend today; PostgreSQL (many stateless nodes sharing one
-//! database) becomes a second variant of [`Store`] with the same methods.
+//! sees [`Store`], whose methods take and return model types. Two backends, each a
+//! folder of files by concern: SQLite (`sqlite/`, embedded, the default) and PostgreSQL
+//! (`postgres/`, many nodes sharing one database), with the same methods and guarantees.
 //!
 //! The methods are `async` although SQLite answers synchronously: the PostgreSQL
-//! backend will await its pool, and callers are written for that already.
+//! backend awaits its pool.
 
 mod apply;
 mod cache;
+mod postgres;
 mod sqlite;
 
 use crate::model::{Pack, PackId, Token, User, Zone, ZoneId};
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use apply::{Applied, MAX_ATTEMPTS, PackAccess, apply_transition};
 pub use cache::ZoneView;
+pub use postgres::{DEFAULT_POOL_SIZE, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
@@ -89,11 +91,29 @@ pub struct Claim<'a> {
     pub limit: u64,
 }
 
+/// What a database URL names.
+enum DatabaseUrl<'a> {
+    Postgres(&'a str),
+    Sqlite(&'a Path),
+}
+
+impl<'a> DatabaseUrl<'a> {
+    fn parse(url: &'a str) -> DatabaseUrl<'a> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            DatabaseUrl::Postgres(url)
+        } else {
+            DatabaseUrl::Sqlite(Path::new(url.strip_prefix("sqlite://").unwrap_or(url)))
+        }
+    }
+}
+
 /// The server's storage.
 #[derive(Debug, Clone)]
 pub enum Store {
     /// The embedded SQLite database.
     Sqlite(SqliteStore),
+    /// A PostgreSQL database, shared by any number of nodes.
+    Postgres(PgStore),
 }
 
 /// One request's reads of what the request path reads most (credentials, a zone's
@@ -112,6 +132,7 @@ impl Reads<'_> {
     pub async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
         match self.store {
             Store::Sqlite(s) => s.user_by_email(self.epoch, email),
+            Store::Postgres(s) => s.user_by_email(email).await,
         }
     }
 
@@ -119,6 +140,7 @@ impl Reads<'_> {
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
         match self.store {
             Store::Sqlite(s) => s.token_by_hash(self.epoch, hash),
+            Store::Postgres(s) => s.token_by_hash(hash).await,
         }
     }
 
@@ -127,6 +149,7 @@ impl Reads<'_> {
     pub async fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
         match self.store {
             Store::Sqlite(s) => s.zone_with_packs(self.epoch, id),
+            Store::Postgres(s) => s.zone_with_packs(id).await,
         }
     }
 }
@@ -138,6 +161,7 @@ impl Store {
             store: self,
             epoch: match self {
                 Store::Sqlite(s) => s.cache_epoch(),
+                Store::Postgres(_) => None,
             },
         }
     }
@@ -155,35 +179,46 @@ impl Store {
     }
 
     /// Opens the database named by `url` (see [`Store::open_url`]), or else the embedded
-    /// one in `data_dir`, only if it exists: [`StoreError::NoDatabase`] otherwise. For
+    /// one in `data_dir`, only if it exists: [`StoreError::NoDatabase`] otherwise (for
+    /// PostgreSQL: an error when the database holds no zonecert schema). For
     /// administration, which must never create a database by accident (run from the
     /// wrong folder, it would, and the server would not see what it did).
     pub fn open_existing(data_dir: &Path, url: Option<&str>) -> Result<Store, StoreError> {
-        let path = match url {
-            Some(url) => Self::sqlite_url_path(url)?.to_owned(),
-            None => Self::sqlite_path(data_dir),
-        };
-        Ok(Store::Sqlite(SqliteStore::open_existing(&path)?))
+        match url.map(DatabaseUrl::parse) {
+            Some(DatabaseUrl::Postgres(url)) => Ok(Store::Postgres(PgStore::open(
+                url,
+                DEFAULT_POOL_SIZE,
+                false,
+            )?)),
+            Some(DatabaseUrl::Sqlite(path)) => Ok(Store::Sqlite(SqliteStore::open_existing(path)?)),
+            None => Ok(Store::Sqlite(SqliteStore::open_existing(
+                &Self::sqlite_path(data_dir),
+            )?)),
+        }
     }
 
-    /// The file a database URL names.
-    fn sqlite_url_path(url: &str) -> Result<&Path, StoreError> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            return Ok(Path::new(path));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(StoreError::Backend(
-                "PostgreSQL is not supported yet; use the embedded SQLite database".into(),
-            ));
-        }
-        Ok(Path::new(url))
-    }
-
-    /// Opens the database named by a URL: `sqlite://PATH` (or a plain path).
+    /// Opens the database named by a URL, creating or migrating its schema:
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (or `postgresql://`), or `sqlite://PATH`
+    /// (or a plain path).
     pub fn open_url(url: &str) -> Result<Store, StoreError> {
-        Ok(Store::Sqlite(SqliteStore::open(Self::sqlite_url_path(
-            url,
-        )?)?))
+        Self::open_url_with_pool(url, DEFAULT_POOL_SIZE)
+    }
+
+    /// [`Store::open_url`] with at most `pool_size` connections to PostgreSQL (SQLite
+    /// has no pool: it ignores it).
+    pub fn open_url_with_pool(url: &str, pool_size: usize) -> Result<Store, StoreError> {
+        match DatabaseUrl::parse(url) {
+            DatabaseUrl::Postgres(url) => Ok(Store::Postgres(PgStore::open(url, pool_size, true)?)),
+            DatabaseUrl::Sqlite(path) => Ok(Store::Sqlite(SqliteStore::open(path)?)),
+        }
+    }
+
+    /// Which backend the store runs on: `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
     }
 
     /// Fills the read cache with zones' views, up to `share` (0 to 1) of its budget,
@@ -194,6 +229,8 @@ impl Store {
     pub fn warm_cache(&self, share: f64) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(s) => s.warm_cache(share),
+            // Not cached yet (see `postgres/mod.rs`): nothing to warm.
+            Store::Postgres(_) => Ok(0),
         }
     }
 
@@ -204,6 +241,7 @@ impl Store {
     pub async fn insert_zone(&self, zone: &Zone, allow_nested: bool) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.insert_zone(zone, allow_nested),
+            Store::Postgres(s) => s.insert_zone(zone, allow_nested).await,
         }
     }
 
@@ -211,6 +249,7 @@ impl Store {
     pub async fn zone(&self, id: &ZoneId) -> Result<Option<Zone>, StoreError> {
         match self {
             Store::Sqlite(s) => s.zone(id),
+            Store::Postgres(s) => s.zone(id).await,
         }
     }
 
@@ -224,6 +263,7 @@ impl Store {
     ) -> Result<Page<Zone>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list_zones(name, only, offset, limit),
+            Store::Postgres(s) => s.list_zones(name, only, offset, limit).await,
         }
     }
 
@@ -231,6 +271,7 @@ impl Store {
     pub async fn delete_zone(&self, id: &ZoneId) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.delete_zone(id),
+            Store::Postgres(s) => s.delete_zone(id).await,
         }
     }
 
@@ -240,6 +281,7 @@ impl Store {
     pub async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.insert_user(user),
+            Store::Postgres(s) => s.insert_user(user).await,
         }
     }
 
@@ -252,6 +294,7 @@ impl Store {
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list_users(),
+            Store::Postgres(s) => s.list_users().await,
         }
     }
 
@@ -259,6 +302,7 @@ impl Store {
     pub async fn delete_user(&self, id_or_email: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.delete_user(id_or_email),
+            Store::Postgres(s) => s.delete_user(id_or_email).await,
         }
     }
 
@@ -266,6 +310,7 @@ impl Store {
     pub async fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.insert_token(token),
+            Store::Postgres(s) => s.insert_token(token).await,
         }
     }
 
@@ -273,6 +318,7 @@ impl Store {
     pub async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list_tokens(),
+            Store::Postgres(s) => s.list_tokens().await,
         }
     }
 
@@ -280,6 +326,7 @@ impl Store {
     pub async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.delete_token(id),
+            Store::Postgres(s) => s.delete_token(id).await,
         }
     }
 
@@ -289,6 +336,7 @@ impl Store {
     pub async fn insert_pack(&self, pack: &Pack, allocated: u64) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.insert_pack(pack, allocated),
+            Store::Postgres(s) => s.insert_pack(pack, allocated).await,
         }
     }
 
@@ -297,6 +345,7 @@ impl Store {
     pub async fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.update_pack(pack),
+            Store::Postgres(s) => s.update_pack(pack).await,
         }
     }
 
@@ -304,6 +353,7 @@ impl Store {
     pub async fn pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
         match self {
             Store::Sqlite(s) => s.pack(zone, id),
+            Store::Postgres(s) => s.pack(zone, id).await,
         }
     }
 
@@ -311,6 +361,7 @@ impl Store {
     pub async fn packs_of_zone(&self, zone: &ZoneId) -> Result<Vec<Pack>, StoreError> {
         match self {
             Store::Sqlite(s) => s.packs_of_zone(zone),
+            Store::Postgres(s) => s.packs_of_zone(zone).await,
         }
     }
 
@@ -324,6 +375,7 @@ impl Store {
     ) -> Result<Page<Pack>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list_packs(zone, filter, offset, limit),
+            Store::Postgres(s) => s.list_packs(zone, filter, offset, limit).await,
         }
     }
 
@@ -331,6 +383,7 @@ impl Store {
     pub async fn count_packs(&self, zone: &ZoneId) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.count_packs(zone),
+            Store::Postgres(s) => s.count_packs(zone).await,
         }
     }
 
@@ -338,6 +391,7 @@ impl Store {
     pub async fn pack_by_id(&self, id: &PackId) -> Result<Option<Pack>, StoreError> {
         match self {
             Store::Sqlite(s) => s.pack_by_id(id),
+            Store::Postgres(s) => s.pack_by_id(id).await,
         }
     }
 
@@ -347,6 +401,7 @@ impl Store {
     pub async fn all_packs(&self, held_only: bool) -> Result<Vec<Pack>, StoreError> {
         match self {
             Store::Sqlite(s) => s.all_packs(held_only),
+            Store::Postgres(s) => s.all_packs(held_only).await,
         }
     }
 
@@ -363,6 +418,7 @@ impl Store {
     pub async fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.claim_due(claim),
+            Store::Postgres(s) => s.claim_due(claim).await,
         }
     }
 
@@ -378,6 +434,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.renew_leases(owner, wall_now, lease_secs),
+            Store::Postgres(s) => s.renew_leases(owner, wall_now, lease_secs).await,
         }
     }
 
@@ -393,6 +450,7 @@ impl Store {
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         match self {
             Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, releases),
+            Store::Postgres(s) => s.write_lifecycle_batch(owner, updates, releases).await,
         }
     }
 
@@ -401,6 +459,7 @@ impl Store {
     pub async fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.release_leases_of(owner),
+            Store::Postgres(s) => s.release_leases_of(owner).await,
         }
     }
 
@@ -414,6 +473,7 @@ impl Store {
     ) -> Result<Vec<PackId>, StoreError> {
         match self {
             Store::Sqlite(s) => s.leased_elsewhere(zone, owner, wall_now),
+            Store::Postgres(s) => s.leased_elsewhere(zone, owner, wall_now).await,
         }
     }
 
@@ -421,6 +481,7 @@ impl Store {
     pub async fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.delete_pack(zone, id),
+            Store::Postgres(s) => s.delete_pack(zone, id).await,
         }
     }
 }

@@ -1,0 +1,107 @@
+//! The PostgreSQL backend: many nodes sharing one database.
+//!
+//! Connections come from a small pool (deadpool-postgres over tokio-postgres). Each
+//! connection's I/O task runs on the store's own runtime (one thread, `zonecert-pg`), not
+//! on the caller's: the server calls the store from the request runtime, the lifecycle's
+//! runtime and its store thread, and tests from runtimes of their own, and a connection
+//! whose task lived on a runtime that ended would be dead for every other caller. The
+//! queries themselves run in the caller's task: a client talks to its connection's task
+//! through channels, which work from any runtime.
+//!
+//! Writes are transactions with the same checks as SQLite's (optimistic `version`s,
+//! quotas, unique names), made safe across nodes by row locks (`FOR UPDATE` of the zone
+//! whose packs are counted, `FOR UPDATE SKIP LOCKED` for the lifecycle's claims) and a
+//! transaction-scoped advisory lock where a rule spans rows that may not exist yet (a
+//! zone nested in another).
+//!
+//! The read cache is not used yet: another node's commits would not be seen by it (the
+//! SQLite backend's commit counter has no equivalent here until LISTEN/NOTIFY carries
+//! them), so every read goes to the database, which is exact.
+
+mod claims;
+mod credentials;
+mod open;
+mod packs;
+mod rows;
+mod zones;
+
+use super::StoreError;
+use deadpool_postgres::{Object, Pool};
+use std::sync::Arc;
+
+pub use open::DEFAULT_POOL_SIZE;
+
+/// A handle on one PostgreSQL database; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.inner.pool.status();
+        f.debug_struct("PgStore")
+            .field("pool_size", &status.size)
+            .field("pool_max", &status.max_size)
+            .finish()
+    }
+}
+
+struct Inner {
+    pool: Pool,
+    /// Runs the connections' I/O tasks (see the module's documentation); `None` only
+    /// while it is being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle may be dropped inside an async context, where dropping a
+        // runtime (which waits for its threads) panics; this does not wait.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's message (`as_db_error`) says more than the driver's summary.
+        match e.as_db_error() {
+            Some(db) => StoreError::Backend(format!("PostgreSQL: {}", db.message())),
+            None => StoreError::Backend(format!("PostgreSQL: {e}")),
+        }
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("stored {what} {value:?} is not valid"))
+}
+
+/// Whether the error is a unique violation (a row with that key exists).
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// PostgreSQL integers are signed: page arithmetic is clamped into them.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// A connection of the pool. Taken on the store's runtime, so that a connection the
+    /// pool opens now has its I/O task there.
+    async fn client(&self) -> Result<Object, StoreError> {
+        let pool = self.inner.pool.clone();
+        let runtime = self
+            .inner
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the store is closing".into()))?;
+        runtime
+            .spawn(async move { pool.get().await })
+            .await
+            .map_err(|e| StoreError::Backend(format!("the store's runtime stopped: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("no PostgreSQL connection: {e}")))
+    }
+}

@@ -1,0 +1,151 @@
+//! Opening a database: the pool, its runtime, and the schema's migrations, run under an
+//! advisory lock so that nodes starting together migrate once.
+
+use super::{Inner, PgStore};
+use crate::store::StoreError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// Connections per node unless told otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// The key of the advisory lock taken while migrating ("zonecert" in ASCII): a node that
+/// starts while another migrates waits for it, then finds the schema current.
+const MIGRATION_LOCK: i64 = 0x7a6f_6e65_6365_7274;
+
+/// The schema's versions in order: each step's SQL brings the previous version to its
+/// own. A database records the versions applied in `zonecert_schema_versions`.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("schema_v1.sql"),
+}];
+
+/// One step of [`MIGRATIONS`].
+struct Migration {
+    version: i64,
+    sql: &'static str,
+}
+
+/// The version this build writes.
+pub(in crate::store) const SCHEMA_VERSION: i64 = 1;
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or
+    /// libpq's `key=value` form) with a pool of up to `pool_size` connections, and brings
+    /// its schema up to date. With `create` false, a database without zonecert's schema
+    /// is refused instead (administration must not set one up by accident).
+    pub fn open(url: &str, pool_size: usize, create: bool) -> Result<PgStore, StoreError> {
+        // The URL holds the password: errors never repeat it.
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("the PostgreSQL URL is not valid: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("zonecert-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("starting the store's runtime: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A connection that broke (the server restarted) is replaced when taken.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                runtime: Some(runtime),
+            }),
+        };
+        // `open` is synchronous and may be called inside an async context, where
+        // blocking on a runtime panics: the migration runs on a thread of its own.
+        let handle = store
+            .inner
+            .runtime
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| StoreError::Backend("the store's runtime is gone".into()))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| handle.block_on(store.migrate(create)))
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Backend("migrating panicked".into())))
+        })?;
+        Ok(store)
+    }
+
+    /// Applies the migrations the database lacks, in one transaction holding the
+    /// migration lock.
+    async fn migrate(&self, create: bool) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let exists: bool = tx
+            .query_one(
+                "SELECT to_regclass('zonecert_schema_versions') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        if !exists && !create {
+            return Err(StoreError::Backend(
+                "the PostgreSQL database holds no zonecert schema: run `zonecert init` or \
+                 `zonecert serve` with this --database first"
+                    .into(),
+            ));
+        }
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS zonecert_schema_versions ( \
+                 version    BIGINT PRIMARY KEY, \
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM zonecert_schema_versions",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "database schema version {current} is newer than this zonecert ({SCHEMA_VERSION})"
+            )));
+        }
+        for step in MIGRATIONS.iter().filter(|m| m.version > current) {
+            tx.batch_execute(step.sql).await?;
+            tx.execute(
+                "INSERT INTO zonecert_schema_versions (version) VALUES ($1)",
+                &[&step.version],
+            )
+            .await?;
+            tracing::info!(version = step.version, "PostgreSQL schema migrated");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The schema version the database records (tests).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM zonecert_schema_versions",
+                &[],
+            )
+            .await?
+            .try_get(0)?)
+    }
+}

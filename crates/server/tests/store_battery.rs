@@ -1,0 +1,762 @@
+//! The store's behaviour, written once and run against both backends: the embedded
+//! SQLite database and a real PostgreSQL cluster started by the test (testkit's
+//! `PgCluster`: skipped only when `ZONECERT_SKIP_POSTGRES=1` says so, a failure
+//! otherwise). Each case gets a fresh database.
+
+use std::collections::HashSet;
+use zonecert_server::model::*;
+use zonecert_server::store::{Claim, PackFilter, Store, StoreError};
+use zonecert_testkit::PgCluster;
+
+/// The cases, in order; each line names the case and the backend before it runs, so a
+/// failure says which.
+macro_rules! battery {
+    ($($case:ident),* $(,)?) => {
+        async fn run_battery(backend: &str, mut open: impl FnMut() -> Store) {
+            $(
+                eprintln!("store battery: {} on {backend}", stringify!($case));
+                $case(open()).await;
+            )*
+        }
+    };
+}
+
+battery!(
+    packs_round_trip,
+    zones_are_unique_and_do_not_nest,
+    zones_are_listed_by_name_and_filtered,
+    quota_is_enforced,
+    quota_holds_under_concurrent_inserts,
+    updates_detect_concurrent_changes,
+    of_concurrent_updates_of_one_version_exactly_one_wins,
+    an_update_of_a_deleted_pack_is_not_found,
+    listing_pages_and_filters,
+    held_packs_are_listed_for_the_operator,
+    claims_take_the_longest_due_first_and_respect_leases,
+    renewal_extends_only_the_owners_live_leases,
+    concurrent_claims_never_take_a_pack_twice,
+    lifecycle_batches_write_each_pack_alone_and_release_leases,
+    leases_held_elsewhere_are_seen_and_a_node_takes_back_its_own,
+    users_and_tokens_are_found_by_their_credentials_until_deleted,
+    a_zone_view_holds_the_zone_and_its_packs,
+    deleting_a_zone_deletes_its_packs,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn battery_on_sqlite() {
+    let mut dirs = Vec::new();
+    run_battery("sqlite", || {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let store =
+            Store::open_url(&dir.path().join("z.db").display().to_string()).expect("open SQLite");
+        dirs.push(dir);
+        store
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn battery_on_postgres() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    run_battery("postgres", || {
+        let url = cluster.create_database().expect("create a database");
+        Store::open_url(&url).expect("open PostgreSQL")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().expect("create a database");
+    // Administration does not set up a database by accident.
+    let refused = Store::open_existing(std::path::Path::new("."), Some(&url));
+    assert!(
+        matches!(&refused, Err(StoreError::Backend(m)) if m.contains("no zonecert schema")),
+        "{refused:?}"
+    );
+    // Four nodes start at once on the empty database: the advisory lock lets one
+    // migrate; the others wait, then find the schema current.
+    let opened: Vec<Result<Store, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| Store::open_url(&url)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("open thread"))
+            .collect()
+    });
+    for store in &opened {
+        let store = store.as_ref().expect("every node opens the database");
+        assert_eq!(store.backend(), "postgres");
+    }
+    let Ok(Store::Postgres(pg)) = &opened[0] else {
+        panic!("not a PostgreSQL store");
+    };
+    assert_eq!(pg.schema_version().await.expect("version"), 1);
+    let store = Store::open_existing(std::path::Path::new("."), Some(&url)).expect("reopen");
+    let z = zone(&store, "example.com").await;
+    assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_newer_schema_and_a_bad_url_without_showing_the_password() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().expect("create a database");
+    let store = Store::open_url(&url).expect("open");
+    drop(store);
+    cluster
+        .psql(
+            &url,
+            "INSERT INTO zonecert_schema_versions (version) VALUES (99)",
+        )
+        .expect("psql");
+    let newer = Store::open_url(&url);
+    assert!(
+        matches!(&newer, Err(StoreError::Backend(m)) if m.contains("newer than this zonecert")),
+        "{newer:?}"
+    );
+    let bad = Store::open_url("postgres://zc:s3cret@127.0.0.1:notaport/db");
+    let Err(StoreError::Backend(message)) = bad else {
+        panic!("a bad URL opened: {bad:?}");
+    };
+    assert!(!message.contains("s3cret"), "{message}");
+}
+
+// ---- the cases ----
+
+async fn zone(s: &Store, name: &str) -> Zone {
+    let z = Zone {
+        id: ZoneId::generate(),
+        name: Hostname::parse(name).expect("zone name"),
+        created_at: 1,
+    };
+    s.insert_zone(&z, false).await.expect("insert zone");
+    z
+}
+
+fn pack(z: &Zone) -> Pack {
+    Pack::order(
+        z.id.clone(),
+        vec![
+            Hostname::parse(z.name.as_str()).expect("host"),
+            Hostname::parse(&format!("*.{}", z.name.as_str())).expect("host"),
+        ],
+        DcvMethod::Txt,
+        90,
+        CaChoice::LetsEncrypt,
+        false,
+        "x.dcv.test",
+        100,
+    )
+}
+
+fn claim(owner: &str, now: i64, wall_now: i64, limit: u64) -> Claim<'_> {
+    Claim {
+        owner,
+        now,
+        wall_now,
+        lease_secs: 60,
+        limit,
+    }
+}
+
+fn sorted_ids(claimed: &[(ZoneId, PackId)]) -> Vec<String> {
+    let mut ids: Vec<String> = claimed.iter().map(|(_, id)| id.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+async fn packs_round_trip(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let mut p = pack(&z);
+    p.hosts[1].check.verified = Some(false);
+    p.hosts[1].check.reason = Some("no TXT record".into());
+    p.hosts[1].check.last_checked_at = Some(5);
+    p.hosts[1].check.attempts = 3;
+    p.errors = vec!["CAA forbids".into()];
+    s.insert_pack(&p, 10).await.expect("insert");
+    assert_eq!(s.pack(&z.id, &p.id).await.expect("read"), Some(p.clone()));
+    assert_eq!(s.pack_by_id(&p.id).await.expect("read"), Some(p.clone()));
+    assert_eq!(s.packs_of_zone(&z.id).await.expect("read"), vec![p.clone()]);
+    // Another zone's id does not find it.
+    let other = zone(&s, "example.org").await;
+    assert_eq!(s.pack(&other.id, &p.id).await.expect("read"), None);
+    // Issued: the certificate's fields come back as written.
+    let mut issued = p.clone();
+    issued.state = PackState::Active;
+    issued.certificate = Some(IssuedCertificate {
+        id: "c1".into(),
+        chain_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+        not_before: 10,
+        not_after: 20,
+        issuer: "zonecert".into(),
+        signature: "ECDSAWithSHA256".into(),
+        issued_at: 11,
+    });
+    s.update_pack(&mut issued).await.expect("update");
+    assert_eq!(issued.version, 1);
+    assert_eq!(s.pack(&z.id, &p.id).await.expect("read"), Some(issued));
+}
+
+async fn zones_are_unique_and_do_not_nest(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let same_name = Zone {
+        id: ZoneId::generate(),
+        ..z.clone()
+    };
+    assert!(matches!(
+        s.insert_zone(&same_name, false).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let inside = Zone {
+        id: ZoneId::generate(),
+        name: Hostname::parse("a.example.com").expect("name"),
+        created_at: 1,
+    };
+    assert!(matches!(
+        s.insert_zone(&inside, false).await,
+        Err(StoreError::Nested { other, .. }) if other == "example.com"
+    ));
+    let above = Zone {
+        id: ZoneId::generate(),
+        name: Hostname::parse("b.c.example.org").expect("name"),
+        created_at: 1,
+    };
+    s.insert_zone(&above, false).await.expect("unrelated zone");
+    let parent = Zone {
+        id: ZoneId::generate(),
+        name: Hostname::parse("example.org").expect("name"),
+        created_at: 1,
+    };
+    assert!(matches!(
+        s.insert_zone(&parent, false).await,
+        Err(StoreError::Nested { other, .. }) if other == "b.c.example.org"
+    ));
+    s.insert_zone(&inside, true)
+        .await
+        .expect("nested when allowed");
+}
+
+async fn zones_are_listed_by_name_and_filtered(s: Store) {
+    let b = zone(&s, "b.test").await;
+    let a = zone(&s, "a.test").await;
+    let c = zone(&s, "c.test").await;
+    let all = s.list_zones(None, None, 0, 10).await.expect("list");
+    assert_eq!(all.total, 3);
+    assert_eq!(all.items, vec![a.clone(), b.clone(), c.clone()]);
+    let page = s.list_zones(None, None, 1, 1).await.expect("list");
+    assert_eq!((page.total, page.items), (3, vec![b.clone()]));
+    let named = s
+        .list_zones(Some("c.test"), None, 0, 10)
+        .await
+        .expect("list");
+    assert_eq!((named.total, named.items), (1, vec![c.clone()]));
+    let only = [a.id.clone(), c.id.clone()];
+    let scoped = s.list_zones(None, Some(&only), 0, 10).await.expect("list");
+    assert_eq!(
+        (scoped.total, scoped.items),
+        (2, vec![a.clone(), c.clone()])
+    );
+    let none = s.list_zones(None, Some(&[]), 0, 10).await.expect("list");
+    assert_eq!(none.total, 0);
+    assert!(s.delete_zone(&b.id).await.expect("delete"));
+    assert_eq!(s.zone(&b.id).await.expect("read"), None);
+    assert_eq!(s.zone(&a.id).await.expect("read"), Some(a));
+}
+
+async fn quota_is_enforced(s: Store) {
+    let z = zone(&s, "example.com").await;
+    s.insert_pack(&pack(&z), 2).await.expect("1st");
+    s.insert_pack(&pack(&z), 2).await.expect("2nd");
+    assert!(matches!(
+        s.insert_pack(&pack(&z), 2).await,
+        Err(StoreError::QuotaExceeded { allocated: 2 })
+    ));
+    assert_eq!(s.count_packs(&z.id).await.expect("count"), 2);
+}
+
+async fn quota_holds_under_concurrent_inserts(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (s, p) = (s.clone(), pack(&z));
+            tokio::spawn(async move { s.insert_pack(&p, 5).await })
+        })
+        .collect();
+    let mut inserted = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => inserted += 1,
+            Err(StoreError::QuotaExceeded { allocated: 5 }) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(inserted, 5);
+    assert_eq!(s.count_packs(&z.id).await.expect("count"), 5);
+}
+
+async fn updates_detect_concurrent_changes(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    let mut a = s.pack(&z.id, &p.id).await.expect("read").expect("pack");
+    let mut b = a.clone();
+    a.hosts[0].check.attempts = 1;
+    s.update_pack(&mut a).await.expect("update");
+    b.hosts[0].check.attempts = 5;
+    assert!(matches!(
+        s.update_pack(&mut b).await,
+        Err(StoreError::Conflict)
+    ));
+    let back = s.pack(&z.id, &p.id).await.expect("read").expect("pack");
+    assert_eq!(back.hosts[0].check.attempts, 1);
+    assert_eq!(back.version, 1);
+}
+
+async fn of_concurrent_updates_of_one_version_exactly_one_wins(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    let tasks: Vec<_> = (0..8u32)
+        .map(|i| {
+            let (s, mut p) = (s.clone(), p.clone());
+            tokio::spawn(async move {
+                p.hosts[0].check.attempts = i + 1;
+                s.update_pack(&mut p).await.map(|()| i + 1)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(attempts) => winners.push(attempts),
+            Err(StoreError::Conflict) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let back = s.pack(&z.id, &p.id).await.expect("read").expect("pack");
+    assert_eq!(
+        (back.version, back.hosts[0].check.attempts),
+        (1, winners[0])
+    );
+}
+
+async fn an_update_of_a_deleted_pack_is_not_found(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let mut p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    assert!(s.delete_pack(&z.id, &p.id).await.expect("delete"));
+    assert!(!s.delete_pack(&z.id, &p.id).await.expect("delete again"));
+    assert!(matches!(
+        s.update_pack(&mut p).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn listing_pages_and_filters(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let p = pack(&z);
+        ids.push(p.id.clone());
+        s.insert_pack(&p, 100).await.expect("insert");
+    }
+    let page = s
+        .list_packs(&z.id, PackFilter::All, 5, 5)
+        .await
+        .expect("list");
+    assert_eq!(page.total, 7);
+    assert_eq!(
+        page.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        ids[5..]
+    );
+    let active = s
+        .list_packs(&z.id, PackFilter::Active, 0, 5)
+        .await
+        .expect("list");
+    assert_eq!((active.total, active.items.len()), (0, 0));
+    let mut third = s.pack(&z.id, &ids[2]).await.expect("read").expect("pack");
+    third.state = PackState::Active;
+    s.update_pack(&mut third).await.expect("update");
+    let active = s
+        .list_packs(&z.id, PackFilter::Active, 0, 5)
+        .await
+        .expect("list");
+    assert_eq!((active.total, active.items), (1, vec![third]));
+    let past = s
+        .list_packs(&z.id, PackFilter::All, 100, 5)
+        .await
+        .expect("list");
+    assert!(past.items.is_empty());
+}
+
+async fn held_packs_are_listed_for_the_operator(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let plain = pack(&z);
+    let mut held = pack(&z);
+    held.brand_check = true;
+    s.insert_pack(&plain, 10).await.expect("insert");
+    s.insert_pack(&held, 10).await.expect("insert");
+    let all = s.all_packs(false).await.expect("all");
+    assert_eq!(
+        all.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        vec![plain.id.clone(), held.id.clone()]
+    );
+    assert_eq!(s.all_packs(true).await.expect("held"), vec![held.clone()]);
+    // A held pack is never claimed.
+    let claimed = s
+        .claim_due(&claim("worker-a", 1_000, 1_000, 10))
+        .await
+        .expect("claim");
+    assert_eq!(sorted_ids(&claimed), vec![plain.id.to_string()]);
+}
+
+async fn claims_take_the_longest_due_first_and_respect_leases(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let (mut late, mut early, mut overdue) = (pack(&z), pack(&z), pack(&z));
+    for h in &mut late.hosts {
+        h.check.next_due_at = 500;
+    }
+    for h in &mut early.hosts {
+        h.check.next_due_at = 200;
+    }
+    // No host due, but past its validation deadline: due through the deadline.
+    overdue.stage_deadline = 300;
+    for h in &mut overdue.hosts {
+        h.check.next_due_at = 10_000;
+    }
+    for p in [&late, &early, &overdue] {
+        s.insert_pack(p, 10).await.expect("insert");
+    }
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let take = |now, wall_now, limit| {
+        let s = s.clone();
+        async move {
+            s.claim_due(&claim("worker-a", now, wall_now, limit))
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(take(100, 1_000, 10).await.is_empty());
+    assert_eq!(
+        sorted_ids(&take(1_000, 1_000, 2).await),
+        sorted(vec![early.id.to_string(), overdue.id.to_string()])
+    );
+    assert_eq!(
+        sorted_ids(&take(1_000, 1_000, 10).await),
+        [late.id.to_string()]
+    );
+    // Everything is leased now; a lapsed lease is claimable again.
+    assert!(take(1_000, 1_000, 10).await.is_empty());
+    assert_eq!(take(1_000, 1_061, 10).await.len(), 3);
+}
+
+async fn renewal_extends_only_the_owners_live_leases(s: Store) {
+    let z = zone(&s, "example.com").await;
+    for _ in 0..3 {
+        s.insert_pack(&pack(&z), 10).await.expect("insert");
+    }
+    // worker-a holds one pack until 1_060 and one until 1_010; worker-b one until 1_060.
+    let claim_one = |owner: &'static str, lease_secs| {
+        let s = s.clone();
+        async move {
+            s.claim_due(&Claim {
+                owner,
+                now: 1_000,
+                wall_now: 1_000,
+                lease_secs,
+                limit: 1,
+            })
+            .await
+            .expect("claim")
+        }
+    };
+    assert_eq!(claim_one("worker-a", 60).await.len(), 1);
+    assert_eq!(claim_one("worker-a", 10).await.len(), 1);
+    assert_eq!(claim_one("worker-b", 60).await.len(), 1);
+    // At 1_030 only worker-a's live lease is extended, to 1_090.
+    assert_eq!(
+        s.renew_leases("worker-a", 1_030, 60).await.expect("renew"),
+        1
+    );
+    let claimable_at = |wall_now| {
+        let s = s.clone();
+        async move {
+            s.claim_due(&claim("worker-c", 1_000, wall_now, 10))
+                .await
+                .expect("claim")
+                .len()
+        }
+    };
+    assert_eq!(claimable_at(1_030).await, 1);
+    assert_eq!(claimable_at(1_070).await, 1);
+    assert_eq!(claimable_at(1_089).await, 0);
+    assert_eq!(claimable_at(1_090).await, 2);
+    assert_eq!(
+        s.renew_leases("worker-a", 1_091, 60).await.expect("renew"),
+        0
+    );
+}
+
+async fn concurrent_claims_never_take_a_pack_twice(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let mut all = HashSet::new();
+    for _ in 0..40 {
+        let p = pack(&z);
+        all.insert(p.id.to_string());
+        s.insert_pack(&p, 100).await.expect("insert");
+    }
+    // Four workers claim at once, again and again, until nothing is left.
+    let tasks: Vec<_> = (0..4)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let owner = format!("worker-{w}");
+                let mut mine = Vec::new();
+                loop {
+                    let got = s
+                        .claim_due(&claim(&owner, 1_000, 1_000, 3))
+                        .await
+                        .expect("claim");
+                    if got.is_empty() {
+                        // Skipped rows may be another worker's claim in flight: look
+                        // once more after it had time to commit.
+                        tokio::task::yield_now().await;
+                        let again = s
+                            .claim_due(&claim(&owner, 1_000, 1_000, 3))
+                            .await
+                            .expect("claim");
+                        if again.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(again);
+                    } else {
+                        mine.extend(got);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for task in tasks {
+        for (_, id) in task.await.expect("task") {
+            assert!(seen.insert(id.to_string()), "{id} claimed twice");
+        }
+    }
+    // Whatever a worker's last look skipped, a claim now finds: nothing is lost.
+    let rest = s
+        .claim_due(&claim("worker-z", 1_000, 1_000, 100))
+        .await
+        .expect("claim");
+    for (_, id) in rest {
+        assert!(seen.insert(id.to_string()), "{id} claimed twice");
+    }
+    assert_eq!(seen, all);
+}
+
+async fn lifecycle_batches_write_each_pack_alone_and_release_leases(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let (a, b) = (pack(&z), pack(&z));
+    s.insert_pack(&a, 10).await.expect("insert");
+    s.insert_pack(&b, 10).await.expect("insert");
+    assert_eq!(
+        s.claim_due(&claim("worker-a", 1_000, 1_000, 10))
+            .await
+            .expect("claim")
+            .len(),
+        2
+    );
+    let mut fresh_a = s.pack(&z.id, &a.id).await.expect("read").expect("pack");
+    fresh_a.hosts[0].check.attempts = 3;
+    let stale_b = s.pack(&z.id, &b.id).await.expect("read").expect("pack");
+    let mut newer_b = stale_b.clone();
+    newer_b.hosts[0].check.attempts = 7;
+    s.update_pack(&mut newer_b).await.expect("update");
+
+    let mut batch = vec![fresh_a.clone(), stale_b];
+    let outcomes = s
+        .write_lifecycle_batch("worker-a", &mut batch, &[a.id.clone(), b.id.clone()])
+        .await
+        .expect("batch");
+    assert!(outcomes[0].is_ok());
+    assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
+    assert_eq!(batch[0].version, fresh_a.version + 1);
+    assert_eq!(
+        s.pack(&z.id, &a.id).await.expect("read"),
+        Some(batch[0].clone())
+    );
+    let b_now = s.pack(&z.id, &b.id).await.expect("read").expect("pack");
+    assert_eq!(b_now.hosts[0].check.attempts, 7);
+    // Both leases were given up in the same transaction.
+    assert_eq!(
+        s.claim_due(&claim("worker-b", 1_000, 1_000, 10))
+            .await
+            .expect("claim")
+            .len(),
+        2
+    );
+}
+
+async fn leases_held_elsewhere_are_seen_and_a_node_takes_back_its_own(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let (a, b) = (pack(&z), pack(&z));
+    s.insert_pack(&a, 10).await.expect("insert");
+    s.insert_pack(&b, 10).await.expect("insert");
+    let by_a = s
+        .claim_due(&claim("node-a", 1_000, 1_000, 1))
+        .await
+        .expect("claim");
+    assert_eq!(by_a.len(), 1);
+    let elsewhere = s
+        .leased_elsewhere(&z.id, Some("node-b"), 1_000)
+        .await
+        .expect("leased");
+    assert_eq!(elsewhere, vec![by_a[0].1.clone()]);
+    assert!(
+        s.leased_elsewhere(&z.id, Some("node-a"), 1_000)
+            .await
+            .expect("leased")
+            .is_empty()
+    );
+    assert_eq!(
+        s.leased_elsewhere(&z.id, None, 1_000)
+            .await
+            .expect("leased")
+            .len(),
+        1
+    );
+    // Past the lease nobody holds it.
+    assert!(
+        s.leased_elsewhere(&z.id, Some("node-b"), 1_060)
+            .await
+            .expect("leased")
+            .is_empty()
+    );
+    assert_eq!(s.release_leases_of("node-a").await.expect("release"), 1);
+    assert!(
+        s.leased_elsewhere(&z.id, None, 1_000)
+            .await
+            .expect("leased")
+            .is_empty()
+    );
+}
+
+async fn users_and_tokens_are_found_by_their_credentials_until_deleted(s: Store) {
+    let user = User {
+        id: "u1".into(),
+        email: "ops@example.com".into(),
+        key_hash: [7; 32],
+        created_at: 3,
+    };
+    s.insert_user(&user).await.expect("insert user");
+    let twin = User {
+        id: "u2".into(),
+        key_hash: [8; 32],
+        ..user.clone()
+    };
+    assert!(matches!(
+        s.insert_user(&twin).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        s.user_by_email("ops@example.com")
+            .await
+            .expect("read")
+            .as_deref(),
+        Some(&user)
+    );
+    assert_eq!(s.list_users().await.expect("list"), vec![user.clone()]);
+    let z = zone(&s, "example.com").await;
+    let scoped = Token {
+        id: "t1".into(),
+        name: "ci".into(),
+        secret_hash: [1; 32],
+        permissions: vec![Permission::SslRead, Permission::ZoneRead],
+        zones: Some(vec![z.id.clone()]),
+        created_at: 4,
+    };
+    let global = Token {
+        id: "t2".into(),
+        name: "all".into(),
+        secret_hash: [2; 32],
+        permissions: vec![Permission::SslWrite],
+        zones: None,
+        created_at: 5,
+    };
+    s.insert_token(&scoped).await.expect("insert token");
+    s.insert_token(&global).await.expect("insert token");
+    assert_eq!(
+        s.reads()
+            .token_by_hash(&[1; 32])
+            .await
+            .expect("read")
+            .as_deref(),
+        Some(&scoped)
+    );
+    assert_eq!(
+        s.list_tokens().await.expect("list"),
+        vec![scoped.clone(), global.clone()]
+    );
+    assert!(s.delete_token("t1").await.expect("revoke"));
+    assert!(!s.delete_token("t1").await.expect("revoke again"));
+    // A request that starts after the revocation does not find it.
+    assert_eq!(s.reads().token_by_hash(&[1; 32]).await.expect("read"), None);
+    assert!(s.delete_user("ops@example.com").await.expect("delete"));
+    assert_eq!(
+        s.user_by_email("ops@example.com").await.expect("read"),
+        None
+    );
+}
+
+async fn a_zone_view_holds_the_zone_and_its_packs(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let (a, b) = (pack(&z), pack(&z));
+    s.insert_pack(&a, 10).await.expect("insert");
+    s.insert_pack(&b, 10).await.expect("insert");
+    let view = s
+        .reads()
+        .zone_with_packs(&z.id)
+        .await
+        .expect("read")
+        .expect("view");
+    assert_eq!(view.zone, z);
+    let packs: Vec<Pack> = view.packs.iter().map(|p| (**p).clone()).collect();
+    assert_eq!(packs, vec![a.clone(), b]);
+    // A request after a write sees the write.
+    assert!(s.delete_pack(&z.id, &a.id).await.expect("delete"));
+    let view = s
+        .reads()
+        .zone_with_packs(&z.id)
+        .await
+        .expect("read")
+        .expect("view");
+    assert_eq!(view.packs.len(), 1);
+    assert!(
+        s.reads()
+            .zone_with_packs(&ZoneId::generate())
+            .await
+            .expect("read")
+            .is_none()
+    );
+}
+
+async fn deleting_a_zone_deletes_its_packs(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    assert!(s.delete_zone(&z.id).await.expect("delete"));
+    assert!(s.pack(&z.id, &p.id).await.expect("read").is_none());
+    assert!(s.pack_by_id(&p.id).await.expect("read").is_none());
+    assert!(!s.delete_zone(&z.id).await.expect("delete again"));
+}
