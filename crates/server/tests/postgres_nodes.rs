@@ -1,0 +1,234 @@
+//! Several nodes on one PostgreSQL database, end to end: real servers in the test's
+//! process, each with its own data directory, on one database of a PostgreSQL cluster
+//! the test starts (testkit's `PgCluster`; `ZONECERT_SKIP_POSTGRES=1` skips these tests
+//! explicitly, a failure otherwise), the testkit's loopback DNS for the DCV checks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use zonecert_server::config::Config;
+use zonecert_server::model::{DcvRecord, Pack, PackId, PackState, ZoneId};
+use zonecert_testkit::{DnsServer, PgCluster, TestServer};
+
+fn node_config(url: String, hook_log: &Path) -> impl FnOnce(&mut Config) + Send + 'static {
+    let hook = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!("echo \"$ZONECERT_PACK_ID\" >> '{}'", hook_log.display()),
+    ];
+    move |c: &mut Config| {
+        c.database = Some(url);
+        c.dcv_allow_private_addresses = true;
+        c.dcv_timeout = Duration::from_secs(2);
+        c.poll_interval = Duration::from_millis(100);
+        c.retry_coalesce = Duration::ZERO;
+        c.deploy_hook = Some(hook);
+    }
+}
+
+async fn node(dns: &DnsServer, url: &str, hook_log: &Path) -> TestServer {
+    TestServer::builder()
+        .lifecycle(true)
+        .resolvers([dns.addr()])
+        .dev_seed(false)
+        .config(node_config(url.to_owned(), hook_log))
+        .await
+}
+
+async fn call(
+    node: &TestServer,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = node
+        .http()
+        .request(method, node.url(path))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// Publishes every TXT record of the pack (values at the same name together).
+fn publish_txt(dns: &DnsServer, packs: &[Pack]) {
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in packs {
+        for h in &p.hosts {
+            let DcvRecord::Txt { name, value } = &h.record else {
+                panic!("not txt: {h:?}");
+            };
+            by_name.entry(name.clone()).or_default().push(value.clone());
+        }
+    }
+    for (name, values) in by_name {
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        dns.set_txt(&name, &refs);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_issue_each_pack_once() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    let dns = DnsServer::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let hook_log = scratch.path().join("deployments.log");
+    let a = node(&dns, &url, &hook_log).await;
+    let b = node(&dns, &url, &hook_log).await;
+    assert_eq!(a.store().backend(), "postgres");
+
+    // Zone and token made through node A, used through both.
+    let zone = zonecert_server::admin::create_zone(a.store(), "example.com", None, false, 1)
+        .await
+        .unwrap();
+    let token = zonecert_server::admin::create_token(
+        a.store(),
+        "test",
+        &["SSL and Certificates Write".to_string()],
+        &[],
+        1,
+    )
+    .await
+    .unwrap()
+    .secret;
+    let zone_path = format!("/zones/{}", zone.id.as_str());
+
+    // Packs ordered on either node.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (status, v) = call(
+            node,
+            &token,
+            reqwest::Method::POST,
+            &format!("{zone_path}/ssl/certificate_packs/order"),
+            Some(
+                json!({"type": "advanced", "hosts": ["example.com", format!("h{i}.example.com")],
+                "validation_method": "txt", "validity_days": 90,
+                "certificate_authority": "google"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        ids.push(PackId::parse(v["result"]["id"].as_str().unwrap()).unwrap());
+    }
+    // Their records published, a retry through node B makes every host due now.
+    let zone_id = ZoneId::parse(zone.id.as_str()).unwrap();
+    let packs = b.store().packs_of_zone(&zone_id).await.unwrap();
+    assert_eq!(packs.len(), ids.len());
+    publish_txt(&dns, &packs);
+    let (status, v) = call(
+        &b,
+        &token,
+        reqwest::Method::GET,
+        &format!("{zone_path}/ssl/verification?retry=true"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let packs = a.store().packs_of_zone(&zone_id).await.unwrap();
+        if packs.iter().all(|p| p.state == PackState::Active) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all active: {:?}",
+            packs
+                .iter()
+                .map(|p| (&p.id, p.state, &p.errors))
+                .collect::<Vec<_>>()
+        );
+        // Hosts whose first check ran before their records existed wait a minute for
+        // the next one: ask again (a retry makes a host checked 5 s ago or more due).
+        call(
+            &a,
+            &token,
+            reqwest::Method::GET,
+            &format!("{zone_path}/ssl/verification?retry=true"),
+            None,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let any duplicate work a node might still do show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Each pack deployed exactly once, by one node or the other, with the certificate
+    // the database holds.
+    let log = std::fs::read_to_string(&hook_log).unwrap();
+    let mut deployed: Vec<&str> = log.lines().collect();
+    deployed.sort();
+    let mut expected: Vec<&str> = ids.iter().map(PackId::as_str).collect();
+    expected.sort();
+    assert_eq!(deployed, expected, "one deployment per pack");
+    let mut by_node = [0, 0];
+    for p in a.store().packs_of_zone(&zone_id).await.unwrap() {
+        let chain = &p.certificate.as_ref().expect("issued").chain_pem;
+        let on: Vec<usize> = [a.data_dir(), b.data_dir()]
+            .iter()
+            .enumerate()
+            .filter(|(_, dir)| dir.join("certs").join(p.id.as_str()).exists())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(on.len(), 1, "{} deployed on nodes {on:?}", p.id);
+        let dir = [a.data_dir(), b.data_dir()][on[0]];
+        let file =
+            std::fs::read_to_string(dir.join("certs").join(p.id.as_str()).join("fullchain.pem"))
+                .unwrap();
+        assert_eq!(&file, chain);
+        by_node[on[0]] += 1;
+    }
+    eprintln!("packs deployed by node A, B: {by_node:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_node_is_refused_by_the_other_at_once() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    let dns = DnsServer::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let hook_log = scratch.path().join("deployments.log");
+    let a = node(&dns, &url, &hook_log).await;
+    let b = node(&dns, &url, &hook_log).await;
+    let zone = zonecert_server::admin::create_zone(a.store(), "example.com", None, false, 1)
+        .await
+        .unwrap();
+    let made = zonecert_server::admin::create_token(
+        a.store(),
+        "ci",
+        &["SSL and Certificates Read".to_string()],
+        &[],
+        1,
+    )
+    .await
+    .unwrap();
+    let path = format!("/zones/{}/ssl/verification", zone.id.as_str());
+    // Node B knows the token (and would have it cached, were its cache blind to A).
+    for _ in 0..3 {
+        let (status, v) = call(&b, &made.secret, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert!(a.store().delete_token(&made.token.id).await.unwrap());
+    // The next request on B, started after A's commit, is refused.
+    let (status, v) = call(&b, &made.secret, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["errors"][0]["code"], 10000, "{v}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
