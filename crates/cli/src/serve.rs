@@ -209,13 +209,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let store = app.store();
         let empty = store.list_tokens().await?.is_empty() && store.list_users().await?.is_empty();
         if empty {
-            let dir = data_dir.display();
+            let target = if store.backend() == "postgres" {
+                // The URL holds the password: name the variable rather than print it.
+                "--database \"$ZONECERT_DATABASE\"".to_owned()
+            } else {
+                format!("--data-dir {}", data_dir.display())
+            };
             print_line(
                 out(),
                 format_args!(
                     "no API credentials in this database yet; create a zone and a token (the secret is printed once):\n  \
-                     zonecert zone create example.org --data-dir {dir}\n  \
-                     zonecert token create --name admin --permission \"SSL and Certificates Write\" --data-dir {dir}\n\
+                     zonecert zone create example.org {target}\n  \
+                     zonecert token create --name admin --permission \"SSL and Certificates Write\" {target}\n\
                      (or start with --dev for the documentation's example zone and a printed token)"
                 ),
             );

@@ -453,6 +453,7 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("listen", "\"127.0.0.1:0\"".to_owned()),
         ("data_dir", format!("{:?}", data.to_str().unwrap())),
         ("database", format!("\"sqlite://{}\"", db.to_str().unwrap())),
+        ("database_pool", "8".to_owned()),
         ("dev", "false".to_owned()),
         ("rate_limit", "\"600/60\"".to_owned()),
         ("quota_advanced", "7".to_owned()),

@@ -24,9 +24,15 @@ pub struct Config {
     /// Data directory: database, CA, deployed certificates.
     #[arg(long, env = "ZONECERT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Database URL (sqlite://PATH); the embedded database in the data directory by default.
+    /// Database URL: `postgres://USER:PASSWORD@HOST:PORT/DB` (nodes sharing one
+    /// PostgreSQL database) or `sqlite://PATH`; the embedded SQLite database in the data
+    /// directory by default.
     #[arg(long, env = "ZONECERT_DATABASE")]
     pub database: Option<String>,
+    /// Connections to PostgreSQL this node keeps at most (SQLite has no pool).
+    #[arg(long, env = "ZONECERT_DATABASE_POOL", default_value = "16",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub database_pool: u16,
     /// Seed the API documentation's example zone, pack and user, and print a token.
     #[arg(long, env = "ZONECERT_DEV")]
     pub dev: bool,

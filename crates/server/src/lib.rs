@@ -40,7 +40,7 @@ impl App {
     /// lifecycle runs), and prepares the server.
     pub async fn open(config: Config, clock: SharedClock) -> Result<App, OpenError> {
         let store = match &config.database {
-            Some(url) => Store::open_url(url)?,
+            Some(url) => Store::open_url_with_pool(url, usize::from(config.database_pool))?,
             None => Store::open_sqlite(&config.data_dir)?,
         };
         // Loaded only to be checked; the lifecycle loads it again when it starts (and

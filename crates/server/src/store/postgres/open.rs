@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
-/// Connections per node unless told otherwise.
+/// Connections per node unless told otherwise (`--database-pool`, whose default is the
+/// same).
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// The key of the advisory lock taken while migrating ("zonecert" in ASCII): a node that
@@ -41,6 +42,13 @@ impl PgStore {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("the PostgreSQL URL is not valid: {e}")))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StoreError::Backend(
+                "TLS to PostgreSQL (sslmode=require) is not supported yet: connect over a \
+                 private network without it"
+                    .into(),
+            ));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("zonecert-pg")
