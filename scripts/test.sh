@@ -46,6 +46,20 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 
+# The ACME tests run Pebble, Let's Encrypt's test CA (Debian's `pebble` package), as a real
+# process on loopback. Installed from the distribution when missing and apt-get can, like
+# the SDKs' runtimes.
+if ! command -v pebble >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "== installing pebble with apt-get"
+        apt-get update >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends pebble >/dev/null
+    else
+        echo "test.sh: pebble is missing; install it (Debian: apt-get install pebble)" >&2
+        exit 1
+    fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

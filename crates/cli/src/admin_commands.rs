@@ -149,6 +149,19 @@ pub enum DevCommand {
     /// one machine: `serve --dcv-resolvers` takes the DNS address it prints. Both ports
     /// are chosen at random; it stops when its input ends (Ctrl-D).
     Dns,
+    /// Run Pebble, Let's Encrypt's test ACME CA (Debian's `pebble`), on loopback for
+    /// trying ACME issuance on one machine: it prints its directory and the root of its
+    /// TLS certificate, to give `serve --acme NAME=DIRECTORY --acme-root NAME=ROOT`, and
+    /// its management API (`/roots/0`: the root it issues under). It stops when its input
+    /// ends (Ctrl-D).
+    Pebble {
+        /// The DNS server Pebble's validations ask (e.g. the one `dev dns` prints).
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
+        /// The port Pebble's http-01 validations connect to (e.g. `dev dns`'s origin).
+        #[arg(long)]
+        http_port: Option<u16>,
+    },
 }
 
 /// Runs a `dev` command.
@@ -166,6 +179,31 @@ pub async fn dev(cmd: DevCommand) -> anyhow::Result<ExitCode> {
                 )
             })
             .await??;
+        }
+        DevCommand::Pebble { dns, http_port } => {
+            let dir = tempfile::tempdir().context("a temporary folder for Pebble")?;
+            let pebble = zonecert_testkit::pebble::Pebble::try_start(
+                dir.path(),
+                zonecert_testkit::pebble::PebbleOptions {
+                    dns,
+                    http_port,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            outln!("acme directory {}", pebble.directory);
+            outln!("tls root {}", pebble.tls_root.display());
+            outln!("management {}", pebble.management);
+            // Until the input ends, as `dev dns`.
+            tokio::task::spawn_blocking(|| {
+                let mut sink = String::new();
+                while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+                    sink.clear();
+                }
+            })
+            .await?;
+            pebble.stop().await;
         }
         DevCommand::Clean { target } => {
             let store = target.open()?;

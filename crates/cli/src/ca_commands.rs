@@ -6,7 +6,10 @@ use anyhow::Context;
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use zonecert_server::config::AcmeConfig;
 use zonecert_server::issuance::BuiltinCa;
+use zonecert_server::issuance::acme::account_file;
+use zonecert_server::model::CaChoice;
 
 /// `zonecert ca ...`
 #[derive(Debug, Subcommand)]
@@ -18,6 +21,18 @@ pub enum CaCommand {
         /// Data directory of the server [default: ./zonecert-data].
         #[arg(long, env = "ZONECERT_DATA_DIR")]
         data_dir: Option<PathBuf>,
+    },
+    /// Show which CA signs each `certificate_authority` name: an ACME directory
+    /// (`--acme NAME=URL`, the same options and file as `serve`) or the built-in CA.
+    List {
+        /// TOML file of settings (its `[acme.NAME]` tables are read).
+        #[arg(long = "config", env = "ZONECERT_CONFIG")]
+        config_file: Option<PathBuf>,
+        /// Data directory of the server, where ACME accounts are kept [default: ./zonecert-data].
+        #[arg(long, env = "ZONECERT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        acme: AcmeConfig,
     },
 }
 
@@ -36,6 +51,31 @@ pub async fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
                 .context("loading the CA")?
                 .with_context(|| format!("loading the CA in {}", data_dir.display()))?;
             out!("{}", ca.certificate_pem());
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCommand::List { data_dir, acme, .. } => {
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let cas = acme.cas().map_err(anyhow::Error::msg)?;
+            for name in [CaChoice::Google, CaChoice::LetsEncrypt, CaChoice::SslCom] {
+                match cas.iter().find(|c| c.ca == name) {
+                    Some(c) => {
+                        let account = account_file(c, &data_dir);
+                        let account = if account.exists() {
+                            format!("account {}", account.display())
+                        } else {
+                            "account created on first order".to_owned()
+                        };
+                        let eab = if c.eab.is_some() { ", EAB" } else { "" };
+                        outln!(
+                            "{:<13} ACME {} (CAA {}{eab}; {account})",
+                            name.as_str(),
+                            c.directory,
+                            c.caa_domains.join(" ")
+                        );
+                    }
+                    None => outln!("{:<13} built-in CA (no --acme directory)", name.as_str()),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

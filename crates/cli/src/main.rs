@@ -63,7 +63,7 @@ enum Command {
     /// Review certificate packs: approve or reject held packs.
     #[command(subcommand)]
     Pack(admin_commands::PackCommand),
-    /// The built-in CA: export its root certificate.
+    /// The CAs: export the built-in CA's root certificate, list which CA signs each name.
     #[command(subcommand)]
     Ca(ca_commands::CaCommand),
     /// Client commands: SSL verification and certificate packs, against Cloudflare
@@ -100,6 +100,20 @@ fn parse_from(argv: Vec<OsString>) -> Result<Cli, ParseError> {
             zonecert_server::config::with_file_defaults(sub, path).map_err(ParseError::File)?;
         file_keys = keys;
         command = command.mut_subcommand("serve", |_| sub);
+    }
+    // `ca list` reads the same file's `[acme.NAME]` tables.
+    if let Some(("ca", ca)) = first.subcommand()
+        && let Some(("list", list)) = ca.subcommand()
+        && let Some(path) = list.get_one::<PathBuf>("config_file")
+    {
+        let list_cmd = command
+            .find_subcommand("ca")
+            .and_then(|c| c.find_subcommand("list"))
+            .cloned()
+            .ok_or_else(|| ParseError::File("no ca list command".into()))?;
+        let list_cmd = zonecert_server::config::with_acme_file_defaults(list_cmd, path)
+            .map_err(ParseError::File)?;
+        command = command.mut_subcommand("ca", |ca| ca.mut_subcommand("list", |_| list_cmd));
     }
     let matches = command
         .try_get_matches_from(argv)

@@ -447,6 +447,14 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
     let db = dir.path().join("elsewhere/zonecert.db");
     let certs = dir.path().join("certs");
     let file = dir.path().join("zonecert.toml");
+    // A root the ACME client trusts besides the platform's: any certificate will do.
+    let acme_root = dir.path().join("acme-root.pem");
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root = rcgen::CertificateParams::new(vec!["root.test".to_owned()])
+        .unwrap()
+        .self_signed(&root_key)
+        .unwrap();
+    std::fs::write(&acme_root, root.pem()).unwrap();
     // One value for every documented key, in the forms README.md names: durations in
     // human form, lists as an array or a comma string.
     let keys = [
@@ -478,6 +486,23 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("max_connections", "64".to_owned()),
         ("shutdown_timeout", "\"10s\"".to_owned()),
         ("log_json", "true".to_owned()),
+        // The ACME options as flat keys (`[acme.NAME]` tables are the other form, see
+        // config.rs's tests). A directory that is never asked: no pack orders from it.
+        (
+            "acme",
+            "[\"lets_encrypt=https://127.0.0.1:1/dir\"]".to_owned(),
+        ),
+        (
+            "acme_contact",
+            "\"lets_encrypt=ops@example.org\"".to_owned(),
+        ),
+        ("acme_eab", "\"lets_encrypt=kid-1:aGVsbG8\"".to_owned()),
+        (
+            "acme_root",
+            format!("\"lets_encrypt={}\"", acme_root.to_str().unwrap()),
+        ),
+        ("acme_profile", "\"lets_encrypt=6:shortlived\"".to_owned()),
+        ("acme_caa", "[\"lets_encrypt=letsencrypt.org\"]".to_owned()),
     ];
     let mut documented = documented_flags();
     documented.sort();

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::issuance::KeyType;
+pub use crate::issuance::acme::{AcmeCaSettings, Eab};
+use crate::model::CaChoice;
 pub use crate::sched::LifecycleCpus;
 
 /// Where the server keeps its data unless told otherwise.
@@ -135,6 +137,9 @@ pub struct Config {
     #[arg(long, env = "ZONECERT_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = ValueParser::new(parse_duration))]
     pub shutdown_timeout: Duration,
+    /// ACME certificate authorities (`--acme NAME=DIRECTORY` and its per-CA options).
+    #[command(flatten)]
+    pub acme: AcmeConfig,
     /// Largest accepted request body in bytes.
     #[arg(skip = 1024 * 1024_usize)]
     pub max_body_bytes: usize,
@@ -149,6 +154,284 @@ pub struct Config {
     /// Upper bound on one DCV or CAA check.
     #[arg(skip = Duration::from_secs(5))]
     pub dcv_timeout: Duration,
+}
+
+/// The ACME settings, per certificate-authority name (`google`, `lets_encrypt`,
+/// `ssl_com`). Each option is `NAME=VALUE` and may repeat; in the TOML file they are one
+/// table per name, `[acme.lets_encrypt]` with the keys `directory`, `contact`,
+/// `eab_key_id`, `eab_hmac_key`, `root`, `profiles` (`{ 90 = "classic" }`) and
+/// `caa_domains`. A name without a directory is signed by the built-in CA.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AcmeConfig {
+    /// ACME directory for a certificate-authority name, `NAME=URL` (repeatable), e.g.
+    /// `lets_encrypt=https://acme-v02.api.letsencrypt.org/directory`.
+    #[arg(long = "acme", env = "ZONECERT_ACME", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_named))]
+    pub directories: Vec<Named>,
+    /// Contact e-mail of a CA's ACME account, `NAME=EMAIL`.
+    #[arg(long = "acme-contact", env = "ZONECERT_ACME_CONTACT", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_named))]
+    pub contacts: Vec<Named>,
+    /// External Account Binding of a CA, `NAME=KEY_ID:HMAC_KEY` (the HMAC key in the
+    /// base64url the CA gives).
+    #[arg(long = "acme-eab", env = "ZONECERT_ACME_EAB", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_named))]
+    pub eab: Vec<Named>,
+    /// Extra trusted roots (PEM file) for a CA's ACME server TLS, `NAME=PATH`.
+    #[arg(long = "acme-root", env = "ZONECERT_ACME_ROOT", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_named))]
+    pub roots: Vec<Named>,
+    /// ACME profile to order for a validity, `NAME=DAYS:PROFILE` (e.g.
+    /// `lets_encrypt=6:shortlived`).
+    #[arg(long = "acme-profile", env = "ZONECERT_ACME_PROFILE", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_named))]
+    pub profiles: Vec<Named>,
+    /// Issuer domain names CAA records must allow for a CA, `NAME=DOMAIN` (repeatable;
+    /// `letsencrypt.org`, `pki.goog`, `ssl.com` by default).
+    #[arg(long = "acme-caa", env = "ZONECERT_ACME_CAA", value_delimiter = ',',
+          value_parser = ValueParser::new(parse_named))]
+    pub caa_domains: Vec<Named>,
+}
+
+/// One `NAME=VALUE` of an ACME option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// The certificate-authority name.
+    pub ca: CaChoice,
+    /// What follows `=`.
+    pub value: String,
+}
+
+fn parse_named(s: &str) -> Result<Named, String> {
+    let s = s.trim();
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))?;
+    let ca = CaChoice::parse(name.trim()).ok_or_else(|| {
+        format!("{s:?}: unknown certificate authority {name:?} (google, lets_encrypt, ssl_com)")
+    })?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(format!("{s:?}: no value after `=`"));
+    }
+    Ok(Named {
+        ca,
+        value: value.to_owned(),
+    })
+}
+
+impl AcmeConfig {
+    /// Whether `ca` is configured with an ACME directory (its packs' records come from
+    /// the CA's order).
+    pub fn orders_remotely(&self, ca: CaChoice) -> bool {
+        self.directories.iter().any(|d| d.ca == ca)
+    }
+
+    /// The ACME settings of each configured name. Refuses an option for a name that has
+    /// no directory (it would be silently ignored), two directories for one name, and
+    /// malformed values.
+    pub fn cas(&self) -> Result<Vec<AcmeCaSettings>, String> {
+        let mut cas: Vec<AcmeCaSettings> = Vec::new();
+        for d in &self.directories {
+            if cas.iter().any(|c| c.ca == d.ca) {
+                return Err(format!("--acme: two directories for {}", d.ca.as_str()));
+            }
+            if !(d.value.starts_with("https://") || d.value.starts_with("http://")) {
+                return Err(format!(
+                    "--acme {}={}: the directory must be an https:// URL",
+                    d.ca.as_str(),
+                    d.value
+                ));
+            }
+            cas.push(AcmeCaSettings {
+                ca: d.ca,
+                directory: d.value.clone(),
+                contact: None,
+                eab: None,
+                root_pem: None,
+                profiles: Default::default(),
+                caa_domains: Vec::new(),
+            });
+        }
+        let find = |flag: &str, n: &Named| -> Result<usize, String> {
+            cas.iter().position(|c| c.ca == n.ca).ok_or_else(|| {
+                format!(
+                    "--{flag} {}=...: {} has no ACME directory (--acme {}=URL)",
+                    n.ca.as_str(),
+                    n.ca.as_str(),
+                    n.ca.as_str()
+                )
+            })
+        };
+        let mut contacts = Vec::new();
+        for n in &self.contacts {
+            contacts.push((find("acme-contact", n)?, n.value.clone()));
+        }
+        let mut eabs = Vec::new();
+        for n in &self.eab {
+            let i = find("acme-eab", n)?;
+            let (kid, key) = n.value.split_once(':').ok_or_else(|| {
+                format!("--acme-eab {}=...: expected KEY_ID:HMAC_KEY", n.ca.as_str())
+            })?;
+            let hmac = base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                key.trim().trim_end_matches('='),
+            )
+            .map_err(|e| {
+                format!(
+                    "--acme-eab {}=...: the HMAC key is not base64url: {e}",
+                    n.ca.as_str()
+                )
+            })?;
+            eabs.push((
+                i,
+                Eab {
+                    key_id: kid.trim().to_owned(),
+                    hmac_key: hmac,
+                },
+            ));
+        }
+        let mut roots = Vec::new();
+        for n in &self.roots {
+            roots.push((find("acme-root", n)?, PathBuf::from(&n.value)));
+        }
+        let mut profiles = Vec::new();
+        for n in &self.profiles {
+            let i = find("acme-profile", n)?;
+            let parsed = n
+                .value
+                .split_once(':')
+                .and_then(|(d, p)| Some((d.trim().parse::<u32>().ok()?, p.trim().to_owned())))
+                .filter(|(_, p)| !p.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "--acme-profile {}={}: expected DAYS:PROFILE",
+                        n.ca.as_str(),
+                        n.value
+                    )
+                })?;
+            profiles.push((i, parsed));
+        }
+        let mut caa = Vec::new();
+        for n in &self.caa_domains {
+            caa.push((find("acme-caa", n)?, n.value.to_ascii_lowercase()));
+        }
+        for (i, v) in contacts {
+            cas[i].contact = Some(v);
+        }
+        for (i, v) in eabs {
+            cas[i].eab = Some(v);
+        }
+        for (i, v) in roots {
+            cas[i].root_pem = Some(v);
+        }
+        for (i, (days, p)) in profiles {
+            cas[i].profiles.insert(days, p);
+        }
+        for (i, v) in caa {
+            cas[i].caa_domains.push(v);
+        }
+        for c in &mut cas {
+            if c.caa_domains.is_empty() {
+                c.caa_domains.push(c.ca.caa_identity().to_owned());
+            }
+        }
+        Ok(cas)
+    }
+}
+
+/// The `[acme.NAME]` tables of a configuration file as the flags' values: (flag, values).
+fn acme_tables(table: &toml::Table, path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
+    let err = |what: String| format!("{}: {what}", path.display());
+    let mut flags: Vec<(String, Vec<String>)> = [
+        "acme",
+        "acme-contact",
+        "acme-eab",
+        "acme-root",
+        "acme-profile",
+        "acme-caa",
+    ]
+    .iter()
+    .map(|f| ((*f).to_owned(), Vec::new()))
+    .collect();
+    let mut push = |flag: usize, v: String| flags[flag].1.push(v);
+    for (name, value) in table {
+        let toml::Value::Table(ca) = value else {
+            return Err(err(format!("`acme.{name}`: a table, e.g. [acme.{name}]")));
+        };
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match ca.get(key) {
+                None => Ok(None),
+                Some(v) => scalar(v)
+                    .map(Some)
+                    .ok_or_else(|| err(format!("`acme.{name}.{key}`: a value"))),
+            }
+        };
+        for key in ca.keys() {
+            if ![
+                "directory",
+                "contact",
+                "eab_key_id",
+                "eab_hmac_key",
+                "root",
+                "profiles",
+                "caa_domains",
+            ]
+            .contains(&key.as_str())
+            {
+                return Err(err(format!("unknown key `acme.{name}.{key}`")));
+            }
+        }
+        let directory = text("directory")?
+            .ok_or_else(|| err(format!("`acme.{name}`: `directory` is required")))?;
+        push(0, format!("{name}={directory}"));
+        if let Some(c) = text("contact")? {
+            push(1, format!("{name}={c}"));
+        }
+        match (text("eab_key_id")?, text("eab_hmac_key")?) {
+            (Some(k), Some(h)) => push(2, format!("{name}={k}:{h}")),
+            (None, None) => {}
+            _ => {
+                return Err(err(format!(
+                    "`acme.{name}`: eab_key_id and eab_hmac_key go together"
+                )));
+            }
+        }
+        if let Some(r) = text("root")? {
+            push(3, format!("{name}={r}"));
+        }
+        match ca.get("profiles") {
+            None => {}
+            Some(toml::Value::Table(p)) => {
+                for (days, profile) in p {
+                    let profile = scalar(profile)
+                        .ok_or_else(|| err(format!("`acme.{name}.profiles.{days}`: a name")))?;
+                    push(4, format!("{name}={days}:{profile}"));
+                }
+            }
+            Some(_) => {
+                return Err(err(format!(
+                    "`acme.{name}.profiles`: a table of days to profile, {{ 90 = \"classic\" }}"
+                )));
+            }
+        }
+        match ca.get("caa_domains") {
+            None => {}
+            Some(toml::Value::Array(items)) => {
+                for item in items {
+                    let d = scalar(item)
+                        .ok_or_else(|| err(format!("`acme.{name}.caa_domains`: names")))?;
+                    push(5, format!("{name}={d}"));
+                }
+            }
+            Some(other) => {
+                let d = scalar(other)
+                    .ok_or_else(|| err(format!("`acme.{name}.caa_domains`: names")))?;
+                push(5, format!("{name}={d}"));
+            }
+        }
+    }
+    Ok(flags.into_iter().filter(|(_, v)| !v.is_empty()).collect())
 }
 
 impl Config {
@@ -182,6 +465,10 @@ pub fn with_file_defaults(command: Command, path: &Path) -> Result<(Command, Vec
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut defaults = Vec::new();
     for (key, value) in &table {
+        if let ("acme", toml::Value::Table(acme)) = (key.as_str(), value) {
+            defaults.extend(acme_tables(acme, path)?);
+            continue;
+        }
         let flag = key.replace('_', "-");
         let Some(arg) = command.get_arguments().find(|a| {
             a.get_long() == Some(flag.as_str())
@@ -216,7 +503,28 @@ pub fn with_file_defaults(command: Command, path: &Path) -> Result<(Command, Vec
         defaults.push((flag, values));
     }
     let keys = table.keys().cloned().collect();
-    let command = defaults
+    Ok((apply_defaults(command, defaults), keys))
+}
+
+/// Like [`with_file_defaults`] for a command that has only the ACME options (`zonecert ca
+/// list`): the file's `[acme.NAME]` tables become their defaults, other keys are the
+/// server's and are left alone.
+pub fn with_acme_file_defaults(command: Command, path: &Path) -> Result<Command, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let defaults = match table.get("acme") {
+        Some(toml::Value::Table(acme)) => acme_tables(acme, path)?,
+        Some(_) => return Err(format!("{}: `acme`: tables [acme.NAME]", path.display())),
+        None => Vec::new(),
+    };
+    Ok(apply_defaults(command, defaults))
+}
+
+/// Makes `values` the defaults of each named flag.
+fn apply_defaults(command: Command, defaults: Vec<(String, Vec<String>)>) -> Command {
+    defaults
         .into_iter()
         .fold(command, |command, (flag, values)| {
             command.mut_args(|a| {
@@ -226,8 +534,7 @@ pub fn with_file_defaults(command: Command, path: &Path) -> Result<(Command, Vec
                     a
                 }
             })
-        });
-    Ok((command, keys))
+        })
 }
 
 /// A TOML scalar as the text a flag would take.
@@ -527,6 +834,61 @@ mod tests {
         assert_eq!(c.dcv_resolvers.len(), 2);
         assert_eq!(c.brand_keywords, ["paypal", "bank"]);
         assert_eq!(c.deploy_hook.map(|h| h.len()), Some(3));
+    }
+
+    #[test]
+    fn acme_settings_come_from_flags_and_tables() {
+        let (c, _) = with_file(
+            "[acme.lets_encrypt]\ndirectory = \"https://127.0.0.1:14000/dir\"\n\
+             contact = \"ops@example.org\"\nprofiles = { 6 = \"shortlived\", 90 = \"classic\" }\n\
+             [acme.google]\ndirectory = \"https://dv.acme-v02.api.pki.goog/directory\"\n\
+             eab_key_id = \"kid-1\"\neab_hmac_key = \"aGVsbG8\"\ncaa_domains = [\"pki.goog\", \"google.com\"]\n",
+            &["--acme-root", "lets_encrypt=/tmp/pebble.pem"],
+        )
+        .unwrap();
+        let cas = c.acme.cas().unwrap();
+        assert_eq!(cas.len(), 2);
+        let le = cas.iter().find(|c| c.ca == CaChoice::LetsEncrypt).unwrap();
+        assert_eq!(le.directory, "https://127.0.0.1:14000/dir");
+        assert_eq!(le.contact.as_deref(), Some("ops@example.org"));
+        assert_eq!(le.profiles.get(&6).map(String::as_str), Some("shortlived"));
+        assert_eq!(le.root_pem, Some(PathBuf::from("/tmp/pebble.pem")));
+        assert_eq!(
+            le.caa_domains,
+            ["letsencrypt.org"],
+            "the default issuer domain"
+        );
+        let g = cas.iter().find(|c| c.ca == CaChoice::Google).unwrap();
+        let eab = g.eab.as_ref().unwrap();
+        assert_eq!(
+            (eab.key_id.as_str(), eab.hmac_key.as_slice()),
+            ("kid-1", &b"hello"[..])
+        );
+        assert_eq!(g.caa_domains, ["pki.goog", "google.com"]);
+        assert!(
+            !format!("{eab:?}").contains("hello"),
+            "the HMAC key is not shown"
+        );
+        // No directory: the built-in CA, nothing configured.
+        assert!(Config::new("/tmp/x").acme.cas().unwrap().is_empty());
+        // An option for a name without a directory is refused, not ignored.
+        let (c, _) = with_file("", &["--acme-contact", "google=a@b.c"]).unwrap();
+        let e = c.acme.cas().unwrap_err();
+        assert!(e.contains("no ACME directory"), "{e}");
+        // Unknown names and keys are refused.
+        assert!(with_file("", &["--acme", "digicert=https://x/d"]).is_err());
+        let e = with_file(
+            "[acme.google]\ndirectory = \"https://x/d\"\ncontacts = \"a\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("acme.google.contacts"), "{e}");
+        let (c, _) = with_file(
+            "",
+            &["--acme", "google=https://x/d", "--acme-eab", "google=k:!!"],
+        )
+        .unwrap();
+        assert!(c.acme.cas().unwrap_err().contains("base64url"));
     }
 
     #[test]

@@ -605,7 +605,7 @@ async fn builtin_issuer_mints_model_records_then_issues_for_the_order() {
     let suffix = "z1.dcv.zonecert.test";
 
     let order = issuer
-        .begin(&order_hosts, DcvMethod::Txt, suffix)
+        .begin(&order_hosts, DcvMethod::Txt, suffix, None)
         .await
         .unwrap();
     assert_eq!(order.challenges.len(), 2);
@@ -625,7 +625,12 @@ async fn builtin_issuer_mints_model_records_then_issues_for_the_order() {
     assert_ne!(values[0], values[1]);
 
     let http = issuer
-        .begin(&hostnames(&["www.example.org"]), DcvMethod::Http, suffix)
+        .begin(
+            &hostnames(&["www.example.org"]),
+            DcvMethod::Http,
+            suffix,
+            None,
+        )
         .await
         .unwrap();
     match &http.challenges[0].record {
@@ -640,7 +645,7 @@ async fn builtin_issuer_mints_model_records_then_issues_for_the_order() {
     }
 
     let cname = issuer
-        .begin(&order_hosts, DcvMethod::Cname, suffix)
+        .begin(&order_hosts, DcvMethod::Cname, suffix, None)
         .await
         .unwrap();
     assert_eq!(
@@ -652,7 +657,7 @@ async fn builtin_issuer_mints_model_records_then_issues_for_the_order() {
     );
 
     let err = issuer
-        .begin(&order_hosts, DcvMethod::Http, suffix)
+        .begin(&order_hosts, DcvMethod::Http, suffix, None)
         .await
         .unwrap_err();
     assert!(
@@ -660,7 +665,7 @@ async fn builtin_issuer_mints_model_records_then_issues_for_the_order() {
         "{err}"
     );
     let err = issuer
-        .begin(&order_hosts, DcvMethod::Email, suffix)
+        .begin(&order_hosts, DcvMethod::Email, suffix, None)
         .await
         .unwrap_err();
     assert!(
@@ -672,6 +677,7 @@ async fn builtin_issuer_mints_model_records_then_issues_for_the_order() {
             &hostnames(&["a.example.org", "a.example.org"]),
             DcvMethod::Txt,
             suffix,
+            None,
         )
         .await
         .unwrap_err();

@@ -10,6 +10,7 @@
 pub mod console;
 mod dns;
 mod http;
+pub mod pebble;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "server")]

@@ -17,10 +17,22 @@ const KNOWN_TAGS: &[&str] = &[
     "issuevmc",
 ];
 
+/// Who asks to issue, as CAA records may restrict it: the CA's issuer domain names, and
+/// (RFC 8657) the ACME account and validation method in use, when known.
+#[derive(Debug, Clone, Default)]
+pub struct CaaRequest {
+    /// Issuer domain names of the CA (`letsencrypt.org`); any one of them allows.
+    pub identities: Vec<String>,
+    /// The ACME account URI, matched against an `accounturi` parameter.
+    pub account_uri: Option<String>,
+    /// The ACME method (`dns-01`, `http-01`), matched against `validationmethods`.
+    pub method: Option<String>,
+}
+
 pub(super) async fn check(
     validator: &Validator,
     host: &str,
-    ca_identity: &str,
+    request: &CaaRequest,
 ) -> Result<(), String> {
     let host = dns::display_name(host);
     let (wildcard, base) = match host.strip_prefix("*.") {
@@ -47,7 +59,7 @@ pub(super) async fn check(
                     })
                     .collect();
                 if !set.is_empty() {
-                    return evaluate(&set, name, &host, wildcard, ca_identity);
+                    return evaluate(&set, name, &host, wildcard, request);
                 }
             }
             Err(failure) if failure.is_absent() => {}
@@ -67,7 +79,7 @@ fn evaluate(
     at: &str,
     host: &str,
     wildcard: bool,
-    ca_identity: &str,
+    request: &CaaRequest,
 ) -> Result<(), String> {
     if let Some(critical) = set.iter().find(|caa| {
         caa.issuer_critical && !KNOWN_TAGS.contains(&caa.tag.to_ascii_lowercase().as_str())
@@ -93,17 +105,36 @@ fn evaluate(
         // Only other properties (iodef, ...): no restriction on issuers.
         return Ok(());
     }
-    let wanted = ca_identity.trim_end_matches('.');
+    let wanted: Vec<&str> = request
+        .identities
+        .iter()
+        .map(|i| i.trim_end_matches('.'))
+        .collect();
     let issuers: Vec<String> = properties
         .iter()
         .filter_map(|caa| issuer_domain(&caa.value))
         .collect();
-    if issuers
-        .iter()
-        .any(|issuer| issuer.eq_ignore_ascii_case(wanted))
-    {
-        return Ok(());
+    let mut restricted = Vec::new();
+    for caa in &properties {
+        let Some(issuer) = issuer_domain(&caa.value) else {
+            continue;
+        };
+        if !wanted.iter().any(|w| issuer.eq_ignore_ascii_case(w)) {
+            continue;
+        }
+        // RFC 8657: the property may bind the issuer to one account and some methods.
+        match parameters_refuse(&caa.value, request) {
+            None => return Ok(()),
+            Some(why) => restricted.push(why),
+        }
     }
+    if let Some(why) = restricted.first() {
+        return Err(format!(
+            "CAA at {at} allows {} for {host} only {why}",
+            wanted.join(" / ")
+        ));
+    }
+    let wanted = wanted.join(" / ");
     let mut named: Vec<&str> = issuers
         .iter()
         .map(String::as_str)
@@ -126,6 +157,37 @@ fn evaluate(
     })
 }
 
+/// Why the RFC 8657 parameters of a matching `issue` value refuse `request`, if they do:
+/// an `accounturi` other than the account in use, or a `validationmethods` list without
+/// the method in use. A parameter is checked only when the request knows what it binds
+/// (the built-in CA has no ACME account: its checks ignore `accounturi`).
+fn parameters_refuse(value: &[u8], request: &CaaRequest) -> Option<String> {
+    let value = std::str::from_utf8(value).ok()?;
+    for parameter in value.split(';').skip(1) {
+        let Some((key, v)) = parameter.split_once('=') else {
+            continue;
+        };
+        let (key, v) = (key.trim(), v.trim());
+        if key.eq_ignore_ascii_case("accounturi")
+            && let Some(account) = request.account_uri.as_deref()
+            && account != v
+        {
+            return Some(format!(
+                "for the ACME account {v} (this server's is {account})"
+            ));
+        }
+        if key.eq_ignore_ascii_case("validationmethods")
+            && let Some(method) = request.method.as_deref()
+            && !v.split(',').any(|a| a.trim().eq_ignore_ascii_case(method))
+        {
+            return Some(format!(
+                "through {v} (this pack validates through {method})"
+            ));
+        }
+    }
+    None
+}
+
 /// The issuer domain name of an `issue`/`issuewild` value (`"letsencrypt.org; accounturi=..."`),
 /// empty for a value that names no issuer (`";"`), `None` for a malformed one, which names no CA
 /// and so authorizes none.
@@ -146,6 +208,44 @@ fn issuer_domain(value: &[u8]) -> Option<String> {
 #[allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc_8657_parameters_bind_the_account_and_the_method() {
+        let request = CaaRequest {
+            identities: vec!["letsencrypt.org".into()],
+            account_uri: Some("https://acme.example/acct/1".into()),
+            method: Some("dns-01".into()),
+        };
+        assert_eq!(parameters_refuse(b"letsencrypt.org", &request), None);
+        assert_eq!(
+            parameters_refuse(
+                b"letsencrypt.org; accounturi=https://acme.example/acct/1; validationmethods=dns-01,http-01",
+                &request
+            ),
+            None
+        );
+        let other = parameters_refuse(
+            b"letsencrypt.org; accounturi=https://acme.example/acct/2",
+            &request,
+        )
+        .unwrap();
+        assert!(
+            other.contains("acct/2") && other.contains("acct/1"),
+            "{other}"
+        );
+        let method =
+            parameters_refuse(b"letsencrypt.org; validationmethods=http-01", &request).unwrap();
+        assert!(method.contains("dns-01"), "{method}");
+        let unknown = CaaRequest {
+            account_uri: None,
+            ..request
+        };
+        assert_eq!(
+            parameters_refuse(b"letsencrypt.org; accounturi=x", &unknown),
+            None,
+            "no account to compare (the built-in CA)"
+        );
+    }
 
     #[test]
     fn issuer_domain_takes_the_part_before_parameters() {

@@ -8,6 +8,7 @@
 
 mod address;
 mod caa;
+pub use caa::CaaRequest;
 mod dns;
 mod http;
 
@@ -334,7 +335,18 @@ impl Validator {
     /// to `*.` hosts when present; a set of `issue` (or `issuewild`) properties not naming the
     /// CA, or an unknown critical property, blocks. A lookup failure (SERVFAIL, timeout) blocks.
     pub async fn check_caa(&self, host: &str, ca_identity: &str) -> CheckOutcome {
-        CheckOutcome::from_result(caa::check(self, host, ca_identity).await)
+        let request = CaaRequest {
+            identities: vec![ca_identity.to_owned()],
+            ..CaaRequest::default()
+        };
+        self.check_caa_for(host, &request).await
+    }
+
+    /// [`Validator::check_caa`] for a CA known by several issuer domain names, with the
+    /// RFC 8657 `accounturi` and `validationmethods` parameters checked against the ACME
+    /// account and method in `request`.
+    pub async fn check_caa_for(&self, host: &str, request: &CaaRequest) -> CheckOutcome {
+        CheckOutcome::from_result(caa::check(self, host, request).await)
     }
 }
 

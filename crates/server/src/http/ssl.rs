@@ -172,6 +172,7 @@ pub(super) async fn edit_verification(
     let now = st.clock.now();
     let input = Input::EditVerification {
         method,
+        orders_remotely: st.config.acme.orders_remotely(pack.ca),
         dcv_target_suffix: st.config.dcv_suffix(&zone.id),
     };
     if method == pack.method {
@@ -470,6 +471,10 @@ pub(super) async fn order_pack(
         &st.config.dcv_suffix(&zone.id),
         st.clock.now(),
     );
+    // An ACME CA's records are its challenges: the worker places the order first.
+    if st.config.acme.orders_remotely(ca) {
+        pack.await_order();
+    }
     // High-risk names wait for an operator (`zonecert pack approve|reject ID`).
     pack.brand_check = st
         .config
@@ -558,6 +563,7 @@ pub(super) async fn edit_pack(
     let now = st.clock.now();
     let input = Input::EditPack {
         cloudflare_branding: branding,
+        orders_remotely: st.config.acme.orders_remotely(pack.ca),
         dcv_target_suffix: st.config.dcv_suffix(&zone.id),
     };
     let (pack, _) = update_with(&st, &uri, pack, now, |_| Some(input.clone())).await?;

@@ -117,11 +117,13 @@ pub fn pack(pack: &Pack) -> api::CertificatePack {
         certificates,
         certificate_authority: pack.ca.as_str().parse().ok(),
         cloudflare_branding: Some(pack.cloudflare_branding),
-        dcv_delegation_records: delegated.then(|| records.clone()),
+        dcv_delegation_records: (delegated && pack.state != PackState::Initializing)
+            .then(|| records.clone()),
         primary_certificate: pack.certificate.as_ref().map(|c| c.id.clone()),
         validation_errors: (!errors.is_empty()).then_some(errors),
         validation_method: Some(pack_method(pack.method)),
-        validation_records: (!delegated).then_some(records),
+        validation_records: (!delegated && pack.state != PackState::Initializing)
+            .then_some(records),
         validity_days: Some(pack.validity_days),
         extra: Map::new(),
     }
@@ -224,6 +226,15 @@ fn check_details(host: &PackHost, pack: &Pack, config: &Config) -> Map<String, V
     }
     if let Some(reason) = &host.check.reason {
         extra.insert("verification_error".into(), json!(reason));
+    } else if pack.state == PackState::Initializing {
+        extra.insert(
+            "verification_error".into(),
+            json!(format!(
+                "waiting for the order at {}: the record to create appears once the CA \
+                 answers",
+                pack.ca.as_str()
+            )),
+        );
     }
     if pending {
         extra.insert(
@@ -256,11 +267,12 @@ pub fn verifications<'a>(
         match config.verification_form {
             VerificationForm::PerHost => {
                 for host in &p.hosts {
+                    // An ACME pack's records exist once its CA's order is placed.
+                    let info = (p.state != PackState::Initializing)
+                        .then(|| api::VerificationInfo::Record(verification_info(&host.record)));
                     items.push(api::Verification {
                         hostname: Some(host.hostname.to_string()),
-                        verification_info: Some(api::VerificationInfo::Record(verification_info(
-                            &host.record,
-                        ))),
+                        verification_info: info,
                         verification_status: host.check.verified,
                         extra: check_details(host, p, config),
                         ..base.clone()
@@ -276,9 +288,11 @@ pub fn verifications<'a>(
                 }
                 items.push(api::Verification {
                     hostname: p.hosts.first().map(|h| h.hostname.to_string()),
-                    verification_info: Some(api::VerificationInfo::Records(
-                        p.hosts.iter().map(validation_record).collect(),
-                    )),
+                    verification_info: (p.state != PackState::Initializing).then(|| {
+                        api::VerificationInfo::Records(
+                            p.hosts.iter().map(validation_record).collect(),
+                        )
+                    }),
                     verification_status: status,
                     extra,
                     ..base

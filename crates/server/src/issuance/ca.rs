@@ -517,7 +517,7 @@ fn whole_second_utc(at: OffsetDateTime) -> Result<OffsetDateTime, IssuanceError>
         .map_err(|e| IssuanceError::InvalidRequest(format!("bad time {at}: {e}")))
 }
 
-fn signature_name(x509: &X509Certificate<'_>) -> Result<&'static str, IssuanceError> {
+pub(crate) fn signature_name(x509: &X509Certificate<'_>) -> Result<&'static str, IssuanceError> {
     let oid = &x509.signature_algorithm.algorithm;
     if *oid == OID_SIG_ECDSA_WITH_SHA256 {
         Ok(SIGNATURE_ECDSA_SHA256)
@@ -531,7 +531,7 @@ fn signature_name(x509: &X509Certificate<'_>) -> Result<&'static str, IssuanceEr
 }
 
 /// The subject's (or issuer's) common name, or the whole name when it has none.
-fn common_name(x509: &X509Certificate<'_>, subject: bool) -> String {
+pub(crate) fn common_name(x509: &X509Certificate<'_>, subject: bool) -> String {
     let name = if subject {
         x509.subject()
     } else {
@@ -543,7 +543,7 @@ fn common_name(x509: &X509Certificate<'_>, subject: bool) -> String {
         .map_or_else(|| name.to_string(), str::to_owned)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()

@@ -92,6 +92,10 @@ pub enum IssuanceError {
         stderr_tail: String,
     },
 
+    /// The ACME CA refused or could not be reached; the kind says what to do.
+    #[error("{0}")]
+    Acme(#[from] super::acme::AcmeError),
+
     /// A background task doing the work panicked or was cancelled.
     #[error("the issuance task did not complete: {0}")]
     Task(String),

@@ -13,25 +13,26 @@
 //! `pending_validation`, and the lifecycle names the order with [`Issuer::local_order`]
 //! instead of storing a reference. Its `begin` mints the same records the same way.
 //!
-//! Only the built-in CA exists today. An ACME issuer (Let's Encrypt, Pebble) is meant to
-//! become a second variant, `Issuer::Acme`, without changing this interface: `begin` creates
-//! the ACME order and returns the CA's challenges as records (a TXT record whose value is
-//! base64url(SHA-256(key authorization)), or the http-01 URL with the key authorization as
-//! body) with the authorizations' expiry in [`IssuerOrder::tokens_expire`], and an order
-//! reference carrying the order URL; `finish` tells the CA the challenges are ready, polls
-//! the order, finalizes it with a CSR for a locally generated key of the request's
-//! [`KeyType`](super::KeyType), and downloads the chain. Hence the async methods and the
-//! serialised order reference. `local_order` has no meaning for it and would refuse. How the
-//! lifecycle drives the two steps is described in [`crate::lifecycle`]'s worker.
+//! The ACME issuer ([`Issuer::Acme`], Let's Encrypt, Google Trust Services, Pebble, ...):
+//! `begin` creates the ACME order and returns the CA's challenges as records (a TXT record
+//! whose value is base64url(SHA-256(key authorization)), or the http-01 URL with the key
+//! authorization as body), and an order reference carrying the order URL and the
+//! challenges; `finish` tells the CA the challenges are ready, polls the order, finalizes
+//! it with a CSR for a locally generated key of the request's [`KeyType`](super::KeyType),
+//! and downloads the chain (see [`super::acme`]). `local_order` has no meaning for it and
+//! refuses. How the lifecycle drives the two steps is described in [`crate::lifecycle`]'s
+//! worker.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::acme::{AcmeIssuer, AcmeOrderRef};
 use super::leaf::check_hosts;
 use super::{BuiltinCa, IssuanceError, IssueRequest, IssuedLeaf};
-use crate::model::{DcvMethod, DcvRecord, Hostname};
+use crate::dcv::CaaRequest;
+use crate::model::{CaChoice, DcvMethod, DcvRecord, Hostname};
 
 /// A certificate authority the lifecycle can order from.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub enum Issuer {
     /// zonecert's own CA. It trusts zonecert's DCV check: `finish` signs without validating
     /// again.
     Builtin(Arc<BuiltinCa>),
+    /// An ACME CA: its own validation decides, after zonecert's check passed.
+    Acme(Arc<AcmeIssuer>),
 }
 
 /// The first half of an order: what to publish, and what to give back to `finish`.
@@ -69,6 +72,7 @@ pub struct HostChallenge {
 #[serde(tag = "issuer", rename_all = "snake_case")]
 enum OrderRef {
     Builtin { hosts: Vec<String> },
+    Acme(AcmeOrderRef),
 }
 
 impl Issuer {
@@ -83,6 +87,7 @@ impl Issuer {
         hosts: &[Hostname],
         method: DcvMethod,
         dcv_target_suffix: &str,
+        validity_days: Option<u32>,
     ) -> Result<IssuerOrder, IssuanceError> {
         let names = host_names(hosts);
         check_hosts(&names)?;
@@ -117,7 +122,65 @@ impl Issuer {
                     .collect(),
                 tokens_expire: None,
             }),
+            Issuer::Acme(acme) => {
+                let (order, records) = acme
+                    .begin(hosts, method, dcv_target_suffix, validity_days)
+                    .await?;
+                Ok(IssuerOrder {
+                    order_ref: serde_json::to_string(&OrderRef::Acme(order))
+                        .map_err(|e| IssuanceError::Generation(format!("order reference: {e}")))?,
+                    challenges: hosts
+                        .iter()
+                        .zip(records)
+                        .map(|(host, record)| HostChallenge {
+                            host: host.clone(),
+                            record,
+                        })
+                        .collect(),
+                    tokens_expire: None,
+                })
+            }
         }
+    }
+
+    /// Forgets what was kept to resume the order `order_ref` (an ACME order's pending
+    /// key), once its certificate is deployed and recorded.
+    pub fn forget(&self, order_ref: &str) {
+        if let (Issuer::Acme(acme), Ok(OrderRef::Acme(order))) =
+            (self, serde_json::from_str::<OrderRef>(order_ref))
+        {
+            acme.forget(&order);
+        }
+    }
+
+    /// What CAA records must allow for this issuer to issue for a pack of `ca` validated
+    /// by `method`: the CA's issuer domain names (the configured ones for an ACME CA),
+    /// the ACME account (RFC 8657 `accounturi`, once the account exists) and method
+    /// (`validationmethods`).
+    pub async fn caa_request(&self, ca: CaChoice, method: DcvMethod) -> CaaRequest {
+        let method = match method {
+            DcvMethod::Http => Some("http-01".to_owned()),
+            DcvMethod::Txt | DcvMethod::Cname => Some("dns-01".to_owned()),
+            DcvMethod::Email => None,
+        };
+        match self {
+            Issuer::Builtin(_) => CaaRequest {
+                identities: vec![ca.caa_identity().to_owned()],
+                account_uri: None,
+                method,
+            },
+            Issuer::Acme(acme) => CaaRequest {
+                identities: acme.settings().caa_domains.clone(),
+                account_uri: acme.account_id().await.ok(),
+                method,
+            },
+        }
+    }
+
+    /// Whether this issuer's records come from its CA (`begin` must run before the
+    /// pack can be validated), rather than being minted by zonecert.
+    pub fn orders_remotely(&self) -> bool {
+        matches!(self, Issuer::Acme(_))
     }
 
     /// The order reference of `hosts` whose records zonecert minted itself when the pack
@@ -131,6 +194,9 @@ impl Issuer {
                 hosts: host_names(hosts),
             })
             .map_err(|e| IssuanceError::Generation(format!("order reference: {e}"))),
+            Issuer::Acme(_) => Err(IssuanceError::OrderMismatch(
+                "an ACME CA's order must be placed with begin first".to_owned(),
+            )),
         }
     }
 
@@ -162,6 +228,23 @@ impl Issuer {
                 // RSA key generation takes tens of milliseconds: keep it off the async workers.
                 tokio::task::spawn_blocking(move || ca.issue(&req)).await?
             }
+            (Issuer::Acme(acme), OrderRef::Acme(order)) => {
+                let hosts: Vec<String> = order.challenges.iter().map(|c| c.host.clone()).collect();
+                if !same_hosts(&hosts, &req.hosts) {
+                    return Err(IssuanceError::OrderMismatch(format!(
+                        "the order is for [{}] but the request asks for [{}]",
+                        hosts.join(", "),
+                        req.hosts.join(", ")
+                    )));
+                }
+                Ok(acme.finish(&order, req).await?)
+            }
+            (Issuer::Builtin(_), OrderRef::Acme(_))
+            | (Issuer::Acme(_), OrderRef::Builtin { .. }) => Err(IssuanceError::OrderMismatch(
+                "the order was placed with another CA than the one now configured for \
+                     this name"
+                    .to_owned(),
+            )),
         }
     }
 }

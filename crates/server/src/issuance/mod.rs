@@ -8,6 +8,7 @@
 //! Private keys travel only inside [`PrivateKeyPem`], whose `Debug` is redacted, and never
 //! appear in an [`IssuanceError`].
 
+pub mod acme;
 mod atomic_file;
 mod ca;
 mod deploy;

@@ -23,8 +23,10 @@
 //!   failures are pack errors, retried on the schedule until 24 hours before expiry.
 //!   Past `not_after` the pack is `expired`.
 //! - Packs held for brand check are never claimed until approved.
-//! - `initializing` is not entered yet: it is where an issuer whose tokens come from its
-//!   CA (ACME) will obtain them; the worker module's documentation describes how.
+//! - `initializing`: a pack of a name with an ACME directory (`--acme`) waits for its
+//!   CA's order; the worker places it and the pack moves to `pending_validation` with the
+//!   CA's challenges as its records (`worker/acme.rs`; the worker module's documentation
+//!   describes the steps). Past its deadline it is `initializing_timed_out`.
 
 use crate::model::PackId;
 use std::collections::HashMap;

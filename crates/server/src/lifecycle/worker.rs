@@ -14,12 +14,13 @@
 //! claims them next resumes them from the store.
 //!
 //! Certificates come only through the [`Issuer`] seam: [`Issuer::finish`], after
-//! zonecert's own checks (DCV, CAA) passed. Today's only issuer, the built-in CA, trusts
-//! those checks, so its packs' records are minted locally when the pack is ordered
-//! ([`DcvRecord::mint`]), the pack starts in `pending_validation`, and the order
-//! reference passed to `finish` is [`Issuer::local_order`] of the pack's hosts.
+//! zonecert's own checks (DCV, CAA) passed. The built-in CA trusts those checks, so its
+//! packs' records are minted locally when the pack is ordered ([`DcvRecord::mint`]), the
+//! pack starts in `pending_validation`, and the order reference passed to `finish` is
+//! [`Issuer::local_order`] of the pack's hosts.
 //!
-//! How an ACME issuer plugs in, without reshaping this worker:
+//! How an ACME issuer (`Issuer::Acme`, for the names configured with `--acme`) plugs in
+//! (its steps are in `worker/acme.rs`):
 //! - The order handler creates the pack `initializing` (with no records yet) when the
 //!   issuer does not mint locally.
 //! - The worker claims `initializing` packs and calls [`Issuer::begin`] with the pack's
@@ -32,12 +33,17 @@
 //!   the CA's tokens exactly like local ones, and CAA is checked before issuing.
 //! - Issuance passes the stored reference, instead of `local_order`, to
 //!   [`Issuer::finish`], where the CA validates for itself and signs; a pack restarted or
-//!   switched to another method, and a renewal, go through `begin` again, since the CA's
-//!   authorizations are per order.
-//!
-//! The transitions exist (`model::transition`, with tests); the worker's calls do not
-//! yet: they need a stored order reference (a pack column) and the ACME variant.
+//!   switched to another method (back to `initializing`), and a renewal (an `active`
+//!   pack whose window opened, with no open order), go through `begin` again, since the
+//!   CA's authorizations are per order. The reference (`Pack::order_ref`) is cleared
+//!   once the certificate is deployed, and the issuer told to forget the order's kept
+//!   key.
+//! - A CA's refusal that invalidates the order (a refused validation, a lost order or
+//!   account) is [`Input::OrderLost`]: back to `initializing`, the host showing the CA's
+//!   reason; a transient one (unreachable, 5xx, rate limit) is [`Input::IssuanceFailed`]
+//!   with the same order, not before the CA's `Retry-After`.
 
+mod acme;
 mod check;
 mod issue;
 mod lease;
@@ -47,10 +53,12 @@ use super::Signals;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::dcv::{DcvConfig, Validator};
+use crate::issuance::acme::AcmeIssuer;
 use crate::issuance::{BuiltinCa, HookCommand, Issuer};
-use crate::model::{Event, Input, Pack, PackId, PackState, Rules, ZoneId, transition};
+use crate::model::{CaChoice, Event, Input, Pack, PackId, PackState, Rules, ZoneId, transition};
 use crate::store::{Applied, PackAccess, Store, StoreError, apply_transition};
 use lease::{Hold, LeaseClock, ask_for_renewals, node_identity};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,6 +104,9 @@ pub enum LifecycleError {
     /// The built-in CA could not be loaded or created.
     #[error(transparent)]
     Issuance(#[from] crate::issuance::IssuanceError),
+    /// The ACME settings cannot be used (a malformed option, an unreadable root).
+    #[error("{0}")]
+    Acme(String),
     /// The workers' thread or runtime could not be started.
     #[error("starting the lifecycle thread: {0}")]
     Runtime(std::io::Error),
@@ -112,6 +123,8 @@ pub struct Worker {
     signals: Arc<Signals>,
     validator: Validator,
     issuer: Issuer,
+    /// The ACME issuers of the names configured with `--acme` (the others use `issuer`).
+    acme: HashMap<CaChoice, Issuer>,
     hook: Option<HookCommand>,
     checks: Arc<Semaphore>,
     issuing: Semaphore,
@@ -182,6 +195,13 @@ impl Worker {
             ..DcvConfig::default()
         })?;
         let issuer = Issuer::Builtin(Arc::new(BuiltinCa::load_or_create(&config.data_dir)?));
+        let mut acme = HashMap::new();
+        for settings in config.acme.cas().map_err(LifecycleError::Acme)? {
+            let ca = settings.ca;
+            let issuer =
+                AcmeIssuer::new(settings, &config.data_dir).map_err(LifecycleError::Acme)?;
+            acme.insert(ca, Issuer::Acme(Arc::new(issuer)));
+        }
         let hook = config.deploy_hook.as_ref().and_then(|argv| {
             let (program, args) = argv.split_first()?;
             Some(HookCommand {
@@ -258,6 +278,7 @@ impl Worker {
             signals,
             validator,
             issuer,
+            acme,
             hook,
             store: StoreThread(store_ops),
             store_failed,
@@ -425,6 +446,10 @@ impl Worker {
             self.apply(pack, now, |_| Some(Input::Tick)).await?;
             return Ok(false);
         }
+        if self.needs_order(&pack, now) {
+            self.place_order(pack, hold).await?;
+            return Ok(false);
+        }
         match pack.state {
             PackState::PendingValidation => self.validate(pack, hold).await,
             PackState::PendingIssuance | PackState::PendingDeployment => {
@@ -437,6 +462,11 @@ impl Worker {
             }
             _ => Ok(false),
         }
+    }
+
+    /// The issuer of `ca`: its ACME directory when one is configured, else the built-in CA.
+    pub(super) fn issuer_for(&self, ca: CaChoice) -> &Issuer {
+        self.acme.get(&ca).unwrap_or(&self.issuer)
     }
 
     /// Whether work on the pack may still start; says so when it may not.

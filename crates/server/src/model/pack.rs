@@ -354,6 +354,10 @@ pub struct Pack {
     pub stage_deadline: i64,
     /// The issued certificate, once there is one.
     pub certificate: Option<IssuedCertificate>,
+    /// The order placed with the pack's CA (`Issuer::begin`'s opaque reference), kept so
+    /// that any server resumes the same order; `None` for the built-in CA and before
+    /// `begin`.
+    pub order_ref: Option<String>,
     /// Optimistic-concurrency version: bumped by every save.
     pub version: i64,
 }
@@ -394,8 +398,16 @@ impl Pack {
             updated_at: now,
             stage_deadline: now + ca.token_lifetime_secs(),
             certificate: None,
+            order_ref: None,
             version: 0,
         }
+    }
+
+    /// Makes a pack wait for its CA's order (ACME): `initializing`, no order yet, due
+    /// now. Its records until then are placeholders the verification view does not show.
+    pub fn await_order(&mut self) {
+        self.state = PackState::Initializing;
+        self.order_ref = None;
     }
 
     /// Switches every host to fresh records of `method`, due now. The attempt counters

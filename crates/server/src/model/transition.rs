@@ -139,6 +139,9 @@ pub enum Input {
     /// An issuer whose tokens come from its CA (ACME) began the order of an
     /// `initializing` pack: one record per host, in the pack's order.
     OrderBegun {
+        /// The issuer's reference of the order, kept with the pack so any server
+        /// finishes the same order.
+        order_ref: String,
         /// What each host must publish (the CA's tokens).
         records: Vec<DcvRecord>,
         /// Unix seconds when the CA's authorizations expire, if it said.
@@ -152,6 +155,22 @@ pub enum Input {
         started_in: PackState,
         /// The certificate (its key is never part of a pack).
         certificate: IssuedCertificate,
+    },
+    /// The CA invalidated the pack's order (a refused validation, an order or account it
+    /// no longer knows): a pack being issued goes back to `initializing` for a new order
+    /// (an `active` pack being renewed stays `active` and orders again), the host the CA
+    /// named (every host when it named none) showing the CA's reason.
+    OrderLost {
+        /// The state the issuance began in.
+        started_in: PackState,
+        /// The CA's reason, as shown on the pack and the host.
+        reason: String,
+        /// The host the CA named, if any.
+        host: Option<String>,
+        /// The CA refused a validation: the customer's records must change (new tokens),
+        /// so the new order waits for the schedule's next slot; otherwise it is placed at
+        /// once.
+        refused_validation: bool,
     },
     /// The issuer did not sign (or could not begin the order of an `initializing` pack).
     IssuanceFailed {
@@ -168,6 +187,9 @@ pub enum Input {
     EditVerification {
         /// The method asked for.
         method: DcvMethod,
+        /// The pack's CA orders remotely (ACME): new records come from a new order, so
+        /// a switched or restarted pack goes back to `initializing`.
+        orders_remotely: bool,
         /// `<zone-dcv-id>.dcv.<service-domain>`, for delegated records.
         dcv_target_suffix: String,
     },
@@ -175,6 +197,8 @@ pub enum Input {
     EditPack {
         /// The branding asked for, if any.
         cloudflare_branding: Option<bool>,
+        /// As for [`Input::EditVerification`].
+        orders_remotely: bool,
         /// `<zone-dcv-id>.dcv.<service-domain>`, for delegated records.
         dcv_target_suffix: String,
     },
@@ -339,9 +363,32 @@ pub fn transition(
             _ => false,
         },
         Input::OrderBegun {
+            order_ref,
             records,
             tokens_expire,
-        } => order_begun(&mut next, records, *tokens_expire, now, &mut events),
+        } => order_begun(
+            &mut next,
+            order_ref,
+            records,
+            *tokens_expire,
+            now,
+            &mut events,
+        ),
+        Input::OrderLost {
+            started_in,
+            reason,
+            host,
+            refused_validation,
+        } => {
+            let applies = next.state == *started_in
+                && order_lost(&mut next, reason, host.as_deref(), *refused_validation, now);
+            if applies {
+                events.push(Event::IssuanceFailed {
+                    reason: reason.clone(),
+                });
+            }
+            applies
+        }
         Input::Issued {
             started_in,
             certificate,
@@ -370,22 +417,37 @@ pub fn transition(
         }
         Input::EditVerification {
             method,
+            orders_remotely,
             dcv_target_suffix,
         } => {
             let same = *method == next.method;
             touches = !(same && next.state == PackState::PendingValidation);
-            edit_verification(&mut next, *method, dcv_target_suffix, now, &mut events)?
+            let applies =
+                edit_verification(&mut next, *method, dcv_target_suffix, now, &mut events)?;
+            let new_records = pack.state.is_timed_out()
+                || (pack.state == PackState::PendingValidation && *method != pack.method);
+            if applies && *orders_remotely && new_records {
+                await_new_order(&mut next);
+            }
+            applies
         }
         Input::EditPack {
             cloudflare_branding,
+            orders_remotely,
             dcv_target_suffix,
-        } => edit_pack(
-            &mut next,
-            *cloudflare_branding,
-            dcv_target_suffix,
-            now,
-            &mut events,
-        )?,
+        } => {
+            let applies = edit_pack(
+                &mut next,
+                *cloudflare_branding,
+                dcv_target_suffix,
+                now,
+                &mut events,
+            )?;
+            if applies && *orders_remotely && pack.state.is_timed_out() {
+                await_new_order(&mut next);
+            }
+            applies
+        }
         Input::Recheck {
             coalesce_secs,
             budget,
@@ -595,26 +657,72 @@ fn renewal_checked(
 /// tokens expire at the latest.
 fn order_begun(
     pack: &mut Pack,
+    order_ref: &str,
     records: &[DcvRecord],
     tokens_expire: Option<i64>,
     now: i64,
     events: &mut Vec<Event>,
 ) -> bool {
-    // One record per host, or the issuer answered for another order.
-    if pack.state != PackState::Initializing || records.len() != pack.hosts.len() {
+    // One record per host, or the issuer answered for another order. An active pack
+    // orders its renewal (once per renewal: while its order is open it has a reference).
+    let renewal = pack.state == PackState::Active && pack.order_ref.is_none();
+    if !(pack.state == PackState::Initializing || renewal) || records.len() != pack.hosts.len() {
         return false;
     }
     for (host, record) in pack.hosts.iter_mut().zip(records) {
         host.record = record.clone();
-        host.check = HostCheck::fresh(now);
+        host.check = HostCheck {
+            attempts: host.check.attempts,
+            ..HostCheck::fresh(now)
+        };
     }
-    if let Some(expire) = tokens_expire {
-        pack.stage_deadline = pack.stage_deadline.min(expire);
+    pack.order_ref = Some(order_ref.to_owned());
+    if !renewal {
+        if let Some(expire) = tokens_expire {
+            pack.stage_deadline = pack.stage_deadline.min(expire);
+        }
+        pack.state = PackState::PendingValidation;
+        pack.errors.clear();
     }
-    pack.state = PackState::PendingValidation;
-    pack.errors.clear();
     events.push(Event::OrderBegun);
     true
+}
+
+/// See [`Input::OrderLost`].
+fn order_lost(
+    pack: &mut Pack,
+    reason: &str,
+    host: Option<&str>,
+    refused_validation: bool,
+    now: i64,
+) -> bool {
+    push_error(pack, reason.to_owned());
+    pack.order_ref = None;
+    if pack.state != PackState::Active {
+        pack.state = PackState::Initializing;
+        pack.stage_deadline = now.saturating_add(pack.ca.token_lifetime_secs());
+    }
+    for h in &mut pack.hosts {
+        let named = host.is_some_and(|n| n.eq_ignore_ascii_case(h.hostname.as_str()));
+        if named || host.is_none() {
+            h.check.verified = Some(false);
+            h.check.reason = Some(reason.to_owned());
+        }
+        h.check.next_due_at = if refused_validation {
+            HostCheck::next_due_after(h.check.attempts, now)
+        } else {
+            now
+        };
+    }
+    true
+}
+
+/// A pack of a CA that orders remotely, switched to `method` or restarted: its records
+/// come from a new order, so it waits in `initializing` (the minted ones are
+/// placeholders the verification view does not show).
+fn await_new_order(pack: &mut Pack) {
+    pack.state = PackState::Initializing;
+    pack.order_ref = None;
 }
 
 /// A certificate signed for the pack: stored, to be deployed. A renewal's deployment
@@ -654,6 +762,8 @@ fn deployed(pack: &mut Pack, events: &mut Vec<Event>) -> bool {
     }
     pack.state = PackState::Active;
     pack.errors.clear();
+    // The order is done: a renewal places a new one.
+    pack.order_ref = None;
     if let Some(starts) = pack.renewal_starts_at() {
         pack.due_at(starts);
     }

@@ -454,11 +454,13 @@ fn an_order_begun_by_the_ca_gets_its_records() {
         },
     ];
     let begun = Input::OrderBegun {
+        order_ref: "order-1".into(),
         records: records.clone(),
         tokens_expire: Some(T + 86_400),
     };
-    let t = apply(&p, begun, T + 1);
+    let t = apply(&p, begun.clone(), T + 1);
     assert_eq!(t.pack.state, PackState::PendingValidation);
+    assert_eq!(t.pack.order_ref.as_deref(), Some("order-1"));
     assert_eq!(t.pack.hosts[1].record, records[1]);
     assert_eq!(t.pack.hosts[1].check.next_due_at, T + 1);
     assert_eq!(
@@ -467,6 +469,7 @@ fn an_order_begun_by_the_ca_gets_its_records() {
         "the CA's tokens expire first"
     );
     let short = Input::OrderBegun {
+        order_ref: "order-2".into(),
         records: records[..1].to_vec(),
         tokens_expire: None,
     };
@@ -478,6 +481,7 @@ fn the_verification_patch_rechecks_switches_or_restarts() {
     let suffix = "x.dcv.test".to_owned();
     let edit = |method| Input::EditVerification {
         method,
+        orders_remotely: false,
         dcv_target_suffix: suffix.clone(),
     };
     let mut p = pack(DcvMethod::Txt);
@@ -518,6 +522,7 @@ fn the_verification_patch_rechecks_switches_or_restarts() {
 fn the_pack_patch_restarts_a_timed_out_pack_with_fresh_tokens() {
     let edit = |branding| Input::EditPack {
         cloudflare_branding: branding,
+        orders_remotely: false,
         dcv_target_suffix: "x.dcv.test".into(),
     };
     let mut p = pack(DcvMethod::Txt);
@@ -607,4 +612,111 @@ fn deletion_is_reported_and_left_to_the_caller() {
     let t = apply(&p, Input::Delete, T);
     assert!(t.delete);
     assert_eq!(t.events, [Event::Deleted]);
+}
+
+#[test]
+fn an_acme_order_lost_goes_back_to_initializing_with_the_cas_reason() {
+    let mut p = pack(DcvMethod::Txt);
+    p.state = PackState::PendingIssuance;
+    p.order_ref = Some("order-1".into());
+    let lost = |refused_validation| Input::OrderLost {
+        started_in: PackState::PendingIssuance,
+        reason: "lets_encrypt refused the order: unauthorized".into(),
+        host: Some("www.example.com".into()),
+        refused_validation,
+    };
+    let t = apply(&p, lost(true), T);
+    assert_eq!(t.pack.state, PackState::Initializing);
+    assert_eq!(t.pack.order_ref, None);
+    assert_eq!(t.pack.hosts[1].check.verified, Some(false));
+    assert!(
+        t.pack.hosts[1]
+            .check
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("unauthorized")
+    );
+    assert_eq!(
+        t.pack.hosts[0].check.reason, None,
+        "only the host the CA named"
+    );
+    assert!(
+        t.pack.hosts[0].check.next_due_at > T,
+        "new records: on the schedule"
+    );
+    // An order or account the CA lost needs nothing from the customer: at once.
+    let t = apply(&p, lost(false), T);
+    assert!(t.pack.hosts.iter().all(|h| h.check.next_due_at == T));
+    // A pack that moved on meanwhile is left alone.
+    let mut other = p.clone();
+    other.state = PackState::IssuanceTimedOut;
+    assert_eq!(transition(&other, &lost(true), &RULES, T), Ok(None));
+}
+
+#[test]
+fn an_acme_pack_renews_through_a_new_order_and_drops_it_once_deployed() {
+    let mut p = pack(DcvMethod::Txt);
+    p.state = PackState::Active;
+    p.order_ref = None;
+    let records: Vec<DcvRecord> = p
+        .hosts
+        .iter()
+        .map(|h| DcvRecord::Txt {
+            name: format!("_acme-challenge.{}", h.hostname.base()),
+            value: "renewal-token".into(),
+        })
+        .collect();
+    let begun = Input::OrderBegun {
+        order_ref: "renewal-order".into(),
+        records: records.clone(),
+        tokens_expire: None,
+    };
+    let t = apply(&p, begun.clone(), T);
+    assert_eq!(
+        t.pack.state,
+        PackState::Active,
+        "a renewal keeps the pack active"
+    );
+    assert_eq!(t.pack.order_ref.as_deref(), Some("renewal-order"));
+    assert_eq!(t.pack.hosts[0].record, records[0]);
+    // Once per renewal: an open order is not replaced.
+    assert_eq!(transition(&t.pack, &begun, &RULES, T), Ok(None));
+    // Deployed: the order is done.
+    let mut deploying = t.pack.clone();
+    deploying.state = PackState::PendingDeployment;
+    let t = apply(&deploying, Input::Deployed, T);
+    assert_eq!(t.pack.order_ref, None);
+}
+
+#[test]
+fn an_acme_pack_switched_or_restarted_waits_for_a_new_order() {
+    let mut p = pack(DcvMethod::Txt);
+    p.order_ref = Some("order-1".into());
+    let switch = Input::EditVerification {
+        method: DcvMethod::Http,
+        orders_remotely: true,
+        dcv_target_suffix: "x.dcv.test".into(),
+    };
+    let t = apply(&p, switch, T);
+    assert_eq!(t.pack.state, PackState::Initializing);
+    assert_eq!(t.pack.order_ref, None);
+    // The same method only rechecks the CA's records.
+    let same = Input::EditVerification {
+        method: DcvMethod::Txt,
+        orders_remotely: true,
+        dcv_target_suffix: "x.dcv.test".into(),
+    };
+    let t = apply(&p, same, T);
+    assert_eq!(t.pack.state, PackState::PendingValidation);
+    assert_eq!(t.pack.order_ref.as_deref(), Some("order-1"));
+    let mut timed_out = p.clone();
+    timed_out.state = PackState::ValidationTimedOut;
+    let restart = Input::EditPack {
+        cloudflare_branding: None,
+        orders_remotely: true,
+        dcv_target_suffix: "x.dcv.test".into(),
+    };
+    let t = apply(&timed_out, restart, T);
+    assert_eq!(t.pack.state, PackState::Initializing);
 }

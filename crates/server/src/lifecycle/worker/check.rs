@@ -148,16 +148,24 @@ impl Worker {
     /// Whether CAA allows the pack's CA for every host; else the first refusal, as an
     /// error message.
     async fn caa_check(&self, pack: &Pack) -> CaaCheck {
-        let identity = pack.ca.caa_identity();
+        // The CA's configured issuer domains, and (RFC 8657) its ACME account and the
+        // pack's method.
+        let request = Arc::new(
+            self.issuer_for(pack.ca)
+                .caa_request(pack.ca, pack.method)
+                .await,
+        );
+        let identity = request.identities.join(" / ");
         let mut checks = JoinSet::new();
         let shared = self.validator.sharing_answers();
         for host in &pack.hosts {
             let validator = shared.clone();
             let checks_bound = Arc::clone(&self.checks);
             let name = host.hostname.as_str().to_owned();
+            let request = Arc::clone(&request);
             checks.spawn(async move {
                 let _permit = checks_bound.acquire_owned().await.ok();
-                let outcome = validator.check_caa(&name, identity).await;
+                let outcome = validator.check_caa_for(&name, &request).await;
                 (name, outcome)
             });
         }

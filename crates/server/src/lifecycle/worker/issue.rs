@@ -5,8 +5,8 @@
 
 use super::Worker;
 use super::lease::Hold;
-use crate::issuance::{IssueRequest, IssuedLeaf, deploy};
-use crate::model::{Input, IssueFailure, IssuedCertificate, Pack};
+use crate::issuance::{IssuanceError, IssueRequest, IssuedLeaf, deploy};
+use crate::model::{Input, IssuedCertificate, Pack};
 use crate::store::StoreError;
 use std::sync::atomic::Ordering;
 
@@ -41,15 +41,11 @@ impl Worker {
         let started_in = pack.state;
         let leaf = match self.issue(&pack, now).await {
             Ok(leaf) => leaf,
-            Err(failure) => {
-                tracing::warn!(pack = %pack.id.as_str(), error = %failure.message(), "lifecycle");
-                self.apply(pack, now, |_| {
-                    Some(Input::IssuanceFailed {
-                        started_in,
-                        failure: failure.clone(),
-                    })
-                })
-                .await?;
+            Err(error) => {
+                tracing::warn!(pack = %pack.id.as_str(), error = %error, "lifecycle");
+                // A CA's refusal is typed: it may need a new order (see acme.rs).
+                let input = self.finish_failed(&pack, &error, now);
+                self.apply(pack, now, |_| Some(input.clone())).await?;
                 return Ok(());
             }
         };
@@ -86,10 +82,19 @@ impl Worker {
         now: i64,
     ) -> Result<(), StoreError> {
         let id = pack.id.as_str().to_owned();
+        let order_ref = pack.order_ref.clone();
+        let issuer = self.issuer_for(pack.ca).clone();
         let deployed = deploy(&self.config.deploy_dir(), &id, leaf, self.hook.as_ref()).await;
         match deployed {
             Ok(_) => {
-                self.apply(pack, now, |_| Some(Input::Deployed)).await?;
+                let saved = self.apply(pack, now, |_| Some(Input::Deployed)).await?;
+                // Deployed and recorded: the order's kept key is no longer needed to
+                // resume it.
+                if saved.is_some()
+                    && let Some(order_ref) = &order_ref
+                {
+                    issuer.forget(order_ref);
+                }
                 tracing::info!(pack = %id, serial = %serial, "certificate deployed");
             }
             Err(e) => {
@@ -103,10 +108,10 @@ impl Worker {
     }
 
     /// The issuer's certificate for the pack, valid from `now` for the ordered days.
-    async fn issue(&self, pack: &Pack, now: i64) -> Result<IssuedLeaf, IssueFailure> {
+    async fn issue(&self, pack: &Pack, now: i64) -> Result<IssuedLeaf, IssuanceError> {
         let at = |secs: i64| {
             time::OffsetDateTime::from_unix_timestamp(secs)
-                .map_err(|e| IssueFailure::Local(format!("time: {e}")))
+                .map_err(|e| IssuanceError::InvalidRequest(format!("time: {e}")))
         };
         let hosts: Vec<_> = pack.hosts.iter().map(|h| h.hostname.clone()).collect();
         let req = IssueRequest {
@@ -115,14 +120,13 @@ impl Worker {
             not_after: at(now + i64::from(pack.validity_days) * 86_400)?,
             key_type: self.config.key_type,
         };
-        // The records were minted when the pack was ordered: the order is a local one.
-        let order_ref = self
-            .issuer
-            .local_order(&hosts)
-            .map_err(|e| e.as_issue_failure())?;
-        self.issuer
-            .finish(&order_ref, &req)
-            .await
-            .map_err(|e| e.as_issue_failure())
+        let issuer = self.issuer_for(pack.ca);
+        // The built-in CA's records were minted when the pack was ordered: its order is a
+        // local one. An ACME pack carries the order `begin` placed.
+        let order_ref = match &pack.order_ref {
+            Some(order_ref) => order_ref.clone(),
+            None => issuer.local_order(&hosts)?,
+        };
+        issuer.finish(&order_ref, &req).await
     }
 }

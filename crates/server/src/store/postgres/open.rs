@@ -18,10 +18,17 @@ const MIGRATION_LOCK: i64 = 0x7a6f_6e65_6365_7274;
 
 /// The schema's versions in order: each step's SQL brings the previous version to its
 /// own. A database records the versions applied in `zonecert_schema_versions`.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("schema_v1.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("schema_v1.sql"),
+    },
+    // The ACME order of a pack (issue 13), as SQLite's schema 3.
+    Migration {
+        version: 2,
+        sql: "ALTER TABLE packs ADD COLUMN order_ref TEXT;",
+    },
+];
 
 /// One step of [`MIGRATIONS`].
 struct Migration {
@@ -30,7 +37,7 @@ struct Migration {
 }
 
 /// The version this build writes.
-pub(in crate::store) const SCHEMA_VERSION: i64 = 1;
+pub(in crate::store) const SCHEMA_VERSION: i64 = 2;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or

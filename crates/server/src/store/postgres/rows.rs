@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 pub(super) const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.validity_days, p.ca, \
     p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
     p.stage_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
-    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version";
+    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref";
 pub(super) const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
 
@@ -93,16 +93,17 @@ fn pack(r: &Row) -> Result<Pack, StoreError> {
         updated_at: r.try_get(10)?,
         stage_deadline: r.try_get(11)?,
         certificate,
+        order_ref: r.try_get(20)?,
         version: r.try_get(19)?,
     })
 }
 
 /// The host columns ([`HOST_COLUMNS`], after the pack's) of a joined row.
 fn host(r: &Row) -> Result<PackHost, StoreError> {
-    let hostname: String = r.try_get(20)?;
-    let kind: String = r.try_get(21)?;
-    let name: String = r.try_get(22)?;
-    let value: String = r.try_get(23)?;
+    let hostname: String = r.try_get(21)?;
+    let kind: String = r.try_get(22)?;
+    let name: String = r.try_get(23)?;
+    let value: String = r.try_get(24)?;
     let method = DcvMethod::parse(&kind).ok_or_else(|| corrupt("record kind", &kind))?;
     let record = match method {
         DcvMethod::Txt => DcvRecord::Txt { name, value },
@@ -122,11 +123,11 @@ fn host(r: &Row) -> Result<PackHost, StoreError> {
         hostname: Hostname::parse(&hostname).map_err(|_| corrupt("host", &hostname))?,
         record,
         check: HostCheck {
-            verified: r.try_get(24)?,
-            last_checked_at: r.try_get(25)?,
-            reason: r.try_get(26)?,
-            attempts: small(r.try_get(27)?, "attempts")?,
-            next_due_at: r.try_get(28)?,
+            verified: r.try_get(25)?,
+            last_checked_at: r.try_get(26)?,
+            reason: r.try_get(27)?,
+            attempts: small(r.try_get(28)?, "attempts")?,
+            next_due_at: r.try_get(29)?,
         },
     })
 }

@@ -50,7 +50,7 @@ impl SqliteStore {
                    ) d JOIN packs p ON p.id = d.id \
                    WHERE (p.lease_until IS NULL OR p.lease_until <= ?2) \
                      AND p.brand_check = 0 \
-                     AND p.state IN ('pending_validation', 'pending_issuance', \
+                     AND p.state IN ('initializing', 'pending_validation', 'pending_issuance', \
                                      'pending_deployment', 'active') \
                    GROUP BY p.id ORDER BY MIN(d.due), MIN(p.seq) LIMIT ?5) \
                  RETURNING zone_id, id",

@@ -12,17 +12,25 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "2";
+pub(super) const SCHEMA_VERSION: &str = "3";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
 /// issuance and deployment deadline too. (Its index keeps its name: it covers the
 /// validation stage only.)
-const MIGRATIONS: &[Migration] = &[Migration {
-    from: "1",
-    to: "2",
-    sql: "ALTER TABLE packs RENAME COLUMN validation_deadline TO stage_deadline;",
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: "1",
+        to: "2",
+        sql: "ALTER TABLE packs RENAME COLUMN validation_deadline TO stage_deadline;",
+    },
+    // The ACME order of a pack (issue 13).
+    Migration {
+        from: "2",
+        to: "3",
+        sql: "ALTER TABLE packs ADD COLUMN order_ref TEXT;",
+    },
+];
 
 /// One step of [`MIGRATIONS`].
 struct Migration {

@@ -11,7 +11,7 @@ use rusqlite::Row;
 pub(super) const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.validity_days, p.ca, \
     p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
     p.stage_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
-    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version";
+    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref";
 pub(super) const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
 
@@ -36,6 +36,7 @@ struct RawPack {
     cert_signature: Option<String>,
     cert_issued_at: Option<i64>,
     version: i64,
+    order_ref: Option<String>,
 }
 
 struct RawHost {
@@ -73,21 +74,22 @@ fn raw_pack(r: &Row<'_>) -> rusqlite::Result<RawPack> {
         cert_signature: r.get(17)?,
         cert_issued_at: r.get(18)?,
         version: r.get(19)?,
+        order_ref: r.get(20)?,
     })
 }
 
 /// The host columns (`HOST_COLUMNS`, after the pack's) of a joined row.
 fn raw_host(r: &Row<'_>) -> rusqlite::Result<RawHost> {
     Ok(RawHost {
-        hostname: r.get(20)?,
-        kind: r.get(21)?,
-        name: r.get(22)?,
-        value: r.get(23)?,
-        verified: r.get(24)?,
-        last_checked_at: r.get(25)?,
-        reason: r.get(26)?,
-        attempts: r.get(27)?,
-        next_due_at: r.get(28)?,
+        hostname: r.get(21)?,
+        kind: r.get(22)?,
+        name: r.get(23)?,
+        value: r.get(24)?,
+        verified: r.get(25)?,
+        last_checked_at: r.get(26)?,
+        reason: r.get(27)?,
+        attempts: r.get(28)?,
+        next_due_at: r.get(29)?,
     })
 }
 
@@ -144,6 +146,7 @@ fn pack_from_raw(p: RawPack) -> Result<Pack, StoreError> {
         updated_at: p.updated_at,
         stage_deadline: p.stage_deadline,
         certificate,
+        order_ref: p.order_ref,
         version: p.version,
     })
 }

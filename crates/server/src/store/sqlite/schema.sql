@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS packs (
     cert_signature      TEXT,
     cert_issued_at      INTEGER,
     version             INTEGER NOT NULL,
+    -- The order placed with an ACME CA (its URL and challenges, JSON): a restarted or
+    -- another server resumes it. NULL for the built-in CA.
+    order_ref           TEXT,
     -- The lifecycle worker that owns the pack's current step, and until when (wall-clock
     -- Unix seconds). Not part of the pack's version: claiming never conflicts with edits.
     lease_owner         TEXT,

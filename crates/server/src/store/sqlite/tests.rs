@@ -360,6 +360,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_packs() {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
             "ALTER TABLE packs RENAME COLUMN stage_deadline TO validation_deadline; \
+             ALTER TABLE packs DROP COLUMN order_ref; \
              UPDATE meta SET value = '1' WHERE key = 'schema_version';",
         )
         .unwrap();
@@ -368,6 +369,8 @@ fn a_version_1_database_is_migrated_and_keeps_its_packs() {
     let s = SqliteStore::open(&path).unwrap();
     let back = s.pack(&z.id, &p.id).unwrap().unwrap();
     assert_eq!(back.stage_deadline, 4242);
+    // Version 3's column was added, empty.
+    assert_eq!(back.order_ref, None);
     let conn = Connection::open(&path).unwrap();
     assert_eq!(column(&conn), ["stage_deadline"]);
     let version: String = conn
@@ -484,4 +487,18 @@ fn dropping_a_store_closes_the_reader_connection_of_every_thread() {
             "a reader connection outlived its store"
         );
     }
+}
+
+#[test]
+fn a_packs_order_reference_is_kept() {
+    let (_dir, s) = store();
+    let z = zone(&s);
+    let mut p = pack(&z);
+    p.order_ref = Some("{\"issuer\":\"acme\"}".to_owned());
+    s.insert_pack(&p, 10).unwrap();
+    let mut back = s.pack(&z.id, &p.id).unwrap().unwrap();
+    assert_eq!(back.order_ref, p.order_ref);
+    back.order_ref = None;
+    s.update_pack(&mut back).unwrap();
+    assert_eq!(s.pack(&z.id, &p.id).unwrap().unwrap().order_ref, None);
 }

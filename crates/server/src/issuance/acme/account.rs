@@ -1,0 +1,135 @@
+//! One ACME account per directory: created on first use (with External Account Binding
+//! where configured), its credentials (key and URL) kept in
+//! `<data_dir>/acme/accounts/<ca>-<digest of the directory>.json` with mode 0600, and
+//! reused by every later start.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
+use sha2::{Digest, Sha256};
+
+use super::AcmeCaSettings;
+use super::http::ReqwestHttp;
+use super::problem::{AcmeError, AcmeErrorKind};
+
+/// Where the account of `settings`' directory is kept.
+pub(crate) fn account_path(settings: &AcmeCaSettings, data_dir: &Path) -> PathBuf {
+    let digest = Sha256::digest(settings.directory.as_bytes());
+    let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    data_dir
+        .join("acme")
+        .join("accounts")
+        .join(format!("{}-{short}.json", settings.ca.as_str()))
+}
+
+/// Creates `dir` (and its parents) with mode 0700, or tightens it.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("setting the mode of {}: {e}", dir.display()))
+}
+
+/// Renames the account file of `settings` to `<file>.unknown-<unix seconds>` (kept for the
+/// operator), so that the next use creates a new account.
+pub(crate) fn set_aside(settings: &AcmeCaSettings, data_dir: &Path) {
+    let path = account_path(settings, data_dir);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = path.with_extension(format!("json.unknown-{secs}"));
+    match std::fs::rename(&path, &aside) {
+        Ok(()) => tracing::warn!(
+            ca = settings.ca.as_str(),
+            file = %aside.display(),
+            "the ACME CA does not know this account: set aside, a new one will be created"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "setting an ACME account aside")
+        }
+    }
+}
+
+pub(crate) async fn load_or_create(
+    settings: &AcmeCaSettings,
+    data_dir: &Path,
+    http: &ReqwestHttp,
+) -> Result<Account, AcmeError> {
+    let path = account_path(settings, data_dir);
+    let local = |why: String| AcmeError::new(AcmeErrorKind::Other("account file".into()), why);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let credentials: AccountCredentials = serde_json::from_slice(&bytes).map_err(|e| {
+                local(format!(
+                    "{} is not an ACME account file ({e}); move it away to create a new account",
+                    path.display()
+                ))
+            })?;
+            return Account::builder_with_http(Box::new(http.clone()))
+                .from_credentials(credentials)
+                .await
+                .map_err(|e| directory_error(settings, e));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(local(format!("reading {}: {e}", path.display()))),
+    }
+    let contact = settings.contact.as_ref().map(|c| format!("mailto:{c}"));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let eab = settings
+        .eab
+        .as_ref()
+        .map(|eab| ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key));
+    let (account, credentials) = Account::builder_with_http(Box::new(http.clone()))
+        .create(
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            settings.directory.clone(),
+            eab.as_ref(),
+        )
+        .await
+        .map_err(|e| directory_error(settings, e))?;
+    let json = serde_json::to_vec_pretty(&credentials)
+        .map_err(|e| local(format!("encoding the account: {e}")))?;
+    if let Some(dir) = path.parent() {
+        private_dir(dir).map_err(local)?;
+    }
+    crate::issuance::write_private_file(&path, &json).map_err(|e| local(e.to_string()))?;
+    tracing::info!(
+        ca = settings.ca.as_str(),
+        directory = %settings.directory,
+        account = account.id(),
+        file = %path.display(),
+        "created an ACME account"
+    );
+    Ok(account)
+}
+
+/// A failure before any order: fetching the directory is the first request, so a
+/// transport failure there is an unreachable directory.
+fn directory_error(settings: &AcmeCaSettings, err: instant_acme::Error) -> AcmeError {
+    let mut e = AcmeError::from_client(err);
+    match e.kind {
+        AcmeErrorKind::Transport => {
+            e.kind = AcmeErrorKind::DirectoryUnreachable;
+            e.detail = format!("{}: {}", settings.directory, e.detail);
+        }
+        AcmeErrorKind::Other(ref t) if t == "client" => {
+            e.kind = AcmeErrorKind::DirectoryUnreachable;
+            e.detail = format!(
+                "{} is not an ACME directory: {}",
+                settings.directory, e.detail
+            );
+        }
+        _ => {}
+    }
+    e
+}

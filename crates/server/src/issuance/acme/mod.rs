@@ -1,0 +1,512 @@
+//! The ACME issuer (RFC 8555) over instant-acme: one account per directory, orders whose
+//! challenges become the packs' DCV records, and finalization with a CSR for a key made
+//! here.
+//!
+//! - [`AcmeCaSettings`]: what the operator configured for one certificate-authority name.
+//! - [`AcmeIssuer::begin`]: `newOrder`, the authorizations, and per host the record to
+//!   publish (dns-01 for txt and cname, http-01 for http); the returned [`AcmeOrderRef`] is
+//!   what the pack stores, so a restarted server resumes the same order.
+//! - [`AcmeIssuer::finish`]: answers the challenges (once), polls with the CA's
+//!   `Retry-After`, finalizes, downloads the chain. The certificate's key is written to
+//!   `<data_dir>/acme/keys/` (0600) before finalizing and removed ([`AcmeIssuer::forget`])
+//!   once the lifecycle deployed the certificate: a server killed in between finishes
+//!   the same order with the same key instead of ordering twice.
+//!
+//! Failures are [`AcmeError`]s with a typed [`AcmeErrorKind`].
+
+mod account;
+mod http;
+mod problem;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+};
+use rcgen::{
+    CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
+    RsaKeySize,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+pub use problem::{AcmeError, AcmeErrorKind};
+
+/// Where the ACME account of `settings`' directory is kept in `data_dir`.
+pub fn account_file(settings: &AcmeCaSettings, data_dir: &Path) -> PathBuf {
+    account::account_path(settings, data_dir)
+}
+
+use super::{IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem};
+use crate::model::{CaChoice, DcvMethod, DcvRecord, Hostname};
+
+/// External Account Binding credentials (RFC 8555 section 7.3.4).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Eab {
+    /// The key identifier the CA gave.
+    pub key_id: String,
+    /// The HMAC key, decoded from the base64url the CA gave.
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Eab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Eab")
+            .field("key_id", &self.key_id)
+            .field("hmac_key", &"[redacted]")
+            .finish()
+    }
+}
+
+/// What the operator configured for one certificate-authority name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeCaSettings {
+    /// The `certificate_authority` name orders use.
+    pub ca: CaChoice,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Contact e-mail of the account (`mailto:` added).
+    pub contact: Option<String>,
+    /// External Account Binding, when the CA requires it.
+    pub eab: Option<Eab>,
+    /// A PEM file of roots trusted for the ACME server's TLS, besides the platform's.
+    pub root_pem: Option<PathBuf>,
+    /// ACME profile per `validity_days` (draft-ietf-acme-profiles), where mapped.
+    pub profiles: BTreeMap<u32, String>,
+    /// The issuer domain names CAA records must allow for this CA.
+    pub caa_domains: Vec<String>,
+}
+
+/// What a pack stores of its ACME order: enough for any node to resume it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeOrderRef {
+    /// The directory the order was placed with (its account is the directory's).
+    pub directory: String,
+    /// The order's URL.
+    pub order_url: String,
+    /// The validation method the challenges were chosen for.
+    pub method: String,
+    /// One challenge per host, in the pack's host order.
+    pub challenges: Vec<AcmeChallenge>,
+}
+
+/// One host's challenge in an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeChallenge {
+    /// The host as ordered (`*.example.org` for a wildcard).
+    pub host: String,
+    /// The challenge's URL (answered with `{}` when the records are in place).
+    pub url: String,
+    /// The challenge token.
+    pub token: String,
+    /// What must be published: the dns-01 TXT value, or the http-01 body.
+    pub value: String,
+}
+
+/// Issues certificates from one ACME directory.
+pub struct AcmeIssuer {
+    settings: AcmeCaSettings,
+    data_dir: PathBuf,
+    http: http::ReqwestHttp,
+    /// Loaded or created on first use; dropped when the CA no longer knows it.
+    account: Mutex<Option<Account>>,
+}
+
+impl std::fmt::Debug for AcmeIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeIssuer")
+            .field("ca", &self.settings.ca)
+            .field("directory", &self.settings.directory)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long `finish` polls an order before leaving it for the next attempt.
+const POLL_FOR: Duration = Duration::from_secs(90);
+
+impl AcmeIssuer {
+    /// An issuer for `settings`, keeping its account and pending keys under
+    /// `<data_dir>/acme/`. Reads the extra root now, so a wrong path stops the start.
+    pub fn new(settings: AcmeCaSettings, data_dir: &Path) -> Result<Self, String> {
+        let root = match &settings.root_pem {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                format!(
+                    "ACME CA {}: reading the extra root {}: {e}",
+                    settings.ca.as_str(),
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
+        let http = http::ReqwestHttp::new(root.as_deref())
+            .map_err(|e| format!("ACME CA {}: {e}", settings.ca.as_str()))?;
+        Ok(AcmeIssuer {
+            settings,
+            data_dir: data_dir.to_owned(),
+            http,
+            account: Mutex::new(None),
+        })
+    }
+
+    /// The configuration this issuer runs with.
+    pub fn settings(&self) -> &AcmeCaSettings {
+        &self.settings
+    }
+
+    /// The account's URL at the CA, loading the account from its file or creating it at
+    /// the CA on first use.
+    pub async fn account_id(&self) -> Result<String, AcmeError> {
+        Ok(self.account().await?.id().to_owned())
+    }
+
+    /// The account, loaded from its file or created at the CA on first use.
+    pub(crate) async fn account(&self) -> Result<Account, AcmeError> {
+        let mut cached = self.account.lock().await;
+        if let Some(account) = cached.as_ref() {
+            return Ok(account.clone());
+        }
+        let account = account::load_or_create(&self.settings, &self.data_dir, &self.http).await?;
+        *cached = Some(account.clone());
+        Ok(account)
+    }
+
+    /// Passes `err` on; when it says the CA does not know the account, the account is
+    /// set aside (its file renamed) so that the next order creates a new one.
+    async fn unknown_account(&self, err: AcmeError) -> AcmeError {
+        if err.kind == AcmeErrorKind::AccountUnknown {
+            *self.account.lock().await = None;
+            account::set_aside(&self.settings, &self.data_dir);
+        }
+        err
+    }
+
+    /// Places a new order for `hosts` and returns its reference and one record per host,
+    /// in the order of `hosts`.
+    pub async fn begin(
+        &self,
+        hosts: &[Hostname],
+        method: DcvMethod,
+        dcv_target_suffix: &str,
+        validity_days: Option<u32>,
+    ) -> Result<(AcmeOrderRef, Vec<DcvRecord>), AcmeError> {
+        match self
+            .place(hosts, method, dcv_target_suffix, validity_days)
+            .await
+        {
+            Ok(placed) => Ok(placed),
+            Err(e) => Err(self.unknown_account(e).await),
+        }
+    }
+
+    async fn place(
+        &self,
+        hosts: &[Hostname],
+        method: DcvMethod,
+        dcv_target_suffix: &str,
+        validity_days: Option<u32>,
+    ) -> Result<(AcmeOrderRef, Vec<DcvRecord>), AcmeError> {
+        let account = self.account().await?;
+        let identifiers: Vec<Identifier> = hosts
+            .iter()
+            .map(|h| Identifier::Dns(h.as_str().to_ascii_lowercase()))
+            .collect();
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(profile) = validity_days.and_then(|d| self.settings.profiles.get(&d)) {
+            new_order = new_order.profile(profile);
+        }
+        let mut order = account
+            .new_order(&new_order)
+            .await
+            .map_err(AcmeError::from_client)?;
+        let order_url = order.url().to_owned();
+        let wanted = challenge_type(method);
+        let mut found: Vec<AcmeChallenge> = Vec::with_capacity(hosts.len());
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(AcmeError::from_client)?;
+            let host = authz.identifier().to_string();
+            let Some(challenge) = authz.challenge(wanted.clone()) else {
+                return Err(AcmeError::new(
+                    AcmeErrorKind::RejectedIdentifier,
+                    format!("the CA offers no {wanted:?} challenge for {host}"),
+                )
+                .for_host(&host));
+            };
+            let key_authorization = challenge.key_authorization();
+            let value = match method {
+                DcvMethod::Http => key_authorization.as_str().to_owned(),
+                _ => key_authorization.dns_value(),
+            };
+            found.push(AcmeChallenge {
+                host,
+                url: challenge.url.clone(),
+                token: challenge.token.clone(),
+                value,
+            });
+        }
+        let mut challenges = Vec::with_capacity(hosts.len());
+        let mut records = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let name = host.as_str().to_ascii_lowercase();
+            let Some(ch) = found.iter().find(|c| c.host.eq_ignore_ascii_case(&name)) else {
+                return Err(AcmeError::new(
+                    AcmeErrorKind::OrderUnusable,
+                    format!("the CA's order has no authorization for {name}"),
+                ));
+            };
+            let base = host.base();
+            records.push(match method {
+                DcvMethod::Http => DcvRecord::Http {
+                    url: format!("http://{base}/.well-known/acme-challenge/{}", ch.token),
+                    body: ch.value.clone(),
+                },
+                DcvMethod::Cname => DcvRecord::Cname {
+                    name: format!("_acme-challenge.{base}"),
+                    target: format!("{base}.{dcv_target_suffix}"),
+                },
+                _ => DcvRecord::Txt {
+                    name: format!("_acme-challenge.{base}"),
+                    value: ch.value.clone(),
+                },
+            });
+            challenges.push(ch.clone());
+        }
+        Ok((
+            AcmeOrderRef {
+                directory: self.settings.directory.clone(),
+                order_url,
+                method: method.as_str().to_owned(),
+                challenges,
+            },
+            records,
+        ))
+    }
+
+    /// Completes the order: answers its pending challenges, waits for the CA's
+    /// validation, finalizes with a CSR for a fresh key of `req.key_type` (or the key a
+    /// previous attempt left), downloads the chain.
+    pub async fn finish(
+        &self,
+        order_ref: &AcmeOrderRef,
+        req: &IssueRequest,
+    ) -> Result<IssuedLeaf, AcmeError> {
+        match self.complete(order_ref, req).await {
+            Ok(leaf) => Ok(leaf),
+            Err(e) => Err(self.unknown_account(e).await),
+        }
+    }
+
+    async fn complete(
+        &self,
+        order_ref: &AcmeOrderRef,
+        req: &IssueRequest,
+    ) -> Result<IssuedLeaf, AcmeError> {
+        if order_ref.directory != self.settings.directory {
+            return Err(AcmeError::new(
+                AcmeErrorKind::OrderUnusable,
+                format!(
+                    "the order was placed with {}, this CA is now configured at {}",
+                    order_ref.directory, self.settings.directory
+                ),
+            ));
+        }
+        let account = self.account().await?;
+        let mut order = account
+            .order(order_ref.order_url.clone())
+            .await
+            .map_err(gone_order)?;
+        let wanted = challenge_type(DcvMethod::parse(&order_ref.method).unwrap_or(DcvMethod::Txt));
+        let key_path = self.pending_key_path(&order_ref.order_url);
+        let policy = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(200))
+            .backoff(1.5)
+            .timeout(POLL_FOR);
+
+        if order.state().status == OrderStatus::Pending {
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = authz.map_err(AcmeError::from_client)?;
+                if authz.status != AuthorizationStatus::Pending {
+                    continue;
+                }
+                let host = authz.identifier().to_string();
+                let Some(mut challenge) = authz.challenge(wanted.clone()) else {
+                    return Err(AcmeError::new(
+                        AcmeErrorKind::OrderUnusable,
+                        format!("the CA's authorization offers no {wanted:?} challenge"),
+                    )
+                    .for_host(&host));
+                };
+                if challenge.status == instant_acme::ChallengeStatus::Pending {
+                    challenge
+                        .set_ready()
+                        .await
+                        .map_err(|e| AcmeError::from_client(e).for_host(&host))?;
+                }
+            }
+            match order.poll_ready(&policy).await {
+                Ok(OrderStatus::Invalid) => return Err(refusal(&mut order).await),
+                Ok(_) => {}
+                // An order that failed validation carries a summary problem; the failed
+                // challenge names the host and the CA's reason.
+                Err(instant_acme::Error::Api(problem)) => {
+                    let mut e = refusal(&mut order).await;
+                    if e.host.is_none() {
+                        e = AcmeError::from_problem(&problem);
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(AcmeError::from_client(e)),
+            }
+        }
+
+        let key = match order.state().status {
+            OrderStatus::Ready => {
+                let key = new_key(req.key_type)?;
+                let mut params = CertificateParams::new(req.hosts.clone()).map_err(|e| {
+                    AcmeError::new(AcmeErrorKind::Other("csr".into()), e.to_string())
+                })?;
+                params.distinguished_name = DistinguishedName::new();
+                let csr = params.serialize_request(&key).map_err(|e| {
+                    AcmeError::new(AcmeErrorKind::Other("csr".into()), e.to_string())
+                })?;
+                // Kept on disk before the CA sees the CSR: a crash after finalize must find
+                // the key of the certificate the CA will sign.
+                self.save_pending_key(&key_path, &key)?;
+                order
+                    .finalize_csr(csr.der())
+                    .await
+                    .map_err(AcmeError::from_client)?;
+                key
+            }
+            OrderStatus::Processing | OrderStatus::Valid => {
+                let pem = std::fs::read_to_string(&key_path).map_err(|_| {
+                    AcmeError::new(
+                        AcmeErrorKind::OrderUnusable,
+                        "the order was finalized but the key of its CSR is gone; a new order is needed",
+                    )
+                })?;
+                KeyPair::from_pem(&pem).map_err(|e| {
+                    AcmeError::new(
+                        AcmeErrorKind::OrderUnusable,
+                        format!("the pending key: {e}"),
+                    )
+                })?
+            }
+            OrderStatus::Invalid => return Err(refusal(&mut order).await),
+            OrderStatus::Pending => {
+                return Err(AcmeError::new(
+                    AcmeErrorKind::ServerError,
+                    "the CA is still validating; polled again later",
+                ));
+            }
+        };
+        let chain = order
+            .poll_certificate(&policy)
+            .await
+            .map_err(AcmeError::from_client)?;
+        // The key stays on disk until the lifecycle has deployed and recorded the
+        // certificate ([`AcmeIssuer::forget`]): a crash before that downloads the same
+        // certificate again instead of ordering a second one.
+        leaf_from_chain(&chain, req, PrivateKeyPem::new(key.serialize_pem()))
+    }
+
+    /// Removes the key kept for `order_ref` (its certificate is deployed).
+    pub fn forget(&self, order_ref: &AcmeOrderRef) {
+        let _ = std::fs::remove_file(self.pending_key_path(&order_ref.order_url));
+    }
+
+    fn pending_key_path(&self, order_url: &str) -> PathBuf {
+        let digest = Sha256::digest(order_url.as_bytes());
+        let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18]);
+        self.data_dir
+            .join("acme")
+            .join("keys")
+            .join(format!("{name}.pem"))
+    }
+
+    fn save_pending_key(&self, path: &Path, key: &KeyPair) -> Result<(), AcmeError> {
+        let io = |e: String| AcmeError::new(AcmeErrorKind::Other("local".into()), e);
+        if let Some(dir) = path.parent() {
+            account::private_dir(dir).map_err(io)?;
+        }
+        super::write_private_file(path, key.serialize_pem().as_bytes())
+            .map_err(|e| io(e.to_string()))
+    }
+}
+
+fn challenge_type(method: DcvMethod) -> ChallengeType {
+    match method {
+        DcvMethod::Http => ChallengeType::Http01,
+        _ => ChallengeType::Dns01,
+    }
+}
+
+fn new_key(key_type: KeyType) -> Result<KeyPair, AcmeError> {
+    match key_type {
+        KeyType::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
+        KeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048),
+    }
+    .map_err(|e| AcmeError::new(AcmeErrorKind::Other("key".into()), e.to_string()))
+}
+
+/// An order the CA no longer knows is a reason to order again.
+fn gone_order(err: instant_acme::Error) -> AcmeError {
+    let mut e = AcmeError::from_client(err);
+    if matches!(e.kind, AcmeErrorKind::Other(ref t) if t == "malformed") {
+        e.kind = AcmeErrorKind::OrderUnusable;
+    }
+    e
+}
+
+/// Why an invalid order was refused: the first failed challenge's problem, with its host.
+async fn refusal(order: &mut instant_acme::Order) -> AcmeError {
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(authz)) = authorizations.next().await {
+        let host = authz.identifier().to_string();
+        if let Some(problem) = authz.challenges.iter().find_map(|c| c.error.as_ref()) {
+            return AcmeError::from_problem(problem).for_host(&host);
+        }
+    }
+    match &order.state().error {
+        Some(problem) => AcmeError::from_problem(problem),
+        None => AcmeError::new(
+            AcmeErrorKind::OrderUnusable,
+            "the CA marked the order invalid",
+        ),
+    }
+}
+
+/// The leaf's properties read back from the chain the CA sent.
+fn leaf_from_chain(
+    chain_pem: &str,
+    req: &IssueRequest,
+    key_pem: PrivateKeyPem,
+) -> Result<IssuedLeaf, AcmeError> {
+    let bad = |why: String| AcmeError::new(AcmeErrorKind::Other("certificate".into()), why);
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map_err(|e| bad(format!("the CA's chain is not PEM: {e}")))?;
+    let x509 = pem
+        .parse_x509()
+        .map_err(|e| bad(format!("the CA's certificate does not parse: {e}")))?;
+    let leaf_end = chain_pem
+        .find("-----END CERTIFICATE-----")
+        .map(|i| i + "-----END CERTIFICATE-----".len())
+        .unwrap_or(chain_pem.len());
+    let leaf_pem = format!("{}\n", chain_pem[..leaf_end].trim_start());
+    Ok(IssuedLeaf {
+        serial_hex: super::ca::hex(x509.raw_serial()),
+        hosts: req.hosts.clone(),
+        leaf_pem,
+        chain_pem: chain_pem.to_owned(),
+        key_pem,
+        not_before: x509.validity().not_before.to_datetime(),
+        not_after: x509.validity().not_after.to_datetime(),
+        signature: super::ca::signature_name(&x509).map_err(|e| bad(e.to_string()))?,
+        issuer: super::ca::common_name(&x509, false),
+    })
+}
