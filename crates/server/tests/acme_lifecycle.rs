@@ -517,3 +517,86 @@ async fn caa_binds_the_ca_to_its_acme_account_and_method() {
     server.shutdown().await;
     pebble.stop().await;
 }
+
+#[tokio::test]
+async fn a_renewal_places_a_new_order_and_replaces_the_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::start(
+        tmp.path(),
+        PebbleOptions {
+            dns: Some(dns.addr()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let data = tmp.path().join("data");
+    let clock = ManualClock::new(SystemClock.now());
+    let server =
+        start_with_clock(&data, &dns, &pebble, 80, "renew.example.org", clock.clone()).await;
+    let pack = server.order(&["renew.example.org"], "txt").await;
+    let items = server.records(&pack).await;
+    let (name, first_value) = txt_of(&items[0]);
+    dns.set_txt(&name, &[&first_value]);
+    server.wait_for(&pack, "active").await;
+    let first_chain = deployed(&data, &pack);
+    let zone = ZoneId::parse(&server.zone).unwrap();
+    let id = PackId::parse(&pack).unwrap();
+    let read = || async {
+        server
+            .inner
+            .store()
+            .pack(&zone, &id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let active = read().await;
+    let first_serial = active.certificate.as_ref().unwrap().id.clone();
+    let starts = active.renewal_starts_at().unwrap();
+
+    // The renewal window opens: a new order, its tokens replacing the last ones, the
+    // pack still active with its certificate.
+    clock.set(starts + 60);
+    let mut renewing = read().await;
+    for _ in 0..200 {
+        if renewing.order_ref.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        renewing = read().await;
+    }
+    assert!(
+        renewing.order_ref.is_some(),
+        "no renewal order: {renewing:?}"
+    );
+    assert_eq!(renewing.state, zonecert_server::model::PackState::Active);
+    let zonecert_server::model::DcvRecord::Txt { value, .. } = &renewing.hosts[0].record else {
+        panic!("not txt: {renewing:?}")
+    };
+    assert_ne!(value, &first_value, "the renewal's own token");
+    dns.set_txt(&name, &[value]);
+    // Checked again at the schedule's next slot.
+    let mut renewed = read().await;
+    for _ in 0..200 {
+        clock.advance(120);
+        if renewed.certificate.as_ref().map(|c| &c.id) != Some(&first_serial)
+            && renewed.state == zonecert_server::model::PackState::Active
+            && renewed.order_ref.is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        renewed = read().await;
+    }
+    assert_ne!(
+        renewed.certificate.as_ref().map(|c| c.id.clone()),
+        Some(first_serial),
+        "renewed: {renewed:?}"
+    );
+    let chain = deployed(&data, &pack);
+    assert_ne!(chain, first_chain);
+    assert_chain(&chain, &pebble_root(&pebble).await, &["renew.example.org"]);
+    server.shutdown().await;
+    pebble.stop().await;
+}
