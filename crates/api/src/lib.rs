@@ -21,6 +21,7 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+mod controls;
 mod enums;
 mod envelope;
 mod packs;
@@ -29,6 +30,10 @@ mod schema;
 mod verification;
 mod zones;
 
+pub use controls::{
+    AutoValidation, ClockAdvance, ClockSet, ClockState, Fault, FaultsCleared, NewFault,
+    ResetResult, ZoneAutoValidation,
+};
 pub use enums::{
     CertificateAuthority, CertificateStatus, PackStatus, PackType, Signature, ValidationMethod,
     VerificationType,

@@ -162,11 +162,28 @@ pub enum DevCommand {
         #[arg(long)]
         http_port: Option<u16>,
     },
+    /// Test controls of a running server (`serve --dev` or `--test-controls`; the
+    /// environment of the `ssl` commands): return its database to the documentation's
+    /// seed state (zone, pack, user, the same dev token), the clock to real time, and
+    /// clear faults and auto-validation.
+    Reset(crate::dev_commands::JsonArg),
+    /// Test controls: the server's clock (`show`, `advance 60d`, `set TIME`, `reset`).
+    #[command(subcommand)]
+    Clock(crate::dev_commands::ClockCommand),
+    /// Test controls: a zone's DCV checks pass as if the records existed (`on`), or not.
+    AutoValidate(crate::dev_commands::AutoValidateArgs),
+    /// Test controls: injected faults (`list`, `add KIND`, `clear [ID]`).
+    #[command(subcommand)]
+    Faults(crate::dev_commands::FaultsCommand),
 }
 
 /// Runs a `dev` command.
 pub async fn dev(cmd: DevCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        DevCommand::Reset(json) => return crate::dev_commands::reset(json).await,
+        DevCommand::Clock(cmd) => return crate::dev_commands::clock(cmd).await,
+        DevCommand::AutoValidate(args) => return crate::dev_commands::auto_validate(args).await,
+        DevCommand::Faults(cmd) => return crate::dev_commands::faults(cmd).await,
         DevCommand::Dns => {
             // The console blocks on stdin; the servers' sockets are served by this
             // runtime's workers meanwhile.

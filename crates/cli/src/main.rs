@@ -20,6 +20,7 @@ macro_rules! errln {
 mod admin_commands;
 mod ca_commands;
 mod client_commands;
+mod dev_commands;
 mod log_sink;
 mod serve;
 mod stdout;
@@ -57,7 +58,8 @@ enum Command {
     #[command(subcommand)]
     Token(admin_commands::TokenCommand),
     /// Tools for trying zonecert on one machine: `dev dns` runs a loopback DNS server and
-    /// HTTP origin whose records you type; `dev clean` removes dev mode's credentials.
+    /// HTTP origin whose records you type; `dev clean` removes dev mode's credentials;
+    /// `dev reset|clock|auto-validate|faults` drive a running server's test controls.
     #[command(subcommand)]
     Dev(admin_commands::DevCommand),
     /// Review certificate packs: approve or reject held packs.

@@ -62,9 +62,16 @@ fn configure(args: &ServeArgs) -> anyhow::Result<Config> {
     // Dev mode's zone is the documentation's example.com, which no one running it
     // controls: checking it through the system's resolvers could never pass, so dev mode
     // runs the workers only against resolvers it is given (a test DNS server, a lab).
-    if !args.lifecycle_given && config.dev && config.dcv_resolvers.is_empty() {
+    // With auto-validation the seeded zone validates after all: the workers run (CAA is
+    // still looked up, through the system's resolvers unless given others).
+    if !args.lifecycle_given
+        && config.dev
+        && config.dcv_resolvers.is_empty()
+        && !config.dcv_auto_validate
+    {
         config.lifecycle = false;
     }
+    config.check_test_controls().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 
@@ -172,13 +179,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let listen = args.listen;
     let dev = config.dev;
+    let (test_controls, fresh) = (config.test_controls_enabled(), config.fresh);
     let lifecycle = config.lifecycle;
     let data_dir = config.data_dir.clone();
     let app = App::open(config, Arc::new(SystemClock))
         .await
         .with_context(|| format!("opening the database in {}", data_dir.display()))?;
-    if !dev {
+    // A server with the test controls is a test server, whose reset seeds dev mode's
+    // credentials: they are refused only on the others.
+    if !test_controls {
         refuse_dev_credentials(&app, &data_dir).await?;
+    }
+    if fresh {
+        let took = app
+            .reset()
+            .await
+            .context("resetting the database (--fresh)")?;
+        tracing::info!(
+            millis = took.as_millis() as u64,
+            "database reset to the seed state"
+        );
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -188,7 +208,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // closed or full stdout loses them but stops nothing (`println!` would panic).
     let out = std::io::stdout;
     print_line(out(), format_args!("listening on http://{addr}"));
-    if dev {
+    if dev || fresh {
         let token = app.seed_dev().await.context("seeding the dev data")?;
         print_line(
             out(),
@@ -203,7 +223,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
-    if !dev {
+    if test_controls {
+        print_line(
+            out(),
+            format_args!(
+                "test controls on http://{addr}{} (zonecert dev reset|clock|faults|auto-validate)",
+                zonecert_server::http::CONTROLS_BASE
+            ),
+        );
+    }
+    if !dev && !fresh {
         // A fresh database answers every request with 9106/10000 until someone makes a
         // credential: say how, once, where the person starting the server looks.
         let store = app.store();

@@ -166,6 +166,14 @@ impl Client {
     /// The URL of a request: the base URL with each path segment appended, encoded.
     fn url_of(&self, request: &ApiRequest) -> Result<Url> {
         let mut url = self.inner.base_url.clone();
+        if request.test_controls {
+            // zonecert's test controls live beside the API, outside Cloudflare's
+            // namespace: `<server>/_zonecert/v1/...` for a base URL `<server>/client/v4`.
+            let path = url.path().trim_end_matches('/');
+            let root = path.strip_suffix(crate::controls::API_PATH).unwrap_or(path);
+            let controls = format!("{root}{}", crate::controls::CONTROLS_PATH);
+            url.set_path(&controls);
+        }
         {
             let mut segments = url
                 .path_segments_mut()
@@ -546,6 +554,7 @@ pub struct ApiRequest {
     query: Vec<(String, String)>,
     body: Option<std::result::Result<Vec<u8>, String>>,
     idempotent: bool,
+    test_controls: bool,
 }
 
 impl ApiRequest {
@@ -564,6 +573,7 @@ impl ApiRequest {
             query: Vec::new(),
             body: None,
             idempotent,
+            test_controls: false,
         }
     }
 
@@ -604,6 +614,26 @@ impl ApiRequest {
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = idempotent;
         self
+    }
+
+    /// Sends the request to a zonecert server's test controls
+    /// (`<server>/_zonecert/v1/<path>` for a base URL `<server>/client/v4`) instead of
+    /// the API; see [`Client::test_controls`](crate::Client::test_controls).
+    ///
+    /// ```
+    /// use zonecert_client::ApiRequest;
+    ///
+    /// let request = ApiRequest::get(["clock"]).at_test_controls();
+    /// assert!(request.is_for_test_controls());
+    /// ```
+    pub fn at_test_controls(mut self) -> Self {
+        self.test_controls = true;
+        self
+    }
+
+    /// Whether the request goes to the test controls.
+    pub fn is_for_test_controls(&self) -> bool {
+        self.test_controls
     }
 
     /// The HTTP method.
@@ -657,6 +687,28 @@ mod tests {
                 url.as_str(),
                 "http://127.0.0.1:9/client/v4/zones/z/ssl/verification"
             );
+        }
+    }
+
+    #[test]
+    fn test_controls_live_beside_the_api() {
+        for (base, expected) in [
+            (
+                "http://127.0.0.1:9/client/v4",
+                "http://127.0.0.1:9/_zonecert/v1/clock/advance",
+            ),
+            (
+                "http://127.0.0.1:9/client/v4/",
+                "http://127.0.0.1:9/_zonecert/v1/clock/advance",
+            ),
+            (
+                "http://127.0.0.1:9/proxy/client/v4",
+                "http://127.0.0.1:9/proxy/_zonecert/v1/clock/advance",
+            ),
+        ] {
+            let client = Client::builder().base_url(base).build().unwrap();
+            let request = ApiRequest::post(["clock", "advance"]).at_test_controls();
+            assert_eq!(client.url_of(&request).unwrap().as_str(), expected);
         }
     }
 

@@ -35,6 +35,8 @@
 //!   [`certificate_packs`](Ssl::certificate_packs) (`create`, `list`, `get`, `edit`,
 //!   `delete`, `quota`); `list` is a [`ListStream`] that fetches pages as it is read.
 //! - [`Client::zones`] and [`Client::user`] (`tokens().verify()`).
+//! - [`Client::test_controls`]: a zonecert server's test controls (reset, clock,
+//!   auto-validation, faults), offered under `--dev` or `--test-controls`.
 //! - [`Error`]: one variant per kind of failure, each answer's Cloudflare errors
 //!   (`u32` codes, messages, `error_chain`) in [`ApiError`].
 //! - The wire types of [`zonecert_api`], re-exported: they decode what the live API
@@ -80,6 +82,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod client;
+mod controls;
 mod error;
 mod pagination;
 mod retry;
@@ -90,6 +93,7 @@ pub use client::{
     ApiRequest, Client, ClientBuilder, Credentials, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
 };
+pub use controls::TestControls;
 pub use error::{ApiError, Error, Result};
 pub use pagination::ListStream;
 pub use reqwest::Method;
@@ -122,5 +126,11 @@ impl Client {
     /// The user of the credentials (`tokens().verify()`).
     pub fn user(&self) -> User<'_> {
         User { client: self }
+    }
+
+    /// A zonecert server's test controls (reset, clock, auto-validation, faults), for
+    /// test suites: see [`TestControls`]. Cloudflare has none.
+    pub fn test_controls(&self) -> TestControls<'_> {
+        TestControls { client: self }
     }
 }

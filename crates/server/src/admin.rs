@@ -189,6 +189,30 @@ pub async fn seed_dev(
     quota: u64,
     now: i64,
 ) -> Result<String, AdminError> {
+    seed_dev_keeping(store, data_dir, dcv_suffix, quota, now, false).await
+}
+
+/// The dev token's groups: everything dev mode offers, the test controls included.
+pub const DEV_PERMISSIONS: [Permission; 5] = [
+    Permission::SslRead,
+    Permission::SslWrite,
+    Permission::ZoneRead,
+    Permission::ZoneWrite,
+    Permission::TestControls,
+];
+
+/// [`seed_dev`]; with `keep_secret`, a dev token the database no longer knows (the test
+/// controls' reset emptied it) is stored again under the secret of `<data_dir>/dev-token`,
+/// so that the test suite's configured token keeps working. Without it such a token is
+/// not brought back (someone revoked it) and a new one is minted.
+pub async fn seed_dev_keeping(
+    store: &Store,
+    data_dir: &Path,
+    dcv_suffix: impl Fn(&ZoneId) -> String,
+    quota: u64,
+    now: i64,
+    keep_secret: bool,
+) -> Result<String, AdminError> {
     use crate::model::{CaChoice, DcvMethod, Pack, PackId};
     let zone_id = ZoneId::parse(dev::ZONE_ID).map_err(|e| AdminError::Invalid(e.0))?;
     if store.zone(&zone_id).await?.is_none() {
@@ -223,21 +247,46 @@ pub async fn seed_dev(
     if store.user_by_email(dev::USER_EMAIL).await?.is_none() {
         create_user(store, dev::USER_EMAIL, Some(dev::USER_KEY), now).await?;
     }
-    if let Some((secret, Some(_))) = dev_token(store, data_dir).await? {
-        return Ok(secret);
+    let all = DEV_PERMISSIONS.map(|p| p.name().to_owned());
+    match dev_token(store, data_dir).await? {
+        Some((secret, Some(token)))
+            if DEV_PERMISSIONS
+                .iter()
+                .all(|p| token.permissions.contains(p)) =>
+        {
+            return Ok(secret);
+        }
+        // A dev token from before the test controls: the same secret, with every group.
+        Some((secret, Some(token))) => {
+            store.delete_token(&token.id).await?;
+            insert_token_with_secret(store, &secret, now).await?;
+            return Ok(secret);
+        }
+        Some((secret, None)) if keep_secret => {
+            insert_token_with_secret(store, &secret, now).await?;
+            return Ok(secret);
+        }
+        _ => {}
     }
-    let all = [
-        Permission::SslRead,
-        Permission::SslWrite,
-        Permission::ZoneRead,
-        Permission::ZoneWrite,
-    ]
-    .map(|p| p.name().to_owned());
     let new = create_token(store, dev::TOKEN_NAME, &all, &[], now).await?;
     let file = data_dir.join(dev::TOKEN_FILE);
     crate::issuance::write_private_file(&file, format!("{}\n", new.secret).as_bytes())
         .map_err(|e| AdminError::Invalid(format!("keeping the dev token: {e}")))?;
     Ok(new.secret)
+}
+
+/// Stores the dev token under a secret already kept in `<data_dir>/dev-token`.
+async fn insert_token_with_secret(store: &Store, secret: &str, now: i64) -> Result<(), AdminError> {
+    let token = Token {
+        id: secrets::mint_id(),
+        name: dev::TOKEN_NAME.to_owned(),
+        secret_hash: secrets::hash(secret),
+        permissions: DEV_PERMISSIONS.to_vec(),
+        zones: None,
+        created_at: now,
+    };
+    store.insert_token(&token).await?;
+    Ok(())
 }
 
 /// The dev token kept in `<data_dir>/dev-token`, with the stored token when the

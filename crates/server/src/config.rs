@@ -38,6 +38,19 @@ pub struct Config {
     /// Seed the API documentation's example zone, pack and user, and print a token.
     #[arg(long, env = "ZONECERT_DEV")]
     pub dev: bool,
+    /// Offer the test controls (`/_zonecert/v1/...`: clock, auto-validation, faults,
+    /// reset) to tokens with the "zonecert Test Controls" group; `--dev` implies it.
+    /// Never on a server others rely on: they move its clock and empty its database.
+    #[arg(long, env = "ZONECERT_TEST_CONTROLS")]
+    pub test_controls: bool,
+    /// Test controls: every DCV check passes as if the records existed (CAA, issuance
+    /// and deployment still run). Needs `--dev` or `--test-controls`.
+    #[arg(long, env = "ZONECERT_DCV_AUTO_VALIDATE")]
+    pub dcv_auto_validate: bool,
+    /// Test controls: return the database to the documentation's seed state at start
+    /// (as `zonecert dev reset`). Needs `--dev` or `--test-controls`.
+    #[arg(long, env = "ZONECERT_FRESH")]
+    pub fresh: bool,
     /// Requests per authenticated identity (failed authentications: per client address):
     /// `off`, `N` (per 5 minutes) or `N/SECONDS`.
     #[arg(long, env = "ZONECERT_RATE_LIMIT", default_value = "1200/300",
@@ -435,6 +448,30 @@ fn acme_tables(table: &toml::Table, path: &Path) -> Result<Vec<(String, Vec<Stri
 }
 
 impl Config {
+    /// Whether the test controls are offered (`--test-controls`, or `--dev`).
+    pub fn test_controls_enabled(&self) -> bool {
+        self.test_controls || self.dev
+    }
+
+    /// Refuses settings that only mean something with the test controls on, so a
+    /// production server never runs with checks that pass by themselves.
+    pub fn check_test_controls(&self) -> Result<(), String> {
+        if self.test_controls_enabled() {
+            return Ok(());
+        }
+        for (given, flag) in [
+            (self.dcv_auto_validate, "--dcv-auto-validate"),
+            (self.fresh, "--fresh"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} is a test control: it needs --dev or --test-controls"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The defaults, keeping data in `data_dir`, with the lifecycle workers off (an
     /// embedded server starts them only when told, see [`Config::lifecycle`]). The
     /// defaults are the ones the flags declare; no `ZONECERT_*` variable is read.

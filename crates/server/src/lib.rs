@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod controls;
 pub mod dcv;
 pub mod http;
 pub mod issuance;
@@ -49,10 +50,60 @@ impl App {
         tokio::task::spawn_blocking(move || issuance::BuiltinCa::load_existing(&data_dir))
             .await
             .map_err(issuance::IssuanceError::from)??;
+        config
+            .check_test_controls()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         let signals = Arc::new(lifecycle::Signals::default());
-        Ok(App {
-            state: http::AppState::new(store, Arc::new(config), clock, signals),
-        })
+        // Under the test controls the whole server (requests, lifecycle, CA) reads the
+        // travelling clock, at the offset the database kept.
+        // (SQLite only: on PostgreSQL, `--dev` runs without them and `--test-controls`
+        // is refused.)
+        let postgres = matches!(store, Store::Postgres(_));
+        if postgres && config.test_controls {
+            return Err(StoreError::Backend(
+                "--test-controls needs the embedded SQLite database; PostgreSQL does not offer \
+                 the test controls yet"
+                    .into(),
+            )
+            .into());
+        }
+        let (clock, controls) = if config.test_controls_enabled() && !postgres {
+            let controls =
+                Arc::new(controls::Controls::open(&store, clock, config.dcv_auto_validate).await?);
+            signals.set_controls(controls.clone());
+            let travelling: SharedClock = controls.clock().clone();
+            (travelling, Some(controls))
+        } else {
+            (clock, None)
+        };
+        let mut state = http::AppState::new(store, Arc::new(config), clock, signals);
+        state.controls = controls;
+        Ok(App { state })
+    }
+
+    /// The test controls, when the server offers them (`--dev`, `--test-controls`).
+    pub fn controls(&self) -> Option<&Arc<controls::Controls>> {
+        self.state.controls.as_ref()
+    }
+
+    /// The server's clock (the travelling one under the test controls).
+    pub fn clock(&self) -> &SharedClock {
+        &self.state.clock
+    }
+
+    /// Returns the database to the documentation's seed state (`--fresh`, `zonecert dev
+    /// reset`): see [`controls::Controls::reset`]. Refused without the test controls.
+    pub async fn reset(&self) -> Result<std::time::Duration, DevSeedError> {
+        let Some(controls) = &self.state.controls else {
+            return Err(DevSeedError::Admin(admin::AdminError::Invalid(
+                "the reset is a test control: it needs --dev or --test-controls".into(),
+            )));
+        };
+        let took = controls
+            .reset(&self.state.store, &self.state.config)
+            .await?;
+        self.state.signals.wake();
+        Ok(took)
     }
 
     /// The database.
@@ -371,6 +422,9 @@ pub enum DevSeedError {
     /// The built-in CA could not be opened.
     #[error(transparent)]
     Lifecycle(#[from] lifecycle::LifecycleError),
+    /// The reset, or the seed pack's issuance, failed.
+    #[error(transparent)]
+    Reset(#[from] controls::ResetError),
 }
 
 /// The running lifecycle workers of an [`App`].

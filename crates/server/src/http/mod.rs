@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod conn;
+mod controls;
 pub mod error;
 pub mod openapi;
 mod ratelimit;
@@ -21,7 +22,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use error::ApiError;
 use ratelimit::RateLimiter;
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Wake-up and progress signals shared with the lifecycle workers.
     pub signals: Arc<Signals>,
+    /// The test controls, when offered (`--dev`, `--test-controls`).
+    pub controls: Option<Arc<crate::controls::Controls>>,
     pub(crate) limiter: Option<Arc<RateLimiter>>,
 }
 
@@ -57,6 +60,7 @@ impl AppState {
             config,
             clock,
             signals,
+            controls: None,
             limiter,
         }
     }
@@ -64,6 +68,8 @@ impl AppState {
 
 /// The prefix every Cloudflare route lives under.
 pub const BASE: &str = "/client/v4";
+
+pub use controls::CONTROLS_BASE;
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
@@ -108,8 +114,11 @@ pub fn router(state: AppState) -> Router {
         timeout: state.config.body_read_timeout,
         max_bytes: max_body,
     };
-    Router::new()
-        .nest(BASE, api)
+    let mut router = Router::new().nest(BASE, api);
+    if state.controls.is_some() {
+        router = router.nest(CONTROLS_BASE, controls_router(&state));
+    }
+    router
         .route("/healthz", get(healthz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -117,6 +126,31 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(body_limits, conn::read_body))
         .layer(middleware::from_fn(request_log))
         .with_state(state)
+}
+
+/// The test controls' routes (mounted only when the server offers them), under the same
+/// rate limits as the API.
+fn controls_router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/reset", post(controls::reset))
+        .route("/clock", get(controls::get_clock))
+        .route("/clock/advance", post(controls::advance_clock))
+        .route("/clock/set", post(controls::set_clock))
+        .route("/clock/reset", post(controls::reset_clock))
+        .route("/auto_validation", get(controls::get_auto_validation))
+        .route(
+            "/zones/{zone_id}/auto_validation",
+            put(controls::set_auto_validation),
+        )
+        .route(
+            "/faults",
+            get(controls::list_faults)
+                .post(controls::add_fault)
+                .delete(controls::clear_faults),
+        )
+        .route("/faults/{fault_id}", delete(controls::delete_fault))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
 }
 
 /// Removes the deployed files (key included) of packs just deleted from the database. A

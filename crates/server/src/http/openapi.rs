@@ -293,12 +293,144 @@ pub const OPERATIONS: &[Operation] = &[
     },
 ];
 
+/// The tag of the test controls' operations.
+pub const CONTROLS_TAG: &str = "zonecert test controls";
+
+/// The test controls (`/_zonecert/v1/...`, paths below relative to it): offered only by
+/// a server started with `--dev` or `--test-controls` (404 otherwise), to the
+/// "zonecert Test Controls" group.
+pub const CONTROL_OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "post",
+        path: "/reset",
+        operation_id: "zonecert-controls-reset",
+        summary: "Return the database to the documentation's seed state (same dev token)",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::ResetResult>>,
+    },
+    Operation {
+        method: "get",
+        path: "/clock",
+        operation_id: "zonecert-controls-clock",
+        summary: "The server's clock and how far it travelled",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::ClockState>>,
+    },
+    Operation {
+        method: "post",
+        path: "/clock/advance",
+        operation_id: "zonecert-controls-clock-advance",
+        summary: "Move the clock forward; due work runs at once",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: Some(Body::required(schema_of::<api::ClockAdvance>)),
+        response: schema_of::<api::Envelope<api::ClockState>>,
+    },
+    Operation {
+        method: "post",
+        path: "/clock/set",
+        operation_id: "zonecert-controls-clock-set",
+        summary: "Set the clock to a later time; due work runs at once",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: Some(Body::required(schema_of::<api::ClockSet>)),
+        response: schema_of::<api::Envelope<api::ClockState>>,
+    },
+    Operation {
+        method: "post",
+        path: "/clock/reset",
+        operation_id: "zonecert-controls-clock-reset",
+        summary: "Back to real time",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::ClockState>>,
+    },
+    Operation {
+        method: "get",
+        path: "/auto_validation",
+        operation_id: "zonecert-controls-auto-validation",
+        summary: "Which zones' DCV checks pass by themselves",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::AutoValidation>>,
+    },
+    Operation {
+        method: "put",
+        path: "/zones/{zone_id}/auto_validation",
+        operation_id: "zonecert-controls-zone-auto-validation",
+        summary: "Turn a zone's auto-validation on or off",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: Some(Body::required(schema_of::<api::ZoneAutoValidation>)),
+        response: schema_of::<api::Envelope<api::ZoneAutoValidation>>,
+    },
+    Operation {
+        method: "get",
+        path: "/faults",
+        operation_id: "zonecert-controls-faults-list",
+        summary: "The injected faults",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<Vec<api::Fault>>>,
+    },
+    Operation {
+        method: "post",
+        path: "/faults",
+        operation_id: "zonecert-controls-faults-add",
+        summary: "Inject a fault (DCV failure, CAA or CA refusal, deploy hook failure)",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: Some(Body::required(schema_of::<api::NewFault>)),
+        response: schema_of::<api::Envelope<api::Fault>>,
+    },
+    Operation {
+        method: "delete",
+        path: "/faults",
+        operation_id: "zonecert-controls-faults-clear",
+        summary: "Remove every injected fault",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::FaultsCleared>>,
+    },
+    Operation {
+        method: "delete",
+        path: "/faults/{fault_id}",
+        operation_id: "zonecert-controls-faults-delete",
+        summary: "Remove one injected fault",
+        need: Some(Need::TestControls),
+        tag: CONTROLS_TAG,
+        query: &[],
+        body: None,
+        response: schema_of::<api::Envelope<api::FaultsCleared>>,
+    },
+];
+
 fn path_parameters(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| {
             let schema = if name == "zone_id" {
                 json!({"type": "string", "maxLength": 32, "pattern": "^[0-9a-fA-F]{32}$"})
+            } else if name == "fault_id" {
+                json!({"type": "string", "pattern": "^[0-9]+$"})
             } else {
                 json!({"type": "string", "format": "uuid"})
             };
@@ -418,6 +550,16 @@ fn add_check_details(definitions: &mut Map<String, Value>) {
                "description": "zonecert: when the host's record is checked next (while pending)."}),
     );
     properties.insert(
+        "validated_automatically".into(),
+        json!({"type": "boolean",
+               "description": "zonecert test controls: the host passed by auto-validation, without a lookup."}),
+    );
+    properties.insert(
+        "verification_note".into(),
+        json!({"type": "string",
+               "description": "zonecert: a note on a passed check (auto-validation)."}),
+    );
+    properties.insert(
         "verification_error".into(),
         json!({"type": "string",
                "description": "zonecert: why the last check did not pass."}),
@@ -468,7 +610,8 @@ fn build() -> Value {
 
     let mut paths = Map::new();
     let mut success_envelopes = Vec::new();
-    for op in OPERATIONS {
+    let controls = CONTROL_OPERATIONS.iter().map(|op| (op, true));
+    for (op, is_control) in OPERATIONS.iter().map(|op| (op, false)).chain(controls) {
         let mut parameters = path_parameters(op.path);
         parameters.extend(op.query.iter().map(query_parameter));
         let response = (op.response)(&mut generator);
@@ -514,6 +657,14 @@ fn build() -> Value {
         }
         let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
         if let Some(obj) = entry.as_object_mut() {
+            if is_control {
+                // Outside Cloudflare's namespace: the path item names its own server.
+                obj.insert(
+                    "servers".into(),
+                    json!([{"url": super::CONTROLS_BASE,
+                            "description": "zonecert's test controls: only with --dev or --test-controls"}]),
+                );
+            }
             obj.insert(op.method.to_owned(), operation);
         }
     }

@@ -289,7 +289,12 @@ async fn recheck(
         _ => wanted,
     };
     let mut watch = Vec::new();
-    for pack in packs.into_iter().filter(|p| pending(p)) {
+    for pack in packs {
+        if !pending(&pack) {
+            // A pack being issued right now is waited for too (see `due_hosts`).
+            watch.extend(due_hosts(&pack, now));
+            continue;
+        }
         // A check running now that began too long ago to answer this request (it may
         // have looked before the client published) is asked for anew.
         let supersede = st
@@ -337,12 +342,25 @@ async fn recheck(
 }
 
 /// A pack's hosts a check is due for (not validated, due by `now`) with their attempt
-/// counters, to wait for; none for a pack that is not pending or is held.
+/// counters, to wait for (a pack being issued: no hosts, the pack itself); none for a
+/// pack that is neither pending nor being issued, or is held.
 fn due_hosts(pack: &Pack, now: i64) -> Option<(PackId, Vec<(usize, u32)>)> {
     // Held packs are never claimed until approved: waiting for them would only wait out
     // the deadline.
-    if pack.state != PackState::PendingValidation || pack.brand_check {
+    if pack.brand_check {
         return None;
+    }
+    match pack.state {
+        PackState::PendingValidation => {}
+        // Validated a moment ago (by a check that ran before this request asked for one,
+        // say: an order wakes the workers too) and being issued now: waited for as well,
+        // so the answer shows the outcome; not when a failure scheduled a later retry.
+        PackState::PendingIssuance | PackState::PendingDeployment
+            if pack.hosts.iter().all(|h| h.check.next_due_at <= now) =>
+        {
+            return Some((pack.id.clone(), Vec::new()));
+        }
+        _ => return None,
     }
     let hosts: Vec<(usize, u32)> = pack
         .hosts
@@ -410,8 +428,9 @@ async fn wait_for_checks(
     Ok(st.store.packs_of_zone(zone).await?)
 }
 
-/// Reads pack `id` if `waiting` waits for it, and stops waiting for it once it is no
-/// longer pending (or gone) or each of its watched hosts was checked again.
+/// Reads pack `id` if `waiting` waits for it, and stops waiting for it once it is gone,
+/// settled (active, timed out, ...) or waiting for a retry, or each of its watched hosts
+/// was checked again while it is pending validation.
 async fn settle(
     st: &AppState,
     zone: &ZoneId,
@@ -421,14 +440,25 @@ async fn settle(
     let Some(hosts) = waiting.get(id) else {
         return Ok(());
     };
-    let done = st.store.pack(zone, id).await?.is_none_or(|p| {
-        p.state != PackState::PendingValidation
-            || hosts.iter().all(|(i, before)| {
+    let now = st.clock.now();
+    let done = st
+        .store
+        .pack(zone, id)
+        .await?
+        .is_none_or(|p| match p.state {
+            PackState::PendingValidation => hosts.iter().all(|(i, before)| {
                 p.hosts
                     .get(*i)
                     .is_none_or(|h| h.check.verified == Some(true) || h.check.attempts > *before)
-            })
-    });
+            }),
+            // Validated by the check asked for (or a moment before): issuance and
+            // deployment follow at once (milliseconds), so the answer waits for them too,
+            // unless one failed and the pack waits for its retry (due later).
+            PackState::PendingIssuance | PackState::PendingDeployment => {
+                p.hosts.iter().any(|h| h.check.next_due_at > now)
+            }
+            _ => true,
+        });
     if done {
         waiting.remove(id);
     }

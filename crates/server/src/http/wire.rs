@@ -224,17 +224,31 @@ fn check_details(host: &PackHost, pack: &Pack, config: &Config) -> Map<String, V
         extra.insert("verification_error".into(), json!(why));
         return extra;
     }
-    if let Some(reason) = &host.check.reason {
-        extra.insert("verification_error".into(), json!(reason));
-    } else if pack.state == PackState::Initializing {
-        extra.insert(
-            "verification_error".into(),
-            json!(format!(
-                "waiting for the order at {}: the record to create appears once the CA \
-                 answers",
-                pack.ca.as_str()
-            )),
-        );
+    match &host.check.reason {
+        // A passed check carries a note only when the test controls' auto-validation
+        // passed it without a lookup: the view says so, so a test never mistakes it
+        // for a real validation.
+        Some(note) if host.check.verified == Some(true) => {
+            extra.insert(
+                "validated_automatically".into(),
+                json!(note == crate::controls::AUTO_VALIDATED),
+            );
+            extra.insert("verification_note".into(), json!(note));
+        }
+        Some(reason) => {
+            extra.insert("verification_error".into(), json!(reason));
+        }
+        None if pack.state == PackState::Initializing => {
+            extra.insert(
+                "verification_error".into(),
+                json!(format!(
+                    "waiting for the order at {}: the record to create appears once the CA \
+                     answers",
+                    pack.ca.as_str()
+                )),
+            );
+        }
+        None => {}
     }
     if pending {
         extra.insert(

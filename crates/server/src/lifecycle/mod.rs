@@ -51,6 +51,9 @@ pub struct Signals {
     /// The packs whose DCV checks this process's worker is running (see
     /// [`Signals::checks_begin`]).
     running: Mutex<HashMap<PackId, RunningCheck>>,
+    /// The test controls, when the server offers them: inputs of the check, CAA,
+    /// issuance and deployment steps (see `crate::controls`).
+    controls: std::sync::OnceLock<std::sync::Arc<crate::controls::Controls>>,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<Fault>>,
 }
@@ -73,6 +76,7 @@ impl Default for Signals {
             workers_running: AtomicBool::new(false),
             lease_owner: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
+            controls: std::sync::OnceLock::new(),
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
         }
@@ -122,6 +126,16 @@ impl Signals {
             .lease_owner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(owner.to_owned());
+    }
+
+    /// Hands the test controls to the workers (once, when the server opens).
+    pub fn set_controls(&self, controls: std::sync::Arc<crate::controls::Controls>) {
+        let _ = self.controls.set(controls);
+    }
+
+    /// The test controls, when the server offers them.
+    pub fn controls(&self) -> Option<&crate::controls::Controls> {
+        self.controls.get().map(|c| &**c)
     }
 
     /// Marks the workers as started or stopped.

@@ -18,17 +18,22 @@ pub enum Permission {
     ZoneRead,
     /// "Zone Write".
     ZoneWrite,
+    /// "zonecert Test Controls": zonecert's own group, for the test controls
+    /// (`/_zonecert/v1/...`: clock, auto-validation, faults, reset), which a server
+    /// offers only under `--dev` or `--test-controls`.
+    TestControls,
 }
 
 impl Permission {
     /// Every group, in the order they are listed to users.
-    pub const ALL: [Permission; 6] = [
+    pub const ALL: [Permission; 7] = [
         Permission::SslRead,
         Permission::SslWrite,
         Permission::MtlsRead,
         Permission::MtlsWrite,
         Permission::ZoneRead,
         Permission::ZoneWrite,
+        Permission::TestControls,
     ];
 
     /// Cloudflare's name of the group.
@@ -40,6 +45,7 @@ impl Permission {
             Permission::MtlsWrite => "Access: Mutual TLS Certificates Write",
             Permission::ZoneRead => "Zone Read",
             Permission::ZoneWrite => "Zone Write",
+            Permission::TestControls => "zonecert Test Controls",
         }
     }
 
@@ -64,6 +70,9 @@ pub enum Need {
     ReadZone,
     /// Creating and deleting zones: Zone Write.
     WriteZone,
+    /// The test controls: their own group only, so that no SSL or zone token (a CI
+    /// job's, say) can move a shared server's clock or reset its database.
+    TestControls,
 }
 
 impl Need {
@@ -76,6 +85,7 @@ impl Need {
             Need::WriteSsl => &[SslWrite],
             Need::ReadZone => &[ZoneRead, ZoneWrite, SslRead, SslWrite, MtlsRead, MtlsWrite],
             Need::WriteZone => &[ZoneWrite],
+            Need::TestControls => &[TestControls],
         }
     }
 }
@@ -202,5 +212,21 @@ mod tests {
             Some(Permission::SslWrite)
         );
         assert_eq!(Permission::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_the_test_controls_group_opens_the_test_controls() {
+        let ssl = token(
+            vec![
+                Permission::SslWrite,
+                Permission::ZoneWrite,
+                Permission::MtlsWrite,
+            ],
+            None,
+        );
+        assert!(!ssl.has(Need::TestControls));
+        let controls = token(vec![Permission::TestControls], None);
+        assert!(controls.has(Need::TestControls));
+        assert!(!controls.has(Need::ReadSsl), "and nothing else");
     }
 }

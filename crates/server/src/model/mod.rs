@@ -14,8 +14,8 @@ pub use pack::{
     CaChoice, DcvMethod, DcvRecord, HostCheck, IssuedCertificate, Pack, PackHost, PackState,
 };
 pub use transition::{
-    CaaCheck, CheckResult, Event, HostOutcome, Input, IssueFailure, Refusal, Rules, Transition,
-    transition,
+    AUTO_VALIDATED, CaaCheck, CheckResult, Event, HostOutcome, Input, IssueFailure, Refusal, Rules,
+    Transition, transition,
 };
 
 /// A zone.

@@ -32,6 +32,10 @@ pub const MAX_ERRORS: usize = 5;
 pub const EMAIL_REASON: &str =
     "e-mail validation: waiting for approval (an operator runs `zonecert pack approve ID`)";
 
+/// The note a host passed by the test controls' auto-validation keeps (as its check's
+/// reason, on a validated host), so the verification view says it was not looked up.
+pub const AUTO_VALIDATED: &str = "validated automatically by zonecert's test controls (auto-validation): no record was looked up";
+
 /// The settings the rules depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
@@ -49,6 +53,15 @@ pub enum CheckResult {
     Failed(String),
     /// No machine can check it (e-mail validation): an operator approves it.
     AwaitingApproval,
+    /// Passed without a lookup: the test controls' auto-validation.
+    PassedAutomatically,
+}
+
+impl CheckResult {
+    /// Whether the host counts as validated.
+    pub fn passed(&self) -> bool {
+        matches!(self, CheckResult::Passed | CheckResult::PassedAutomatically)
+    }
 }
 
 /// One host's check result, tied to the record that was checked so it is never applied
@@ -624,7 +637,7 @@ fn renewal_checked(
         .iter()
         .filter_map(|o| {
             let reason = match &o.result {
-                CheckResult::Passed => return None,
+                CheckResult::Passed | CheckResult::PassedAutomatically => return None,
                 CheckResult::Failed(reason) => reason.as_str(),
                 CheckResult::AwaitingApproval => EMAIL_REASON,
             };
@@ -906,9 +919,11 @@ fn apply_outcomes(
         host.check.last_checked_at = Some(now);
         let on_schedule = HostCheck::next_due_after(before, now);
         match &o.result {
-            CheckResult::Passed => {
+            CheckResult::Passed | CheckResult::PassedAutomatically => {
                 host.check.verified = Some(true);
-                host.check.reason = None;
+                // A pass has no reason; an automatic one keeps a note saying so.
+                host.check.reason = (o.result == CheckResult::PassedAutomatically)
+                    .then(|| AUTO_VALIDATED.to_owned());
                 host.check.next_due_at = verified_due.unwrap_or(on_schedule);
                 events.push(Event::HostValidated {
                     host: host.hostname.clone(),

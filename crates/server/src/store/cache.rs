@@ -93,6 +93,8 @@ pub enum Touch<'a> {
     Packs(Vec<Pack>),
     /// Users or tokens.
     Credentials,
+    /// Anything (the test controls' reset empties every table).
+    Everything,
 }
 
 /// Size budget of the zones' part, in [`ZoneView::weight`] units (bytes, roughly). A
@@ -393,6 +395,7 @@ impl ReadCache {
                 e.credentials_changed = epoch;
                 (std::mem::take(&mut e.tokens), std::mem::take(&mut e.users))
             })),
+            Touch::Everything => self.clear(),
         }
     }
 

@@ -477,6 +477,34 @@ impl Store {
         }
     }
 
+    // ---- test controls ----
+
+    /// A value of the database's `meta` table (the test controls' clock offset).
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.setting(key),
+            Store::Postgres(_) => Err(controls_need_sqlite()),
+        }
+    }
+
+    /// Sets (or with `None` removes) a value of the `meta` table.
+    pub async fn set_setting(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_setting(key, value),
+            Store::Postgres(_) => Err(controls_need_sqlite()),
+        }
+    }
+
+    /// Deletes every zone, pack, user and token, and the `meta` values named in
+    /// `settings`, in one transaction (the test controls' reset); returns the ids of the
+    /// packs deleted, whose deployed files the caller removes.
+    pub async fn wipe(&self, settings: &[&str]) -> Result<Vec<PackId>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.wipe(settings),
+            Store::Postgres(_) => Err(controls_need_sqlite()),
+        }
+    }
+
     /// Deletes a pack; `false` when there was none.
     pub async fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
         match self {
@@ -484,4 +512,15 @@ impl Store {
             Store::Postgres(s) => s.delete_pack(zone, id).await,
         }
     }
+}
+
+/// The test controls keep their clock in SQLite's `meta` table and reset by emptying its
+/// tables; on PostgreSQL (shared by nodes that would all be reset and moved) they are not
+/// offered yet.
+fn controls_need_sqlite() -> StoreError {
+    StoreError::Backend(
+        "the test controls (--dev, --test-controls) need the embedded SQLite database; \
+         PostgreSQL does not offer them yet"
+            .into(),
+    )
 }

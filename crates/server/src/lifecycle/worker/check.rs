@@ -122,7 +122,7 @@ impl Worker {
         let all: Vec<usize> = (0..pack.hosts.len()).collect();
         let outcomes = self.check_hosts(&pack, &all, true, hold).await;
         let held = self.still_held(hold, &pack.id);
-        let passed = outcomes.iter().all(|o| o.result == CheckResult::Passed);
+        let passed = outcomes.iter().all(|o| o.result.passed());
         let caa = if passed && held {
             self.caa_check(&pack).await
         } else {
@@ -156,6 +156,22 @@ impl Worker {
                 .await,
         );
         let identity = request.identities.join(" / ");
+        // An injected CAA refusal (test controls), worded as a real one.
+        let hosts = pack.hosts.iter().map(|h| h.hostname.as_str());
+        if let Some(fault) = self.signals.controls().and_then(|c| {
+            c.step_fault(
+                crate::controls::FaultKind::Caa,
+                &pack.zone_id,
+                pack.id.as_str(),
+                hosts,
+            )
+        }) {
+            let host = pack.hosts.first().map_or("", |h| h.hostname.as_str());
+            return CaaCheck::Refused(format!(
+                "CAA forbids {identity} for {host}: {}",
+                fault.step_reason()
+            ));
+        }
         let mut checks = JoinSet::new();
         let shared = self.validator.sharing_answers();
         for host in &pack.hosts {
@@ -206,7 +222,20 @@ impl Worker {
             let validator = shared.clone();
             let bound = Arc::clone(&self.checks);
             let leases = Arc::clone(&self.leases);
+            // The test controls' faults and auto-validation stand in for the lookup; the
+            // result is then recorded like a real one.
+            let overridden = self
+                .signals
+                .controls()
+                .and_then(|c| c.dcv_override(&pack.zone_id, host.hostname.as_str(), &record));
             checks.spawn(async move {
+                if let Some(overridden) = overridden {
+                    return Some(HostOutcome {
+                        index,
+                        record,
+                        result: overridden.result(),
+                    });
+                }
                 let _permit = bound.acquire_owned().await.ok();
                 // The wait for a permit can be long: no check once the lease may be gone.
                 if !leases.holds(hold) {

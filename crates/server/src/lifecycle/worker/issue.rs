@@ -6,7 +6,7 @@
 use super::Worker;
 use super::lease::Hold;
 use crate::issuance::{IssuanceError, IssueRequest, IssuedLeaf, deploy};
-use crate::model::{Input, IssuedCertificate, Pack};
+use crate::model::{Input, IssueFailure, IssuedCertificate, Pack};
 use crate::store::StoreError;
 use std::sync::atomic::Ordering;
 
@@ -39,6 +39,30 @@ impl Worker {
         }
         let now = self.clock.now();
         let started_in = pack.state;
+        // An injected CA refusal (test controls): recorded as a CA's refusal with its ACME
+        // problem type, one the order survives (retried later).
+        if let Some(fault) = self.signals.controls().and_then(|c| {
+            c.step_fault(
+                crate::controls::FaultKind::Ca,
+                &pack.zone_id,
+                pack.id.as_str(),
+                pack.hosts.iter().map(|h| h.hostname.as_str()),
+            )
+        }) {
+            let input = Input::IssuanceFailed {
+                started_in,
+                failure: IssueFailure::Refused {
+                    problem: fault
+                        .problem_type
+                        .clone()
+                        .unwrap_or_else(|| crate::controls::DEFAULT_PROBLEM.to_owned()),
+                    detail: fault.step_reason(),
+                    retry_after: None,
+                },
+            };
+            self.apply(pack, now, |_| Some(input.clone())).await?;
+            return Ok(());
+        }
         let leaf = match self.issue(&pack, now).await {
             Ok(leaf) => leaf,
             Err(error) => {
@@ -84,7 +108,25 @@ impl Worker {
         let id = pack.id.as_str().to_owned();
         let order_ref = pack.order_ref.clone();
         let issuer = self.issuer_for(pack.ca).clone();
-        let deployed = deploy(&self.config.deploy_dir(), &id, leaf, self.hook.as_ref()).await;
+        // An injected hook failure (test controls): the files are written as for real,
+        // then the "hook" fails.
+        let hook_fault = self.signals.controls().and_then(|c| {
+            c.step_fault(
+                crate::controls::FaultKind::DeployHook,
+                &pack.zone_id,
+                &id,
+                pack.hosts.iter().map(|h| h.hostname.as_str()),
+            )
+        });
+        let deployed = match hook_fault {
+            Some(fault) => deploy(&self.config.deploy_dir(), &id, leaf, None)
+                .await
+                .map_err(|e| e.to_string())
+                .and(Err(fault.step_reason())),
+            None => deploy(&self.config.deploy_dir(), &id, leaf, self.hook.as_ref())
+                .await
+                .map_err(|e| e.to_string()),
+        };
         match deployed {
             Ok(_) => {
                 let saved = self.apply(pack, now, |_| Some(Input::Deployed)).await?;
@@ -97,8 +139,7 @@ impl Worker {
                 }
                 tracing::info!(pack = %id, serial = %serial, "certificate deployed");
             }
-            Err(e) => {
-                let error = e.to_string();
+            Err(error) => {
                 tracing::warn!(pack = %id, error = %format!("deployment failed: {error}"), "lifecycle");
                 self.apply(pack, now, |_| Some(Input::DeploymentFailed(error.clone())))
                     .await?;

@@ -17,6 +17,7 @@
 
 mod checkpointer;
 mod claims;
+mod controls;
 mod credentials;
 mod open;
 mod packs;
