@@ -76,7 +76,7 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     // Administration does not set up a database by accident.
     let refused = Store::open_existing(std::path::Path::new("."), Some(&url));
     assert!(
-        matches!(&refused, Err(StoreError::Backend(m)) if m.contains("no zonecert schema")),
+        matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("no zonecert schema")),
         "{refused:?}"
     );
     // Four nodes start at once on the empty database: the advisory lock lets one
@@ -119,11 +119,11 @@ async fn postgres_refuses_a_newer_schema_and_a_bad_url_without_showing_the_passw
         .expect("psql");
     let newer = Store::open_url(&url);
     assert!(
-        matches!(&newer, Err(StoreError::Backend(m)) if m.contains("newer than this zonecert")),
+        matches!(&newer, Err(StoreError::Unsupported(m)) if m.contains("newer than this zonecert")),
         "{newer:?}"
     );
     let bad = Store::open_url("postgres://zc:s3cret@127.0.0.1:notaport/db");
-    let Err(StoreError::Backend(message)) = bad else {
+    let Err(StoreError::Unsupported(message)) = bad else {
         panic!("a bad URL opened: {bad:?}");
     };
     assert!(!message.contains("s3cret"), "{message}");

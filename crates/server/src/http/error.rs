@@ -385,6 +385,19 @@ impl From<crate::store::StoreError> for ApiError {
             crate::store::StoreError::Duplicate(what) => {
                 ApiError::duplicate(format!("{what} already exists"))
             }
+            // Another writer (a server on the same database, an admin command) held the
+            // lock past the busy timeout: the request may succeed in a moment.
+            crate::store::StoreError::Busy(cause) => {
+                tracing::warn!(%cause, "database busy");
+                ApiError {
+                    retry_after: Some(1),
+                    ..Self::one(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        codes::INTERNAL,
+                        "The database is busy; try again shortly",
+                    )
+                }
+            }
             other => ApiError::internal(other),
         }
     }
@@ -400,5 +413,28 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_busy_database_is_a_503_to_retry_and_other_failures_are_internal() {
+        let busy = ApiError::from(StoreError::Busy("database is locked".into()));
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.retry_after, Some(1));
+        assert_eq!(busy.errors[0].code, codes::INTERNAL);
+        for other in [
+            StoreError::Database("x".into()),
+            StoreError::Unavailable("x".into()),
+            StoreError::Corrupt("x".into()),
+        ] {
+            let e = ApiError::from(other);
+            assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(e.retry_after, None);
+        }
     }
 }

@@ -149,3 +149,35 @@ impl From<tokio::task::JoinError> for IssuanceError {
         IssuanceError::Task(err.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::IssueFailure;
+
+    #[test]
+    fn refusals_and_local_failures_are_told_apart_and_keep_their_message() {
+        let refused = IssuanceError::InvalidRequest("not_after is past the expiry".into());
+        match refused.as_issue_failure() {
+            IssueFailure::Refused {
+                problem,
+                detail,
+                retry_after,
+            } => {
+                assert_eq!(problem, "invalidRequest");
+                assert!(detail.contains("expiry"), "{detail}");
+                assert_eq!(retry_after, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let local = IssuanceError::Generation("rcgen".into());
+        assert_eq!(
+            local.as_issue_failure(),
+            IssueFailure::Local("certificate generation failed: rcgen".into())
+        );
+        assert_eq!(
+            local.as_issue_failure().message(),
+            "issuance failed: certificate generation failed: rcgen"
+        );
+    }
+}

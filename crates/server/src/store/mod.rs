@@ -22,8 +22,10 @@ pub use cache::ZoneView;
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore};
 pub use sqlite::SqliteStore;
 
-/// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a storage operation failed: kinds a caller can match (retry when busy, tell the
+/// operator when unavailable or damaged); the message for a person is made where it is
+/// shown (`http::error`, the CLI).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique value (zone name, e-mail) is taken.
     #[error("{0} already exists")]
@@ -40,9 +42,24 @@ pub enum StoreError {
     /// The row to change does not exist (any more).
     #[error("not found")]
     NotFound,
-    /// The database failed or holds something unreadable.
+    /// Another writer held the database's lock past the busy timeout: worth retrying.
+    #[error("the database is busy: {0}")]
+    Busy(String),
+    /// The database cannot be opened, read or written (a missing or read-only file or
+    /// folder, a full disk, an I/O error, the lifecycle's store thread stopped).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database holds something zonecert cannot read back (a damaged file, a value
+    /// the model refuses, a schema it does not know).
+    #[error("{0}")]
+    Corrupt(String),
+    /// Asked for something this store does not do (a database URL it cannot use, a
+    /// schema newer than this zonecert).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Any other failure of the database engine.
     #[error("database error: {0}")]
-    Backend(String),
+    Database(String),
     /// A new zone would lie inside another zone, or another zone inside it.
     #[error("the zone {zone} overlaps the zone {other}: one lies inside the other")]
     Nested {

@@ -100,7 +100,7 @@ impl PackAccess for StoreThread {
 }
 
 pub(super) fn store_thread_gone() -> StoreError {
-    StoreError::Backend("the lifecycle's store thread has stopped".into())
+    StoreError::Unavailable("the lifecycle's store thread has stopped".into())
 }
 
 /// The worker's store thread: takes up to [`WRITE_BATCH`] queued operations at a time,
@@ -185,9 +185,8 @@ pub(super) async fn store_thread(
             }
             Err(e) => {
                 tracing::warn!(error = %e, packs = packs.len(), leases = releases.len(), "lifecycle: a batch of writes failed");
-                let reason = e.to_string();
                 for reply in saved_replies {
-                    let _ = reply.send(Err(StoreError::Backend(reason.clone())));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

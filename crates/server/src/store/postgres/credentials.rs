@@ -70,14 +70,14 @@ impl PgStore {
 
     pub(in crate::store) async fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
         let permissions: Vec<&str> = token.permissions.iter().map(|p| p.name()).collect();
-        let permissions =
-            serde_json::to_string(&permissions).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let permissions = serde_json::to_string(&permissions)
+            .map_err(|e| StoreError::Database(format!("encoding a JSON column: {e}")))?;
         let zones = token
             .zones
             .as_ref()
             .map(|zs| serde_json::to_string(&zs.iter().map(ZoneId::as_str).collect::<Vec<_>>()))
             .transpose()
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::Database(format!("encoding a JSON column: {e}")))?;
         let client = self.client().await?;
         client
             .execute(
@@ -132,7 +132,7 @@ impl PgStore {
 
 fn hash(blob: Vec<u8>) -> Result<[u8; 32], StoreError> {
     blob.try_into()
-        .map_err(|_| StoreError::Backend("stored hash is not 32 bytes".into()))
+        .map_err(|_| StoreError::Corrupt("stored hash is not 32 bytes".into()))
 }
 
 fn user(r: &Row) -> Result<User, StoreError> {

@@ -66,16 +66,45 @@ impl Drop for Inner {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
         // The server's message (`as_db_error`) says more than the driver's summary.
-        match e.as_db_error() {
-            Some(db) => StoreError::Backend(format!("PostgreSQL: {}", db.message())),
-            None => StoreError::Backend(format!("PostgreSQL: {e}")),
+        let Some(db) = e.as_db_error() else {
+            // No answer from the server: the connection failed or closed.
+            return StoreError::Unavailable(format!("PostgreSQL: {e}"));
+        };
+        let message = format!("PostgreSQL: {}", db.message());
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION {
+            StoreError::Duplicate(format!("a row with that key ({message})"))
+        } else if [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+        {
+            StoreError::Busy(message)
+        } else if [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::DISK_FULL,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ]
+        .contains(code)
+            || code.code().starts_with("08")
+        {
+            StoreError::Unavailable(message)
+        } else if code.code().starts_with("XX") {
+            StoreError::Corrupt(message)
+        } else {
+            StoreError::Database(message)
         }
     }
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Backend(format!("stored {what} {value:?} is not valid"))
+    StoreError::Corrupt(format!("stored {what} {value:?} is not valid"))
 }
 
 /// Whether the error is a unique violation (a row with that key exists).
@@ -97,11 +126,11 @@ impl PgStore {
             .inner
             .runtime
             .as_ref()
-            .ok_or_else(|| StoreError::Backend("the store is closing".into()))?;
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?;
         runtime
             .spawn(async move { pool.get().await })
             .await
-            .map_err(|e| StoreError::Backend(format!("the store's runtime stopped: {e}")))?
-            .map_err(|e| StoreError::Backend(format!("no PostgreSQL connection: {e}")))
+            .map_err(|e| StoreError::Unavailable(format!("the store's runtime stopped: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
     }
 }

@@ -46,11 +46,11 @@ impl PgStore {
     /// is refused instead (administration must not set one up by accident).
     pub fn open(url: &str, pool_size: usize, create: bool) -> Result<PgStore, StoreError> {
         // The URL holds the password: errors never repeat it.
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("the PostgreSQL URL is not valid: {e}")))?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Unsupported(format!("the PostgreSQL URL is not valid: {e}"))
+        })?;
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::Backend(
+            return Err(StoreError::Unsupported(
                 "TLS to PostgreSQL (sslmode=require) is not supported yet: connect over a \
                  private network without it"
                     .into(),
@@ -61,7 +61,7 @@ impl PgStore {
             .thread_name("zonecert-pg")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Backend(format!("starting the store's runtime: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("starting the store's runtime: {e}")))?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -76,7 +76,7 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
-            .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("building the connection pool: {e}")))?;
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -90,12 +90,12 @@ impl PgStore {
             .runtime
             .as_ref()
             .map(|r| r.handle().clone())
-            .ok_or_else(|| StoreError::Backend("the store's runtime is gone".into()))?;
+            .ok_or_else(|| StoreError::Unavailable("the store's runtime is gone".into()))?;
         std::thread::scope(|scope| {
             scope
                 .spawn(|| handle.block_on(store.migrate(create)))
                 .join()
-                .unwrap_or_else(|_| Err(StoreError::Backend("migrating panicked".into())))
+                .unwrap_or_else(|_| Err(StoreError::Database("migrating panicked".into())))
         })?;
         Ok(store)
     }
@@ -115,7 +115,7 @@ impl PgStore {
             .await?
             .try_get(0)?;
         if !exists && !create {
-            return Err(StoreError::Backend(
+            return Err(StoreError::Unavailable(
                 "the PostgreSQL database holds no zonecert schema: run `zonecert init` or \
                  `zonecert serve` with this --database first"
                     .into(),
@@ -135,7 +135,7 @@ impl PgStore {
             .await?
             .try_get(0)?;
         if current > SCHEMA_VERSION {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Unsupported(format!(
                 "database schema version {current} is newer than this zonecert ({SCHEMA_VERSION})"
             )));
         }

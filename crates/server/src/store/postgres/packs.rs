@@ -308,7 +308,7 @@ impl<'a> PackChanges<'a> {
             cloudflare_branding: pack.cloudflare_branding,
             brand_check: pack.brand_check,
             errors: serde_json::to_string(&pack.errors)
-                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                .map_err(|e| StoreError::Database(format!("encoding a JSON column: {e}")))?,
             updated_at: pack.updated_at,
             stage_deadline: pack.stage_deadline,
             cert_id: cert.map(|c| c.id.as_str()),

@@ -58,7 +58,7 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| StoreError::Backend(format!("starting the checkpointer: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("starting the checkpointer: {e}")))?;
         Ok(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),

@@ -72,14 +72,13 @@ impl SqliteStore {
 
     pub(in crate::store) fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
         let permissions: Vec<&str> = token.permissions.iter().map(|p| p.name()).collect();
-        let permissions =
-            serde_json::to_string(&permissions).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let permissions = serde_json::to_string(&permissions).map_err(super::encoding)?;
         let zones = token
             .zones
             .as_ref()
             .map(|zs| serde_json::to_string(&zs.iter().map(ZoneId::as_str).collect::<Vec<_>>()))
             .transpose()
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(super::encoding)?;
         self.write(Touch::Credentials, |tx| {
             tx.execute(
                 "INSERT INTO tokens (id, name, secret_hash, permissions, zones, created_at) \
@@ -143,7 +142,7 @@ impl SqliteStore {
 
 fn hash_from_blob(blob: Vec<u8>) -> Result<[u8; 32], StoreError> {
     blob.try_into()
-        .map_err(|_| StoreError::Backend("stored hash is not 32 bytes".into()))
+        .map_err(|_| StoreError::Corrupt("stored hash is not 32 bytes".into()))
 }
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<Result<User, StoreError>> {

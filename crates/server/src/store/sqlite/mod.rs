@@ -77,12 +77,49 @@ struct Inner {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        use rusqlite::ErrorCode;
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+            _ => None,
+        };
+        let message = e.to_string();
+        let extended = match &e {
+            rusqlite::Error::SqliteFailure(failure, _) => failure.extended_code,
+            _ => 0,
+        };
+        if extended == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || extended == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        {
+            // The writes check the values users choose (zone names, e-mails) before they
+            // insert; a key taken anyway is still a duplicate, not an engine failure.
+            return StoreError::Duplicate(format!("a row with that key ({message})"));
+        }
+        match code {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(message),
+            Some(
+                ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::PermissionDenied
+                | ErrorCode::NoLargeFileSupport,
+            ) => StoreError::Unavailable(message),
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt(message)
+            }
+            _ => StoreError::Database(message),
+        }
     }
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Backend(format!("stored {what} {value:?} is not valid"))
+    StoreError::Corrupt(format!("stored {what} {value:?} is not valid"))
+}
+
+/// A value that could not be encoded as JSON for a column (not expected: the values are
+/// strings).
+fn encoding(e: serde_json::Error) -> StoreError {
+    StoreError::Database(format!("encoding a JSON column: {e}"))
 }
 
 impl SqliteStore {
@@ -163,7 +200,7 @@ impl SqliteStore {
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)
-        .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
@@ -206,7 +243,7 @@ fn clamp(n: u64) -> i64 {
 }
 
 fn errors_json(errors: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(errors).map_err(|e| StoreError::Backend(e.to_string()))
+    serde_json::to_string(errors).map_err(encoding)
 }
 
 /// Runs `f` in one read transaction (one snapshot of the database). BEGIN and COMMIT are

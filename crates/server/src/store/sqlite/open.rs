@@ -66,7 +66,7 @@ impl SqliteStore {
                 create_database_file(path)?;
             }
             Err(e) => {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Unavailable(format!(
                     "looking up {}: {e}",
                     path.display()
                 )));
@@ -121,7 +121,7 @@ impl SqliteStore {
                     .filter(|t| !tables.iter().any(|have| have == t))
                     .collect();
                 if !missing.is_empty() {
-                    return Err(StoreError::Backend(format!(
+                    return Err(StoreError::Corrupt(format!(
                         "the database {} lacks the table{} {}: it is damaged or was edited by \
                          hand; restore it from a backup (zonecert does not recreate tables, \
                          that would lose their rows silently)",
@@ -132,7 +132,7 @@ impl SqliteStore {
                 }
             }
             None if !tables.is_empty() => {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Corrupt(format!(
                     "{} holds tables ({}) but no zonecert schema version: it is not a \
                      zonecert database, or a damaged one",
                     path.display(),
@@ -151,7 +151,7 @@ impl SqliteStore {
             }
             Some(SCHEMA_VERSION) => {}
             Some(other) => {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Unsupported(format!(
                     "database schema version {other} is newer than this zonecert ({SCHEMA_VERSION})"
                 )));
             }
@@ -242,14 +242,14 @@ fn storage_error(action: &str, path: &Path, e: &std::io::Error) -> StoreError {
         }
         _ => "",
     };
-    StoreError::Backend(format!("{action} {}: {e}{hint}", path.display()))
+    StoreError::Unavailable(format!("{action} {}: {e}{hint}", path.display()))
 }
 
 /// SQLite reports a folder it cannot write as "unable to open database file" (it needs
 /// to create the `-wal` and `-shm` files beside the database): find out which of the
 /// folder and the file is read-only, and say so with the path.
 fn explain_open_failure(path: &Path, e: StoreError) -> StoreError {
-    let StoreError::Backend(reason) = &e else {
+    let (StoreError::Unavailable(reason) | StoreError::Database(reason)) = &e else {
         return e;
     };
     let dir = path
@@ -269,7 +269,7 @@ fn explain_open_failure(path: &Path, e: StoreError) -> StoreError {
             let _ = std::fs::remove_file(&probe);
         }
         Err(io) if is_read_only(&io) => {
-            return StoreError::Backend(format!(
+            return StoreError::Unavailable(format!(
                 "the data directory {} is read-only ({io}): zonecert must create its \
                  database's journal files there; make it writable or choose another \
                  data directory ({reason})",
@@ -279,7 +279,7 @@ fn explain_open_failure(path: &Path, e: StoreError) -> StoreError {
         Err(_) => return e,
     }
     match std::fs::OpenOptions::new().write(true).open(path) {
-        Err(io) if is_read_only(&io) => StoreError::Backend(format!(
+        Err(io) if is_read_only(&io) => StoreError::Unavailable(format!(
             "the database {} is read-only ({io}): make it writable by the user running \
              zonecert ({reason})",
             path.display()

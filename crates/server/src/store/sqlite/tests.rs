@@ -502,3 +502,50 @@ fn a_packs_order_reference_is_kept() {
     s.update_pack(&mut back).unwrap();
     assert_eq!(s.pack(&z.id, &p.id).unwrap().unwrap().order_ref, None);
 }
+
+#[test]
+fn engine_errors_become_kinds_a_caller_can_match() {
+    use rusqlite::ffi;
+    let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+    assert!(matches!(
+        StoreError::from(failure(ffi::SQLITE_BUSY)),
+        StoreError::Busy(_)
+    ));
+    assert!(matches!(
+        StoreError::from(failure(ffi::SQLITE_LOCKED)),
+        StoreError::Busy(_)
+    ));
+    for code in [
+        ffi::SQLITE_CANTOPEN,
+        ffi::SQLITE_READONLY,
+        ffi::SQLITE_FULL,
+        ffi::SQLITE_IOERR,
+    ] {
+        assert!(matches!(
+            StoreError::from(failure(code)),
+            StoreError::Unavailable(_)
+        ));
+    }
+    assert!(matches!(
+        StoreError::from(failure(ffi::SQLITE_CORRUPT)),
+        StoreError::Corrupt(_)
+    ));
+    assert!(matches!(
+        StoreError::from(failure(ffi::SQLITE_CONSTRAINT_UNIQUE)),
+        StoreError::Duplicate(_)
+    ));
+    assert!(matches!(
+        StoreError::from(rusqlite::Error::InvalidQuery),
+        StoreError::Database(_)
+    ));
+}
+
+#[test]
+fn a_key_taken_under_a_unique_index_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('a');")
+        .unwrap();
+    let taken = conn.execute("INSERT INTO t VALUES ('a')", []).unwrap_err();
+    assert!(matches!(StoreError::from(taken), StoreError::Duplicate(_)));
+}

@@ -41,8 +41,7 @@ impl SqliteStore {
                         "SELECT name FROM zones WHERE name IN (SELECT value FROM json_each(?1)) \
                          OR name LIKE '%.' || ?2 LIMIT 1",
                         params![
-                            serde_json::to_string(&ancestors)
-                                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                            serde_json::to_string(&ancestors).map_err(super::encoding)?,
                             name
                         ],
                         |r| r.get(0),
@@ -89,7 +88,7 @@ impl SqliteStore {
                     serde_json::to_string(&ids.iter().map(ZoneId::as_str).collect::<Vec<_>>())
                 })
                 .transpose()
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+                .map_err(super::encoding)?;
             let filter = "(?1 IS NULL OR name = ?1) \
                  AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
             let total: i64 = conn.query_row(
