@@ -52,7 +52,7 @@ impl App {
             .map_err(issuance::IssuanceError::from)??;
         config
             .check_test_controls()
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::Unsupported(e.to_string()))?;
         let signals = Arc::new(lifecycle::Signals::default());
         // Under the test controls the whole server (requests, lifecycle, CA) reads the
         // travelling clock, at the offset the database kept.
@@ -60,7 +60,7 @@ impl App {
         // is refused.)
         let postgres = matches!(store, Store::Postgres(_));
         if postgres && config.test_controls {
-            return Err(StoreError::Backend(
+            return Err(StoreError::Unsupported(
                 "--test-controls needs the embedded SQLite database; PostgreSQL does not offer \
                  the test controls yet"
                     .into(),

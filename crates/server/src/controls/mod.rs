@@ -81,7 +81,7 @@ impl Controls {
     ) -> Result<Self, StoreError> {
         let offset = match store.setting(CLOCK_OFFSET_KEY).await? {
             Some(text) => text.trim().parse::<i64>().map_err(|e| {
-                StoreError::Backend(format!("meta {CLOCK_OFFSET_KEY} = {text:?}: {e}"))
+                StoreError::Corrupt(format!("meta {CLOCK_OFFSET_KEY} = {text:?}: {e}"))
             })?,
             None => 0,
         };

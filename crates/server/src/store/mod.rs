@@ -535,7 +535,7 @@ impl Store {
 /// tables; on PostgreSQL (shared by nodes that would all be reset and moved) they are not
 /// offered yet.
 fn controls_need_sqlite() -> StoreError {
-    StoreError::Backend(
+    StoreError::Unsupported(
         "the test controls (--dev, --test-controls) need the embedded SQLite database; \
          PostgreSQL does not offer them yet"
             .into(),

@@ -51,7 +51,7 @@ impl SqliteStore {
                 tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
             }
             ids.iter()
-                .map(|id| PackId::parse(id).map_err(|e| StoreError::Backend(e.0)))
+                .map(|id| PackId::parse(id).map_err(|e| StoreError::Corrupt(e.0)))
                 .collect()
         })
     }
