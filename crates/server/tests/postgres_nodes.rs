@@ -195,6 +195,35 @@ async fn two_nodes_on_one_postgres_issue_each_pack_once() {
     b.shutdown().await.unwrap();
 }
 
+#[track_caller]
+fn refused((status, v): (u16, Value)) {
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["errors"][0]["code"], 10000, "{v}");
+}
+
+/// A token whose requests node `n` answered (so its read cache may hold it).
+async fn known_token(
+    cluster_node: &TestServer,
+    on: &TestServer,
+    name: &str,
+    path: &str,
+) -> (String, String) {
+    let made = zonecert_server::admin::create_token(
+        cluster_node.store(),
+        name,
+        &["SSL and Certificates Read".to_string()],
+        &[],
+        1,
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let (status, v) = call(on, &made.secret, reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    (made.token.id, made.secret)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_on_one_node_is_refused_by_the_other_at_once() {
     let Some(cluster) = PgCluster::for_test() else {
@@ -209,26 +238,53 @@ async fn a_token_revoked_on_one_node_is_refused_by_the_other_at_once() {
     let zone = zonecert_server::admin::create_zone(a.store(), "example.com", None, false, 1)
         .await
         .unwrap();
-    let made = zonecert_server::admin::create_token(
-        a.store(),
-        "ci",
-        &["SSL and Certificates Read".to_string()],
-        &[],
-        1,
-    )
-    .await
-    .unwrap();
     let path = format!("/zones/{}/ssl/verification", zone.id.as_str());
-    // Node B knows the token (and would have it cached, were its cache blind to A).
-    for _ in 0..3 {
-        let (status, v) = call(&b, &made.secret, reqwest::Method::GET, &path, None).await;
-        assert_eq!(status, 200, "{v}");
+
+    // Node B's read cache is in use: a token deleted behind zonecert's back (no change
+    // notice) is still accepted there.
+    let (quiet_id, quiet) = known_token(&a, &b, "quiet", &path).await;
+    cluster
+        .psql(&url, &format!("DELETE FROM tokens WHERE id = '{quiet_id}'"))
+        .unwrap();
+    let (status, v) = call(&b, &quiet, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 200, "served from B's cache: {v}");
+
+    // Revoked through node A: the next request on B, started after A's commit, is
+    // refused (and B forgot every credential, the quietly deleted one too).
+    let (id, secret) = known_token(&a, &b, "ci", &path).await;
+    assert!(a.store().delete_token(&id).await.unwrap());
+    refused(call(&b, &secret, reqwest::Method::GET, &path, None).await);
+    refused(call(&b, &quiet, reqwest::Method::GET, &path, None).await);
+
+    // The notices' connection cut: B reads past its cache until it listens again, so a
+    // change it cannot hear of is never served stale.
+    let (cut_id, cut) = known_token(&a, &b, "cut", &path).await;
+    cluster
+        .psql(
+            &url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'zonecert-listener'",
+        )
+        .unwrap();
+    cluster
+        .psql(&url, &format!("DELETE FROM tokens WHERE id = '{cut_id}'"))
+        .unwrap();
+    refused(call(&b, &cut, reqwest::Method::GET, &path, None).await);
+
+    // B listens again by itself (both nodes' listeners are back), and hears A again.
+    let listeners = "SELECT 'n=' || count(*) FROM pg_stat_activity \
+                     WHERE application_name = 'zonecert-listener'";
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cluster.psql(&url, listeners).unwrap().contains("n=2") {
+        assert!(
+            std::time::Instant::now() < by,
+            "B's listener did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(a.store().delete_token(&made.token.id).await.unwrap());
-    // The next request on B, started after A's commit, is refused.
-    let (status, v) = call(&b, &made.secret, reqwest::Method::GET, &path, None).await;
-    assert_eq!(status, 403, "{v}");
-    assert_eq!(v["errors"][0]["code"], 10000, "{v}");
+    let (id, secret) = known_token(&a, &b, "again", &path).await;
+    assert!(a.store().delete_token(&id).await.unwrap());
+    refused(call(&b, &secret, reqwest::Method::GET, &path, None).await);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -22,8 +22,10 @@
 //! Misses are not cached (a flood of bad tokens must not grow memory), and the zones'
 //! part has a size budget: past it, arbitrary entries are evicted.
 //!
-//! A backend shared by many nodes (PostgreSQL) may use the cache only with a change
-//! signal that plays the commit counter's part (LISTEN/NOTIFY on every commit).
+//! A backend shared by many nodes (PostgreSQL) uses the cache with a change signal that
+//! plays the commit counter's part: every commit notifies the other nodes of what it
+//! touched (LISTEN/NOTIFY), and a request first makes sure it heard every notification
+//! of the commits before it started (`postgres/changes.rs`).
 
 use crate::model::{Pack, Token, User, Zone, ZoneId};
 use bytes::Bytes;
@@ -378,6 +380,24 @@ impl ReadCache {
             put += 1;
         }
         (put, true)
+    }
+
+    /// For a backend told of every change rather than reading a commit counter
+    /// (PostgreSQL's notifications): the epoch a fill that starts now passes to the
+    /// `put_*` calls.
+    pub(super) fn current_epoch(&self) -> u64 {
+        self.epoch()
+    }
+
+    /// For such a backend: forgets what a change touched (or brings it up to date), made
+    /// by this process or told of by another.
+    pub(super) fn forget(&self, touch: Touch<'_>) {
+        self.invalidate(touch);
+    }
+
+    /// For such a backend: forgets everything (its change signal was lost for a while).
+    pub(super) fn forget_all(&self) {
+        self.clear();
     }
 
     /// Forgets what a write of this process touched, or brings it up to date. Called

@@ -142,14 +142,22 @@ pub struct Reads<'a> {
     store: &'a Store,
     /// Where the cache stood at the check; `None`: read past the cache.
     epoch: Option<u64>,
+    /// PostgreSQL's check, made at the request's first read: it is a round trip (see
+    /// `postgres/changes.rs`), which `Store::reads` (not async) cannot make.
+    pg_epoch: tokio::sync::OnceCell<Option<u64>>,
 }
 
 impl Reads<'_> {
+    /// The request's epoch on PostgreSQL, checked once.
+    async fn pg_epoch(&self, s: &PgStore) -> Option<u64> {
+        *self.pg_epoch.get_or_init(|| s.cache_epoch()).await
+    }
+
     /// The user with that e-mail (lower case).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
         match self.store {
             Store::Sqlite(s) => s.user_by_email(self.epoch, email),
-            Store::Postgres(s) => s.user_by_email(email).await,
+            Store::Postgres(s) => s.user_by_email(self.pg_epoch(s).await, email).await,
         }
     }
 
@@ -157,7 +165,7 @@ impl Reads<'_> {
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<Token>>, StoreError> {
         match self.store {
             Store::Sqlite(s) => s.token_by_hash(self.epoch, hash),
-            Store::Postgres(s) => s.token_by_hash(hash).await,
+            Store::Postgres(s) => s.token_by_hash(self.pg_epoch(s).await, hash).await,
         }
     }
 
@@ -166,7 +174,7 @@ impl Reads<'_> {
     pub async fn zone_with_packs(&self, id: &ZoneId) -> Result<Option<Arc<ZoneView>>, StoreError> {
         match self.store {
             Store::Sqlite(s) => s.zone_with_packs(self.epoch, id),
-            Store::Postgres(s) => s.zone_with_packs(id).await,
+            Store::Postgres(s) => s.zone_with_packs(self.pg_epoch(s).await, id).await,
         }
     }
 }
@@ -180,6 +188,7 @@ impl Store {
                 Store::Sqlite(s) => s.cache_epoch(),
                 Store::Postgres(_) => None,
             },
+            pg_epoch: tokio::sync::OnceCell::new(),
         }
     }
 

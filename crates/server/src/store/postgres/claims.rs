@@ -5,6 +5,7 @@
 use super::packs::{prepare_update, update_pack_row};
 use super::{PgStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
+use crate::store::cache::Touch;
 use crate::store::{Claim, StoreError};
 
 impl PgStore {
@@ -122,11 +123,18 @@ impl PgStore {
         let tx = client.transaction().await?;
         let update = prepare_update(&tx).await?;
         let mut outcomes = Vec::with_capacity(updates.len());
+        // The packs as now stored, for the cache's views.
+        let mut written = Vec::with_capacity(updates.len());
         for pack in updates.iter() {
             // A conflict or a deleted pack changed nothing: it fails alone. Any other
             // error ends the transaction (dropped uncommitted: rolled back).
             outcomes.push(match update_pack_row(&tx, &update, pack).await {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    let mut stored = pack.clone();
+                    stored.version += 1;
+                    written.push(stored);
+                    Ok(())
+                }
                 Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
                 Err(e) => return Err(e),
             });
@@ -138,7 +146,7 @@ impl PgStore {
             &[&releases, &owner],
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, Touch::Packs(written)).await?;
         for (pack, outcome) in updates.iter_mut().zip(&outcomes) {
             if outcome.is_ok() {
                 pack.version += 1;

@@ -3,6 +3,7 @@
 use super::{PgStore, corrupt, is_unique_violation};
 use crate::model::{Permission, Token, User, ZoneId};
 use crate::store::StoreError;
+use crate::store::cache::Touch;
 use std::sync::Arc;
 use tokio_postgres::Row;
 
@@ -11,36 +12,48 @@ const TOKEN_COLUMNS: &str = "id, name, secret_hash, permissions, zones, created_
 
 impl PgStore {
     pub(in crate::store) async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
         // The unique index decides between two nodes inserting the same e-mail.
-        client
-            .execute(
-                "INSERT INTO users (id, email, key_hash, created_at) VALUES ($1, $2, $3, $4)",
-                &[&user.id, &user.email, &&user.key_hash[..], &user.created_at],
-            )
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Duplicate(format!("user {}", user.email))
-                } else {
-                    e.into()
-                }
-            })?;
-        Ok(())
+        tx.execute(
+            "INSERT INTO users (id, email, key_hash, created_at) VALUES ($1, $2, $3, $4)",
+            &[&user.id, &user.email, &&user.key_hash[..], &user.created_at],
+        )
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate(format!("user {}", user.email))
+            } else {
+                e.into()
+            }
+        })?;
+        self.commit(tx, Touch::Credentials).await
     }
 
+    /// `epoch`: from [`PgStore::cache_epoch`], once per request; `None` reads past the
+    /// cache.
     pub(in crate::store) async fn user_by_email(
         &self,
+        epoch: Option<u64>,
         email: &str,
     ) -> Result<Option<Arc<User>>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"),
-                &[&email],
-            )
-            .await?;
-        Ok(row.as_ref().map(user).transpose()?.map(Arc::new))
+        let read = async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"),
+                    &[&email],
+                )
+                .await?;
+            row.as_ref().map(user).transpose()
+        };
+        Self::read_through(
+            epoch,
+            || self.inner.cache.user(email),
+            read,
+            |epoch, user| self.inner.cache.put_user(epoch, user),
+        )
+        .await
     }
 
     pub(in crate::store) async fn list_users(&self) -> Result<Vec<User>, StoreError> {
@@ -58,14 +71,17 @@ impl PgStore {
         &self,
         id_or_email: &str,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        Ok(client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let deleted = tx
             .execute(
                 "DELETE FROM users WHERE id = $1 OR email = $1",
                 &[&id_or_email],
             )
             .await?
-            > 0)
+            > 0;
+        self.commit(tx, Touch::Credentials).await?;
+        Ok(deleted)
     }
 
     pub(in crate::store) async fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
@@ -78,36 +94,47 @@ impl PgStore {
             .map(|zs| serde_json::to_string(&zs.iter().map(ZoneId::as_str).collect::<Vec<_>>()))
             .transpose()
             .map_err(|e| StoreError::Database(format!("encoding a JSON column: {e}")))?;
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO tokens (id, name, secret_hash, permissions, zones, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &token.id,
-                    &token.name,
-                    &&token.secret_hash[..],
-                    &permissions,
-                    &zones,
-                    &token.created_at,
-                ],
-            )
-            .await?;
-        Ok(())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO tokens (id, name, secret_hash, permissions, zones, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &token.id,
+                &token.name,
+                &&token.secret_hash[..],
+                &permissions,
+                &zones,
+                &token.created_at,
+            ],
+        )
+        .await?;
+        self.commit(tx, Touch::Credentials).await
     }
 
+    /// `epoch`: as for [`PgStore::user_by_email`].
     pub(in crate::store) async fn token_by_hash(
         &self,
+        epoch: Option<u64>,
         hash: &[u8; 32],
     ) -> Result<Option<Arc<Token>>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1"),
-                &[&&hash[..]],
-            )
-            .await?;
-        Ok(row.as_ref().map(token).transpose()?.map(Arc::new))
+        let read = async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1"),
+                    &[&&hash[..]],
+                )
+                .await?;
+            row.as_ref().map(token).transpose()
+        };
+        Self::read_through(
+            epoch,
+            || self.inner.cache.token(hash),
+            read,
+            |epoch, token| self.inner.cache.put_token(epoch, token),
+        )
+        .await
     }
 
     pub(in crate::store) async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
@@ -122,11 +149,14 @@ impl PgStore {
     }
 
     pub(in crate::store) async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        Ok(client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let deleted = tx
             .execute("DELETE FROM tokens WHERE id = $1", &[&id])
             .await?
-            > 0)
+            > 0;
+        self.commit(tx, Touch::Credentials).await?;
+        Ok(deleted)
     }
 }
 

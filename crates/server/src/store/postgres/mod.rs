@@ -14,10 +14,12 @@
 //! transaction-scoped advisory lock where a rule spans rows that may not exist yet (a
 //! zone nested in another).
 //!
-//! The read cache is not used yet: another node's commits would not be seen by it (the
-//! SQLite backend's commit counter has no equivalent here until LISTEN/NOTIFY carries
-//! them), so every read goes to the database, which is exact.
+//! The request path's reads (credentials, a zone's view) go through the read cache, kept
+//! exact across nodes by change notices (`changes.rs`): a write forgets what it touched
+//! before it returns, and tells the other nodes, whose next request hears it before it
+//! reads.
 
+mod changes;
 mod claims;
 mod credentials;
 mod open;
@@ -26,7 +28,8 @@ mod rows;
 mod zones;
 
 use super::StoreError;
-use deadpool_postgres::{Object, Pool};
+use super::cache::{ReadCache, Touch};
+use deadpool_postgres::{Object, Pool, Transaction};
 use std::sync::Arc;
 
 pub use open::DEFAULT_POOL_SIZE;
@@ -49,6 +52,10 @@ impl std::fmt::Debug for PgStore {
 
 struct Inner {
     pool: Pool,
+    /// This store's name in change notices (its own are not applied twice).
+    node: String,
+    cache: Arc<ReadCache>,
+    listener: changes::Listener,
     /// Runs the connections' I/O tasks (see the module's documentation); `None` only
     /// while it is being dropped.
     runtime: Option<tokio::runtime::Runtime>,
@@ -118,6 +125,37 @@ fn clamp(n: u64) -> i64 {
 }
 
 impl PgStore {
+    /// Commits a write transaction that touched `touch`: with its change notice to the
+    /// other nodes, and forgetting it from this node's cache before returning.
+    async fn commit(&self, tx: Transaction<'_>, touch: Touch<'_>) -> Result<(), StoreError> {
+        self.notify(&tx, &touch).await?;
+        let committed = tx.commit().await;
+        // Whether a failed COMMIT committed is unknown: forget in either case.
+        self.inner.cache.forget(touch);
+        Ok(committed?)
+    }
+
+    /// Reads through the cache: what `cached` holds when `epoch` allows it, else what
+    /// `read` finds, kept with the epoch taken before the read (a fill that raced with a
+    /// change is dropped; see the cache).
+    async fn read_through<T>(
+        epoch: Option<u64>,
+        cached: impl FnOnce() -> Option<Arc<T>>,
+        read: impl Future<Output = Result<Option<T>, StoreError>>,
+        keep: impl FnOnce(u64, Arc<T>),
+    ) -> Result<Option<Arc<T>>, StoreError> {
+        if epoch.is_some()
+            && let Some(hit) = cached()
+        {
+            return Ok(Some(hit));
+        }
+        let found = read.await?.map(Arc::new);
+        if let (Some(epoch), Some(found)) = (epoch, &found) {
+            keep(epoch, found.clone());
+        }
+        Ok(found)
+    }
+
     /// A connection of the pool. Taken on the store's runtime, so that a connection the
     /// pool opens now has its I/O task there.
     async fn client(&self) -> Result<Object, StoreError> {

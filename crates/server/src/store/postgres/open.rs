@@ -63,7 +63,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("starting the store's runtime: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A connection that broke (the server restarted) is replaced when taken.
@@ -80,6 +80,9 @@ impl PgStore {
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
+                node: uuid::Uuid::new_v4().simple().to_string(),
+                cache: Arc::default(),
+                listener: Default::default(),
                 runtime: Some(runtime),
             }),
         };
@@ -97,6 +100,18 @@ impl PgStore {
                 .join()
                 .unwrap_or_else(|_| Err(StoreError::Database("migrating panicked".into())))
         })?;
+        store.start_listening(config);
+        // Requests use the cache only once the store hears the other nodes' changes:
+        // wait (briefly) for that, so a node serves from its cache from the start.
+        let listening_by = std::time::Instant::now() + Duration::from_secs(5);
+        while !store.listening() && std::time::Instant::now() < listening_by {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !store.listening() {
+            tracing::warn!(
+                "PostgreSQL change notices: not listening yet; requests read past the cache until then"
+            );
+        }
         Ok(store)
     }
 

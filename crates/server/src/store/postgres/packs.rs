@@ -4,6 +4,7 @@
 use super::rows::{HOST_COLUMNS, PACK_COLUMNS, read_packs};
 use super::{PgStore, clamp, is_unique_violation};
 use crate::model::{DcvRecord, Pack, PackId, ZoneId};
+use crate::store::cache::Touch;
 use crate::store::{PackFilter, Page, StoreError};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Statement};
@@ -66,8 +67,7 @@ impl PgStore {
             }
         })?;
         insert_hosts(&tx, pack).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit(tx, Touch::Zone(&pack.zone_id)).await
     }
 
     pub(in crate::store) async fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
@@ -75,7 +75,7 @@ impl PgStore {
         let tx = client.transaction().await?;
         let update = prepare_update(&tx).await?;
         update_pack_row(&tx, &update, pack).await?;
-        tx.commit().await?;
+        self.commit(tx, Touch::Zone(&pack.zone_id)).await?;
         pack.version += 1;
         Ok(())
     }
@@ -197,14 +197,17 @@ impl PgStore {
         zone: &ZoneId,
         id: &PackId,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        Ok(client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let deleted = tx
             .execute(
                 "DELETE FROM packs WHERE zone_id = $1 AND id = $2",
                 &[&zone.as_str(), &id.as_str()],
             )
             .await?
-            > 0)
+            > 0;
+        self.commit(tx, Touch::Zone(zone)).await?;
+        Ok(deleted)
     }
 }
 

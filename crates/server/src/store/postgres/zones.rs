@@ -4,7 +4,7 @@ use super::packs::packs_of_zone;
 use super::rows::{ZONE_COLUMNS, zone};
 use super::{PgStore, clamp, is_unique_violation};
 use crate::model::{Zone, ZoneId};
-use crate::store::cache::ZoneView;
+use crate::store::cache::{Touch, ZoneView};
 use crate::store::{Page, StoreError};
 use std::sync::Arc;
 use tokio_postgres::IsolationLevel;
@@ -66,8 +66,7 @@ impl PgStore {
                 e.into()
             }
         })?;
-        tx.commit().await?;
-        Ok(())
+        self.commit(tx, Touch::Zone(&new.id)).await
     }
 
     pub(in crate::store) async fn zone(&self, id: &ZoneId) -> Result<Option<Zone>, StoreError> {
@@ -114,17 +113,33 @@ impl PgStore {
     }
 
     pub(in crate::store) async fn delete_zone(&self, id: &ZoneId) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        Ok(client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let deleted = tx
             .execute("DELETE FROM zones WHERE id = $1", &[&id.as_str()])
             .await?
-            > 0)
+            > 0;
+        self.commit(tx, Touch::Zone(id)).await?;
+        Ok(deleted)
     }
 
+    /// `epoch`: from [`PgStore::cache_epoch`], once per request; `None` reads past the
+    /// cache.
     pub(in crate::store) async fn zone_with_packs(
         &self,
+        epoch: Option<u64>,
         id: &ZoneId,
     ) -> Result<Option<Arc<ZoneView>>, StoreError> {
+        Self::read_through(
+            epoch,
+            || self.inner.cache.zone(id),
+            self.read_zone_view(id),
+            |epoch, view| self.inner.cache.put_zone(epoch, view),
+        )
+        .await
+    }
+
+    async fn read_zone_view(&self, id: &ZoneId) -> Result<Option<ZoneView>, StoreError> {
         let mut client = self.client().await?;
         // One snapshot for the zone and its packs, as SQLite's read transaction gives.
         let tx = client
@@ -145,6 +160,6 @@ impl PgStore {
         let found = zone(&row)?;
         let packs = packs_of_zone(&*tx, id).await?;
         tx.commit().await?;
-        Ok(Some(Arc::new(ZoneView::new(found, packs))))
+        Ok(Some(ZoneView::new(found, packs)))
     }
 }
