@@ -1,0 +1,97 @@
+use super::framing::*;
+use super::*;
+
+fn status(head: &[u8]) -> Option<u16> {
+    match check_head(head) {
+        Head::Refused(e) => Some(e.status().as_u16()),
+        Head::Partial | Head::Complete { .. } => None,
+    }
+}
+
+#[test]
+fn heads_are_checked_as_hyper_would_with_our_limits() {
+    assert!(matches!(
+        check_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Head::Complete {
+            len: 27,
+            body: Some(0)
+        }
+    ));
+    assert!(matches!(
+        check_head(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+        Head::Complete { body: Some(5), .. }
+    ));
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+        Some(400)
+    );
+    assert!(matches!(
+        check_head(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+        Head::Partial
+    ));
+    assert_eq!(status(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), Some(400));
+    assert_eq!(status(b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"), Some(400));
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100_000));
+    assert_eq!(status(long.as_bytes()), Some(414));
+    // A long request line is refused before it ends.
+    assert_eq!(status(&long.as_bytes()[..20_000]), Some(414));
+    let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(
+        status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+        Some(431)
+    );
+    let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(MAX_HEAD_BYTES));
+    assert_eq!(status(big.as_bytes()), Some(431));
+}
+
+/// Follows `parts` (received one after another) as one chunked body: the bytes
+/// taken at each part, and where the body ended (its length) if it did.
+fn follow(parts: &[&[u8]]) -> Result<(Vec<usize>, Option<usize>), ()> {
+    let mut state = Chunked::Size;
+    let mut pending = Vec::new();
+    let (mut taken, mut total) = (Vec::new(), 0);
+    for part in parts {
+        pending.extend_from_slice(part);
+        let (take, ended) = state.advance(&pending)?;
+        pending.drain(..take);
+        taken.push(take);
+        total += take;
+        if ended {
+            return Ok((taken, Some(total)));
+        }
+    }
+    Ok((taken, None))
+}
+
+#[test]
+fn chunked_bodies_are_followed_to_their_end() {
+    let whole = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: v\r\n\r\nGET / HTTP/1.1\r\n";
+    let end = whole.len() - b"GET / HTTP/1.1\r\n".len();
+    assert_eq!(follow(&[&whole[..]]), Ok((vec![end], Some(end))));
+    // One byte at a time: a size line or a trailer line is taken only whole.
+    let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+    let (taken, ended) = follow(&bytes).unwrap();
+    assert_eq!(ended, Some(end));
+    assert_eq!(taken[0], 0, "a size line's first byte waits for its end");
+    assert_eq!(taken[2], 3, "`5\\r\\n` whole");
+    // No trailers.
+    assert_eq!(follow(&[&b"0\r\n\r\nnext"[..]]), Ok((vec![5], Some(5))));
+    // Not yet ended.
+    assert_eq!(follow(&[&b"a\r\n0123"[..]]), Ok((vec![7], None)));
+    // Broken framing: no CRLF after the data, a size that is not hex, a size line
+    // without an end.
+    assert_eq!(follow(&[&b"1\r\nab\r\n"[..]]), Err(()));
+    assert_eq!(follow(&[&b"zz\r\n"[..]]), Err(()));
+    assert_eq!(follow(&[&[b'1'; MAX_CHUNK_LINE + 1][..]]), Err(()));
+}
+
+#[test]
+fn caps_follow_the_descriptor_limit() {
+    assert_eq!(default_max_connections(Some(256)), 192);
+    assert_eq!(default_max_connections(Some(1 << 20)), 4096);
+    assert_eq!(default_max_connections(Some(10)), 1);
+    assert_eq!(default_max_per_client(192), 48);
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    let v6b: IpAddr = "2001:db8::ffff:1".parse().unwrap();
+    assert_eq!(client_key(v6), client_key(v6b), "one /64, one client");
+}
