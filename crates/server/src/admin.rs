@@ -419,6 +419,10 @@ pub async fn reject_pack(store: &Store, id: &str) -> Result<Pack, AdminError> {
         .pack_by_id(&id)
         .await?
         .ok_or_else(|| AdminError::Invalid(format!("no certificate pack {}", id.as_str())))?;
-    store.delete_pack(&pack.zone_id, &pack.id).await?;
+    use crate::clock::{Clock, SystemClock};
+    let deleted = crate::webhooks::events::deleted(&pack, SystemClock.now());
+    store
+        .delete_pack_with_events(&pack.zone_id, &pack.id, &[deleted])
+        .await?;
     Ok(pack)
 }

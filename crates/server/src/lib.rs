@@ -20,6 +20,7 @@ pub mod model;
 pub mod sched;
 pub mod secrets;
 pub mod store;
+pub mod webhooks;
 
 use clock::SharedClock;
 use config::Config;
@@ -260,11 +261,21 @@ impl App {
                 "the lifecycle thread ended before starting",
             ))
         })??;
+        // The webhook deliveries run beside the lifecycle, on a thread of their own, and
+        // stop with it.
+        let webhooks = webhooks::start(
+            self.state.store.clone(),
+            format!("webhooks-{}", uuid::Uuid::new_v4().simple()),
+            webhooks::DeliveryConfig::default(),
+            cancel.clone(),
+        )
+        .map_err(lifecycle::LifecycleError::Runtime)?;
         // Marked before returning, so a request arriving at once waits for the workers.
         signals.set_workers_running(true);
         Ok(LifecycleHandle {
             cancel,
             done: Some(done_rx),
+            _webhooks: webhooks,
         })
     }
 
@@ -433,6 +444,8 @@ pub struct LifecycleHandle {
     cancel: CancellationToken,
     /// How the lifecycle's thread ended; taken once it has been received.
     done: Option<tokio::sync::oneshot::Receiver<Result<(), lifecycle::LifecycleError>>>,
+    /// The webhook delivery worker (stopped with the lifecycle's token).
+    _webhooks: webhooks::DeliveryHandle,
 }
 
 impl LifecycleHandle {

@@ -40,7 +40,13 @@ battery!(
     users_and_tokens_are_found_by_their_credentials_until_deleted,
     a_zone_view_holds_the_zone_and_its_packs,
     deleting_a_zone_deletes_its_packs,
+    outbox_events_go_with_the_pack_and_arrive_in_order,
+    deliveries_are_leased_retried_and_failed,
 );
+
+#[path = "store_battery/outbox.rs"]
+mod outbox;
+use outbox::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn battery_on_sqlite() {
@@ -97,7 +103,7 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     let Ok(Store::Postgres(pg)) = &opened[0] else {
         panic!("not a PostgreSQL store");
     };
-    assert_eq!(pg.schema_version().await.expect("version"), 2);
+    assert_eq!(pg.schema_version().await.expect("version"), 3);
     let store = Store::open_existing(std::path::Path::new("."), Some(&url)).expect("reopen");
     let z = zone(&store, "example.com").await;
     assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));
@@ -589,7 +595,7 @@ async fn lifecycle_batches_write_each_pack_alone_and_release_leases(s: Store) {
 
     let mut batch = vec![fresh_a.clone(), stale_b];
     let outcomes = s
-        .write_lifecycle_batch("worker-a", &mut batch, &[a.id.clone(), b.id.clone()])
+        .write_lifecycle_batch("worker-a", &mut batch, &[], &[a.id.clone(), b.id.clone()])
         .await
         .expect("batch");
     assert!(outcomes[0].is_ok());

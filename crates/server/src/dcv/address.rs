@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The kind of non-public address `ip` is, or `None` for a public address.
-pub(super) fn reserved_kind(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn reserved_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => reserved_v4(v4),
         IpAddr::V6(v6) => reserved_v6(v6),

@@ -6,7 +6,7 @@
 //! configured resolvers, and reports a failure with a reason a person can act on. The module
 //! knows nothing of packs or stores: it takes names and values and returns a [`CheckOutcome`].
 
-mod address;
+pub(crate) mod address;
 mod caa;
 pub use caa::CaaRequest;
 mod dns;

@@ -10,7 +10,7 @@ pub mod openapi;
 mod ratelimit;
 mod request;
 mod ssl;
-mod wire;
+pub(crate) mod wire;
 mod zones;
 
 use crate::clock::SharedClock;

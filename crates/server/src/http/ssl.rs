@@ -609,7 +609,12 @@ pub(super) async fn delete_pack(
 ) -> ApiResult<api::DeletedCertificatePack> {
     let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::WriteSsl).await?;
     let pack = pack_of(&st, &uri, &zone, &pack_id).await?;
-    if !st.store.delete_pack(&zone.id, &pack.id).await? {
+    let deleted = crate::webhooks::events::deleted(&pack, st.clock.now());
+    if !st
+        .store
+        .delete_pack_with_events(&zone.id, &pack.id, &[deleted])
+        .await?
+    {
         return Err(ApiError::unknown_object(uri.path()));
     }
     super::remove_deployments(&st, std::slice::from_ref(&pack.id)).await;

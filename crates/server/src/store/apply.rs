@@ -3,9 +3,10 @@
 //! pack again and apply the same input to what is now stored. Every writer of pack
 //! states (the worker through its store thread, the HTTP handlers, the admin commands)
 //! goes through [`apply_transition`], so an input is never lost to a write made
-//! meanwhile, and never applied to a state it no longer fits.
+//! meanwhile, and never applied to a state it no longer fits. The webhook events of the
+//! transition (`webhooks::outbox_events`) are written in the same transaction.
 
-use super::{Store, StoreError};
+use super::{OutboxEvent, Store, StoreError};
 use crate::model::{Event, Input, Pack, PackId, Refusal, Rules, ZoneId, transition};
 use std::future::Future;
 
@@ -23,9 +24,14 @@ pub trait PackAccess {
         id: &PackId,
     ) -> impl Future<Output = Result<Option<Pack>, StoreError>> + Send;
 
-    /// Saves `pack` if its `version` is the stored one ([`StoreError::Conflict`] if not);
-    /// returns it with the version bumped.
-    fn write_pack(&self, pack: Pack) -> impl Future<Output = Result<Pack, StoreError>> + Send;
+    /// Saves `pack` if its `version` is the stored one ([`StoreError::Conflict`] if not),
+    /// with the transition's webhook `events` in the same transaction; returns it with
+    /// the version bumped.
+    fn write_pack(
+        &self,
+        pack: Pack,
+        events: Vec<OutboxEvent>,
+    ) -> impl Future<Output = Result<Pack, StoreError>> + Send;
 }
 
 impl PackAccess for Store {
@@ -33,8 +39,12 @@ impl PackAccess for Store {
         self.pack(zone, id).await
     }
 
-    async fn write_pack(&self, mut pack: Pack) -> Result<Pack, StoreError> {
-        self.update_pack(&mut pack).await?;
+    async fn write_pack(
+        &self,
+        mut pack: Pack,
+        events: Vec<OutboxEvent>,
+    ) -> Result<Pack, StoreError> {
+        self.update_pack_with_events(&mut pack, &events).await?;
         Ok(pack)
     }
 }
@@ -80,7 +90,9 @@ pub async fn apply_transition<A: PackAccess + Sync>(
             Ok(_) => return Ok(Applied::Unchanged(current)),
             Err(refusal) => return Ok(Applied::Refused(refusal)),
         };
-        match access.write_pack(step.pack).await {
+        // The webhook events go with the pack, in its transaction.
+        let outbox = crate::webhooks::outbox_events(&current, &step.pack, &step.events, now);
+        match access.write_pack(step.pack, outbox).await {
             Ok(pack) => {
                 return Ok(Applied::Saved {
                     pack,

@@ -12,6 +12,7 @@ mod apply;
 mod cache;
 mod postgres;
 mod sqlite;
+mod webhooks;
 
 use crate::model::{Pack, PackId, Token, User, Zone, ZoneId};
 use std::path::Path;
@@ -21,6 +22,10 @@ pub use apply::{Applied, MAX_ATTEMPTS, PackAccess, apply_transition};
 pub use cache::ZoneView;
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore};
 pub use sqlite::SqliteStore;
+pub use webhooks::{
+    Delivery, DeliveryClaim, DeliveryOutcome, DeliveryResult, DeliveryState, OutboxEvent,
+    WebhookEndpoint, wall_ms,
+};
 
 /// Why a storage operation failed: kinds a caller can match (retry when busy, tell the
 /// operator when unavailable or damaged); the message for a person is made where it is
@@ -369,9 +374,19 @@ impl Store {
     /// Writes a changed pack back. Fails with [`StoreError::Conflict`] if it changed
     /// since it was read (its `version` moved); bumps `pack.version` on success.
     pub async fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
+        self.update_pack_with_events(pack, &[]).await
+    }
+
+    /// [`Store::update_pack`], writing the transition's webhook `events` (and their
+    /// deliveries) in the same transaction.
+    pub async fn update_pack_with_events(
+        &self,
+        pack: &mut Pack,
+        events: &[OutboxEvent],
+    ) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.update_pack(pack),
-            Store::Postgres(s) => s.update_pack(pack).await,
+            Store::Sqlite(s) => s.update_pack(pack, events),
+            Store::Postgres(s) => s.update_pack(pack, events).await,
         }
     }
 
@@ -466,17 +481,22 @@ impl Store {
 
     /// Writes a batch of lifecycle changes in one transaction: each pack of `updates` as
     /// [`Store::update_pack`] would (bumping its `version`), then gives up `owner`'s leases
-    /// on `releases`. Returns one outcome per update, in order: a conflict or a pack
-    /// deleted meanwhile fails only that update. `Err` means nothing was written.
+    /// on `releases`. `events[i]` are the webhook events of `updates[i]`'s transition,
+    /// written only if it is. Returns one outcome per update, in order: a conflict or a
+    /// pack deleted meanwhile fails only that update. `Err` means nothing was written.
     pub async fn write_lifecycle_batch(
         &self,
         owner: &str,
         updates: &mut [Pack],
+        events: &[Vec<OutboxEvent>],
         releases: &[PackId],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, releases),
-            Store::Postgres(s) => s.write_lifecycle_batch(owner, updates, releases).await,
+            Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, events, releases),
+            Store::Postgres(s) => {
+                s.write_lifecycle_batch(owner, updates, events, releases)
+                    .await
+            }
         }
     }
 
@@ -533,9 +553,20 @@ impl Store {
 
     /// Deletes a pack; `false` when there was none.
     pub async fn delete_pack(&self, zone: &ZoneId, id: &PackId) -> Result<bool, StoreError> {
+        self.delete_pack_with_events(zone, id, &[]).await
+    }
+
+    /// [`Store::delete_pack`], writing webhook `events` (`pack.deleted`) in the same
+    /// transaction if the pack was there.
+    pub async fn delete_pack_with_events(
+        &self,
+        zone: &ZoneId,
+        id: &PackId,
+        events: &[OutboxEvent],
+    ) -> Result<bool, StoreError> {
         match self {
-            Store::Sqlite(s) => s.delete_pack(zone, id),
-            Store::Postgres(s) => s.delete_pack(zone, id).await,
+            Store::Sqlite(s) => s.delete_pack(zone, id, events),
+            Store::Postgres(s) => s.delete_pack(zone, id, events).await,
         }
     }
 }

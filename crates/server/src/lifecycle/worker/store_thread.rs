@@ -3,7 +3,7 @@
 use super::lease::LeaseClock;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Pack, PackId, ZoneId};
-use crate::store::{Claim, PackAccess, Store, StoreError};
+use crate::store::{Claim, OutboxEvent, PackAccess, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -25,8 +25,13 @@ const WRITE_BATCH: usize = 128;
 /// milliseconds. Every other lifecycle thread runs at low priority and never holds them.
 #[derive(Debug)]
 pub(super) enum StoreOp {
-    /// Save the pack (version-checked); the reply is the saved pack.
-    Update(Box<Pack>, oneshot::Sender<Result<Pack, StoreError>>),
+    /// Save the pack (version-checked) with its transition's webhook events; the reply
+    /// is the saved pack.
+    Update(
+        Box<Pack>,
+        Vec<OutboxEvent>,
+        oneshot::Sender<Result<Pack, StoreError>>,
+    ),
     /// Give up this worker's lease on the pack.
     Release(PackId, oneshot::Sender<()>),
     /// Read a pack.
@@ -93,8 +98,8 @@ impl PackAccess for StoreThread {
         self.ask(|reply| StoreOp::Read(zone, id, reply)).await
     }
 
-    async fn write_pack(&self, pack: Pack) -> Result<Pack, StoreError> {
-        self.ask(|reply| StoreOp::Update(Box::new(pack), reply))
+    async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
+        self.ask(|reply| StoreOp::Update(Box::new(pack), events, reply))
             .await
     }
 }
@@ -148,6 +153,7 @@ pub(super) async fn store_thread(
             continue;
         }
         let mut packs = Vec::new();
+        let mut events = Vec::new();
         let mut saved_replies = Vec::new();
         let mut releases = Vec::new();
         let mut released_replies = Vec::new();
@@ -158,8 +164,9 @@ pub(super) async fn store_thread(
                     let _ = reply.send(store.pack(&zone, &id).await);
                 }
                 StoreOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
-                StoreOp::Update(pack, reply) => {
+                StoreOp::Update(pack, pack_events, reply) => {
                     packs.push(*pack);
+                    events.push(pack_events);
                     saved_replies.push(reply);
                 }
                 StoreOp::Release(id, reply) => {
@@ -174,7 +181,7 @@ pub(super) async fn store_thread(
             Ok(Vec::new())
         } else {
             store
-                .write_lifecycle_batch(&owner, &mut packs, &releases)
+                .write_lifecycle_batch(&owner, &mut packs, &events, &releases)
                 .await
         };
         match written {

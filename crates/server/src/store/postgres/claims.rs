@@ -6,6 +6,7 @@ use super::packs::{prepare_update, update_pack_row};
 use super::{PgStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
+use crate::store::webhooks::OutboxEvent;
 use crate::store::{Claim, StoreError};
 
 impl PgStore {
@@ -117,6 +118,7 @@ impl PgStore {
         &self,
         owner: &str,
         updates: &mut [Pack],
+        events: &[Vec<OutboxEvent>],
         releases: &[PackId],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut client = self.client().await?;
@@ -125,11 +127,15 @@ impl PgStore {
         let mut outcomes = Vec::with_capacity(updates.len());
         // The packs as now stored, for the cache's views.
         let mut written = Vec::with_capacity(updates.len());
-        for pack in updates.iter() {
+        for (i, pack) in updates.iter().enumerate() {
             // A conflict or a deleted pack changed nothing: it fails alone. Any other
             // error ends the transaction (dropped uncommitted: rolled back).
             outcomes.push(match update_pack_row(&tx, &update, pack).await {
                 Ok(()) => {
+                    // The transition's events, in the same transaction.
+                    if let Some(events) = events.get(i) {
+                        super::outbox::insert_events(&tx, events).await?;
+                    }
                     let mut stored = pack.clone();
                     stored.version += 1;
                     written.push(stored);

@@ -23,6 +23,7 @@ mod changes;
 mod claims;
 mod credentials;
 mod open;
+mod outbox;
 mod packs;
 mod rows;
 mod zones;

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: "ALTER TABLE packs ADD COLUMN order_ref TEXT;",
     },
+    // Webhooks' outbox, endpoints and deliveries (issue 15), as SQLite's schema 4.
+    Migration {
+        version: 3,
+        sql: super::outbox::OUTBOX_SCHEMA,
+    },
 ];
 
 /// One step of [`MIGRATIONS`].
@@ -37,7 +42,7 @@ struct Migration {
 }
 
 /// The version this build writes.
-pub(in crate::store) const SCHEMA_VERSION: i64 = 2;
+pub(in crate::store) const SCHEMA_VERSION: i64 = 3;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or

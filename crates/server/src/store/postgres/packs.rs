@@ -5,6 +5,7 @@ use super::rows::{HOST_COLUMNS, PACK_COLUMNS, read_packs};
 use super::{PgStore, clamp, is_unique_violation};
 use crate::model::{DcvRecord, Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
+use crate::store::webhooks::OutboxEvent;
 use crate::store::{PackFilter, Page, StoreError};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Statement};
@@ -70,11 +71,16 @@ impl PgStore {
         self.commit(tx, Touch::Zone(&pack.zone_id)).await
     }
 
-    pub(in crate::store) async fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
+    pub(in crate::store) async fn update_pack(
+        &self,
+        pack: &mut Pack,
+        events: &[OutboxEvent],
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let update = prepare_update(&tx).await?;
         update_pack_row(&tx, &update, pack).await?;
+        super::outbox::insert_events(&tx, events).await?;
         self.commit(tx, Touch::Zone(&pack.zone_id)).await?;
         pack.version += 1;
         Ok(())
@@ -196,6 +202,7 @@ impl PgStore {
         &self,
         zone: &ZoneId,
         id: &PackId,
+        events: &[OutboxEvent],
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -206,6 +213,9 @@ impl PgStore {
             )
             .await?
             > 0;
+        if deleted {
+            super::outbox::insert_events(&tx, events).await?;
+        }
         self.commit(tx, Touch::Zone(zone)).await?;
         Ok(deleted)
     }

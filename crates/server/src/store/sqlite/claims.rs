@@ -5,6 +5,7 @@ use super::packs::update_pack_row;
 use super::{SqliteStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
+use crate::store::webhooks::OutboxEvent;
 use crate::store::{Claim, StoreError};
 use rusqlite::params;
 
@@ -112,6 +113,7 @@ impl SqliteStore {
         &self,
         owner: &str,
         updates: &mut [Pack],
+        events: &[Vec<OutboxEvent>],
         releases: &[PackId],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let (outcomes, _) = self.write_then(
@@ -119,11 +121,15 @@ impl SqliteStore {
                 let mut outcomes = Vec::with_capacity(updates.len());
                 // The packs as now stored, for the cache's views.
                 let mut written = Vec::with_capacity(updates.len());
-                for pack in updates.iter() {
+                for (i, pack) in updates.iter().enumerate() {
                     // A conflict or a deleted pack changed nothing: it fails alone. Any
                     // other error ends the transaction, rolling back the whole batch.
                     outcomes.push(match update_pack_row(tx, pack) {
                         Ok(()) => {
+                            // The transition's events, in the same transaction.
+                            if let Some(events) = events.get(i) {
+                                super::outbox::insert_events(tx, events)?;
+                            }
                             let mut stored = pack.clone();
                             stored.version += 1;
                             written.push(stored);

@@ -20,6 +20,7 @@ mod claims;
 mod controls;
 mod credentials;
 mod open;
+mod outbox;
 mod packs;
 mod rows;
 mod wal_watch;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "3";
+pub(super) const SCHEMA_VERSION: &str = "4";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         to: "3",
         sql: "ALTER TABLE packs ADD COLUMN order_ref TEXT;",
     },
+    // Webhooks' outbox, endpoints and deliveries (issue 15).
+    Migration {
+        from: "3",
+        to: "4",
+        sql: super::outbox::OUTBOX_SCHEMA,
+    },
 ];
 
 /// One step of [`MIGRATIONS`].
@@ -41,7 +47,17 @@ struct Migration {
 
 /// The tables of the current schema. A migration that adds a table creates it itself, so
 /// after the migrations every one of these exists in a database that has a version.
-const EXPECTED_TABLES: &[&str] = &["meta", "zones", "users", "tokens", "packs", "pack_hosts"];
+const EXPECTED_TABLES: &[&str] = &[
+    "meta",
+    "zones",
+    "users",
+    "tokens",
+    "packs",
+    "pack_hosts",
+    "webhook_events",
+    "webhook_endpoints",
+    "webhook_deliveries",
+];
 impl SqliteStore {
     /// Opens the database at `path`, creating it (mode 0600) and its folder (mode 0700)
     /// if needed, and brings its schema up to date.
@@ -142,6 +158,7 @@ impl SqliteStore {
             None => {}
         }
         tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(super::outbox::OUTBOX_SCHEMA)?;
         match version.as_deref() {
             None => {
                 tx.execute(

@@ -5,6 +5,7 @@ use super::rows::{HOST_COLUMNS, PACK_COLUMNS, read_packs};
 use super::{SqliteStore, clamp, errors_json};
 use crate::model::{DcvRecord, Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
+use crate::store::webhooks::OutboxEvent;
 use crate::store::{PackFilter, Page, StoreError};
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 
@@ -45,8 +46,15 @@ impl SqliteStore {
         })
     }
 
-    pub(in crate::store) fn update_pack(&self, pack: &mut Pack) -> Result<(), StoreError> {
-        self.write(Touch::Zone(&pack.zone_id), |tx| update_pack_row(tx, pack))?;
+    pub(in crate::store) fn update_pack(
+        &self,
+        pack: &mut Pack,
+        events: &[OutboxEvent],
+    ) -> Result<(), StoreError> {
+        self.write(Touch::Zone(&pack.zone_id), |tx| {
+            update_pack_row(tx, pack)?;
+            super::outbox::insert_events(tx, events)
+        })?;
         pack.version += 1;
         Ok(())
     }
@@ -140,12 +148,17 @@ impl SqliteStore {
         &self,
         zone: &ZoneId,
         id: &PackId,
+        events: &[OutboxEvent],
     ) -> Result<bool, StoreError> {
         self.write(Touch::Zone(zone), |tx| {
-            Ok(tx.execute(
+            let deleted = tx.execute(
                 "DELETE FROM packs WHERE zone_id = ?1 AND id = ?2",
                 [zone.as_str(), id.as_str()],
-            )? > 0)
+            )? > 0;
+            if deleted {
+                super::outbox::insert_events(tx, events)?;
+            }
+            Ok(deleted)
         })
     }
 }

@@ -72,9 +72,12 @@ fn updates_detect_concurrent_changes() {
     let mut a = s.pack(&z.id, &p.id).unwrap().unwrap();
     let mut b = a.clone();
     a.hosts[0].check.attempts = 1;
-    s.update_pack(&mut a).unwrap();
+    s.update_pack(&mut a, &[]).unwrap();
     b.hosts[0].check.attempts = 5;
-    assert!(matches!(s.update_pack(&mut b), Err(StoreError::Conflict)));
+    assert!(matches!(
+        s.update_pack(&mut b, &[]),
+        Err(StoreError::Conflict)
+    ));
     let back = s.pack(&z.id, &p.id).unwrap().unwrap();
     assert_eq!(back.hosts[0].check.attempts, 1);
     assert_eq!(back.version, 1);
@@ -228,11 +231,11 @@ fn lifecycle_batches_write_each_pack_alone_and_release_leases() {
     let stale_b = s.pack(&z.id, &b.id).unwrap().unwrap();
     let mut newer_b = stale_b.clone();
     newer_b.hosts[0].check.attempts = 7;
-    s.update_pack(&mut newer_b).unwrap();
+    s.update_pack(&mut newer_b, &[]).unwrap();
 
     let mut batch = vec![fresh_a.clone(), stale_b];
     let outcomes = s
-        .write_lifecycle_batch("worker-a", &mut batch, &[a.id.clone(), b.id.clone()])
+        .write_lifecycle_batch("worker-a", &mut batch, &[], &[a.id.clone(), b.id.clone()])
         .unwrap();
     assert!(outcomes[0].is_ok());
     assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
@@ -263,7 +266,7 @@ fn a_lifecycle_batch_updates_cached_zone_views_in_place() {
         .errors
         .push("TXT _acme-challenge.example.com has 1 value".into());
     let mut batch = vec![changed];
-    s.write_lifecycle_batch("worker-a", &mut batch, &[])
+    s.write_lifecycle_batch("worker-a", &mut batch, &[], &[])
         .unwrap();
 
     // The cache holds a new view at once, before any read could fill it again.
@@ -499,7 +502,7 @@ fn a_packs_order_reference_is_kept() {
     let mut back = s.pack(&z.id, &p.id).unwrap().unwrap();
     assert_eq!(back.order_ref, p.order_ref);
     back.order_ref = None;
-    s.update_pack(&mut back).unwrap();
+    s.update_pack(&mut back, &[]).unwrap();
     assert_eq!(s.pack(&z.id, &p.id).unwrap().unwrap().order_ref, None);
 }
 
