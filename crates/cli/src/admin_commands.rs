@@ -41,7 +41,7 @@ pub enum Output {
 
 impl Target {
     /// Opens the database, which must exist: see [`open_existing`].
-    fn open(&self) -> anyhow::Result<Store> {
+    pub(crate) fn open(&self) -> anyhow::Result<Store> {
         open_existing(self.data_dir.as_deref(), self.database.as_deref())
     }
 
@@ -64,7 +64,7 @@ impl Target {
         }
     }
 
-    fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
+    pub(crate) fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
         match self.output {
             Output::Json => outln!("{value}"),
             Output::Text => outln!("{}", text()),

@@ -24,6 +24,7 @@ mod dev_commands;
 mod log_sink;
 mod serve;
 mod stdout;
+mod webhook_commands;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;
@@ -57,6 +58,9 @@ enum Command {
     /// Manage API tokens in the server's database.
     #[command(subcommand)]
     Token(admin_commands::TokenCommand),
+    /// Webhook endpoints (Standard Webhooks, signed) and their deliveries.
+    #[command(subcommand)]
+    Webhook(webhook_commands::WebhookCommand),
     /// Tools for trying zonecert on one machine: `dev dns` runs a loopback DNS server and
     /// HTTP origin whose records you type; `dev clean` removes dev mode's credentials;
     /// `dev reset|clock|auto-validate|faults` drive a running server's test controls.
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
             Command::Zone(cmd) => admin_commands::zone(cmd).await,
             Command::User(cmd) => admin_commands::user(cmd).await,
             Command::Token(cmd) => admin_commands::token(cmd).await,
+            Command::Webhook(cmd) => webhook_commands::webhook(cmd).await,
             Command::Pack(cmd) => admin_commands::pack(cmd).await,
             Command::Dev(cmd) => admin_commands::dev(cmd).await,
             Command::Ca(cmd) => ca_commands::ca(cmd).await,

@@ -312,7 +312,7 @@ pub async fn send(
         .body(body.to_vec())
         .send()
         .await
-        .map_err(|e| format!("{}", error_chain(&e)))?;
+        .map_err(|e| error_chain(&e))?;
     let status = answer.status();
     if status.is_success() {
         Ok(())
@@ -355,4 +355,28 @@ async fn record(store: Store, owner: String, mut rx: mpsc::UnboundedReceiver<Del
         }
         batch.clear();
     }
+}
+
+/// Sends a signed `webhook.test` event to `endpoint` now (`zonecert webhook test`):
+/// its message id, and whether and why not it was delivered.
+pub async fn send_test(endpoint: &WebhookEndpoint, now: i64) -> (String, Result<(), String>) {
+    let id = super::events::message_id();
+    let body = serde_json::json!({
+        "type": super::events::TEST,
+        "timestamp": super::events::rfc3339(now),
+        "data": {"endpoint_id": endpoint.id},
+    })
+    .to_string();
+    let sent = async {
+        let key = sign::secret_key(&endpoint.secret)?;
+        let clients = Clients::new(&DeliveryConfig::default()).map_err(|e| e.to_string())?;
+        let client = if endpoint.allow_private {
+            clients.any
+        } else {
+            clients.public
+        };
+        send(&client, endpoint, &key, &id, body.as_bytes()).await
+    }
+    .await;
+    (id, sent)
 }

@@ -27,11 +27,13 @@ pub const EVENT_TYPES: &[&str] = &[
 pub const VALIDATION_FAILED: &str = "pack.validation_failed";
 /// Every host validated and CAA allows the CA (`data.renewal` for a renewal's checks).
 pub const VALIDATED: &str = "pack.validated";
-/// A certificate was issued (`data.serial`, `data.renewal`).
+/// The pack's first certificate was issued (`data.serial`).
 pub const ISSUED: &str = "pack.issued";
-/// The first certificate is deployed: the pack is active.
+/// A certificate is deployed: the pack is active (after `pack.issued` or
+/// `pack.renewed`; `data.serial`).
 pub const ACTIVE: &str = "pack.active";
-/// A renewal's certificate is deployed.
+/// A renewal's certificate was issued (`data.serial`); `pack.active` follows once it
+/// is deployed.
 pub const RENEWED: &str = "pack.renewed";
 /// The certificate expires within `data.days` (30, 7, 1) days; once per certificate
 /// and threshold.
@@ -51,41 +53,37 @@ pub const EXPIRING_DAYS: [i64; 3] = [1, 7, 30];
 /// The webhook events of a transition of `before` into `after` at `now` (Unix seconds)
 /// that reported `events`.
 pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) -> Vec<OutboxEvent> {
-    let mut out = Vec::new();
+    // The certificate's nearing expiry first: it was so before this transition.
+    let mut out: Vec<OutboxEvent> = expiring(after, now).into_iter().collect();
     let mut add = |kind: &str, extra: Value| out.push(event(kind, after, extra, now, None));
     let before_failed = failed_reasons(before);
     for e in events {
         match e {
-            Event::ValidationFailed { reasons } => {
-                // Once per changed reason: a check failing again for the same reason
-                // (every few minutes for days) tells the operator nothing new.
-                if reasons.iter().any(|r| !before_failed.contains(r)) {
-                    add(
-                        VALIDATION_FAILED,
-                        json!({"reasons": reasons, "renewal": false}),
-                    );
-                }
+            // Once per changed reason: a check failing again for the same reason
+            // (every few minutes for days) tells the operator nothing new.
+            Event::ValidationFailed { reasons }
+                if reasons.iter().any(|r| !before_failed.contains(r)) =>
+            {
+                add(
+                    VALIDATION_FAILED,
+                    json!({"reasons": reasons, "renewal": false}),
+                );
             }
-            Event::RenewalFailed { reason } | Event::CaaRefused { reason } => {
-                if before.errors.last() != Some(reason) {
-                    add(
-                        VALIDATION_FAILED,
-                        json!({"reasons": [reason], "renewal": before.state == PackState::Active}),
-                    );
-                }
+            Event::RenewalFailed { reason } | Event::CaaRefused { reason }
+                if before.errors.last() != Some(reason) =>
+            {
+                add(
+                    VALIDATION_FAILED,
+                    json!({"reasons": [reason], "renewal": before.state == PackState::Active}),
+                );
             }
             Event::Validated => add(VALIDATED, json!({"renewal": false})),
             Event::Revalidated => add(VALIDATED, json!({"renewal": true})),
-            Event::Issued { serial, renewal } => {
-                add(ISSUED, json!({"serial": serial, "renewal": renewal}));
-            }
-            Event::Active { serial } => {
-                let renewed = before.state == PackState::Active;
-                add(
-                    if renewed { RENEWED } else { ACTIVE },
-                    json!({"serial": serial}),
-                );
-            }
+            Event::Issued { serial, renewal } => add(
+                if *renewal { RENEWED } else { ISSUED },
+                json!({"serial": serial, "renewal": renewal}),
+            ),
+            Event::Active { serial } => add(ACTIVE, json!({"serial": serial})),
             Event::TimedOut { state } => {
                 add(TIMED_OUT, json!({"state": wire::pack_status(*state)}));
             }
@@ -94,7 +92,6 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
             _ => {}
         }
     }
-    out.extend(expiring(after, now));
     out
 }
 
@@ -105,7 +102,8 @@ pub fn deleted(pack: &Pack, now: i64) -> OutboxEvent {
 }
 
 /// `pack.expiring` for the smallest threshold the pack's certificate has crossed, if
-/// any; at most once per certificate and threshold (its `dedupe` key).
+/// any (thresholds shorter than its lifetime only); at most once per certificate and
+/// threshold (its `dedupe` key).
 pub fn expiring(pack: &Pack, now: i64) -> Option<OutboxEvent> {
     if !matches!(pack.state, PackState::Active) {
         return None;
@@ -115,7 +113,12 @@ pub fn expiring(pack: &Pack, now: i64) -> Option<OutboxEvent> {
     if left <= 0 {
         return None;
     }
-    let days = EXPIRING_DAYS.into_iter().find(|d| left <= d * 86_400)?;
+    // A threshold as long as the certificate's whole life (30 days for a 30-day
+    // certificate) would be crossed at issuance: it tells nothing.
+    let lifetime = cert.not_after - cert.not_before;
+    let days = EXPIRING_DAYS
+        .into_iter()
+        .find(|d| left <= d * 86_400 && lifetime > d * 86_400)?;
     let key = format!("expiring:{}:{}:{days}", pack.id, cert.id);
     Some(event(
         EXPIRING,
