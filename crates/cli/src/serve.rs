@@ -182,7 +182,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (test_controls, fresh) = (config.test_controls_enabled(), config.fresh);
     let lifecycle = config.lifecycle;
     let data_dir = config.data_dir.clone();
-    let app = App::open(config, Arc::new(SystemClock))
+    let metrics_listen = config
+        .metrics
+        .enabled
+        .then_some(config.metrics.metrics_listen)
+        .flatten();
+    let mut app = App::open(config, Arc::new(SystemClock))
         .await
         .with_context(|| format!("opening the database in {}", data_dir.display()))?;
     // A server with the test controls is a test server, whose reset seeds dev mode's
@@ -208,6 +213,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // closed or full stdout loses them but stops nothing (`println!` would panic).
     let out = std::io::stdout;
     print_line(out(), format_args!("listening on http://{addr}"));
+    if let Some(metrics_listen) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| format!("listening on {metrics_listen} (--metrics-listen)"))?;
+        let metrics_addr = listener.local_addr()?;
+        print_line(
+            out(),
+            format_args!("metrics on http://{metrics_addr}/metrics"),
+        );
+        app.serve_metrics_on(listener);
+    }
     if dev || fresh {
         let token = app.seed_dev().await.context("seeding the dev data")?;
         print_line(

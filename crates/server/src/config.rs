@@ -153,6 +153,9 @@ pub struct Config {
     /// ACME certificate authorities (`--acme NAME=DIRECTORY` and its per-CA options).
     #[command(flatten)]
     pub acme: AcmeConfig,
+    /// Prometheus metrics (`--metrics`, `--metrics-listen`, `--metrics-per-zone`).
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsConfig,
     /// Largest accepted request body in bytes.
     #[arg(skip = 1024 * 1024_usize)]
     pub max_body_bytes: usize,

@@ -16,6 +16,7 @@ pub mod dcv;
 pub mod http;
 pub mod issuance;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod sched;
 pub mod secrets;
@@ -34,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct App {
     state: http::AppState,
+    /// `--metrics-listen`'s listener, served by [`App::serve`] beside the API.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -54,7 +57,10 @@ impl App {
         config
             .check_test_controls()
             .map_err(|e| StoreError::Unsupported(e.to_string()))?;
-        let signals = Arc::new(lifecycle::Signals::default());
+        let signals = Arc::new(lifecycle::Signals::with_metrics(metrics::Metrics::new(
+            config.metrics.enabled,
+            config.metrics.metrics_per_zone,
+        )));
         // Under the test controls the whole server (requests, lifecycle, CA) reads the
         // travelling clock, at the offset the database kept.
         // (SQLite only: on PostgreSQL, `--dev` runs without them and `--test-controls`
@@ -79,7 +85,22 @@ impl App {
         };
         let mut state = http::AppState::new(store, Arc::new(config), clock, signals);
         state.controls = controls;
-        Ok(App { state })
+        Ok(App {
+            state,
+            metrics_listener: None,
+        })
+    }
+
+    /// Has [`App::serve`] answer `GET /metrics` on `listener` too, without
+    /// authentication (`--metrics-listen`: for a scraper on a private network), until
+    /// the API's connections are done.
+    pub fn serve_metrics_on(&mut self, listener: TcpListener) {
+        self.metrics_listener = Some(listener);
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        self.state.signals.metrics()
     }
 
     /// The test controls, when the server offers them (`--dev`, `--test-controls`).
@@ -286,12 +307,20 @@ impl App {
     /// with its error: a server whose API answers while no certificate is issued or
     /// renewed any more would look healthy and do nothing.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = http::router(self.state.clone());
         let limits = self.connection_limits();
+        let stop_metrics = CancellationToken::new();
+        let metrics_served = self.metrics_listener.take().map(|listener| {
+            let router = http::metrics_router(self.state.clone());
+            let stop = stop_metrics.clone();
+            tokio::spawn(http::conn::serve(listener, router, limits, async move {
+                stop.cancelled().await
+            }))
+        });
         // The read cache starts empty; warm it beside the serving (half its budget, the
         // rest for what requests ask), so the zones' first requests after a restart do
         // not all go to the database while the lifecycle catches up on its backlog.
@@ -359,6 +388,12 @@ impl App {
             lifecycle_stops.cancel();
         };
         let served = http::conn::serve(listener, router, limits, shutdown).await;
+        stop_metrics.cancel();
+        if let Some(metrics_served) = metrics_served
+            && let Ok(Err(e)) = metrics_served.await
+        {
+            tracing::warn!(error = %e, "the metrics listener failed");
+        }
         sweeping.abort();
         stop_lifecycle.cancel();
         if let Some(supervised) = supervised {

@@ -31,6 +31,9 @@ pub mod codes {
     pub const REQUEST_TIMEOUT: u32 = 1010;
     /// Too many connections are open (overall, or from the client's address).
     pub const TOO_MANY_CONNECTIONS: u32 = 1011;
+    /// The server is not ready (`/readyz`): its store does not answer or its lifecycle
+    /// does not run.
+    pub const NOT_READY: u32 = 1012;
     /// A zone of that name exists.
     pub const DUPLICATE: u32 = 1061;
     /// Invalid request headers.
@@ -363,6 +366,18 @@ impl ApiError {
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&body);
         bytes
+    }
+
+    /// `/readyz` when the server is not ready, with each reason.
+    pub fn not_ready(reasons: &[String]) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            errors: reasons
+                .iter()
+                .map(|r| ResponseMessage::new(codes::NOT_READY, r.clone()))
+                .collect(),
+            retry_after: Some(5),
+        }
     }
 
     /// An internal failure: the cause is logged, the client sees a generic message.

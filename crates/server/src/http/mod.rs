@@ -6,6 +6,7 @@ mod auth;
 pub mod conn;
 mod controls;
 pub mod error;
+mod monitoring;
 pub mod openapi;
 mod ratelimit;
 mod request;
@@ -18,7 +19,7 @@ use crate::config::Config;
 use crate::lifecycle::Signals;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -70,6 +71,7 @@ impl AppState {
 pub const BASE: &str = "/client/v4";
 
 pub use controls::CONTROLS_BASE;
+pub use monitoring::metrics_router;
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
@@ -120,11 +122,16 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .route("/healthz", get(healthz))
+        .route("/readyz", get(monitoring::readyz))
+        .route("/metrics", get(monitoring::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(body_limits, conn::read_body))
-        .layer(middleware::from_fn(request_log))
+        .layer(middleware::from_fn_with_state(
+            state.signals.clone(),
+            request_log,
+        ))
         .with_state(state)
 }
 
@@ -183,9 +190,13 @@ async fn healthz() -> impl IntoResponse {
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The route template of a request whose route is not known (no route matched).
+const UNMATCHED: &str = "unmatched";
+
 /// Gives every request an id (the client's `x-request-id` if it is sane), logs it
-/// with the outcome, and returns it in the response.
-async fn request_log(mut req: Request, next: Next) -> Response {
+/// with the outcome, returns it in the response, and counts the request in the metrics
+/// by its route template.
+async fn request_log(State(signals): State<Arc<Signals>>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)
@@ -198,6 +209,9 @@ async fn request_log(mut req: Request, next: Next) -> Response {
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // This router's match (`/healthz`, or the nested routers' mount point: those put
+    // their own, whole template in the response, see `route_of`).
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
@@ -212,10 +226,29 @@ async fn request_log(mut req: Request, next: Next) -> Response {
             tracing::debug!(status = status.as_u16(), micros, "request served");
         }
     });
+    let metrics = signals.metrics();
+    if metrics.enabled() {
+        let inner = response.extensions_mut().remove::<MatchedPath>();
+        let route = match (&inner, &matched) {
+            (Some(inner), _) => inner.as_str(),
+            // A nested router's mount point matched but none of its routes did.
+            (None, Some(outer)) if !outer.as_str().contains("{*") => outer.as_str(),
+            _ => UNMATCHED,
+        };
+        metrics.request(route, &method, status.as_u16(), started.elapsed());
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     response
+}
+
+/// Hands the route template the nested router matched to [`request_log`] (through the
+/// response: the request it saw is gone by then).
+fn route_of(route: Option<MatchedPath>, response: &mut Response) {
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
 }
 
 /// The bucket a request draws from: the identity its credential authenticates as (a
@@ -251,8 +284,11 @@ pub(crate) struct RateKey(pub(crate) [u8; 32]);
 
 /// Per-credential rate limiting with `x-ratelimit-*` headers on every response.
 async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let Some(limiter) = &st.limiter else {
-        return next.run(req).await;
+        let mut response = next.run(req).await;
+        route_of(route, &mut response);
+        return response;
     };
     let key = rate_key(&st, &mut req).await;
     req.extensions_mut().insert(RateKey(key));
@@ -260,8 +296,10 @@ async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) ->
     let mut response = if decision.allowed {
         next.run(req).await
     } else {
+        st.signals.metrics().rate_limited();
         ApiError::rate_limited(decision.retry_after_secs).into_response()
     };
+    route_of(route, &mut response);
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
     headers.insert(

@@ -54,6 +54,8 @@ pub struct Signals {
     /// The test controls, when the server offers them: inputs of the check, CAA,
     /// issuance and deployment steps (see `crate::controls`).
     controls: std::sync::OnceLock<std::sync::Arc<crate::controls::Controls>>,
+    /// The server's metrics, moved by both sides.
+    metrics: crate::metrics::Metrics,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<Fault>>,
 }
@@ -70,6 +72,13 @@ pub(crate) enum Fault {
 
 impl Default for Signals {
     fn default() -> Self {
+        Signals::with_metrics(crate::metrics::Metrics::default())
+    }
+}
+
+impl Signals {
+    /// The signals of a server counting into `metrics`.
+    pub fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
         Signals {
             wake: Notify::new(),
             progress: broadcast::Sender::new(PROGRESS_BACKLOG),
@@ -77,6 +86,7 @@ impl Default for Signals {
             lease_owner: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             controls: std::sync::OnceLock::new(),
+            metrics,
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
         }
@@ -84,6 +94,12 @@ impl Default for Signals {
 }
 
 impl Signals {
+    /// The server's metrics (counters of requests, checks, issuances, webhook
+    /// deliveries, ...): see [`crate::metrics::Metrics`].
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// Wakes the workers: something became due now.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -10,6 +10,7 @@
 
 mod apply;
 mod cache;
+mod monitoring;
 mod postgres;
 mod sqlite;
 mod webhooks;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use apply::{Applied, MAX_ATTEMPTS, PackAccess, apply_transition};
 pub use cache::ZoneView;
+pub use monitoring::{MonitoringSnapshot, PackCount};
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore};
 pub use sqlite::SqliteStore;
 pub use webhooks::{

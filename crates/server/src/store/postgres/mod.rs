@@ -21,6 +21,7 @@
 
 mod changes;
 mod claims;
+mod monitoring;
 mod credentials;
 mod open;
 mod outbox;

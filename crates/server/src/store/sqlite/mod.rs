@@ -17,6 +17,7 @@
 
 mod checkpointer;
 mod claims;
+mod monitoring;
 mod controls;
 mod credentials;
 mod open;
