@@ -22,6 +22,7 @@ mod ca_commands;
 mod client_commands;
 mod dev_commands;
 mod log_sink;
+mod report_commands;
 mod serve;
 mod stdout;
 mod webhook_commands;
@@ -69,6 +70,10 @@ enum Command {
     /// Review certificate packs: approve or reject held packs.
     #[command(subcommand)]
     Pack(admin_commands::PackCommand),
+    /// Reports from the database: `report expiry` (what expires when, and why a renewal
+    /// is not done yet).
+    #[command(subcommand)]
+    Report(report_commands::ReportCommand),
     /// The CAs: export the built-in CA's root certificate, list which CA signs each name.
     #[command(subcommand)]
     Ca(ca_commands::CaCommand),
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
             Command::Token(cmd) => admin_commands::token(cmd).await,
             Command::Webhook(cmd) => webhook_commands::webhook(cmd).await,
             Command::Pack(cmd) => admin_commands::pack(cmd).await,
+            Command::Report(cmd) => report_commands::report(cmd).await,
             Command::Dev(cmd) => admin_commands::dev(cmd).await,
             Command::Ca(cmd) => ca_commands::ca(cmd).await,
             Command::Ssl(cmd) => client_commands::run(cmd).await,

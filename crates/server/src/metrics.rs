@@ -105,11 +105,8 @@ struct RouteLabels {
     method: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PackLabels {
-    status: String,
-    zone: Option<String>,
-}
+/// `status`, and `zone` when counted per zone (absent, not empty, when not).
+type PackLabels = Vec<(&'static str, String)>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
@@ -354,7 +351,7 @@ impl Metrics {
     }
 
     /// A request was answered: `route` is its route template (`/client/v4/zones/{zone_id}
-    /// /ssl/verification`), `unmatched` when none matched.
+    /// /ssl/verification`, labelled `.../:zone_id/...`), `unmatched` when none matched.
     pub fn request(&self, route: &str, method: &http::Method, status: u16, took: Duration) {
         if !self.enabled {
             return;
@@ -431,7 +428,11 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let label = if outcome.is_ok() { "deployed" } else { "failed" };
+        let label = if outcome.is_ok() {
+            "deployed"
+        } else {
+            "failed"
+        };
         self.deployments
             .get_or_create(&OutcomeLabels { outcome: label })
             .inc();
@@ -472,11 +473,12 @@ impl Metrics {
                 self.store_up.set(1);
                 self.packs.clear();
                 for count in snapshot.packs {
+                    let mut labels: PackLabels = vec![("status", count.status)];
+                    if let Some(zone) = count.zone {
+                        labels.push(("zone", zone));
+                    }
                     self.packs
-                        .get_or_create(&PackLabels {
-                            status: count.status,
-                            zone: count.zone,
-                        })
+                        .get_or_create(&labels)
                         .set(i64::try_from(count.count).unwrap_or(i64::MAX));
                 }
                 self.earliest_expiry
@@ -505,29 +507,52 @@ fn gauge(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The route templates the router serves, so the common label values are not allocated
-/// per request (any other is, once per request).
-const ROUTES: &[&str] = &[
-    "/client/v4/zones/{zone_id}/ssl/verification",
-    "/client/v4/zones/{zone_id}/ssl/verification/{certificate_pack_id}",
-    "/client/v4/zones/{zone_id}/ssl/certificate_packs",
-    "/client/v4/zones/{zone_id}/ssl/certificate_packs/order",
-    "/client/v4/zones/{zone_id}/ssl/certificate_packs/quota",
-    "/client/v4/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}",
-    "/client/v4/zones",
-    "/client/v4/zones/{zone_id}",
-    "/client/v4/user/tokens/verify",
-    "/client/v4/openapi.json",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "unmatched",
+/// The route templates the router serves and their label values, so the common label
+/// values are not allocated per request (any other is, once per request). A parameter is
+/// written `:name` in the label rather than `{name}`: some text-format parsers cut label
+/// values at a brace.
+const ROUTES: &[(&str, &str)] = &[
+    (
+        "/client/v4/zones/{zone_id}/ssl/verification",
+        "/client/v4/zones/:zone_id/ssl/verification",
+    ),
+    (
+        "/client/v4/zones/{zone_id}/ssl/verification/{certificate_pack_id}",
+        "/client/v4/zones/:zone_id/ssl/verification/:certificate_pack_id",
+    ),
+    (
+        "/client/v4/zones/{zone_id}/ssl/certificate_packs",
+        "/client/v4/zones/:zone_id/ssl/certificate_packs",
+    ),
+    (
+        "/client/v4/zones/{zone_id}/ssl/certificate_packs/order",
+        "/client/v4/zones/:zone_id/ssl/certificate_packs/order",
+    ),
+    (
+        "/client/v4/zones/{zone_id}/ssl/certificate_packs/quota",
+        "/client/v4/zones/:zone_id/ssl/certificate_packs/quota",
+    ),
+    (
+        "/client/v4/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}",
+        "/client/v4/zones/:zone_id/ssl/certificate_packs/:certificate_pack_id",
+    ),
+    ("/client/v4/zones", "/client/v4/zones"),
+    ("/client/v4/zones/{zone_id}", "/client/v4/zones/:zone_id"),
+    (
+        "/client/v4/user/tokens/verify",
+        "/client/v4/user/tokens/verify",
+    ),
+    ("/client/v4/openapi.json", "/client/v4/openapi.json"),
+    ("/healthz", "/healthz"),
+    ("/readyz", "/readyz"),
+    ("/metrics", "/metrics"),
+    ("unmatched", "unmatched"),
 ];
 
 fn route_label(route: &str) -> Cow<'static, str> {
-    match ROUTES.iter().find(|r| **r == route) {
-        Some(r) => Cow::Borrowed(r),
-        None => Cow::Owned(route.to_owned()),
+    match ROUTES.iter().find(|(template, _)| *template == route) {
+        Some((_, label)) => Cow::Borrowed(label),
+        None => Cow::Owned(route.replace('{', ":").replace('}', "")),
     }
 }
 
@@ -569,7 +594,7 @@ mod tests {
         );
         assert!(text.contains("zonecert_webhook_deliveries_total{outcome=\"failed\"} 1\n"));
         assert!(text.contains(
-            "zonecert_http_requests_total{route=\"/client/v4/zones/{zone_id}/ssl/verification\",method=\"GET\",status=\"200\"} 1\n"
+            "zonecert_http_requests_total{route=\"/client/v4/zones/:zone_id/ssl/verification\",method=\"GET\",status=\"200\"} 1\n"
         ));
         assert!(text.contains("zonecert_store_up 0\n"));
 

@@ -196,7 +196,11 @@ const UNMATCHED: &str = "unmatched";
 /// Gives every request an id (the client's `x-request-id` if it is sane), logs it
 /// with the outcome, returns it in the response, and counts the request in the metrics
 /// by its route template.
-async fn request_log(State(signals): State<Arc<Signals>>, mut req: Request, next: Next) -> Response {
+async fn request_log(
+    State(signals): State<Arc<Signals>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)

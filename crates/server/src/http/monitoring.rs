@@ -61,7 +61,7 @@ pub(super) async fn readyz(State(st): State<AppState>) -> Response {
     if let Err(e) = st.store.ping().await {
         reasons.push(format!("the store does not answer: {e}"));
     }
-    let lifecycle = if !st.config.lifecycle {
+    let lifecycle = if !st.config.lifecycle && !st.signals.lifecycle_expected() {
         "off"
     } else if st.signals.workers_running() {
         "running"

@@ -46,6 +46,8 @@ pub struct Signals {
     /// pack, each of a storm of waiters re-read its whole zone at every step of any pack.
     progress: broadcast::Sender<PackId>,
     workers_running: AtomicBool,
+    /// Whether this server runs a lifecycle (readiness requires it then).
+    lifecycle_expected: AtomicBool,
     /// The lease owner of this process's worker, once it started.
     lease_owner: Mutex<Option<String>>,
     /// The packs whose DCV checks this process's worker is running (see
@@ -83,6 +85,7 @@ impl Signals {
             wake: Notify::new(),
             progress: broadcast::Sender::new(PROGRESS_BACKLOG),
             workers_running: AtomicBool::new(false),
+            lifecycle_expected: AtomicBool::new(false),
             lease_owner: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             controls: std::sync::OnceLock::new(),
@@ -154,8 +157,17 @@ impl Signals {
         self.controls.get().map(|c| &**c)
     }
 
+    /// Whether a lifecycle was started for this server (by [`crate::App::serve`] or
+    /// [`crate::App::start_lifecycle`]): readiness then requires it to run.
+    pub fn lifecycle_expected(&self) -> bool {
+        self.lifecycle_expected.load(Ordering::Acquire)
+    }
+
     /// Marks the workers as started or stopped.
     pub fn set_workers_running(&self, running: bool) {
+        if running {
+            self.lifecycle_expected.store(true, Ordering::Release);
+        }
         self.workers_running.store(running, Ordering::Release);
     }
 

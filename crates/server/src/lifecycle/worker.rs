@@ -226,6 +226,7 @@ impl Worker {
         let (renewing, asked) = (Arc::clone(&leases), Arc::clone(&renew_asked));
         let store_failed = Arc::new(Failure::default());
         let failed = Arc::clone(&store_failed);
+        let thread_signals = Arc::clone(&signals);
         std::thread::Builder::new()
             .name("zonecert-lc-store".into())
             .spawn(move || {
@@ -252,7 +253,7 @@ impl Worker {
                             Err(e) => tracing::warn!(error = %e, "lifecycle: taking back this node's earlier leases failed; they run out by themselves"),
                         }
                     }
-                    store_thread(store, owner, renewing, asked, queued).await;
+                    store_thread(store, owner, renewing, asked, queued, thread_signals).await;
                     })
                 }));
                 if let Err(payload) = ran {
@@ -492,10 +493,18 @@ impl Worker {
         now: i64,
         input: impl FnMut(&Pack) -> Option<Input> + Send,
     ) -> Result<Option<(Pack, Vec<Event>)>, StoreError> {
+        let from = pack.state;
         match apply_transition(&self.store, pack, &self.rules, now, input).await? {
             Applied::Saved { pack, events } => {
+                let metrics = self.signals.metrics();
+                metrics.transition(from, pack.state);
                 for event in &events {
                     tracing::debug!(pack = %pack.id.as_str(), ?event, "lifecycle");
+                    match event {
+                        Event::Issued { .. } => metrics.issued(pack.ca),
+                        Event::IssuanceFailed { .. } => metrics.issuance_failed(pack.ca),
+                        _ => {}
+                    }
                 }
                 Ok(Some((pack, events)))
             }

@@ -94,6 +94,16 @@ pub async fn apply_transition<A: PackAccess + Sync>(
         let outbox = crate::webhooks::outbox_events(&current, &step.pack, &step.events, now);
         match access.write_pack(step.pack, outbox).await {
             Ok(pack) => {
+                if pack.state != current.state {
+                    tracing::info!(
+                        pack = %pack.id.as_str(),
+                        zone = %pack.zone_id.as_str(),
+                        from = current.state.as_str(),
+                        to = pack.state.as_str(),
+                        reason = %reason(&step.events),
+                        "pack transition"
+                    );
+                }
                 return Ok(Applied::Saved {
                     pack,
                     events: step.events,
@@ -110,4 +120,44 @@ pub async fn apply_transition<A: PackAccess + Sync>(
         }
     }
     Ok(Applied::Contended)
+}
+
+/// Why a pack changed state, in words, from the transition's events (for its log line).
+fn reason(events: &[Event]) -> String {
+    let words: Vec<String> = events
+        .iter()
+        .filter_map(|event| {
+            Some(match event {
+                Event::HostValidated { .. } | Event::RecheckRequested { .. } => return None,
+                Event::ValidationFailed { reasons } => {
+                    format!("validation failed: {}", reasons.join("; "))
+                }
+                Event::Validated => "every host validated".into(),
+                Event::CaaRefused { reason } => format!("CAA refused: {reason}"),
+                Event::Revalidated => "renewal: records validated again".into(),
+                Event::RenewalFailed { reason } => format!("renewal failed: {reason}"),
+                Event::RenewalAbandoned => "renewal abandoned 24 h before expiry".into(),
+                Event::OrderBegun => "order placed with the CA".into(),
+                Event::Issued { serial, renewal } => {
+                    let what = if *renewal { "renewal issued" } else { "issued" };
+                    format!("{what}: serial {serial}")
+                }
+                Event::IssuanceFailed { reason } => format!("issuance failed: {reason}"),
+                Event::DeploymentFailed { reason } => format!("deployment failed: {reason}"),
+                Event::Active { serial } => format!("deployed: serial {serial}"),
+                Event::TimedOut { state } => format!("timed out in {}", state.as_str()),
+                Event::Expired => "certificate expired".into(),
+                Event::Restarted => "restarted with fresh tokens".into(),
+                Event::MethodChanged { method } => {
+                    format!("validation method changed to {}", method.as_str())
+                }
+                Event::BrandingChanged { .. } => "branding changed".into(),
+                Event::Approved => "approved by an operator".into(),
+                Event::Deleted => "deleted".into(),
+                #[allow(unreachable_patterns)]
+                other => format!("{other:?}"),
+            })
+        })
+        .collect();
+    words.join("; ")
 }

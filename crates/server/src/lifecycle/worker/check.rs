@@ -5,6 +5,7 @@
 use super::Worker;
 use super::lease::Hold;
 use crate::dcv::CheckOutcome;
+use crate::metrics::CheckOutcome as MetricOutcome;
 use crate::model::{
     CaaCheck, CheckResult, DcvRecord, Event, HostOutcome, Input, Pack, PackState, transition,
 };
@@ -167,11 +168,15 @@ impl Worker {
             )
         }) {
             let host = pack.hosts.first().map_or("", |h| h.hostname.as_str());
+            self.signals
+                .metrics()
+                .caa_check(MetricOutcome::Failed, None);
             return CaaCheck::Refused(format!(
                 "CAA forbids {identity} for {host}: {}",
                 fault.step_reason()
             ));
         }
+        let started = std::time::Instant::now();
         let mut checks = JoinSet::new();
         let shared = self.validator.sharing_answers();
         for host in &pack.hosts {
@@ -196,6 +201,14 @@ impl Worker {
             }
         }
         refusals.sort();
+        let outcome = if refusals.is_empty() {
+            MetricOutcome::Passed
+        } else {
+            MetricOutcome::Failed
+        };
+        self.signals
+            .metrics()
+            .caa_check(outcome, Some(started.elapsed()));
         match refusals.into_iter().next() {
             Some(refusal) => CaaCheck::Refused(refusal),
             None => CaaCheck::Allowed,
@@ -228,12 +241,18 @@ impl Worker {
                 .signals
                 .controls()
                 .and_then(|c| c.dcv_override(&pack.zone_id, host.hostname.as_str(), &record));
+            let signals = Arc::clone(&self.signals);
             checks.spawn(async move {
+                let method = record.method();
                 if let Some(overridden) = overridden {
+                    let result = overridden.result();
+                    signals
+                        .metrics()
+                        .dcv_check(method, check_outcome(&result), None);
                     return Some(HostOutcome {
                         index,
                         record,
-                        result: overridden.result(),
+                        result,
                     });
                 }
                 let _permit = bound.acquire_owned().await.ok();
@@ -241,12 +260,16 @@ impl Worker {
                 if !leases.holds(hold) {
                     return None;
                 }
+                let started = std::time::Instant::now();
                 let outcome = match &record {
                     DcvRecord::Txt { name, value } => validator.check_txt(name, value).await,
                     DcvRecord::Http { url, body } => validator.check_http(url, body).await,
                     DcvRecord::Cname { name, target } => validator.check_cname(name, target).await,
                     DcvRecord::Email { .. } if renewing => CheckOutcome::Passed,
                     DcvRecord::Email { .. } => {
+                        signals
+                            .metrics()
+                            .dcv_check(method, MetricOutcome::AwaitingApproval, None);
                         return Some(HostOutcome {
                             index,
                             record,
@@ -258,6 +281,11 @@ impl Worker {
                     CheckOutcome::Passed => CheckResult::Passed,
                     CheckOutcome::Failed(reason) => CheckResult::Failed(reason),
                 };
+                signals.metrics().dcv_check(
+                    method,
+                    check_outcome(&result),
+                    Some(started.elapsed()),
+                );
                 Some(HostOutcome {
                     index,
                     record,
@@ -274,6 +302,15 @@ impl Worker {
             }
         }
         out
+    }
+}
+
+/// A check's result as the metrics count it.
+fn check_outcome(result: &CheckResult) -> MetricOutcome {
+    match result {
+        CheckResult::AwaitingApproval => MetricOutcome::AwaitingApproval,
+        r if r.passed() => MetricOutcome::Passed,
+        _ => MetricOutcome::Failed,
     }
 }
 

@@ -118,15 +118,28 @@ impl Worker {
                 pack.hosts.iter().map(|h| h.hostname.as_str()),
             )
         });
+        // The error, and whether it was the hook's.
         let deployed = match hook_fault {
             Some(fault) => deploy(&self.config.deploy_dir(), &id, leaf, None)
                 .await
-                .map_err(|e| e.to_string())
-                .and(Err(fault.step_reason())),
+                .map_err(|e| (e.to_string(), false))
+                .and(Err((fault.step_reason(), true))),
             None => deploy(&self.config.deploy_dir(), &id, leaf, self.hook.as_ref())
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    let hook = matches!(
+                        e,
+                        IssuanceError::HookSpawn { .. }
+                            | IssuanceError::HookTimeout { .. }
+                            | IssuanceError::HookFailed { .. }
+                    );
+                    (e.to_string(), hook)
+                }),
         };
+        self.signals
+            .metrics()
+            .deployment(deployed.as_ref().map(|_| ()).map_err(|(_, hook)| *hook));
+        let deployed = deployed.map_err(|(error, _)| error);
         match deployed {
             Ok(_) => {
                 let saved = self.apply(pack, now, |_| Some(Input::Deployed)).await?;

@@ -118,6 +118,7 @@ pub(super) async fn store_thread(
     leases: Arc<LeaseClock>,
     renew_asked: Arc<Notify>,
     mut queued: mpsc::UnboundedReceiver<StoreOp>,
+    signals: Arc<crate::lifecycle::Signals>,
 ) {
     // Leases are stored in whole seconds of the wall clock, whose second may be about to
     // end: one second more keeps every lease at least `lease` long, as `LeaseClock`
@@ -144,11 +145,17 @@ pub(super) async fn store_thread(
                 .renew_leases(&owner, SystemClock.now(), lease_secs)
                 .await
             {
-                Ok(_) => leases.renewed(at),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "lifecycle: renewing leases failed; packs in hand are dropped when their leases may have run out"
-                ),
+                Ok(_) => {
+                    leases.renewed(at);
+                    signals.metrics().lease_renewal(true);
+                }
+                Err(e) => {
+                    signals.metrics().lease_renewal(false);
+                    tracing::warn!(
+                        error = %e,
+                        "lifecycle: renewing leases failed; packs in hand are dropped when their leases may have run out"
+                    )
+                }
             }
             continue;
         }

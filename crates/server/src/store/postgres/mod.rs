@@ -21,8 +21,8 @@
 
 mod changes;
 mod claims;
-mod monitoring;
 mod credentials;
+mod monitoring;
 mod open;
 mod outbox;
 mod packs;

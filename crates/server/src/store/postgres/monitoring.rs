@@ -31,7 +31,10 @@ impl PgStore {
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()?
         } else {
             client
-                .query("SELECT state, COUNT(*)::bigint FROM packs GROUP BY state", &[])
+                .query(
+                    "SELECT state, COUNT(*)::bigint FROM packs GROUP BY state",
+                    &[],
+                )
                 .await?
                 .iter()
                 .map(|r| {

@@ -17,9 +17,9 @@
 
 mod checkpointer;
 mod claims;
-mod monitoring;
 mod controls;
 mod credentials;
+mod monitoring;
 mod open;
 mod outbox;
 mod packs;
