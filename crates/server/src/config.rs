@@ -71,6 +71,12 @@ pub struct Config {
         default_value = "zonecert.localhost"
     )]
     pub service_domain: String,
+    /// Answer DNS (UDP and TCP) for `dcv.<service-domain>` on this address, `ADDR:PORT`:
+    /// the TXT records of pending delegated (cname) ACME challenges, read from the store
+    /// (off by default).
+    #[arg(long, env = "ZONECERT_DNS_LISTEN",
+          value_parser = ValueParser::new(parse_listen))]
+    pub dns_listen: Option<SocketAddr>,
     /// Run the lifecycle workers (DCV checks, issuance, renewal); `serve --dev` without
     /// --dcv-resolvers leaves them off unless told (the seeded example.com cannot validate).
     // Embedded servers (`Config::new`) start with them off, so a test never reaches the
@@ -628,6 +634,13 @@ fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
     let r = s.trim();
     r.parse()
         .map_err(|_| format!("resolver {r:?}: expected ADDRESS:PORT"))
+}
+
+/// Parses a listening address, `ADDR:PORT` (`[v6]:port` for IPv6).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let r = s.trim();
+    r.parse()
+        .map_err(|_| format!("{r:?}: expected ADDRESS:PORT, e.g. 0.0.0.0:53"))
 }
 
 impl Config {

@@ -203,3 +203,15 @@ fn lifecycle_settings_parse() {
     assert_eq!(c.brand_keyword(["example.com"]), None);
     assert_eq!(c.deploy_dir(), PathBuf::from("/tmp/x/certs"));
 }
+
+#[test]
+fn the_dns_responder_is_off_unless_an_address_is_given() {
+    let (c, _) = with_file("", &[]).unwrap();
+    assert_eq!(c.dns_listen, None);
+    let (c, _) = with_file("dns_listen = \"127.0.0.1:5353\"\n", &[]).unwrap();
+    assert_eq!(c.dns_listen, Some("127.0.0.1:5353".parse().unwrap()));
+    let (c, _) = with_file("", &["--dns-listen", "[::1]:53"]).unwrap();
+    assert_eq!(c.dns_listen, Some("[::1]:53".parse().unwrap()));
+    let e = with_file("", &["--dns-listen", "localhost"]).unwrap_err();
+    assert!(e.contains("expected ADDRESS:PORT"), "{e}");
+}

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod controls;
 pub mod dcv;
+pub mod dns_responder;
 pub mod http;
 pub mod issuance;
 pub mod lifecycle;
@@ -336,6 +337,18 @@ impl App {
                 Err(e) => tracing::warn!(error = %e, "warming the read cache failed"),
             }
         });
+        // The authoritative answers for delegated ACME challenges, when asked for.
+        let responder = match self.state.config.dns_listen {
+            Some(addr) => Some(
+                dns_responder::DnsResponder::start(
+                    addr,
+                    &self.state.config.service_domain,
+                    self.state.store.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let sweeping = tokio::spawn(sweep_deployments(
             self.state.store.clone(),
             self.state.config.deploy_dir(),
@@ -395,6 +408,9 @@ impl App {
             tracing::warn!(error = %e, "the metrics listener failed");
         }
         sweeping.abort();
+        if let Some(responder) = responder {
+            responder.stop().await;
+        }
         stop_lifecycle.cancel();
         if let Some(supervised) = supervised {
             match supervised.await {

@@ -7,8 +7,14 @@
 
 mod acme_common;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
 
 use acme_common::*;
 use serde_json::{Value, json};
@@ -17,7 +23,7 @@ use zonecert_server::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use zonecert_server::config::{Config, Named};
 use zonecert_server::model::{CaChoice, PackId, ZoneId};
 use zonecert_testkit::pebble::{Pebble, PebbleOptions};
-use zonecert_testkit::{DnsServer, HttpOrigin, TestServer};
+use zonecert_testkit::{DnsServer, HttpOrigin, TestServer, free_dns_addr};
 
 /// A [`TestServer`] with one zone and a token for it.
 struct Server {
@@ -70,6 +76,18 @@ async fn start_with_clock(
     zone_name: &str,
     clock: SharedClock,
 ) -> Server {
+    start_configured(data, dns, pebble, http_port, zone_name, clock, |_| {}).await
+}
+
+async fn start_configured(
+    data: &Path,
+    dns: &DnsServer,
+    pebble: &Pebble,
+    http_port: u16,
+    zone_name: &str,
+    clock: SharedClock,
+    tweak: impl FnOnce(&mut Config) + Send + 'static,
+) -> Server {
     let directory = pebble.directory.clone();
     let root = pebble.tls_root.clone();
     let now = clock.now();
@@ -81,32 +99,38 @@ async fn start_with_clock(
         .dev_seed(false)
         .config(move |c| {
             configure_with(c, directory, root, http_port);
+            tweak(c);
         })
         .await;
-    let store = inner.store();
-    let zone = match store
-        .list_zones(Some(zone_name), None, 0, 1)
-        .await
-        .unwrap()
-        .items
-        .pop()
-    {
-        Some(z) => z,
-        None => zonecert_server::admin::create_zone(store, zone_name, None, false, now)
-            .await
-            .unwrap(),
-    };
-    let token = inner
-        .create_token(&["SSL and Certificates Write"], &[])
-        .await;
-    Server {
-        inner,
-        token,
-        zone: zone.id.as_str().to_owned(),
-    }
+    Server::with_zone(inner, zone_name, now).await
 }
 
 impl Server {
+    /// `inner` with the zone `zone_name` (created unless the database has it) and a token.
+    async fn with_zone(inner: TestServer, zone_name: &str, now: i64) -> Server {
+        let store = inner.store();
+        let zone = match store
+            .list_zones(Some(zone_name), None, 0, 1)
+            .await
+            .unwrap()
+            .items
+            .pop()
+        {
+            Some(z) => z,
+            None => zonecert_server::admin::create_zone(store, zone_name, None, false, now)
+                .await
+                .unwrap(),
+        };
+        let token = inner
+            .create_token(&["SSL and Certificates Write"], &[])
+            .await;
+        Server {
+            inner,
+            token,
+            zone: zone.id.as_str().to_owned(),
+        }
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let path = format!("/zones/{}{path}", self.zone);
         let (status, v) = self
@@ -149,7 +173,10 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the CA's records never appeared")
+        let pack = self
+            .call("GET", &format!("/ssl/certificate_packs/{pack}"), None)
+            .await;
+        panic!("the CA's records never appeared: {pack}")
     }
 
     /// Asks for checks (retry=true) until the pack reaches `status`.
@@ -181,6 +208,41 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("never {what}: {last}")
+    }
+
+    /// Switches the pack to delegated (cname) validation and returns its verification
+    /// item once the CNAME is shown, with an ACME order for cname when `acme`.
+    async fn to_cname(&self, pack: &str, acme: bool) -> Value {
+        let v = self
+            .call(
+                "PATCH",
+                &format!("/ssl/verification/{pack}"),
+                Some(json!({"validation_method": "cname"})),
+            )
+            .await;
+        assert_eq!(v["result"]["validation_method"], "cname", "{v}");
+        for _ in 0..300 {
+            let ordered = !acme
+                || self
+                    .order_ref(pack)
+                    .await
+                    .is_some_and(|r| r.contains(r#""method":"cname""#));
+            let v = self.call("GET", "/ssl/verification", None).await;
+            let item = v["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["cert_pack_uuid"] == pack)
+                .cloned();
+            if let Some(item) = item
+                && ordered
+                && item["verification_info"]["cname_target"].is_string()
+            {
+                return item;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the pack never showed its CNAME")
     }
 
     async fn order_ref(&self, pack: &str) -> Option<String> {
@@ -597,6 +659,248 @@ async fn a_renewal_places_a_new_order_and_replaces_the_certificate() {
     let chain = deployed(&data, &pack);
     assert_ne!(chain, first_chain);
     assert_chain(&chain, &pebble_root(&pebble).await, &["renew.example.org"]);
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
+/// Asks the DNS server at `server` for `name`/`qtype` over UDP (or TCP).
+async fn ask(server: SocketAddr, name: &str, qtype: RecordType, tcp: bool) -> Message {
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    let bytes = query.to_vec().unwrap();
+    let answer = async {
+        if tcp {
+            let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+            let len = u16::try_from(bytes.len()).unwrap();
+            stream.write_all(&len.to_be_bytes()).await.unwrap();
+            stream.write_all(&bytes).await.unwrap();
+            let len = stream.read_u16().await.unwrap();
+            let mut buf = vec![0; usize::from(len)];
+            stream.read_exact(&mut buf).await.unwrap();
+            buf
+        } else {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            socket.send_to(&bytes, server).await.unwrap();
+            let mut buf = vec![0; 4096];
+            let (len, _) = socket.recv_from(&mut buf).await.unwrap();
+            buf.truncate(len);
+            buf
+        }
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("an answer within 5 s");
+    Message::from_vec(&buf).unwrap()
+}
+
+fn txt_values(message: &Message) -> Vec<String> {
+    let mut values: Vec<String> = message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(txt.to_string()),
+            _ => None,
+        })
+        .collect();
+    values.sort();
+    values
+}
+
+#[tokio::test]
+async fn a_cname_pack_is_validated_by_pebble_through_zonecerts_dns_responder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let responder = free_dns_addr();
+    // The loopback DNS delegates the service domain's DCV zone to zonecert's responder,
+    // as the parent zone's NS records would for a recursive resolver.
+    dns.forward("dcv.zonecert.localhost", responder);
+    let pebble = Pebble::start(
+        tmp.path(),
+        PebbleOptions {
+            dns: Some(dns.addr()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let data = tmp.path().join("data");
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "cname.example.org",
+        Arc::new(SystemClock),
+        move |c| c.dns_listen = Some(responder),
+    )
+    .await;
+    let pack = server
+        .order(&["cname.example.org", "*.cname.example.org"], "txt")
+        .await;
+    server.records(&pack).await;
+    let item = server.to_cname(&pack, true).await;
+    let info = &item["verification_info"];
+    let name = info["cname"].as_str().unwrap().to_owned();
+    let target = info["cname_target"].as_str().unwrap().to_owned();
+    assert_eq!(name, "_acme-challenge.cname.example.org");
+    assert!(target.ends_with(".dcv.zonecert.localhost"), "{target}");
+    // Before the customer's CNAME exists, the responder already answers the CA's values
+    // (both hosts share the name), over UDP and TCP.
+    let order_ref = server.order_ref(&pack).await.unwrap();
+    let answer = ask(responder, &target, RecordType::TXT, false).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert!(answer.metadata.authoritative);
+    let values = txt_values(&answer);
+    assert_eq!(values.len(), 2, "{answer:?}");
+    for value in &values {
+        assert!(
+            order_ref.contains(value.as_str()),
+            "{value} not in {order_ref}"
+        );
+    }
+    assert_eq!(
+        txt_values(&ask(responder, &target, RecordType::TXT, true).await),
+        values
+    );
+
+    dns.set_cname(&name, &target);
+    // Through the loopback DNS (what Pebble asks): the CNAME, then the responder's TXT.
+    let through = ask(dns.addr(), &name, RecordType::TXT, false).await;
+    assert_eq!(txt_values(&through), values, "{through:?}");
+    server.wait_for(&pack, "active").await;
+    assert_chain(
+        &deployed(&data, &pack),
+        &pebble_root(&pebble).await,
+        &["cname.example.org", "*.cname.example.org"],
+    );
+    // The order is done: the name is still delegated, with nothing to publish.
+    let after = ask(responder, &target, RecordType::TXT, false).await;
+    assert_eq!(after.metadata.response_code, ResponseCode::NoError);
+    assert!(after.answers.is_empty(), "{after:?}");
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
+#[tokio::test]
+async fn the_dns_responder_answers_only_its_zone_and_survives_bad_queries() {
+    let responder = free_dns_addr();
+    let dns = DnsServer::start().await;
+    let inner = TestServer::builder()
+        .dev_seed(false)
+        .resolvers([dns.addr()])
+        .lifecycle(true)
+        .config(move |c| {
+            c.dns_listen = Some(responder);
+            c.dcv_timeout = Duration::from_secs(2);
+        })
+        .await;
+    let server = Server::with_zone(inner, "plain.example.org", SystemClock.now()).await;
+    // A cname pack of the built-in CA: delegated, but no ACME challenge to publish.
+    let v = server
+        .call(
+            "POST",
+            "/ssl/certificate_packs/order",
+            Some(json!({"type": "advanced", "hosts": ["plain.example.org"],
+                        "validation_method": "txt", "validity_days": 90,
+                        "certificate_authority": "google"})),
+        )
+        .await;
+    let pack = v["result"]["id"].as_str().unwrap().to_owned();
+    let item = server.to_cname(&pack, false).await;
+    let target = item["verification_info"]["cname_target"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rcode = |m: &Message| m.metadata.response_code;
+
+    // Garbage, a truncated header and an empty datagram get no answer or FORMERR, and
+    // the responder goes on answering.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for junk in [&b""[..], &b"\x12"[..], &[0xff; 40][..], &[0u8; 12][..]] {
+        socket.send_to(junk, responder).await.unwrap();
+    }
+    let mut tcp = tokio::net::TcpStream::connect(responder).await.unwrap();
+    tcp.write_all(&[0, 200, 1, 2, 3]).await.unwrap();
+    drop(tcp);
+
+    let delegated = ask(responder, &target, RecordType::TXT, false).await;
+    assert_eq!(rcode(&delegated), ResponseCode::NoError);
+    assert!(delegated.answers.is_empty(), "{delegated:?}");
+    let upper = ask(
+        responder,
+        &target.to_ascii_uppercase(),
+        RecordType::TXT,
+        true,
+    )
+    .await;
+    assert_eq!(rcode(&upper), ResponseCode::NoError);
+    // Above a delegated name: an empty non-terminal, not NXDOMAIN (a resolver that
+    // minimises its queries would stop at an NXDOMAIN).
+    let parent = target.split_once('.').unwrap().1;
+    assert_eq!(
+        rcode(&ask(responder, parent, RecordType::A, false).await),
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        rcode(&ask(responder, "dcv.zonecert.localhost", RecordType::SOA, false).await),
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        rcode(
+            &ask(
+                responder,
+                &format!("nothing.{parent}"),
+                RecordType::TXT,
+                false
+            )
+            .await
+        ),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        rcode(&ask(responder, "example.com", RecordType::TXT, false).await),
+        ResponseCode::Refused
+    );
+    assert_eq!(
+        rcode(&ask(responder, "zonecert.localhost", RecordType::TXT, true).await),
+        ResponseCode::Refused
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_nonces_do_not_stop_a_pack_from_going_active() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    // Half of the good nonces refused with badNonce, at every step of the lifecycle:
+    // the account, the order, the authorizations, the challenges, finalize, download.
+    let pebble = Pebble::start(
+        tmp.path(),
+        PebbleOptions {
+            dns: Some(dns.addr()),
+            nonce_reject_percent: 50,
+            ..Default::default()
+        },
+    )
+    .await;
+    let data = tmp.path().join("data");
+    let server = start(&data, &dns, &pebble, 80, "nonce.example.org").await;
+    let pack = server
+        .order(&["nonce.example.org", "*.nonce.example.org"], "txt")
+        .await;
+    let items = server.records(&pack).await;
+    let values: Vec<String> = items.iter().map(|i| txt_of(i).1).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    dns.set_txt("_acme-challenge.nonce.example.org", &values);
+    server.wait_for(&pack, "active").await;
+    assert_chain(
+        &deployed(&data, &pack),
+        &pebble_root(&pebble).await,
+        &["nonce.example.org", "*.nonce.example.org"],
+    );
+    assert!(
+        pebble.log_text().contains("badNonce") || pebble.log_text().contains("nonce"),
+        "Pebble refused no nonce"
+    );
     server.shutdown().await;
     pebble.stop().await;
 }

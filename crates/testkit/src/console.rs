@@ -12,6 +12,8 @@
 //! aaaa NAME IPV6            replace the AAAA records at NAME with one address
 //! caa NAME FLAGS TAG VALUE  replace the CAA records at NAME with one record
 //! remove NAME               remove every record at NAME
+//! forward SUFFIX ADDR:PORT  ask the DNS server at ADDR:PORT for names under SUFFIX
+//!                           (a delegation, e.g. to `zonecert serve --dns-listen`)
 //! http URL|PATH BODY        serve BODY with status 200 at the URL's path (any host)
 //! ```
 
@@ -76,10 +78,18 @@ fn apply(dns: &DnsServer, origin: &HttpOrigin, words: &[&str]) -> Result<(), Str
             dns.set_caa(name, &[(flags, tag, value)]);
         }
         ["remove", name] => dns.remove(name),
+        ["forward", suffix, server] => {
+            let server: std::net::SocketAddr = server
+                .parse()
+                .map_err(|_| format!("server {server:?}: expected ADDRESS:PORT"))?;
+            Name::from_utf8(suffix).map_err(|e| format!("suffix {suffix:?}: {e}"))?;
+            dns.forward(suffix, server);
+        }
         _ => {
             return Err(
                 "expected `txt NAME VALUE...`, `cname NAME TARGET`, `a NAME IPV4`, `aaaa NAME IPV6`, \
-                 `caa NAME FLAGS TAG VALUE`, `remove NAME` or `http URL BODY`"
+                 `caa NAME FLAGS TAG VALUE`, `remove NAME`, `forward SUFFIX ADDR:PORT` or \
+                 `http URL BODY`"
                     .into(),
             );
         }

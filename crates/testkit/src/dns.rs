@@ -49,6 +49,9 @@ struct ZoneData {
     ancestors: HashMap<String, usize>,
     servfail: HashSet<String>,
     delays: HashMap<String, Duration>,
+    /// Names under these suffixes are asked of another server (as a recursive resolver
+    /// would follow a delegation): `(suffix, server)`.
+    forwards: Vec<(String, SocketAddr)>,
 }
 
 impl DnsServer {
@@ -155,6 +158,13 @@ impl DnsServer {
         self.zone.write().servfail.remove(&key(name));
     }
 
+    /// Answers names under `suffix` (also at the end of a CNAME chain) with what the DNS
+    /// server at `server` answers, as a recursive resolver follows a delegation: e.g.
+    /// zonecert's own responder for `dcv.<service-domain>`.
+    pub fn forward(&self, suffix: &str, server: SocketAddr) {
+        self.zone.write().forwards.push((key(suffix), server));
+    }
+
     /// Delays every answer for `name` by `delay` (a zero duration removes the delay).
     pub fn set_delay(&self, name: &str, delay: Duration) {
         let mut data = self.zone.write();
@@ -208,7 +218,8 @@ impl Zone {
     }
 
     /// Builds the answer to one query, and how long to hold it back.
-    fn answer(&self, query: &Message) -> (Message, Option<Duration>) {
+    /// With a [`Forward`] when the rest of the answer is another server's to give.
+    fn answer(&self, query: &Message) -> (Message, Option<Duration>, Option<Forward>) {
         self.queries.fetch_add(1, Ordering::Relaxed);
         let mut response = Message::response(query.metadata.id, query.metadata.op_code);
         response.metadata.recursion_desired = query.metadata.recursion_desired;
@@ -220,12 +231,12 @@ impl Zone {
         }
         let [question] = query.queries.as_slice() else {
             response.metadata.response_code = ResponseCode::FormErr;
-            return (response, None);
+            return (response, None, None);
         };
         response.add_query(question.clone());
         if query.metadata.op_code != OpCode::Query {
             response.metadata.response_code = ResponseCode::NotImp;
-            return (response, None);
+            return (response, None, None);
         }
 
         let data = self.read();
@@ -233,13 +244,26 @@ impl Zone {
         let delay = data.delays.get(&qkey).copied();
         if data.servfail.contains(&qkey) {
             response.metadata.response_code = ResponseCode::ServFail;
-            return (response, delay);
+            return (response, delay, None);
         }
         response.metadata.authoritative = true;
         let qtype = question.query_type();
         let mut owner = question.name().clone();
         let mut current = qkey;
+        let mut forward = None;
         for hop in 0..=MAX_CNAME_HOPS {
+            if let Some((_, server)) = data
+                .forwards
+                .iter()
+                .find(|(suffix, _)| current == *suffix || current.ends_with(&format!(".{suffix}")))
+            {
+                forward = Some(Forward {
+                    server: *server,
+                    name: owner.clone(),
+                    qtype,
+                });
+                break;
+            }
             let Some(records) = data.records.get(&current) else {
                 if hop == 0 && !data.ancestors.contains_key(&current) {
                     response.metadata.response_code = ResponseCode::NXDomain;
@@ -268,7 +292,54 @@ impl Zone {
             }
             break;
         }
-        (response, delay)
+        (response, delay, forward)
+    }
+}
+
+/// A name whose answer another server gives (see [`DnsServer::forward`]).
+#[derive(Debug)]
+struct Forward {
+    server: SocketAddr,
+    name: Name,
+    qtype: RecordType,
+}
+
+impl Forward {
+    /// Adds `server`'s answers (and its response code) to `response`: SERVFAIL when it
+    /// gave none within 2 seconds.
+    async fn complete(self, response: &mut Message) {
+        let answered = tokio::time::timeout(Duration::from_secs(2), self.ask()).await;
+        match answered {
+            Ok(Some(answer)) => {
+                response.metadata.response_code = answer.metadata.response_code;
+                for record in answer.answers {
+                    response.add_answer(record);
+                }
+            }
+            _ => response.metadata.response_code = ResponseCode::ServFail,
+        }
+    }
+
+    async fn ask(&self) -> Option<Message> {
+        let mut query = Message::query();
+        query.add_query(hickory_proto::op::Query::query(
+            self.name.clone(),
+            self.qtype,
+        ));
+        let bytes = query.to_vec().ok()?;
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.ok()?;
+        socket.send_to(&bytes, self.server).await.ok()?;
+        let mut buf = vec![0_u8; 4096];
+        loop {
+            let (len, from) = socket.recv_from(&mut buf).await.ok()?;
+            if from != self.server {
+                continue;
+            }
+            let answer = Message::from_vec(&buf[..len]).ok()?;
+            if answer.metadata.id == query.metadata.id {
+                return Some(answer);
+            }
+        }
     }
 }
 
@@ -296,6 +367,26 @@ impl ZoneData {
         }
         self.records.insert(key, records);
     }
+}
+
+/// A loopback address whose port is free for both UDP and TCP (bound then released:
+/// the caller binds it again at once), e.g. for zonecert's `--dns-listen`.
+///
+/// # Panics
+/// When no such port is found (a test-environment failure).
+pub fn free_dns_addr() -> SocketAddr {
+    for _ in 0..20 {
+        let Ok(udp) = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+            continue;
+        };
+        let Ok(addr) = udp.local_addr() else {
+            continue;
+        };
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1");
 }
 
 /// Lower-case, without the trailing dot: the form names are stored and looked up in.
@@ -349,7 +440,27 @@ async fn serve_udp(socket: Arc<UdpSocket>, zone: Arc<Zone>, stop: CancellationTo
         let Ok(query) = Message::from_vec(&buf[..len]) else {
             continue;
         };
-        let (response, delay) = zone.answer(&query);
+        let (mut response, delay, forward) = zone.answer(&query);
+        if let Some(forward) = forward {
+            // Answered in its own task: the other server may be slow (or be this process).
+            let socket = socket.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = async {
+                        forward.complete(&mut response).await;
+                        if let Some(delay) = delay {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if let Some(bytes) = encode_for_udp(&query, &response) {
+                            let _ = socket.send_to(&bytes, peer).await;
+                        }
+                    } => {}
+                }
+            });
+            continue;
+        }
         let Some(bytes) = encode_for_udp(&query, &response) else {
             continue;
         };
@@ -406,7 +517,10 @@ async fn serve_tcp_connection(mut stream: TcpStream, zone: &Zone) {
             return;
         };
         zone.tcp_queries.fetch_add(1, Ordering::Relaxed);
-        let (response, delay) = zone.answer(&query);
+        let (mut response, delay, forward) = zone.answer(&query);
+        if let Some(forward) = forward {
+            forward.complete(&mut response).await;
+        }
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }

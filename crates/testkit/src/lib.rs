@@ -18,7 +18,7 @@ mod process;
 #[cfg(feature = "server")]
 mod server;
 
-pub use dns::DnsServer;
+pub use dns::{DnsServer, free_dns_addr};
 pub use http::{HttpOrigin, LoggedRequest};
 #[cfg(feature = "postgres")]
 pub use postgres::PgCluster;

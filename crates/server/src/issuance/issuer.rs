@@ -249,6 +249,20 @@ impl Issuer {
     }
 }
 
+/// The dns-01 TXT value `order_ref` (a stored ACME order reference) asks `host` to
+/// publish, if it is an ACME order with a challenge for that host: what the DNS responder
+/// answers at a delegated host's CNAME target.
+pub fn acme_dns_value(order_ref: &str, host: &str) -> Option<String> {
+    match serde_json::from_str::<OrderRef>(order_ref).ok()? {
+        OrderRef::Acme(order) if order.method != "http" => order
+            .challenges
+            .into_iter()
+            .find(|c| c.host.eq_ignore_ascii_case(host))
+            .map(|c| c.value),
+        _ => None,
+    }
+}
+
 fn same_hosts(a: &[String], b: &[String]) -> bool {
     let normalise = |list: &[String]| {
         let mut v: Vec<String> = list.iter().map(|h| h.to_ascii_lowercase()).collect();

@@ -19,7 +19,7 @@ mod leaf;
 pub use ca::BuiltinCa;
 pub use deploy::{DeployedPaths, HookCommand, Swept, deploy, remove_deployment, sweep};
 pub use error::IssuanceError;
-pub use issuer::{HostChallenge, Issuer, IssuerOrder};
+pub use issuer::{HostChallenge, Issuer, IssuerOrder, acme_dns_value};
 pub use leaf::{IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem};
 
 /// Writes a secret file (mode 0600 from the start) atomically and durably.

@@ -438,6 +438,24 @@ impl Store {
         }
     }
 
+    /// The packs with a host delegated (cname) to `target`, the name under the service
+    /// domain where zonecert's DNS responder publishes the host's challenge.
+    pub async fn packs_with_cname_target(&self, target: &str) -> Result<Vec<Pack>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.packs_with_cname_target(target),
+            Store::Postgres(s) => s.packs_with_cname_target(target).await,
+        }
+    }
+
+    /// Whether some pack has a host delegated (cname) to a name under `name` (which the
+    /// DNS responder then answers as an empty non-terminal, not NXDOMAIN).
+    pub async fn has_cname_target_under(&self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.has_cname_target_under(name),
+            Store::Postgres(s) => s.has_cname_target_under(name).await,
+        }
+    }
+
     /// Every pack of every zone in order of creation (administration), or with
     /// `held_only` those waiting for an operator's `pack approve|reject`: held by the
     /// brand check, or pending e-mail validation.

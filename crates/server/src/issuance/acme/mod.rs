@@ -125,6 +125,12 @@ impl std::fmt::Debug for AcmeIssuer {
     }
 }
 
+/// How many times `begin` and `finish` go again, at once, when a request still meets
+/// `badNonce` after instant-acme's own two retries: a CA refusing many nonces (Pebble's
+/// `PEBBLE_WFE_NONCEREJECT`) would otherwise send a pack to the 5-minute retry at almost
+/// every order, since an order takes ten requests or more.
+const NONCE_RETRIES: u32 = 8;
+
 /// How long `finish` polls an order before leaving it for the next attempt.
 const POLL_FOR: Duration = Duration::from_secs(90);
 
@@ -193,12 +199,20 @@ impl AcmeIssuer {
         dcv_target_suffix: &str,
         validity_days: Option<u32>,
     ) -> Result<(AcmeOrderRef, Vec<DcvRecord>), AcmeError> {
-        match self
-            .place(hosts, method, dcv_target_suffix, validity_days)
-            .await
-        {
-            Ok(placed) => Ok(placed),
-            Err(e) => Err(self.unknown_account(e).await),
+        let mut refused = 0;
+        loop {
+            match self
+                .place(hosts, method, dcv_target_suffix, validity_days)
+                .await
+            {
+                Ok(placed) => return Ok(placed),
+                // A new order (one placed before the refusal is left to expire).
+                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
+                    refused += 1;
+                    tracing::debug!(error = %e, refused, "ACME badNonce: placing the order again");
+                }
+                Err(e) => return Err(self.unknown_account(e).await),
+            }
         }
     }
 
@@ -294,9 +308,18 @@ impl AcmeIssuer {
         order_ref: &AcmeOrderRef,
         req: &IssueRequest,
     ) -> Result<IssuedLeaf, AcmeError> {
-        match self.complete(order_ref, req).await {
-            Ok(leaf) => Ok(leaf),
-            Err(e) => Err(self.unknown_account(e).await),
+        let mut refused = 0;
+        loop {
+            match self.complete(order_ref, req).await {
+                Ok(leaf) => return Ok(leaf),
+                // `complete` resumes the order where it stands (answered challenges are not
+                // answered again, a finalized order is downloaded with the kept key).
+                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
+                    refused += 1;
+                    tracing::debug!(error = %e, refused, "ACME badNonce: resuming the order");
+                }
+                Err(e) => return Err(self.unknown_account(e).await),
+            }
         }
     }
 
@@ -381,6 +404,7 @@ impl AcmeIssuer {
                     .finalize_csr(csr.der())
                     .await
                     .map_err(AcmeError::from_client)?;
+                tracing::info!(order = %order_ref.order_url, "ACME order finalized; downloading the certificate");
                 key
             }
             OrderStatus::Processing | OrderStatus::Valid => {

@@ -178,6 +178,41 @@ impl PgStore {
         Ok(read_packs(&rows)?.pop())
     }
 
+    pub(in crate::store) async fn packs_with_cname_target(
+        &self,
+        target: &str,
+    ) -> Result<Vec<Pack>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+                     JOIN pack_hosts h ON h.pack_id = p.id \
+                     WHERE p.id IN (SELECT pack_id FROM pack_hosts \
+                                    WHERE record_kind = 'cname' AND record_value = $1) \
+                     ORDER BY p.seq, h.position"
+                ),
+                &[&target],
+            )
+            .await?;
+        read_packs(&rows)
+    }
+
+    pub(in crate::store) async fn has_cname_target_under(
+        &self,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS(SELECT 1 FROM pack_hosts WHERE record_kind = 'cname' \
+                 AND right(record_value, length($1) + 1) = '.' || $1)",
+                &[&name],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     pub(in crate::store) async fn all_packs(
         &self,
         held_only: bool,

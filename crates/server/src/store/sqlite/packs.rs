@@ -131,6 +131,34 @@ impl SqliteStore {
         })
     }
 
+    pub(in crate::store) fn packs_with_cname_target(
+        &self,
+        target: &str,
+    ) -> Result<Vec<Pack>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PACK_COLUMNS}, {HOST_COLUMNS} FROM packs p \
+                 JOIN pack_hosts h ON h.pack_id = p.id \
+                 WHERE p.id IN (SELECT pack_id FROM pack_hosts \
+                                WHERE record_kind = 'cname' AND record_value = ?1) \
+                 ORDER BY p.seq, h.position"
+            ))?;
+            read_packs(stmt.query([target])?)
+        })
+    }
+
+    pub(in crate::store) fn has_cname_target_under(&self, name: &str) -> Result<bool, StoreError> {
+        self.with_conn(|conn| {
+            let found: i64 = conn
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM pack_hosts WHERE record_kind = 'cname' \
+                     AND substr(record_value, -length(?1) - 1) = '.' || ?1)",
+                )?
+                .query_row([name], |r| r.get(0))?;
+            Ok(found != 0)
+        })
+    }
+
     pub(in crate::store) fn all_packs(&self, held_only: bool) -> Result<Vec<Pack>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
