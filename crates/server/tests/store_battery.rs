@@ -42,6 +42,7 @@ battery!(
     deleting_a_zone_deletes_its_packs,
     outbox_events_go_with_the_pack_and_arrive_in_order,
     deliveries_are_leased_retried_and_failed,
+    delegated_hosts_are_found_by_their_cname_target,
 );
 
 #[path = "store_battery/outbox.rs"]
@@ -768,4 +769,46 @@ async fn deleting_a_zone_deletes_its_packs(s: Store) {
     assert!(s.pack(&z.id, &p.id).await.expect("read").is_none());
     assert!(s.pack_by_id(&p.id).await.expect("read").is_none());
     assert!(!s.delete_zone(&z.id).await.expect("delete again"));
+}
+
+/// What the DNS responder asks: the packs delegating to a name, and whether any
+/// delegates to a name under another.
+async fn delegated_hosts_are_found_by_their_cname_target(s: Store) {
+    let z = zone(&s, "cname.example").await;
+    let mut p = pack(&z);
+    p.switch_method(DcvMethod::Cname, "x.dcv.test", 10);
+    s.insert_pack(&p, 10).await.expect("insert");
+    let target = "cname.example.x.dcv.test";
+    let found = s.packs_with_cname_target(target).await.expect("read");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, p.id);
+    // Both hosts (apex and wildcard) share the target and come with the pack.
+    assert_eq!(found[0].hosts.len(), 2);
+    assert!(
+        s.packs_with_cname_target("other.x.dcv.test")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    for above in ["example.x.dcv.test", "x.dcv.test", "dcv.test"] {
+        assert!(
+            s.has_cname_target_under(above).await.expect("read"),
+            "{above}"
+        );
+    }
+    for not_above in [
+        target,
+        "ample.x.dcv.test",
+        "y.dcv.test",
+        "cname.example.x.dcv.test.z",
+    ] {
+        assert!(
+            !s.has_cname_target_under(not_above).await.expect("read"),
+            "{not_above}"
+        );
+    }
+    // A txt pack's values are not CNAME targets.
+    let z2 = zone(&s, "txt.example").await;
+    s.insert_pack(&pack(&z2), 10).await.expect("insert");
+    assert!(!s.has_cname_target_under("txt.example").await.expect("read"));
 }
