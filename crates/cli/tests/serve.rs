@@ -506,6 +506,10 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("test_controls", "false".to_owned()),
         ("dcv_auto_validate", "false".to_owned()),
         ("fresh", "false".to_owned()),
+        ("dns_listen", "\"127.0.0.1:0\"".to_owned()),
+        ("metrics", "true".to_owned()),
+        ("metrics_listen", "\"127.0.0.1:0\"".to_owned()),
+        ("metrics_per_zone", "false".to_owned()),
     ];
     let mut documented = documented_flags();
     documented.sort();
