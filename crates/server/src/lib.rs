@@ -289,6 +289,7 @@ impl App {
             self.state.store.clone(),
             format!("webhooks-{}", uuid::Uuid::new_v4().simple()),
             webhooks::DeliveryConfig::default(),
+            signals.clone(),
             cancel.clone(),
         )
         .map_err(lifecycle::LifecycleError::Runtime)?;

@@ -415,5 +415,29 @@ async fn a_receiver_that_was_down_gets_every_event_once_in_order() {
             .all(|d| d.state == zonecert_server::store::DeliveryState::Delivered),
         "{d:?}"
     );
+    // The metrics count every attempt by its outcome: the refused ones, then the four
+    // deliveries.
+    let metrics = s
+        .app
+        .http()
+        .get(format!("http://{}/metrics", s.app.addr()))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| {
+        let series = format!("zonecert_webhook_deliveries_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("delivered"), 4.0, "{metrics}");
+    assert!(count("retrying") >= 1.0, "{metrics}");
+    assert_eq!(count("failed"), 0.0, "{metrics}");
     s.app.shutdown().await.unwrap();
 }

@@ -10,6 +10,8 @@
 
 use super::sign;
 use super::target::{PublicOnly, check_url};
+use crate::lifecycle::Signals;
+use crate::metrics::WebhookOutcome;
 use crate::store::{
     Delivery, DeliveryClaim, DeliveryOutcome, DeliveryResult, Store, WebhookEndpoint, wall_ms,
 };
@@ -78,6 +80,7 @@ pub fn start(
     store: Store,
     owner: String,
     config: DeliveryConfig,
+    signals: Arc<Signals>,
     cancel: CancellationToken,
 ) -> std::io::Result<DeliveryHandle> {
     let stop = cancel.clone();
@@ -94,7 +97,7 @@ pub fn start(
                     return;
                 }
             };
-            runtime.block_on(run(store, owner, config, stop));
+            runtime.block_on(run(store, owner, config, signals, stop));
         })?;
     Ok(DeliveryHandle {
         cancel,
@@ -103,7 +106,13 @@ pub fn start(
 }
 
 /// The worker: reads the endpoints every `poll`, runs one task per endpoint.
-async fn run(store: Store, owner: String, config: DeliveryConfig, cancel: CancellationToken) {
+async fn run(
+    store: Store,
+    owner: String,
+    config: DeliveryConfig,
+    signals: Arc<Signals>,
+    cancel: CancellationToken,
+) {
     let clients = match Clients::new(&config) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -112,7 +121,7 @@ async fn run(store: Store, owner: String, config: DeliveryConfig, cancel: Cancel
         }
     };
     let (results_tx, results_rx) = mpsc::unbounded_channel();
-    let recorder = tokio::spawn(record(store.clone(), owner.clone(), results_rx));
+    let recorder = tokio::spawn(record(store.clone(), owner.clone(), signals, results_rx));
     let owner: Arc<str> = owner.into();
     let mut tasks: HashMap<String, (WebhookEndpoint, CancellationToken)> = HashMap::new();
     loop {
@@ -345,10 +354,23 @@ pub fn backoff_ms(attempts: u32, config: &DeliveryConfig) -> i64 {
     (base.as_secs_f64() * jitter * 1000.0) as i64
 }
 
-/// Records outcomes in batches (one transaction each).
-async fn record(store: Store, owner: String, mut rx: mpsc::UnboundedReceiver<DeliveryResult>) {
+/// Records outcomes in batches (one transaction each), counting each attempt's outcome
+/// in the server's metrics.
+async fn record(
+    store: Store,
+    owner: String,
+    signals: Arc<Signals>,
+    mut rx: mpsc::UnboundedReceiver<DeliveryResult>,
+) {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
+        for result in &batch {
+            signals.metrics().webhook_delivery(match result.outcome {
+                DeliveryOutcome::Delivered => WebhookOutcome::Delivered,
+                DeliveryOutcome::Retry { .. } => WebhookOutcome::Retrying,
+                DeliveryOutcome::Failed { .. } => WebhookOutcome::Failed,
+            });
+        }
         if let Err(e) = store.record_deliveries(&owner, &batch).await {
             // The leases run out and the deliveries are attempted again.
             tracing::warn!(error = %e, deliveries = batch.len(), "webhooks: recording outcomes failed");
