@@ -33,6 +33,7 @@ battery!(
     listing_pages_and_filters,
     held_packs_are_listed_for_the_operator,
     claims_take_the_longest_due_first_and_respect_leases,
+    packs_waiting_for_their_acme_order_are_claimed,
     renewal_extends_only_the_owners_live_leases,
     concurrent_claims_never_take_a_pack_twice,
     lifecycle_batches_write_each_pack_alone_and_release_leases,
@@ -470,6 +471,39 @@ async fn claims_take_the_longest_due_first_and_respect_leases(s: Store) {
     // Everything is leased now; a lapsed lease is claimable again.
     assert!(take(1_000, 1_000, 10).await.is_empty());
     assert_eq!(take(1_000, 1_061, 10).await.len(), 3);
+}
+
+/// An ACME pack waits in `initializing` until the worker places its order with the CA:
+/// if the claim skipped that state, the pack would never get its CA's records.
+async fn packs_waiting_for_their_acme_order_are_claimed(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let mut waiting = pack(&z);
+    waiting.await_order();
+    for h in &mut waiting.hosts {
+        h.check.next_due_at = 500;
+    }
+    // Its order failed and is retried later: not claimed before then.
+    let mut later = pack(&z);
+    later.await_order();
+    for h in &mut later.hosts {
+        h.check.next_due_at = 5_000;
+    }
+    for p in [&waiting, &later] {
+        s.insert_pack(p, 10).await.expect("insert");
+    }
+    assert_eq!(
+        s.pack(&z.id, &waiting.id)
+            .await
+            .expect("read")
+            .expect("stored")
+            .state,
+        PackState::Initializing
+    );
+    let claimed = s
+        .claim_due(&claim("worker-a", 1_000, 1_000, 10))
+        .await
+        .expect("claim");
+    assert_eq!(sorted_ids(&claimed), vec![waiting.id.to_string()]);
 }
 
 async fn renewal_extends_only_the_owners_live_leases(s: Store) {

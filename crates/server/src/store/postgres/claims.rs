@@ -51,7 +51,7 @@ impl PgStore {
                    ) d JOIN packs p ON p.id = d.id \
                    WHERE (p.lease_until IS NULL OR p.lease_until <= $2::bigint) \
                      AND NOT p.brand_check \
-                     AND p.state IN ('pending_validation', 'pending_issuance', \
+                     AND p.state IN ('initializing', 'pending_validation', 'pending_issuance', \
                                      'pending_deployment', 'active') \
                    GROUP BY p.id ORDER BY MIN(d.due), MIN(p.seq) LIMIT $5), \
                  locked AS ( \
