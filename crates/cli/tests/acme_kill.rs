@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use zonecert_testkit::pebble::{Pebble, PebbleOptions};
+use zonecert_testkit::pebble::Pebble;
 use zonecert_testkit::{DnsServer, ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
@@ -27,11 +27,7 @@ async fn serve(data: &Path, dns: &DnsServer, pebble: &Pebble, log: &Path) -> Ser
             "--lease",
             "2s",
         ])
-        .args(["--acme", &format!("lets_encrypt={}", pebble.directory)])
-        .args([
-            "--acme-root",
-            &format!("lets_encrypt={}", pebble.tls_root.display()),
-        ])
+        .args(pebble.serve_args())
         .env("ZONECERT_LOG", "info")
         .stderr_log(log);
     tokio::task::spawn_blocking(move || command.spawn())
@@ -54,14 +50,7 @@ async fn get(http: &reqwest::Client, url: String, token: &str) -> Value {
 async fn a_server_killed_between_finalize_and_download_finishes_the_same_order() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     let log = tmp.path().join("first.log");
     let mut first = serve(&data, &dns, &pebble, &log).await;

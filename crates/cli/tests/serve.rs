@@ -503,6 +503,7 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ),
         ("acme_profile", "\"lets_encrypt=6:shortlived\"".to_owned()),
         ("acme_caa", "[\"lets_encrypt=letsencrypt.org\"]".to_owned()),
+        ("acme_revoke_on_delete", "true".to_owned()),
         ("test_controls", "false".to_owned()),
         ("dcv_auto_validate", "false".to_owned()),
         ("fresh", "false".to_owned()),

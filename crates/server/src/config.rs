@@ -213,6 +213,10 @@ pub struct AcmeConfig {
     #[arg(long = "acme-caa", env = "ZONECERT_ACME_CAA", value_delimiter = ',',
           value_parser = ValueParser::new(parse_named))]
     pub caa_domains: Vec<Named>,
+    /// Revoke a deleted pack's certificate at the ACME CA that issued it (best effort: a
+    /// failure is logged with the CA's reason; the deletion never waits for it).
+    #[arg(long = "acme-revoke-on-delete", env = "ZONECERT_ACME_REVOKE_ON_DELETE")]
+    pub revoke_on_delete: bool,
 }
 
 /// One `NAME=VALUE` of an ACME option.

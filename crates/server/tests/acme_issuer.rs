@@ -16,15 +16,8 @@ use zonecert_testkit::{DnsServer, HttpOrigin};
 async fn a_txt_order_with_a_wildcard_is_issued_and_chains_to_pebbles_root() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let issuer = AcmeIssuer::new(settings(&pebble), tmp.path()).unwrap();
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let issuer = AcmeIssuer::new(pebble.acme_settings(), tmp.path()).unwrap();
     let hosts = hostnames(&["example.org", "*.example.org"]);
     let (order, records) = issuer
         .begin(&hosts, DcvMethod::Txt, "unused.example", Some(90))
@@ -49,14 +42,14 @@ async fn a_txt_order_with_a_wildcard_is_issued_and_chains_to_pebbles_root() {
         .finish(&order, &request(&["example.org", "*.example.org"]))
         .await
         .unwrap();
-    let root = pebble_root(&pebble).await;
+    let root = pebble.issuing_root().await;
     assert_chain(&leaf.chain_pem, &root, &["example.org", "*.example.org"]);
     assert!(!leaf.key_pem.expose_secret().is_empty());
 
     // The account was created once, 0600, and is reused by a second issuer.
     let account = zonecert_server::issuance::acme::account_file(issuer.settings(), tmp.path());
     assert_mode_0600(&account);
-    let again = AcmeIssuer::new(settings(&pebble), tmp.path()).unwrap();
+    let again = AcmeIssuer::new(pebble.acme_settings(), tmp.path()).unwrap();
     assert_eq!(
         again.account_id().await.unwrap(),
         issuer.account_id().await.unwrap()
@@ -79,7 +72,7 @@ async fn an_http_order_is_fetched_from_the_origin() {
         },
     )
     .await;
-    let issuer = AcmeIssuer::new(settings(&pebble), tmp.path()).unwrap();
+    let issuer = AcmeIssuer::new(pebble.acme_settings(), tmp.path()).unwrap();
     let (order, records) = issuer
         .begin(&hostnames(&["www.example.org"]), DcvMethod::Http, "x", None)
         .await
@@ -95,7 +88,7 @@ async fn an_http_order_is_fetched_from_the_origin() {
         .unwrap();
     assert_chain(
         &leaf.chain_pem,
-        &pebble_root(&pebble).await,
+        &pebble.issuing_root().await,
         &["www.example.org"],
     );
     assert!(
@@ -109,15 +102,8 @@ async fn an_http_order_is_fetched_from_the_origin() {
 async fn a_wrong_record_gives_the_cas_refusal_for_the_host() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let issuer = AcmeIssuer::new(settings(&pebble), tmp.path()).unwrap();
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let issuer = AcmeIssuer::new(pebble.acme_settings(), tmp.path()).unwrap();
     let (order, _) = issuer
         .begin(&hostnames(&["bad.example.org"]), DcvMethod::Txt, "x", None)
         .await
@@ -150,11 +136,11 @@ async fn external_account_binding_is_refused_without_and_works_with() {
         },
     )
     .await;
-    let without = AcmeIssuer::new(settings(&pebble), tmp.path()).unwrap();
+    let without = AcmeIssuer::new(pebble.acme_settings(), tmp.path()).unwrap();
     let err = without.account_id().await.unwrap_err();
     assert_eq!(err.kind, AcmeErrorKind::ExternalAccountRequired, "{err}");
 
-    let mut with = settings(&pebble);
+    let mut with = pebble.acme_settings();
     with.eab = Some(zonecert_server::config::Eab {
         key_id: "kid-1".into(),
         hmac_key: base64_url(hmac),
@@ -188,7 +174,7 @@ async fn refused_nonces_are_retried() {
         },
     )
     .await;
-    let issuer = AcmeIssuer::new(settings(&pebble), tmp.path()).unwrap();
+    let issuer = AcmeIssuer::new(pebble.acme_settings(), tmp.path()).unwrap();
     // An order takes ten requests or more, each refused half the time: `begin` and
     // `finish` go on through the refusals (instant-acme's own retries and the issuer's).
     for i in 0..3 {
@@ -210,11 +196,18 @@ async fn refused_nonces_are_retried() {
 #[tokio::test]
 async fn an_unreachable_directory_is_said_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut s = settings_for("https://127.0.0.1:1/dir", None);
-    s.directory = format!(
-        "https://127.0.0.1:{}/dir",
-        zonecert_testkit::pebble::free_port()
-    );
+    let s = zonecert_server::config::AcmeCaSettings {
+        ca: zonecert_server::model::CaChoice::LetsEncrypt,
+        directory: format!(
+            "https://127.0.0.1:{}/dir",
+            zonecert_testkit::pebble::free_port()
+        ),
+        contact: None,
+        eab: None,
+        root_pem: None,
+        profiles: Default::default(),
+        caa_domains: vec!["letsencrypt.org".into()],
+    };
     let issuer = AcmeIssuer::new(s, tmp.path()).unwrap();
     let err = issuer.account_id().await.unwrap_err();
     assert_eq!(err.kind, AcmeErrorKind::DirectoryUnreachable, "{err}");

@@ -20,8 +20,8 @@ use acme_common::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use zonecert_server::clock::{Clock, ManualClock, SharedClock, SystemClock};
-use zonecert_server::config::{Config, Named};
-use zonecert_server::model::{CaChoice, PackId, ZoneId};
+use zonecert_server::config::{AcmeConfig, Config};
+use zonecert_server::model::{PackId, ZoneId};
 use zonecert_testkit::pebble::{Pebble, PebbleOptions};
 use zonecert_testkit::{DnsServer, HttpOrigin, TestServer, free_dns_addr};
 
@@ -32,20 +32,14 @@ struct Server {
     zone: String,
 }
 
-fn configure_with(c: &mut Config, directory: String, root: std::path::PathBuf, http_port: u16) {
+/// Checks quick and on loopback, and `acme` (`lets_encrypt` ordering from Pebble).
+fn configure_with(c: &mut Config, acme: AcmeConfig, http_port: u16) {
     c.dcv_http_port = http_port;
     c.dcv_allow_private_addresses = true;
     c.dcv_timeout = Duration::from_secs(2);
     c.poll_interval = Duration::from_millis(100);
     c.retry_coalesce = Duration::ZERO;
-    c.acme.directories = vec![Named {
-        ca: CaChoice::LetsEncrypt,
-        value: directory,
-    }];
-    c.acme.roots = vec![Named {
-        ca: CaChoice::LetsEncrypt,
-        value: root.display().to_string(),
-    }];
+    c.acme = acme;
 }
 
 /// A server on `data` asking `dns`, with `--acme lets_encrypt=<pebble>` and the zone
@@ -88,9 +82,10 @@ async fn start_configured(
     clock: SharedClock,
     tweak: impl FnOnce(&mut Config) + Send + 'static,
 ) -> Server {
-    let directory = pebble.directory.clone();
-    let root = pebble.tls_root.clone();
     let now = clock.now();
+    let mut acme = Config::new(data);
+    pebble.configure(&mut acme);
+    let acme = acme.acme;
     let inner = TestServer::builder()
         .clock(clock)
         .data_dir(data)
@@ -98,7 +93,7 @@ async fn start_configured(
         .lifecycle(true)
         .dev_seed(false)
         .config(move |c| {
-            configure_with(c, directory, root, http_port);
+            configure_with(c, acme, http_port);
             tweak(c);
         })
         .await;
@@ -257,6 +252,24 @@ impl Server {
             .order_ref
     }
 
+    /// The pack as stored.
+    async fn stored(&self, pack: &str) -> zonecert_server::model::Pack {
+        let zone = ZoneId::parse(&self.zone).unwrap();
+        let id = PackId::parse(pack).unwrap();
+        self.inner.store().pack(&zone, &id).await.unwrap().unwrap()
+    }
+
+    /// Orders a txt pack for `host`, publishes the CA's record and waits until it is
+    /// active; returns the pack's id.
+    async fn active_txt_pack(&self, dns: &DnsServer, host: &str) -> String {
+        let pack = self.order(&[host], "txt").await;
+        let items = self.records(&pack).await;
+        let (name, value) = txt_of(&items[0]);
+        dns.set_txt(&name, &[&value]);
+        self.wait_for(&pack, "active").await;
+        pack
+    }
+
     async fn shutdown(self) {
         self.inner.shutdown().await.unwrap();
     }
@@ -278,14 +291,7 @@ fn deployed(data: &Path, pack: &str) -> String {
 async fn a_txt_pack_with_a_wildcard_goes_active_with_pebbles_certificate() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     let server = start(&data, &dns, &pebble, 80, "example.org").await;
     let pack = server.order(&["example.org", "*.example.org"], "txt").await;
@@ -310,7 +316,7 @@ async fn a_txt_pack_with_a_wildcard_goes_active_with_pebbles_certificate() {
     dns.set_txt("_acme-challenge.example.org", &values);
     let active = server.wait_for(&pack, "active").await;
     assert_eq!(active["result"]["certificate_authority"], "lets_encrypt");
-    let root = pebble_root(&pebble).await;
+    let root = pebble.issuing_root().await;
     assert_chain(
         &deployed(&data, &pack),
         &root,
@@ -352,7 +358,7 @@ async fn an_http_pack_is_validated_by_zonecert_and_pebble_on_the_origin() {
     server.wait_for(&pack, "active").await;
     assert_chain(
         &deployed(&data, &pack),
-        &pebble_root(&pebble).await,
+        &pebble.issuing_root().await,
         &["www.example.org"],
     );
     // Both zonecert's check and Pebble's validation fetched the token.
@@ -366,14 +372,7 @@ async fn an_http_pack_is_validated_by_zonecert_and_pebble_on_the_origin() {
 async fn a_restarted_server_resumes_the_same_order() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     let server = start(&data, &dns, &pebble, 80, "restart.example.org").await;
     let pack = server.order(&["restart.example.org"], "txt").await;
@@ -394,7 +393,7 @@ async fn a_restarted_server_resumes_the_same_order() {
     server.wait_for(&pack, "active").await;
     assert_chain(
         &deployed(&data, &pack),
-        &pebble_root(&pebble).await,
+        &pebble.issuing_root().await,
         &["restart.example.org"],
     );
     server.shutdown().await;
@@ -450,14 +449,7 @@ async fn a_record_the_ca_refuses_gives_its_refusal_as_the_hosts_reason() {
 async fn a_ca_that_went_away_is_the_reason_and_the_pack_finishes_when_it_is_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let mut pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     // A manual clock from now: the 5-minute retry is reached by moving it, not by waiting.
     let clock = ManualClock::new(SystemClock.now());
@@ -507,7 +499,7 @@ async fn a_ca_that_went_away_is_the_reason_and_the_pack_finishes_when_it_is_back
     server.wait_for(&pack, "active").await;
     assert_chain(
         &deployed(&data, &pack),
-        &pebble_root(&pebble).await,
+        &pebble.issuing_root().await,
         &["away.example.org"],
     );
     server.shutdown().await;
@@ -518,14 +510,7 @@ async fn a_ca_that_went_away_is_the_reason_and_the_pack_finishes_when_it_is_back
 async fn caa_binds_the_ca_to_its_acme_account_and_method() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     let clock = ManualClock::new(SystemClock.now());
     let server = start_with_clock(&data, &dns, &pebble, 80, "caa.example.org", clock.clone()).await;
@@ -584,14 +569,7 @@ async fn caa_binds_the_ca_to_its_acme_account_and_method() {
 async fn a_renewal_places_a_new_order_and_replaces_the_certificate() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     let clock = ManualClock::new(SystemClock.now());
     let server =
@@ -658,7 +636,7 @@ async fn a_renewal_places_a_new_order_and_replaces_the_certificate() {
     );
     let chain = deployed(&data, &pack);
     assert_ne!(chain, first_chain);
-    assert_chain(&chain, &pebble_root(&pebble).await, &["renew.example.org"]);
+    assert_chain(&chain, &pebble.issuing_root().await, &["renew.example.org"]);
     server.shutdown().await;
     pebble.stop().await;
 }
@@ -714,14 +692,7 @@ async fn a_cname_pack_is_validated_by_pebble_through_zonecerts_dns_responder() {
     // The loopback DNS delegates the service domain's DCV zone to zonecert's responder,
     // as the parent zone's NS records would for a recursive resolver.
     dns.forward("dcv.zonecert.localhost", responder);
-    let pebble = Pebble::start(
-        tmp.path(),
-        PebbleOptions {
-            dns: Some(dns.addr()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     let server = start_configured(
         &data,
@@ -769,7 +740,7 @@ async fn a_cname_pack_is_validated_by_pebble_through_zonecerts_dns_responder() {
     server.wait_for(&pack, "active").await;
     assert_chain(
         &deployed(&data, &pack),
-        &pebble_root(&pebble).await,
+        &pebble.issuing_root().await,
         &["cname.example.org", "*.cname.example.org"],
     );
     // The order is done: the name is still delegated, with nothing to publish.
@@ -894,13 +865,243 @@ async fn refused_nonces_do_not_stop_a_pack_from_going_active() {
     server.wait_for(&pack, "active").await;
     assert_chain(
         &deployed(&data, &pack),
-        &pebble_root(&pebble).await,
+        &pebble.issuing_root().await,
         &["nonce.example.org", "*.nonce.example.org"],
     );
     assert!(
         pebble.log_text().contains("badNonce") || pebble.log_text().contains("nonce"),
         "Pebble refused no nonce"
     );
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_pack_revokes_its_certificate_at_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let mut pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let data = tmp.path().join("data");
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "revoke.example.org",
+        Arc::new(SystemClock),
+        |c| c.acme.revoke_on_delete = true,
+    )
+    .await;
+    let pack = server.active_txt_pack(&dns, "revoke.example.org").await;
+    let serial = server.stored(&pack).await.certificate.unwrap().id;
+    assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
+
+    server
+        .call("DELETE", &format!("/ssl/certificate_packs/{pack}"), None)
+        .await;
+    // Revoked in the background, by the account that ordered it.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = pebble.cert_status(&serial).await;
+        if status["Status"] == "Revoked" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["Status"], "Revoked", "{status}");
+    assert_eq!(status["Reason"], 5, "cessationOfOperation: {status}");
+
+    // A CA that cannot be reached never holds a deletion up: the pack is gone at once,
+    // the certificate stays valid (the failure is logged).
+    let second = server.active_txt_pack(&dns, "revoke.example.org").await;
+    pebble.pause().await;
+    let started = std::time::Instant::now();
+    server
+        .call("DELETE", &format!("/ssl/certificate_packs/{second}"), None)
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the deletion waited {:?}",
+        started.elapsed()
+    );
+    let (status, _) = server
+        .inner
+        .call(
+            "GET",
+            &format!("/zones/{}/ssl/certificate_packs/{second}", server.zone),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(!data.join("certs").join(&second).exists());
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_flag_a_deleted_packs_certificate_is_not_revoked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let data = tmp.path().join("data");
+    let server = start(&data, &dns, &pebble, 80, "kept.example.org").await;
+    let pack = server.active_txt_pack(&dns, "kept.example.org").await;
+    let serial = server.stored(&pack).await.certificate.unwrap().id;
+    server
+        .call("DELETE", &format!("/ssl/certificate_packs/{pack}"), None)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
+/// A test control (`/_zonecert/v1/...`) of a server started with `test_controls`.
+async fn control(server: &Server, token: &str, path: &str, body: Value) -> Value {
+    let url = format!("http://{}/_zonecert/v1{path}", server.inner.addr());
+    let rsp = server
+        .inner
+        .http()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(rsp.status().is_success(), "{path}: {}", rsp.status());
+    rsp.json().await.unwrap()
+}
+
+/// RFC 3339 of Unix seconds.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Debian's Pebble 2.4 has no `renewalInfo`: the testkit's scripted front (an HTTPS
+/// proxy before Pebble, adding it to the directory) answers the window, and sees the
+/// renewal order's `replaces`. Time travels through the test controls' clock.
+#[tokio::test]
+async fn the_cas_renewal_information_decides_when_to_renew_and_the_order_names_the_replaced_certificate()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = zonecert_testkit::ari_front::AriFront::start(&pebble).await;
+    let start = SystemClock.now();
+    // Ten days from now, far earlier than the window of the certificate's validity.
+    let (window_start, window_end) = (start + 10 * 86_400, start + 10 * 86_400 + 3600);
+    front.set_window(Some(zonecert_testkit::ari_front::RenewalWindow {
+        start: rfc3339(window_start),
+        end: rfc3339(window_end),
+        retry_after_secs: 6 * 3600,
+    }));
+    let data = tmp.path().join("data");
+    let directory = front.directory.clone();
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "ari.example.org",
+        Arc::new(SystemClock),
+        move |c| {
+            c.acme.directories[0].value = directory;
+            c.test_controls = true;
+        },
+    )
+    .await;
+    let controls = server
+        .inner
+        .create_token(&["zonecert Test Controls"], &[])
+        .await;
+    let pack = server.active_txt_pack(&dns, "ari.example.org").await;
+    let first = server.stored(&pack).await;
+    let cert = first.certificate.clone().unwrap();
+    // Asked once deployed; the advice replaces the window of the certificate's validity.
+    let asked = front.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let renew_at = cert.renew_at.expect("the CA's advice is recorded");
+    assert!(
+        (window_start..=window_end).contains(&renew_at),
+        "{renew_at} outside the window"
+    );
+    let validity_window = cert.not_after - 30 * 86_400;
+    assert!(renew_at < validity_window, "the advice is earlier");
+    assert_eq!(first.renewal_starts_at(), Some(renew_at));
+    // Due again when the CA asked to be asked again (6 hours), not at the renewal.
+    assert!(
+        first
+            .hosts
+            .iter()
+            .all(|h| h.check.next_due_at <= SystemClock.now() + 6 * 3600 + 5),
+        "{first:?}"
+    );
+
+    // Seven hours on: asked again, no renewal yet.
+    control(&server, &controls, "/clock/advance", json!({"by": "7h"})).await;
+    server
+        .wait_until(&pack, "the CA asked again", |_| front.asked().len() >= 2)
+        .await;
+    assert_eq!(
+        server.stored(&pack).await.order_ref,
+        None,
+        "not renewing yet"
+    );
+
+    // Past the advised time: the renewal order, naming the certificate it replaces.
+    control(&server, &controls, "/clock/advance", json!({"by": "10d"})).await;
+    let mut renewal = server.stored(&pack).await;
+    for _ in 0..200 {
+        if renewal.order_ref.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        renewal = server.stored(&pack).await;
+    }
+    assert_eq!(renewal.state, zonecert_server::model::PackState::Active);
+    let order_ref = renewal
+        .order_ref
+        .clone()
+        .unwrap_or_else(|| panic!("no renewal order: {renewal:?} {:?}", front.new_orders()));
+    assert!(order_ref.contains(&asked[0]), "{order_ref}");
+    let orders = front.new_orders();
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert_eq!(
+        orders[0].get("replaces"),
+        None,
+        "the first order replaces nothing"
+    );
+    assert_eq!(orders[1]["replaces"], asked[0].as_str(), "{orders:?}");
+
+    // Its records published, the new certificate replaces the old one and is asked about.
+    let zonecert_server::model::DcvRecord::Txt { name, value } = &renewal.hosts[0].record else {
+        panic!("not txt: {renewal:?}")
+    };
+    dns.set_txt(name, &[value]);
+    let mut renewed = renewal;
+    for _ in 0..100 {
+        control(&server, &controls, "/clock/advance", json!({"by": "2m"})).await;
+        renewed = server.stored(&pack).await;
+        if renewed.certificate.as_ref().map(|c| &c.id) != Some(&cert.id)
+            && renewed.order_ref.is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = renewed.certificate.clone().expect("renewed");
+    assert_ne!(second.id, cert.id, "{renewed:?}");
+    assert_chain(
+        &second.chain_pem,
+        &pebble.issuing_root().await,
+        &["ari.example.org"],
+    );
+    assert!(front.asked().len() >= 3 && front.asked().last() != Some(&asked[0]));
+    drop(front);
     server.shutdown().await;
     pebble.stop().await;
 }

@@ -105,7 +105,7 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     let Ok(Store::Postgres(pg)) = &opened[0] else {
         panic!("not a PostgreSQL store");
     };
-    assert_eq!(pg.schema_version().await.expect("version"), 3);
+    assert_eq!(pg.schema_version().await.expect("version"), 4);
     let store = Store::open_existing(std::path::Path::new("."), Some(&url)).expect("reopen");
     let z = zone(&store, "example.com").await;
     assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));
@@ -209,6 +209,7 @@ async fn packs_round_trip(s: Store) {
         issuer: "zonecert".into(),
         signature: "ECDSAWithSHA256".into(),
         issued_at: 11,
+        renew_at: Some(15),
     });
     issued.order_ref = None;
     s.update_pack(&mut issued).await.expect("update");

@@ -5,8 +5,12 @@
 //!
 //! With the `server` feature, zonecert itself for a test: `TestServer` (the app in the
 //! test's process) and `ServeCommand` (the built binary as a child process). With the
-//! `postgres` feature, `PgCluster`: a throwaway PostgreSQL cluster.
+//! `postgres` feature, `PgCluster`: a throwaway PostgreSQL cluster. [`pebble`] runs Pebble
+//! (Let's Encrypt's test ACME CA), and with the `server` feature configures zonecert for
+//! it; `ari_front` stands in front of it with scripted renewal information.
 
+#[cfg(feature = "server")]
+pub mod ari_front;
 pub mod console;
 mod dns;
 mod http;

@@ -4,6 +4,11 @@
 //! none), its DNS lookups go to the given server (the testkit's [`DnsServer`](crate::DnsServer)),
 //! and its http-01 validations connect to the given port (a [`HttpOrigin`](crate::HttpOrigin)).
 //! The process is killed when the [`Pebble`] is dropped.
+//!
+//! With the `server` feature, the rest of what the ACME tests need of it: zonecert
+//! configured for it as `lets_encrypt` ([`Pebble::configure`] for an in-process server,
+//! [`Pebble::serve_args`] for `zonecert serve`, [`Pebble::acme_settings`] for the issuer
+//! alone) and its management API ([`Pebble::issuing_root`], [`Pebble::cert_status`]).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -65,6 +70,19 @@ fn try_free_port() -> std::io::Result<u16> {
 }
 
 impl Pebble {
+    /// Starts Pebble in a new folder under `parent`, its validator resolving through
+    /// `dns` (what most tests want). Panics when it cannot.
+    pub async fn for_dns(parent: &Path, dns: &crate::DnsServer) -> Pebble {
+        Pebble::start(
+            parent,
+            PebbleOptions {
+                dns: Some(dns.addr()),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
     /// Whether the `pebble` program is installed.
     pub fn installed() -> bool {
         std::process::Command::new("pebble")
@@ -172,6 +190,12 @@ impl Pebble {
         }
     }
 
+    /// Pebble's TLS certificate and key (PEM files), for a server standing in front of
+    /// it under the same name.
+    pub fn tls_files(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("cert.pem"), self.dir.join("key.pem"))
+    }
+
     /// Pebble's output so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -233,4 +257,94 @@ fn tls_material() -> Result<(String, String, String), rcgen::Error> {
         .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
     let cert = params.signed_by(&key, &issuer)?;
     Ok((root_cert.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// The certificate-authority name the tests give Pebble's directory.
+#[cfg(feature = "server")]
+const CA: zonecert_server::model::CaChoice = zonecert_server::model::CaChoice::LetsEncrypt;
+
+#[cfg(feature = "server")]
+impl Pebble {
+    /// The issuer's settings for this Pebble as `lets_encrypt` (its TLS root trusted, a
+    /// contact, CAA `letsencrypt.org`), for tests of `AcmeIssuer` alone.
+    pub fn acme_settings(&self) -> zonecert_server::config::AcmeCaSettings {
+        zonecert_server::config::AcmeCaSettings {
+            ca: CA,
+            directory: self.directory.clone(),
+            contact: Some("ops@example.org".into()),
+            eab: None,
+            root_pem: Some(self.tls_root.clone()),
+            profiles: Default::default(),
+            caa_domains: vec!["letsencrypt.org".into()],
+        }
+    }
+
+    /// Configures an in-process server to order `lets_encrypt` packs from this Pebble
+    /// (`--acme` and `--acme-root`).
+    pub fn configure(&self, config: &mut zonecert_server::config::Config) {
+        use zonecert_server::config::Named;
+        config.acme.directories = vec![Named {
+            ca: CA,
+            value: self.directory.clone(),
+        }];
+        config.acme.roots = vec![Named {
+            ca: CA,
+            value: self.tls_root.display().to_string(),
+        }];
+    }
+
+    /// The same for `zonecert serve`: its `--acme` and `--acme-root` flags.
+    pub fn serve_args(&self) -> Vec<String> {
+        vec![
+            "--acme".into(),
+            format!("lets_encrypt={}", self.directory),
+            "--acme-root".into(),
+            format!("lets_encrypt={}", self.tls_root.display()),
+        ]
+    }
+
+    /// A client of the management API (Pebble's TLS root trusted).
+    fn management_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.tls_root_pem.as_bytes())
+                    .expect("Pebble's TLS root"),
+            )
+            .build()
+            .expect("an HTTP client")
+    }
+
+    /// The root Pebble issues under (management API `/roots/0`), PEM. Pebble makes a new
+    /// one at each start.
+    pub async fn issuing_root(&self) -> String {
+        let rsp = self
+            .management_client()
+            .get(format!("{}/roots/0", self.management))
+            .send()
+            .await
+            .expect("Pebble's management API answers");
+        assert!(rsp.status().is_success(), "/roots/0: {}", rsp.status());
+        rsp.text().await.expect("the root")
+    }
+
+    /// What Pebble says of the certificate of serial `serial_hex` (management API
+    /// `/cert-status-by-serial/`): `Status` (`Valid`, `Revoked`), `Reason`, `Certificate`.
+    pub async fn cert_status(&self, serial_hex: &str) -> serde_json::Value {
+        let serial = serial_hex.trim_start_matches('0').to_ascii_lowercase();
+        let rsp = self
+            .management_client()
+            .get(format!(
+                "{}/cert-status-by-serial/{serial}",
+                self.management
+            ))
+            .send()
+            .await
+            .expect("Pebble's management API answers");
+        assert!(
+            rsp.status().is_success(),
+            "cert-status {serial}: {}",
+            rsp.status()
+        );
+        rsp.json().await.expect("a JSON answer")
+    }
 }

@@ -128,6 +128,7 @@ pub async fn issue_seed_pack(
         issuer: leaf.issuer.clone(),
         signature: leaf.signature.to_owned(),
         issued_at: now,
+        renew_at: None,
     });
     pack.state = PackState::Active;
     pack.errors.clear();

@@ -172,6 +172,36 @@ async fn remove_deployments(st: &AppState, packs: &[crate::model::PackId]) {
     }
 }
 
+/// Hands the certificates of packs just deleted to this server's lifecycle for
+/// revocation at the ACME CA that issued them, with `--acme-revoke-on-delete` (best
+/// effort: the deletion never waits for it, and a failure is logged there).
+fn revoke_deleted(st: &AppState, packs: &[crate::model::Pack]) {
+    if !st.config.acme.revoke_on_delete {
+        return;
+    }
+    for pack in packs {
+        let Some(cert) = &pack.certificate else {
+            continue;
+        };
+        if !st.config.acme.orders_remotely(pack.ca) {
+            continue;
+        }
+        let queued = st.signals.revoke(crate::lifecycle::Revocation {
+            pack: pack.id.clone(),
+            ca: pack.ca,
+            serial: cert.id.clone(),
+            chain_pem: cert.chain_pem.clone(),
+        });
+        if !queued {
+            tracing::warn!(
+                pack = %pack.id.as_str(),
+                serial = %cert.id,
+                "the deleted pack's certificate was not revoked: no lifecycle runs on this server"
+            );
+        }
+    }
+}
+
 async fn no_route() -> ApiError {
     ApiError::no_route()
 }

@@ -618,6 +618,7 @@ pub(super) async fn delete_pack(
         return Err(ApiError::unknown_object(uri.path()));
     }
     super::remove_deployments(&st, std::slice::from_ref(&pack.id)).await;
+    super::revoke_deleted(&st, std::slice::from_ref(&pack));
     Ok(Json(api::Envelope::ok(api::DeletedCertificatePack {
         id: pack.id.to_string(),
     })))

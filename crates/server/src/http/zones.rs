@@ -104,17 +104,13 @@ pub(super) async fn delete_zone(
     let (_, zone) = zone_access(&st, &caller, &uri, &zone_id, Need::WriteZone).await?;
     // Read before the deletion, which takes them with it. (A pack ordered in between is
     // left to the start-up and hourly sweep of the deploy directory.)
-    let packs: Vec<_> = st
-        .store
-        .packs_of_zone(&zone.id)
-        .await?
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    let packs = st.store.packs_of_zone(&zone.id).await?;
     if !st.store.delete_zone(&zone.id).await? {
         return Err(ApiError::unknown_object(uri.path()));
     }
-    super::remove_deployments(&st, &packs).await;
+    let ids: Vec<_> = packs.iter().map(|p| p.id.clone()).collect();
+    super::remove_deployments(&st, &ids).await;
+    super::revoke_deleted(&st, &packs);
     Ok(Json(api::Envelope::ok(Deleted {
         id: zone.id.to_string(),
     })))

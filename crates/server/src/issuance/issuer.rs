@@ -89,6 +89,21 @@ impl Issuer {
         dcv_target_suffix: &str,
         validity_days: Option<u32>,
     ) -> Result<IssuerOrder, IssuanceError> {
+        self.begin_replacing(hosts, method, dcv_target_suffix, validity_days, None)
+            .await
+    }
+
+    /// [`Issuer::begin`] for a renewal of the certificate `replaces_pem` (leaf first,
+    /// PEM): an ACME CA offering renewal information is told which certificate the order
+    /// replaces (RFC 9773).
+    pub async fn begin_replacing(
+        &self,
+        hosts: &[Hostname],
+        method: DcvMethod,
+        dcv_target_suffix: &str,
+        validity_days: Option<u32>,
+        replaces_pem: Option<&str>,
+    ) -> Result<IssuerOrder, IssuanceError> {
         let names = host_names(hosts);
         check_hosts(&names)?;
         match method {
@@ -124,7 +139,13 @@ impl Issuer {
             }),
             Issuer::Acme(acme) => {
                 let (order, records) = acme
-                    .begin(hosts, method, dcv_target_suffix, validity_days)
+                    .begin_replacing(
+                        hosts,
+                        method,
+                        dcv_target_suffix,
+                        validity_days,
+                        replaces_pem,
+                    )
                     .await?;
                 Ok(IssuerOrder {
                     order_ref: serde_json::to_string(&OrderRef::Acme(order))
@@ -140,6 +161,19 @@ impl Issuer {
                     tokens_expire: None,
                 })
             }
+        }
+    }
+
+    /// When the CA suggests renewing the certificate `chain_pem` (leaf first, PEM): ACME
+    /// Renewal Information (RFC 9773), where the CA's directory offers it; `None` for the
+    /// built-in CA and for ACME CAs without it.
+    pub async fn renewal_info(
+        &self,
+        chain_pem: &str,
+    ) -> Result<Option<super::acme::RenewalAdvice>, IssuanceError> {
+        match self {
+            Issuer::Builtin(_) => Ok(None),
+            Issuer::Acme(acme) => Ok(acme.renewal_info(chain_pem).await?),
         }
     }
 

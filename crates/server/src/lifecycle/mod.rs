@@ -58,6 +58,9 @@ pub struct Signals {
     controls: std::sync::OnceLock<std::sync::Arc<crate::controls::Controls>>,
     /// The server's metrics, moved by both sides.
     metrics: crate::metrics::Metrics,
+    /// Certificates of deleted packs for the worker to revoke at their ACME CA
+    /// (`--acme-revoke-on-delete`), handed over by the HTTP side.
+    revocations: Mutex<Vec<Revocation>>,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<Fault>>,
 }
@@ -90,6 +93,7 @@ impl Signals {
             running: Mutex::new(HashMap::new()),
             controls: std::sync::OnceLock::new(),
             metrics,
+            revocations: Mutex::new(Vec::new()),
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
         }
@@ -171,6 +175,31 @@ impl Signals {
         self.workers_running.store(running, Ordering::Release);
     }
 
+    /// Hands a deleted pack's certificate to this server's worker, which revokes it at
+    /// its ACME CA in the background. Returns `false` (nothing queued) when no worker
+    /// runs here to do it.
+    pub fn revoke(&self, revocation: Revocation) -> bool {
+        if !self.workers_running() {
+            return false;
+        }
+        self.revocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(revocation);
+        self.wake();
+        true
+    }
+
+    /// The revocations handed over since the last call.
+    pub(crate) fn take_revocations(&self) -> Vec<Revocation> {
+        std::mem::take(
+            &mut *self
+                .revocations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
     /// Notes that the worker begins checking the pack at `now` (the lifecycle's clock),
     /// for as long as the returned guard lives: until its outcomes are saved. A request
     /// that asks for a check meanwhile ([`Signals::supersede_check`]) would otherwise be
@@ -228,6 +257,20 @@ impl Signals {
     pub(crate) fn take_fault(&self) -> Option<Fault> {
         self.fault.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+}
+
+/// A deleted pack's certificate to revoke at the ACME CA that issued it
+/// (`--acme-revoke-on-delete`).
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// The deleted pack (for the logs).
+    pub pack: PackId,
+    /// The pack's certificate authority name: its ACME issuer revokes.
+    pub ca: crate::model::CaChoice,
+    /// The certificate's serial (hex), for the logs.
+    pub serial: String,
+    /// The leaf followed by its chain, PEM, as stored with the pack.
+    pub chain_pem: String,
 }
 
 /// Checks of one pack running in the worker.

@@ -319,6 +319,12 @@ impl Worker {
                 }
                 None => {}
             }
+            // Deleted packs' certificates to revoke (`--acme-revoke-on-delete`): each a
+            // task of its own, so a slow CA holds nothing else up.
+            for revocation in self.signals.take_revocations() {
+                let me = Arc::clone(&self);
+                in_flight.spawn(async move { me.revoke(revocation).await });
+            }
             if claim_now {
                 // Fill the room: validation then runs ahead of issuance.
                 more_due = self.claim_into(&mut in_flight).await;
@@ -443,6 +449,11 @@ impl Worker {
             return Ok(false);
         }
         let now = self.clock.now();
+        // Before the clock's rules: they would put an active pack back to its renewal
+        // time without asking its CA whether that changed.
+        if self.ask_renewal_info(&pack, now).await? {
+            return Ok(false);
+        }
         if let Ok(Some(_)) = transition(&pack, &Input::Tick, &self.rules, now) {
             self.apply(pack, now, |_| Some(Input::Tick)).await?;
             return Ok(false);

@@ -319,6 +319,10 @@ pub struct IssuedCertificate {
     pub signature: String,
     /// Unix seconds when it was issued.
     pub issued_at: i64,
+    /// When its CA suggests renewing it (ACME Renewal Information, RFC 9773: a time
+    /// picked in the CA's suggested window), Unix seconds; `None` while the CA has said
+    /// nothing, when the renewal window of the certificate's validity applies.
+    pub renew_at: Option<i64>,
 }
 
 /// A certificate pack.
@@ -435,10 +439,15 @@ impl Pack {
         self.updated_at = now;
     }
 
-    /// When renewal of the current certificate starts: 30 days before expiry for 90-
-    /// and 365-day certificates, 7 days for 30-day ones, 3 days for 14-day ones.
+    /// When renewal of the current certificate starts: when its CA suggested (ACME
+    /// Renewal Information, [`IssuedCertificate::renew_at`]), else 30 days before expiry
+    /// for 90- and 365-day certificates, 7 days for 30-day ones, 3 days for 14-day ones.
     pub fn renewal_starts_at(&self) -> Option<i64> {
         let cert = self.certificate.as_ref()?;
+        if let Some(at) = cert.renew_at {
+            // Never past the point where renewal gives up (a day before expiry).
+            return Some(at.min(cert.not_after - 2 * 86_400));
+        }
         let window_days = match self.validity_days {
             0..=14 => 3,
             15..=30 => 7,
@@ -596,10 +605,19 @@ mod tests {
             issuer: String::new(),
             signature: String::new(),
             issued_at: 0,
+            renew_at: None,
         });
         for (validity, days) in [(14, 3), (30, 7), (90, 30), (365, 30)] {
             p.validity_days = validity;
             assert_eq!(p.renewal_starts_at(), Some((100 - days) * 86_400));
+        }
+        // The CA's advice (ARI) wins, earlier or later, but never past two days before
+        // expiry (renewal gives up one day before).
+        for (advised, starts) in [(10, 10), (95, 95), (99, 98)] {
+            if let Some(cert) = p.certificate.as_mut() {
+                cert.renew_at = Some(advised * 86_400);
+            }
+            assert_eq!(p.renewal_starts_at(), Some(starts * 86_400));
         }
         assert_eq!(p.renewal_gives_up_at(), Some(99 * 86_400));
     }

@@ -1,4 +1,5 @@
-//! What the ACME tests share: settings for a Pebble, Pebble's issuing root, chain checks.
+//! What the ACME tests share besides the testkit's Pebble harness: names, requests, chain
+//! and file-mode checks.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,26 +10,8 @@ use base64::Engine as _;
 use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
-use zonecert_server::config::AcmeCaSettings;
 use zonecert_server::issuance::{IssueRequest, KeyType};
-use zonecert_server::model::{CaChoice, Hostname};
-use zonecert_testkit::pebble::Pebble;
-
-pub fn settings_for(directory: &str, root: Option<&Path>) -> AcmeCaSettings {
-    AcmeCaSettings {
-        ca: CaChoice::LetsEncrypt,
-        directory: directory.to_owned(),
-        contact: Some("ops@example.org".into()),
-        eab: None,
-        root_pem: root.map(Path::to_owned),
-        profiles: Default::default(),
-        caa_domains: vec!["letsencrypt.org".into()],
-    }
-}
-
-pub fn settings(pebble: &Pebble) -> AcmeCaSettings {
-    settings_for(&pebble.directory, Some(&pebble.tls_root))
-}
+use zonecert_server::model::Hostname;
 
 pub fn hostnames(list: &[&str]) -> Vec<Hostname> {
     list.iter().map(|h| Hostname::parse(h).unwrap()).collect()
@@ -48,23 +31,6 @@ pub fn base64_url(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .unwrap()
-}
-
-/// The root Pebble issues under, from its management API.
-pub async fn pebble_root(pebble: &Pebble) -> String {
-    let client = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(pebble.tls_root_pem.as_bytes()).unwrap(),
-        )
-        .build()
-        .unwrap();
-    let rsp = client
-        .get(format!("{}/roots/0", pebble.management))
-        .send()
-        .await
-        .unwrap();
-    assert!(rsp.status().is_success());
-    rsp.text().await.unwrap()
 }
 
 /// Every certificate of `chain_pem` is signed by the next one, the last by `root_pem`,

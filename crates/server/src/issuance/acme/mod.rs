@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    OrderStatus, RetryPolicy, RevocationReason, RevocationRequest,
 };
 use rcgen::{
     CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
@@ -32,7 +33,10 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::Mutex;
+use tokio_rustls::rustls::pki_types::{CertificateDer, Der};
+use x509_parser::extensions::ParsedExtension;
 
 pub use problem::{AcmeError, AcmeErrorKind};
 
@@ -92,6 +96,23 @@ pub struct AcmeOrderRef {
     pub method: String,
     /// One challenge per host, in the pack's host order.
     pub challenges: Vec<AcmeChallenge>,
+    /// The certificate this order replaces (a renewal, RFC 9773 `replaces`: its
+    /// `<authority key id>.<serial>`), when the CA offers renewal information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+/// What a CA suggests for renewing one certificate (ACME Renewal Information, RFC 9773).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalAdvice {
+    /// The suggested window's start: renew from then on.
+    pub start: time::OffsetDateTime,
+    /// The suggested window's end.
+    pub end: time::OffsetDateTime,
+    /// When to ask again (the CA's `Retry-After`).
+    pub ask_again_in: Duration,
+    /// The CA's page explaining the window, if it gave one.
+    pub explanation_url: Option<String>,
 }
 
 /// One host's challenge in an order.
@@ -114,7 +135,14 @@ pub struct AcmeIssuer {
     http: http::ReqwestHttp,
     /// Loaded or created on first use; dropped when the CA no longer knows it.
     account: Mutex<Option<Account>>,
+    /// Whether the directory offers `renewalInfo` (RFC 9773), once a request told:
+    /// [`ARI_UNKNOWN`], [`ARI_OFFERED`] or [`ARI_ABSENT`].
+    ari: AtomicU8,
 }
+
+const ARI_UNKNOWN: u8 = 0;
+const ARI_OFFERED: u8 = 1;
+const ARI_ABSENT: u8 = 2;
 
 impl std::fmt::Debug for AcmeIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +183,7 @@ impl AcmeIssuer {
             data_dir: data_dir.to_owned(),
             http,
             account: Mutex::new(None),
+            ari: AtomicU8::new(ARI_UNKNOWN),
         })
     }
 
@@ -199,10 +228,34 @@ impl AcmeIssuer {
         dcv_target_suffix: &str,
         validity_days: Option<u32>,
     ) -> Result<(AcmeOrderRef, Vec<DcvRecord>), AcmeError> {
+        self.begin_replacing(hosts, method, dcv_target_suffix, validity_days, None)
+            .await
+    }
+
+    /// [`AcmeIssuer::begin`] for a renewal: the order names the certificate it replaces
+    /// (`replaces_pem`, RFC 9773) when the CA offers renewal information.
+    pub async fn begin_replacing(
+        &self,
+        hosts: &[Hostname],
+        method: DcvMethod,
+        dcv_target_suffix: &str,
+        validity_days: Option<u32>,
+        replaces_pem: Option<&str>,
+    ) -> Result<(AcmeOrderRef, Vec<DcvRecord>), AcmeError> {
+        let mut replaces = match replaces_pem {
+            Some(pem) => self.replaces_id(pem).await,
+            None => None,
+        };
         let mut refused = 0;
         loop {
             match self
-                .place(hosts, method, dcv_target_suffix, validity_days)
+                .place(
+                    hosts,
+                    method,
+                    dcv_target_suffix,
+                    validity_days,
+                    replaces.clone(),
+                )
                 .await
             {
                 Ok(placed) => return Ok(placed),
@@ -211,7 +264,59 @@ impl AcmeIssuer {
                     refused += 1;
                     tracing::debug!(error = %e, refused, "ACME badNonce: placing the order again");
                 }
+                // The certificate was replaced by another order already, or the CA does not
+                // take `replaces` after all (it must reflect it): a plain order.
+                Err(e)
+                    if replaces.is_some()
+                        && (matches!(&e.kind, AcmeErrorKind::Other(t) if t == "alreadyReplaced")
+                            || e.detail.contains("replaces field mismatch")) =>
+                {
+                    tracing::info!(error = %e, "ACME: ordering without naming the certificate replaced");
+                    replaces = None;
+                }
                 Err(e) => return Err(self.unknown_account(e).await),
+            }
+        }
+    }
+
+    /// The RFC 9773 identifier of the certificate a renewal order replaces, when the CA
+    /// offers renewal information (asked once if not known yet); `None` otherwise.
+    async fn replaces_id(&self, pem: &str) -> Option<CertificateIdentifier<'static>> {
+        let id = match certificate_id(pem) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::debug!(error = %e, "ACME: the replaced certificate has no identifier");
+                return None;
+            }
+        };
+        if self.ari.load(Ordering::Relaxed) == ARI_UNKNOWN {
+            let _ = self.renewal_info(pem).await;
+        }
+        (self.ari.load(Ordering::Relaxed) == ARI_OFFERED).then_some(id)
+    }
+
+    /// The CA's renewal advice for the certificate at the head of `chain_pem` (ACME
+    /// Renewal Information, RFC 9773); `None` when its directory offers no `renewalInfo`.
+    pub async fn renewal_info(&self, chain_pem: &str) -> Result<Option<RenewalAdvice>, AcmeError> {
+        let id = certificate_id(chain_pem)?;
+        let account = self.account().await?;
+        match account.renewal_info(&id).await {
+            Ok((info, ask_again_in)) => {
+                self.ari.store(ARI_OFFERED, Ordering::Relaxed);
+                Ok(Some(RenewalAdvice {
+                    start: info.suggested_window.start,
+                    end: info.suggested_window.end,
+                    ask_again_in,
+                    explanation_url: info.explanation_url,
+                }))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => {
+                self.ari.store(ARI_ABSENT, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => {
+                self.ari.store(ARI_OFFERED, Ordering::Relaxed);
+                Err(AcmeError::from_client(e))
             }
         }
     }
@@ -222,6 +327,7 @@ impl AcmeIssuer {
         method: DcvMethod,
         dcv_target_suffix: &str,
         validity_days: Option<u32>,
+        replaces: Option<CertificateIdentifier<'static>>,
     ) -> Result<(AcmeOrderRef, Vec<DcvRecord>), AcmeError> {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = hosts
@@ -231,6 +337,10 @@ impl AcmeIssuer {
         let mut new_order = NewOrder::new(&identifiers);
         if let Some(profile) = validity_days.and_then(|d| self.settings.profiles.get(&d)) {
             new_order = new_order.profile(profile);
+        }
+        let replaced = replaces.as_ref().map(ToString::to_string);
+        if let Some(id) = replaces {
+            new_order = new_order.replaces(id);
         }
         let mut order = account
             .new_order(&new_order)
@@ -295,6 +405,7 @@ impl AcmeIssuer {
                 order_url,
                 method: method.as_str().to_owned(),
                 challenges,
+                replaces: replaced,
             },
             records,
         ))
@@ -439,6 +550,31 @@ impl AcmeIssuer {
         leaf_from_chain(&chain, req, PrivateKeyPem::new(key.serialize_pem()))
     }
 
+    /// Revokes the certificate at the head of `chain_pem` (RFC 8555 section 7.6), as this
+    /// directory's account (the one that ordered it), for `cessationOfOperation`.
+    pub async fn revoke(&self, chain_pem: &str) -> Result<(), AcmeError> {
+        let certificate = CertificateDer::from(leaf_der(chain_pem)?);
+        let request = RevocationRequest {
+            certificate: &certificate,
+            reason: Some(RevocationReason::CessationOfOperation),
+        };
+        let mut refused = 0;
+        loop {
+            let account = self.account().await?;
+            match account
+                .revoke(&request)
+                .await
+                .map_err(AcmeError::from_client)
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
+                    refused += 1;
+                }
+                Err(e) => return Err(self.unknown_account(e).await),
+            }
+        }
+    }
+
     /// Removes the key kept for `order_ref` (its certificate is deployed).
     pub fn forget(&self, order_ref: &AcmeOrderRef) {
         let _ = std::fs::remove_file(self.pending_key_path(&order_ref.order_url));
@@ -503,6 +639,40 @@ async fn refusal(order: &mut instant_acme::Order) -> AcmeError {
             "the CA marked the order invalid",
         ),
     }
+}
+
+/// The RFC 9773 identifier of the certificate at the head of `chain_pem`: its authority
+/// key identifier and serial, base64url, joined by a dot.
+fn certificate_id(chain_pem: &str) -> Result<CertificateIdentifier<'static>, AcmeError> {
+    let bad = |why: String| AcmeError::new(AcmeErrorKind::Other("certificate".into()), why);
+    let der = leaf_der(chain_pem)?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| bad(format!("the certificate does not parse: {e}")))?;
+    let aki = x509
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .ok_or_else(|| bad("the certificate has no authority key identifier".into()))?;
+    Ok(CertificateIdentifier::new(
+        Der::from_slice(&aki),
+        Der::from_slice(x509.raw_serial()),
+    ))
+}
+
+/// The DER of the first certificate of a PEM chain.
+fn leaf_der(chain_pem: &str) -> Result<Vec<u8>, AcmeError> {
+    x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map(|(_, pem)| pem.contents)
+        .map_err(|e| {
+            AcmeError::new(
+                AcmeErrorKind::Other("certificate".into()),
+                format!("the stored certificate is not PEM: {e}"),
+            )
+        })
 }
 
 /// The leaf's properties read back from the chain the CA sent.

@@ -10,8 +10,9 @@
 
 use super::Worker;
 use super::lease::Hold;
-use crate::issuance::IssuanceError;
 use crate::issuance::acme::AcmeErrorKind;
+use crate::issuance::{IssuanceError, Issuer};
+use crate::lifecycle::Revocation;
 use crate::model::{Input, IssueFailure, Pack, PackState};
 use crate::store::StoreError;
 
@@ -28,8 +29,19 @@ impl Worker {
         let hosts: Vec<_> = pack.hosts.iter().map(|h| h.hostname.clone()).collect();
         let suffix = self.config.dcv_suffix(&pack.zone_id);
         let started_in = pack.state;
+        // A renewal's order names the certificate it replaces (RFC 9773).
+        let replaces = match pack.state {
+            PackState::Active => pack.certificate.as_ref().map(|c| c.chain_pem.as_str()),
+            _ => None,
+        };
         let input = match issuer
-            .begin(&hosts, pack.method, &suffix, Some(pack.validity_days))
+            .begin_replacing(
+                &hosts,
+                pack.method,
+                &suffix,
+                Some(pack.validity_days),
+                replaces,
+            )
             .await
         {
             Ok(order) => Input::OrderBegun {
@@ -84,6 +96,94 @@ impl Worker {
         }
     }
 
+    /// Asks the CA of an active pack when to renew its certificate (ACME Renewal
+    /// Information, RFC 9773), before the renewal starts, and records its advice
+    /// ([`Input::RenewalAdvised`]: the advised time replaces the renewal window, and the
+    /// pack is due again when the CA asks to be asked again). Returns whether advice was
+    /// recorded; `false` for CAs without renewal information, and when asking failed (the
+    /// renewal window then applies, and the CA is asked again at the next claim).
+    pub(super) async fn ask_renewal_info(&self, pack: &Pack, now: i64) -> Result<bool, StoreError> {
+        let issuer = self.issuer_for(pack.ca);
+        let Some(cert) = &pack.certificate else {
+            return Ok(false);
+        };
+        if !issuer.orders_remotely()
+            || pack.state != PackState::Active
+            || pack.order_ref.is_some()
+            || now >= cert.not_after
+            || pack.renewal_starts_at().is_some_and(|s| now >= s)
+        {
+            return Ok(false);
+        }
+        let advice = match issuer.renewal_info(&cert.chain_pem).await {
+            Ok(Some(advice)) => advice,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                tracing::warn!(pack = %pack.id.as_str(), error = %e, "asking the CA for its renewal information (ARI) failed; the renewal window applies");
+                return Ok(false);
+            }
+        };
+        let (start, end) = (
+            advice.start.unix_timestamp(),
+            advice
+                .end
+                .unix_timestamp()
+                .max(advice.start.unix_timestamp()),
+        );
+        // RFC 9773 section 4.2: a time chosen at random in the window (kept while the
+        // window keeps it), so that the CA's certificates are not all renewed at once.
+        let renew_at = match cert.renew_at {
+            Some(at) if (start..=end).contains(&at) => at,
+            _ => rand::random_range(start..=end),
+        };
+        let ask_again_in = i64::try_from(advice.ask_again_in.as_secs())
+            .unwrap_or(i64::MAX)
+            .clamp(ARI_ASK_AGAIN_MIN_SECS, ARI_ASK_AGAIN_MAX_SECS);
+        let input = Input::RenewalAdvised {
+            certificate: cert.id.clone(),
+            renew_at,
+            ask_again_at: now.saturating_add(ask_again_in),
+        };
+        tracing::info!(
+            pack = %pack.id.as_str(),
+            serial = %cert.id,
+            renew_at,
+            window_start = start,
+            window_end = end,
+            explanation = advice.explanation_url.as_deref().unwrap_or(""),
+            "the CA's renewal information (ARI) sets when the certificate is renewed"
+        );
+        Ok(self
+            .apply(pack.clone(), now, |_| Some(input.clone()))
+            .await?
+            .is_some())
+    }
+
+    /// Revokes a deleted pack's certificate at the ACME CA of its name
+    /// (`--acme-revoke-on-delete`). Best effort: the pack is gone already, so a failure
+    /// is logged with the CA's reason and nothing else happens.
+    pub(super) async fn revoke(&self, revocation: Revocation) {
+        let pack = revocation.pack.as_str();
+        let Issuer::Acme(acme) = self.issuer_for(revocation.ca) else {
+            return;
+        };
+        match acme.revoke(&revocation.chain_pem).await {
+            Ok(()) => tracing::info!(
+                pack,
+                serial = %revocation.serial,
+                ca = revocation.ca.as_str(),
+                "revoked the deleted pack's certificate"
+            ),
+            Err(e) => tracing::warn!(
+                pack,
+                serial = %revocation.serial,
+                ca = revocation.ca.as_str(),
+                error = %e,
+                "the deleted pack's certificate could not be revoked; it stays valid until it expires"
+            ),
+        }
+    }
+
     /// Whether the pack must place an order before anything else: a pack of an ACME CA
     /// waiting in `initializing`, or an active one whose renewal window opened without an
     /// open order.
@@ -98,6 +198,11 @@ impl Worker {
         }
     }
 }
+
+/// The shortest and longest wait before the CA's renewal information is asked for again,
+/// whatever its `Retry-After` says.
+const ARI_ASK_AGAIN_MIN_SECS: i64 = 3600;
+const ARI_ASK_AGAIN_MAX_SECS: i64 = 86_400;
 
 /// An issuer's error as the model's typed failure, with the CA's `Retry-After`.
 fn issue_failure(error: &IssuanceError, now: i64) -> IssueFailure {

@@ -81,6 +81,7 @@ impl Worker {
             issuer: leaf.issuer.clone(),
             signature: leaf.signature.to_owned(),
             issued_at: now,
+            renew_at: None,
         };
         let serial = certificate.id.clone();
         let issued = Input::Issued {
@@ -151,6 +152,11 @@ impl Worker {
                     issuer.forget(order_ref);
                 }
                 tracing::info!(pack = %id, serial = %serial, "certificate deployed");
+                // When the CA offers renewal information, its advice for the new
+                // certificate decides when it is renewed.
+                if let Some((active, _)) = saved {
+                    self.ask_renewal_info(&active, now).await?;
+                }
             }
             Err(error) => {
                 tracing::warn!(pack = %id, error = %format!("deployment failed: {error}"), "lifecycle");

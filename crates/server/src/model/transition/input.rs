@@ -150,6 +150,19 @@ pub enum Input {
         /// Why.
         failure: IssueFailure,
     },
+    /// The CA of an active pack's certificate said when to renew it (ACME Renewal
+    /// Information, RFC 9773): renewal starts at `renew_at`, which replaces the renewal
+    /// window of the certificate's validity, and the pack is due again at `ask_again_at`
+    /// (when the CA asks to be asked again) if that comes first.
+    RenewalAdvised {
+        /// The certificate the advice is for (its id): advice for a certificate the pack
+        /// no longer has does not apply.
+        certificate: String,
+        /// Unix seconds: when renewal starts.
+        renew_at: i64,
+        /// Unix seconds: when to ask the CA again.
+        ask_again_at: i64,
+    },
     /// The certificate was written where it is served and the hook ran.
     Deployed,
     /// Deployment failed: why, as shown on the pack.

@@ -147,6 +147,14 @@ pub fn transition(
             }
             applies
         }
+        Input::RenewalAdvised {
+            certificate,
+            renew_at,
+            ask_again_at,
+        } => {
+            touches = false;
+            renewal_advised(&mut next, certificate, *renew_at, *ask_again_at, now)
+        }
         Input::Deployed => deployed(&mut next, &mut events),
         Input::DeploymentFailed(error) => {
             let reason = format!("deployment failed: {error}");
@@ -516,6 +524,30 @@ fn deployed(pack: &mut Pack, events: &mut Vec<Event>) -> bool {
             .map(|c| c.id.clone())
             .unwrap_or_default(),
     });
+    true
+}
+
+/// The CA's renewal advice for the pack's current certificate: its time replaces the
+/// renewal window's start; the pack is due when renewal starts or when the CA is to be
+/// asked again, whichever comes first (at once when renewal starts now).
+fn renewal_advised(
+    pack: &mut Pack,
+    certificate: &str,
+    renew_at: i64,
+    ask_again_at: i64,
+    now: i64,
+) -> bool {
+    if pack.state != PackState::Active || pack.order_ref.is_some() {
+        return false;
+    }
+    let Some(cert) = pack.certificate.as_mut() else {
+        return false;
+    };
+    if cert.id != certificate {
+        return false;
+    }
+    cert.renew_at = Some(renew_at);
+    pack.due_at(renew_at.min(ask_again_at).max(now));
     true
 }
 

@@ -35,6 +35,7 @@ fn cert(not_after: i64) -> IssuedCertificate {
         issuer: "CA".into(),
         signature: "ECDSAWithSHA256".into(),
         issued_at: not_after - 90 * 86_400,
+        renew_at: None,
     }
 }
 
@@ -267,6 +268,79 @@ fn an_active_pack_before_its_window_is_due_when_it_opens() {
     assert_eq!(t.pack.state, PackState::Active);
     // Inside the window the clock leaves it to the renewal checks.
     assert_eq!(transition(&p, &Input::Tick, &RULES, starts), Ok(None));
+}
+
+#[test]
+fn the_cas_renewal_advice_replaces_the_window_and_says_when_to_ask_again() {
+    let not_after = T + 100 * 86_400;
+    let p = active(not_after);
+    let advised = |renew_at, ask_again_at| Input::RenewalAdvised {
+        certificate: "0a".into(),
+        renew_at,
+        ask_again_at,
+    };
+    // Earlier than the window (30 days before expiry): due when the CA is to be asked
+    // again, renewal from the advised time on.
+    let renew_at = T + 10 * 86_400;
+    let t = apply(&p, advised(renew_at, T + 6 * 3600), T);
+    assert_eq!(
+        t.pack.certificate.as_ref().unwrap().renew_at,
+        Some(renew_at)
+    );
+    assert_eq!(t.pack.renewal_starts_at(), Some(renew_at));
+    assert!(
+        t.pack
+            .hosts
+            .iter()
+            .all(|h| h.check.next_due_at == T + 6 * 3600)
+    );
+    assert_eq!(
+        t.pack.updated_at, p.updated_at,
+        "not a change a client sees"
+    );
+    assert!(t.events.is_empty());
+    // The clock then keeps it due at the advised time, not the window's.
+    let ticked = apply(&t.pack, Input::Tick, T + 7 * 3600);
+    assert!(
+        ticked
+            .pack
+            .hosts
+            .iter()
+            .all(|h| h.check.next_due_at == renew_at)
+    );
+    // Inside the advised window the clock leaves it to the renewal.
+    assert_eq!(
+        transition(&t.pack, &Input::Tick, &RULES, renew_at),
+        Ok(None)
+    );
+    // Renewal advised now: due at once.
+    let now = apply(&p, advised(T - 60, T + 3600), T);
+    assert!(now.pack.hosts.iter().all(|h| h.check.next_due_at == T));
+    // Advice for another certificate, or while a renewal order is open, does not apply.
+    let other = Input::RenewalAdvised {
+        certificate: "0b".into(),
+        renew_at,
+        ask_again_at: T + 3600,
+    };
+    assert_eq!(transition(&p, &other, &RULES, T), Ok(None));
+    let mut ordering = p.clone();
+    ordering.order_ref = Some("order".into());
+    assert_eq!(
+        transition(&ordering, &advised(renew_at, T + 3600), &RULES, T),
+        Ok(None)
+    );
+    // A new certificate starts without advice.
+    let mut renewed = t.pack.clone();
+    renewed.state = PackState::PendingDeployment;
+    let issued = apply(
+        &renewed,
+        Input::Issued {
+            started_in: PackState::PendingDeployment,
+            certificate: cert(not_after + 90 * 86_400),
+        },
+        renew_at,
+    );
+    assert_eq!(issued.pack.certificate.unwrap().renew_at, None);
 }
 
 #[test]

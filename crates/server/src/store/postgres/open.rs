@@ -33,6 +33,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: super::outbox::OUTBOX_SCHEMA,
     },
+    // When the CA suggests renewing a pack's certificate (ACME Renewal Information,
+    // issue 13), as SQLite's schema 5.
+    Migration {
+        version: 4,
+        sql: "ALTER TABLE packs ADD COLUMN cert_renew_at BIGINT;",
+    },
 ];
 
 /// One step of [`MIGRATIONS`].
@@ -42,7 +48,7 @@ struct Migration {
 }
 
 /// The version this build writes.
-pub(in crate::store) const SCHEMA_VERSION: i64 = 3;
+pub(in crate::store) const SCHEMA_VERSION: i64 = 4;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or

@@ -54,9 +54,9 @@ impl PgStore {
             "INSERT INTO packs (id, zone_id, validity_days, ca, created_at, state, method, \
              cloudflare_branding, brand_check, errors, updated_at, stage_deadline, \
              cert_id, cert_chain_pem, cert_not_before, cert_not_after, cert_issuer, \
-             cert_signature, cert_issued_at, order_ref, version) \
+             cert_signature, cert_issued_at, order_ref, cert_renew_at, version) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, $20, 0)",
+             $17, $18, $19, $20, $21, 0)",
             &params,
         )
         .await
@@ -285,7 +285,8 @@ pub(super) async fn prepare_update(
              brand_check = $6, errors = $7, updated_at = $8, stage_deadline = $9, \
              cert_id = $10, cert_chain_pem = $11, cert_not_before = $12, \
              cert_not_after = $13, cert_issuer = $14, cert_signature = $15, \
-             cert_issued_at = $16, order_ref = $17, version = version + 1 \
+             cert_issued_at = $16, order_ref = $17, cert_renew_at = $18, \
+             version = version + 1 \
              WHERE id = $1 AND version = $2",
         )
         .await?)
@@ -345,6 +346,7 @@ struct PackChanges<'a> {
     cert_signature: Option<&'a str>,
     cert_issued_at: Option<i64>,
     order_ref: Option<&'a str>,
+    cert_renew_at: Option<i64>,
 }
 
 impl<'a> PackChanges<'a> {
@@ -367,10 +369,11 @@ impl<'a> PackChanges<'a> {
             cert_signature: cert.map(|c| c.signature.as_str()),
             cert_issued_at: cert.map(|c| c.issued_at),
             order_ref: pack.order_ref.as_deref(),
+            cert_renew_at: cert.and_then(|c| c.renew_at),
         })
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
         [
             &self.state,
             &self.method,
@@ -387,6 +390,7 @@ impl<'a> PackChanges<'a> {
             &self.cert_signature,
             &self.cert_issued_at,
             &self.order_ref,
+            &self.cert_renew_at,
         ]
     }
 }

@@ -12,7 +12,8 @@ use tokio_postgres::Row;
 pub(super) const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.validity_days, p.ca, \
     p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
     p.stage_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
-    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref";
+    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref, \
+    p.cert_renew_at";
 pub(super) const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
 
@@ -66,6 +67,7 @@ fn pack(r: &Row) -> Result<Pack, StoreError> {
             let issuer: Option<String> = r.try_get(16)?;
             let signature: Option<String> = r.try_get(17)?;
             let issued_at: Option<i64> = r.try_get(18)?;
+            let renew_at: Option<i64> = r.try_get(21)?;
             Some(IssuedCertificate {
                 id,
                 chain_pem,
@@ -74,6 +76,7 @@ fn pack(r: &Row) -> Result<Pack, StoreError> {
                 issuer: issuer.unwrap_or_default(),
                 signature: signature.unwrap_or_default(),
                 issued_at: issued_at.unwrap_or(not_before),
+                renew_at,
             })
         }
         _ => None,
@@ -100,10 +103,10 @@ fn pack(r: &Row) -> Result<Pack, StoreError> {
 
 /// The host columns ([`HOST_COLUMNS`], after the pack's) of a joined row.
 fn host(r: &Row) -> Result<PackHost, StoreError> {
-    let hostname: String = r.try_get(21)?;
-    let kind: String = r.try_get(22)?;
-    let name: String = r.try_get(23)?;
-    let value: String = r.try_get(24)?;
+    let hostname: String = r.try_get(22)?;
+    let kind: String = r.try_get(23)?;
+    let name: String = r.try_get(24)?;
+    let value: String = r.try_get(25)?;
     let method = DcvMethod::parse(&kind).ok_or_else(|| corrupt("record kind", &kind))?;
     let record = match method {
         DcvMethod::Txt => DcvRecord::Txt { name, value },
@@ -123,11 +126,11 @@ fn host(r: &Row) -> Result<PackHost, StoreError> {
         hostname: Hostname::parse(&hostname).map_err(|_| corrupt("host", &hostname))?,
         record,
         check: HostCheck {
-            verified: r.try_get(25)?,
-            last_checked_at: r.try_get(26)?,
-            reason: r.try_get(27)?,
-            attempts: small(r.try_get(28)?, "attempts")?,
-            next_due_at: r.try_get(29)?,
+            verified: r.try_get(26)?,
+            last_checked_at: r.try_get(27)?,
+            reason: r.try_get(28)?,
+            attempts: small(r.try_get(29)?, "attempts")?,
+            next_due_at: r.try_get(30)?,
         },
     })
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "4";
+pub(super) const SCHEMA_VERSION: &str = "5";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
@@ -35,6 +35,13 @@ const MIGRATIONS: &[Migration] = &[
         from: "3",
         to: "4",
         sql: super::outbox::OUTBOX_SCHEMA,
+    },
+    // When the CA suggests renewing a pack's certificate (ACME Renewal Information,
+    // issue 13).
+    Migration {
+        from: "4",
+        to: "5",
+        sql: "ALTER TABLE packs ADD COLUMN cert_renew_at INTEGER;",
     },
 ];
 

@@ -11,7 +11,8 @@ use rusqlite::Row;
 pub(super) const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.validity_days, p.ca, \
     p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
     p.stage_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
-    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref";
+    p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref, \
+    p.cert_renew_at";
 pub(super) const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
 
@@ -37,6 +38,7 @@ struct RawPack {
     cert_issued_at: Option<i64>,
     version: i64,
     order_ref: Option<String>,
+    cert_renew_at: Option<i64>,
 }
 
 struct RawHost {
@@ -75,21 +77,22 @@ fn raw_pack(r: &Row<'_>) -> rusqlite::Result<RawPack> {
         cert_issued_at: r.get(18)?,
         version: r.get(19)?,
         order_ref: r.get(20)?,
+        cert_renew_at: r.get(21)?,
     })
 }
 
 /// The host columns (`HOST_COLUMNS`, after the pack's) of a joined row.
 fn raw_host(r: &Row<'_>) -> rusqlite::Result<RawHost> {
     Ok(RawHost {
-        hostname: r.get(21)?,
-        kind: r.get(22)?,
-        name: r.get(23)?,
-        value: r.get(24)?,
-        verified: r.get(25)?,
-        last_checked_at: r.get(26)?,
-        reason: r.get(27)?,
-        attempts: r.get(28)?,
-        next_due_at: r.get(29)?,
+        hostname: r.get(22)?,
+        kind: r.get(23)?,
+        name: r.get(24)?,
+        value: r.get(25)?,
+        verified: r.get(26)?,
+        last_checked_at: r.get(27)?,
+        reason: r.get(28)?,
+        attempts: r.get(29)?,
+        next_due_at: r.get(30)?,
     })
 }
 
@@ -128,6 +131,7 @@ fn pack_from_raw(p: RawPack) -> Result<Pack, StoreError> {
             issuer: p.cert_issuer.unwrap_or_default(),
             signature: p.cert_signature.unwrap_or_default(),
             issued_at: p.cert_issued_at.unwrap_or(not_before),
+            renew_at: p.cert_renew_at,
         }),
         _ => None,
     };

@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS packs (
     -- The order placed with an ACME CA (its URL and challenges, JSON): a restarted or
     -- another server resumes it. NULL for the built-in CA.
     order_ref           TEXT,
+    -- When the certificate's CA suggests renewing it (ACME Renewal Information, RFC 9773).
+    cert_renew_at       INTEGER,
     -- The lifecycle worker that owns the pack's current step, and until when (wall-clock
     -- Unix seconds). Not part of the pack's version: claiming never conflicts with edits.
     lease_owner         TEXT,

@@ -1,0 +1,283 @@
+//! A scripted ACME Renewal Information front for Pebble: Debian's Pebble 2.4 offers no
+//! `renewalInfo` (RFC 9773), so the ARI tests put this in front of it. It is an HTTPS
+//! reverse proxy on 127.0.0.1 with Pebble's own TLS certificate that passes every
+//! request to Pebble as it came, `Host` included (Pebble then writes its URLs, and checks
+//! each JWS `url`, as the front's, so the whole ACME conversation goes through it), adds
+//! `renewalInfo` to the directory, answers `GET /renewal-info/{id}` with the window the
+//! test sets, and keeps the payload of every `newOrder` (a renewal's `replaces`), which
+//! it reflects in the order's answers as RFC 9773 requires of a CA (Pebble ignores it).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::pebble::Pebble;
+
+/// What `GET /renewal-info/{id}` answers: the suggested window (RFC 3339 times) and the
+/// `Retry-After` seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// The window's start.
+    pub start: String,
+    /// The window's end.
+    pub end: String,
+    /// When to ask again, in seconds.
+    pub retry_after_secs: u64,
+}
+
+/// A running front; stopped when dropped.
+#[derive(Debug)]
+pub struct AriFront {
+    /// `https://127.0.0.1:PORT/dir`: the directory an ACME client is given (trusting
+    /// Pebble's [`Pebble::tls_root`]).
+    pub directory: String,
+    state: Arc<FrontState>,
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+struct FrontState {
+    /// `https://127.0.0.1:PORT` of Pebble's ACME listener.
+    upstream: String,
+    /// `https://127.0.0.1:PORT` of the front.
+    base: String,
+    client: reqwest::Client,
+    window: Mutex<Option<RenewalWindow>>,
+    asked: Mutex<Vec<String>>,
+    new_orders: Mutex<Vec<serde_json::Value>>,
+    /// The `replaces` of each order that named one, by the order's path.
+    replacing: Mutex<Vec<(String, serde_json::Value)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AriFront {
+    /// Starts a front for `pebble`, answering 404 for renewal information until
+    /// [`AriFront::set_window`]. Panics (it is for tests) when it cannot.
+    pub async fn start(pebble: &Pebble) -> AriFront {
+        let (cert_path, key_path) = pebble.tls_files();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+            .and_then(|certs| certs.collect())
+            .expect("Pebble's TLS certificate");
+        let key = PrivateKeyDer::from_pem_file(&key_path).expect("Pebble's TLS key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .expect("TLS configuration");
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("a loopback port");
+        let addr = tcp.local_addr().expect("its address");
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(pebble.tls_root_pem.as_bytes())
+                    .expect("Pebble's TLS root"),
+            )
+            .build()
+            .expect("an HTTP client");
+        let base = format!("https://{addr}");
+        let state = Arc::new(FrontState {
+            upstream: format!("https://127.0.0.1:{}", pebble.ports.0),
+            base: base.clone(),
+            client,
+            window: Mutex::new(None),
+            asked: Mutex::new(Vec::new()),
+            new_orders: Mutex::new(Vec::new()),
+            replacing: Mutex::new(Vec::new()),
+        });
+        let router = axum::Router::new()
+            .fallback(forward)
+            .with_state(state.clone());
+        let stop = CancellationToken::new();
+        let listener = TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        };
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await;
+        });
+        AriFront {
+            directory: format!("{base}/dir"),
+            state,
+            stop,
+        }
+    }
+
+    /// Sets (or, with `None`, removes: 404) the window every certificate's renewal
+    /// information answers.
+    pub fn set_window(&self, window: Option<RenewalWindow>) {
+        *lock(&self.state.window) = window;
+    }
+
+    /// The certificate identifiers (`<AKI>.<serial>`, RFC 9773) asked for so far.
+    pub fn asked(&self) -> Vec<String> {
+        lock(&self.state.asked).clone()
+    }
+
+    /// The payloads of the `newOrder` requests so far, decoded from their JWS.
+    pub fn new_orders(&self) -> Vec<serde_json::Value> {
+        lock(&self.state.new_orders).clone()
+    }
+}
+
+impl Drop for AriFront {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Every request: the front's own answers, else Pebble's.
+async fn forward(State(st): State<Arc<FrontState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    if parts.method == Method::GET
+        && let Some(id) = path.strip_prefix("/renewal-info/")
+    {
+        lock(&st.asked).push(id.to_owned());
+        let window = lock(&st.window).clone();
+        return match window {
+            Some(w) => (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_owned()),
+                    (header::RETRY_AFTER, w.retry_after_secs.to_string()),
+                ],
+                serde_json::json!({"suggestedWindow": {"start": w.start, "end": w.end}})
+                    .to_string(),
+            )
+                .into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
+    let mut replaces = None;
+    if parts.method == Method::POST
+        && path == "/order-plz"
+        && let Some(payload) = jws_payload(&body)
+    {
+        replaces = payload.get("replaces").cloned();
+        lock(&st.new_orders).push(payload);
+    }
+    if replaces.is_none() {
+        replaces = lock(&st.replacing)
+            .iter()
+            .find(|(order, _)| *order == path)
+            .map(|(_, r)| r.clone());
+    }
+    let mut upstream = st
+        .client
+        .request(parts.method.clone(), format!("{}{path}", st.upstream))
+        .body(body);
+    for (name, value) in &parts.headers {
+        // `Host` stays the front's: Pebble's URLs then name the front.
+        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answer = match upstream.send().await {
+        Ok(answer) => answer,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let mut bytes = answer.bytes().await.unwrap_or_default();
+    if parts.method == Method::GET && path == "/dir" {
+        bytes = with_renewal_info(&bytes, &st.base);
+    }
+    if let Some(replaces) = replaces {
+        bytes = with_field(&bytes, "replaces", replaces.clone());
+        if let Some(location) = headers
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.strip_prefix(&st.base))
+        {
+            lock(&st.replacing).push((location.to_owned(), replaces));
+        }
+    }
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response
+}
+
+/// The directory with `renewalInfo` added.
+fn with_renewal_info(directory: &Bytes, base: &str) -> Bytes {
+    with_field(
+        directory,
+        "renewalInfo",
+        serde_json::Value::String(format!("{base}/renewal-info")),
+    )
+}
+
+/// A JSON object's text with `key` set to `value` (anything else unchanged).
+fn with_field(object: &Bytes, key: &str, value: serde_json::Value) -> Bytes {
+    match serde_json::from_slice::<serde_json::Value>(object) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert(key.into(), value);
+            Bytes::from(serde_json::Value::Object(map).to_string())
+        }
+        _ => object.clone(),
+    }
+}
+
+/// The payload of a flattened JWS, as JSON.
+fn jws_payload(body: &[u8]) -> Option<serde_json::Value> {
+    let jws: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jws.get("payload")?.as_str()?)
+        .ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
+/// TLS connections on a loopback listener, for `axum::serve`.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
