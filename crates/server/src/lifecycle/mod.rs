@@ -2,8 +2,9 @@
 //!
 //! The HTTP side and the lifecycle never call each other: they meet in the store
 //! (hosts with a due time) and through [`Signals`]: a wake-up so a new order or a
-//! `retry=true` does not wait for a poll tick, and a progress counter the HTTP side
-//! watches while it waits for the outcome of a check it asked for.
+//! `retry=true` does not wait for a poll tick, a progress counter the HTTP side
+//! watches while it waits for the outcome of a check it asked for, and the certificates
+//! of deleted packs for the worker to revoke at their ACME CA (`--acme-revoke-on-delete`).
 //!
 //! What the [`Worker`] does with a claimed pack:
 //! - `pending_validation`: checks the due hosts (TXT, HTTP, CNAME delegation) and writes
