@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned official Cloudflare SDKs into project-local folders, never globally:
 #   .sdk/node  - npm package `cloudflare` (pinned by tests/compat/ts/package-lock.json)
-#   .sdk/py    - a virtualenv with PyPI package `cloudflare` and pytest (every package pinned by
-#                tests/compat/py/requirements.txt)
+#   .sdk/py    - a virtualenv with PyPI packages `cloudflare`, `standardwebhooks` (the Standard
+#                Webhooks reference library, which verifies zonecert's deliveries) and pytest
+#                (every package pinned by tests/compat/py/requirements.txt)
 # Idempotent: each part is skipped when the pinned version is already there.
 set -euo pipefail
 

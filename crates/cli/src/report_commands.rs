@@ -28,7 +28,9 @@ pub async fn report(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ReportCommand::Expiry { within, target } => {
             let store = target.open()?;
-            let now = SystemClock.now();
+            // The server's time: a test server's travelled clock is kept in the database.
+            let offset = zonecert_server::controls::stored_offset(&store).await?;
+            let now = SystemClock.now().saturating_add(offset);
             let until = now.saturating_add(i64::try_from(within.as_secs()).unwrap_or(i64::MAX));
             let mut packs: Vec<(i64, Pack)> = store
                 .all_packs(false)

@@ -511,6 +511,10 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("metrics", "true".to_owned()),
         ("metrics_listen", "\"127.0.0.1:0\"".to_owned()),
         ("metrics_per_zone", "false".to_owned()),
+        ("webhook_timeout", "\"5s\"".to_owned()),
+        ("webhook_concurrency", "4".to_owned()),
+        ("webhook_retry_for", "\"12h\"".to_owned()),
+        ("webhook_max_backoff", "\"10m\"".to_owned()),
     ];
     let mut documented = documented_flags();
     documented.sort();

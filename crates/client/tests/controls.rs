@@ -11,6 +11,7 @@ use zonecert_client::{
     VerificationGetParams,
 };
 use zonecert_server::config::Config;
+use zonecert_server::store::WebhookEndpoint;
 use zonecert_testkit::{DnsServer, TestServer};
 
 const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
@@ -390,11 +391,26 @@ async fn reset_brings_back_the_seed_state_and_the_dev_token_still_works() {
     let seeded = pack(&client, PACK).await;
     let other = client.zones().create("other.example").await.unwrap();
     controls.set_auto_validation(ZONE, true).await.unwrap();
+    // A webhook endpoint nobody listens at: the pack's events wait in the outbox.
+    let store = s.server.store();
+    store
+        .insert_webhook_endpoint(&WebhookEndpoint {
+            id: "we_reset".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            zone_id: None,
+            events: Vec::new(),
+            secret: zonecert_server::webhooks::sign::new_secret(),
+            created_at: 1,
+            allow_private: true,
+        })
+        .await
+        .unwrap();
     let extra = order(&client, &["example.com"]).await;
     // Deployed, so that the reset has its files to remove.
     retry(&client).await;
     wait_for(&client, &extra, |p| p.status == PackStatus::Active).await;
     assert!(s.data_dir().join("certs").join(&extra).exists());
+    assert!(!store.list_deliveries(false, 10).await.unwrap().is_empty());
     controls
         .add_fault(&NewFault {
             kind: "nxdomain".into(),
@@ -451,6 +467,9 @@ async fn reset_brings_back_the_seed_state_and_the_dev_token_still_works() {
         !s.data_dir().join("certs").join(&extra).exists(),
         "files removed"
     );
+    // The seed state has no webhooks: the endpoint and its pending deliveries are gone.
+    assert!(store.webhook_endpoints().await.unwrap().is_empty());
+    assert!(store.list_deliveries(false, 10).await.unwrap().is_empty());
     let clock = controls.clock().await.unwrap();
     assert_eq!(clock.offset_seconds, 0);
     assert!(controls.faults().await.unwrap().is_empty());

@@ -156,6 +156,25 @@ pub struct Config {
     #[arg(long, env = "ZONECERT_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = ValueParser::new(parse_duration))]
     pub shutdown_timeout: Duration,
+    /// Webhook deliveries: how long one attempt may take (connect, send, answer) before
+    /// it counts as failed and is retried.
+    #[arg(long, env = "ZONECERT_WEBHOOK_TIMEOUT", default_value = "10s",
+          value_parser = ValueParser::new(parse_duration))]
+    pub webhook_timeout: Duration,
+    /// Webhook deliveries in flight per endpoint (a slow endpoint holds only its own).
+    #[arg(long, env = "ZONECERT_WEBHOOK_CONCURRENCY", default_value = "16",
+          value_parser = ValueParser::new(parse_positive))]
+    pub webhook_concurrency: usize,
+    /// How long a webhook delivery is retried (from when its event was written) before
+    /// it is marked failed.
+    #[arg(long, env = "ZONECERT_WEBHOOK_RETRY_FOR", default_value = "24h",
+          value_parser = ValueParser::new(parse_duration))]
+    pub webhook_retry_for: Duration,
+    /// The longest wait between two attempts of a webhook delivery (the wait starts at
+    /// 1 s and doubles, with jitter).
+    #[arg(long, env = "ZONECERT_WEBHOOK_MAX_BACKOFF", default_value = "1h",
+          value_parser = ValueParser::new(parse_duration))]
+    pub webhook_max_backoff: Duration,
     /// ACME certificate authorities (`--acme NAME=DIRECTORY` and its per-CA options).
     #[command(flatten)]
     pub acme: AcmeConfig,

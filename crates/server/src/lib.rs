@@ -288,7 +288,7 @@ impl App {
         let webhooks = webhooks::start(
             self.state.store.clone(),
             format!("webhooks-{}", uuid::Uuid::new_v4().simple()),
-            webhooks::DeliveryConfig::default(),
+            webhooks::DeliveryConfig::from_config(&self.state.config),
             signals.clone(),
             cancel.clone(),
         )

@@ -43,6 +43,7 @@ battery!(
     deleting_a_zone_deletes_its_packs,
     outbox_events_go_with_the_pack_and_arrive_in_order,
     deliveries_are_leased_retried_and_failed,
+    only_the_lease_holder_records_an_outcome,
     delegated_hosts_are_found_by_their_cname_target,
 );
 

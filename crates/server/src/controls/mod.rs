@@ -79,12 +79,7 @@ impl Controls {
         base: SharedClock,
         auto_all: bool,
     ) -> Result<Self, StoreError> {
-        let offset = match store.setting(CLOCK_OFFSET_KEY).await? {
-            Some(text) => text.trim().parse::<i64>().map_err(|e| {
-                StoreError::Corrupt(format!("meta {CLOCK_OFFSET_KEY} = {text:?}: {e}"))
-            })?,
-            None => 0,
-        };
+        let offset = stored_offset(store).await?;
         Ok(Controls {
             clock: TravelClock::new(base, offset),
             auto_all,
@@ -199,6 +194,23 @@ impl Controls {
         hosts: impl Iterator<Item = &'a str> + Clone,
     ) -> Option<Fault> {
         lock(&self.faults).strike_step(kind, zone, pack, hosts)
+    }
+}
+
+/// The travelled clock's offset kept in the database, in seconds (0 when the clock was
+/// never moved, and on PostgreSQL, where there are no test controls): what the
+/// administration commands add to the system's time to see the time a test server
+/// sees (`zonecert report expiry`).
+pub async fn stored_offset(store: &Store) -> Result<i64, StoreError> {
+    if let Store::Postgres(_) = store {
+        return Ok(0);
+    }
+    match store.setting(CLOCK_OFFSET_KEY).await? {
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .map_err(|e| StoreError::Corrupt(format!("meta {CLOCK_OFFSET_KEY} = {text:?}: {e}"))),
+        None => Ok(0),
     }
 }
 

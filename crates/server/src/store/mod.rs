@@ -561,7 +561,8 @@ impl Store {
         }
     }
 
-    /// Deletes every zone, pack, user and token, and the `meta` values named in
+    /// Deletes every zone, pack, user, token and webhook (endpoints, the outbox and its
+    /// deliveries), and the `meta` values named in
     /// `settings`, in one transaction (the test controls' reset); returns the ids of the
     /// packs deleted, whose deployed files the caller removes.
     pub async fn wipe(&self, settings: &[&str]) -> Result<Vec<PackId>, StoreError> {

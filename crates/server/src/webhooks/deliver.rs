@@ -51,6 +51,20 @@ impl Default for DeliveryConfig {
     }
 }
 
+impl DeliveryConfig {
+    /// The operator's settings (`--webhook-timeout`, `--webhook-concurrency`,
+    /// `--webhook-retry-for`, `--webhook-max-backoff`) over the defaults.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        DeliveryConfig {
+            per_endpoint: config.webhook_concurrency.max(1),
+            timeout: config.webhook_timeout,
+            give_up_after: config.webhook_retry_for,
+            max_delay: config.webhook_max_backoff,
+            ..DeliveryConfig::default()
+        }
+    }
+}
+
 /// A running delivery worker; stopping it (or dropping the token's source) ends it.
 #[derive(Debug)]
 pub struct DeliveryHandle {
@@ -219,58 +233,77 @@ async fn endpoint_task(
         .unwrap_or(i64::MAX / 4);
     let endpoint = Arc::new(endpoint);
     loop {
-        let free = slots.available_permits();
+        // A free slot first: while every slot is taken, the task waits for one to be
+        // given back rather than sleeping (a sleep of `poll` here held each endpoint to
+        // `per_endpoint` deliveries per `poll`).
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let free = slots.available_permits() + 1;
+        let mut first = Some(first);
         let mut claimed = 0;
-        if free > 0 {
-            let claim = DeliveryClaim {
-                owner: &owner,
-                endpoint_id: &endpoint.id,
-                now_ms: wall_ms(),
-                lease_ms,
-                limit: free as u64,
-            };
-            match store.claim_deliveries(&claim).await {
-                Ok(due) => {
-                    claimed = due.len();
-                    for d in due {
-                        let Ok(permit) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let (client, key, endpoint, config, results) = (
-                            client.clone(),
-                            key.clone(),
-                            endpoint.clone(),
-                            config.clone(),
-                            results.clone(),
-                        );
-                        tokio::spawn(async move {
-                            let outcome = attempt(&client, &endpoint, &key, &d, &config).await;
-                            // Until the outcome is recorded the delivery stays pending and
-                            // leased: no claim takes it, nor the pack's next event.
-                            let _ = results.send(DeliveryResult {
-                                event_seq: d.event_seq,
-                                endpoint_id: d.endpoint_id,
-                                outcome,
-                            });
-                            drop(permit);
+        let claim = DeliveryClaim {
+            owner: &owner,
+            endpoint_id: &endpoint.id,
+            now_ms: wall_ms(),
+            lease_ms,
+            limit: free as u64,
+        };
+        match store.claim_deliveries(&claim).await {
+            Ok(due) => {
+                claimed = due.len();
+                for d in due {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        // Free: only this task takes the endpoint's slots.
+                        None => match slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    };
+                    let (client, key, endpoint, config, results) = (
+                        client.clone(),
+                        key.clone(),
+                        endpoint.clone(),
+                        config.clone(),
+                        results.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let outcome = attempt(&client, &endpoint, &key, &d, &config).await;
+                        // Until the outcome is recorded the delivery stays pending and
+                        // leased: no claim takes it, nor the pack's next event.
+                        let _ = results.send(DeliveryResult {
+                            event_seq: d.event_seq,
+                            endpoint_id: d.endpoint_id,
+                            outcome,
                         });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(endpoint = %endpoint.id, error = %e, "webhooks: claiming deliveries failed")
+                        drop(permit);
+                    });
                 }
             }
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint.id, error = %e, "webhooks: claiming deliveries failed")
+            }
         }
-        let pause = if claimed > 0 && claimed == free {
-            Duration::from_millis(1)
+        drop(first);
+        // Every slot filled: the next turn waits for one. Fewer due than free slots: the
+        // rest are not due yet, or wait for their pack's previous event to be recorded.
+        let pause = if claimed == free {
+            Duration::ZERO
         } else if claimed > 0 {
             Duration::from_millis(5)
         } else {
             config.poll
         };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
     }
 }

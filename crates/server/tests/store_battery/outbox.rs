@@ -271,3 +271,70 @@ pub(super) async fn deliveries_are_leased_retried_and_failed(s: Store) {
     assert!(!s.delete_webhook_endpoint("we_1").await.expect("delete"));
     assert!(s.list_deliveries(false, 10).await.expect("list").is_empty());
 }
+
+/// An outcome is recorded only by the holder of the delivery's lease: a node whose lease
+/// ran out while it was sending (another node claimed the delivery since) records
+/// nothing, so the delivery is not counted twice, nor its new holder's lease ended under
+/// it (a third node would send it once more).
+pub(super) async fn only_the_lease_holder_records_an_outcome(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    s.insert_webhook_endpoint(&endpoint("we_1", None, &[]))
+        .await
+        .expect("endpoint");
+    s.insert_events(&[event("pack.issued", z.id.as_str(), p.id.as_str(), None)])
+        .await
+        .expect("events");
+    let now = wall_ms() + 1;
+    let by_a = s
+        .claim_deliveries(&claim("a", "we_1", now))
+        .await
+        .expect("claim");
+    assert_eq!(by_a.len(), 1);
+    // a's lease runs out while it sends; b claims the delivery.
+    let by_b = s
+        .claim_deliveries(&claim("b", "we_1", now + 60_001))
+        .await
+        .expect("claim");
+    assert_eq!(by_b.len(), 1);
+    // a's late outcome changes nothing: b's lease holds, no attempt is counted.
+    let seq = by_a[0].event_seq;
+    s.record_deliveries(
+        "a",
+        &[DeliveryResult {
+            event_seq: seq,
+            endpoint_id: "we_1".into(),
+            outcome: DeliveryOutcome::Retry {
+                at_ms: now + 60_002,
+                error: "timed out".into(),
+            },
+        }],
+    )
+    .await
+    .expect("record");
+    assert!(
+        s.claim_deliveries(&claim("c", "we_1", now + 60_003))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "b's lease was ended by a's outcome"
+    );
+    let listed = s.list_deliveries(false, 10).await.expect("list");
+    assert_eq!(
+        (listed[0].state, listed[0].attempts),
+        (DeliveryState::Pending, 0)
+    );
+    // b's outcome is recorded, once.
+    s.record_deliveries("b", &[delivered(seq, "we_1")])
+        .await
+        .expect("record");
+    s.record_deliveries("a", &[delivered(seq, "we_1")])
+        .await
+        .expect("record");
+    let listed = s.list_deliveries(false, 10).await.expect("list");
+    assert_eq!(
+        (listed[0].state, listed[0].attempts),
+        (DeliveryState::Delivered, 1)
+    );
+}

@@ -209,7 +209,7 @@ impl PgStore {
 
     pub(in crate::store) async fn record_deliveries(
         &self,
-        _owner: &str,
+        owner: &str,
         results: &[DeliveryResult],
     ) -> Result<(), StoreError> {
         if results.is_empty() {
@@ -221,7 +221,8 @@ impl PgStore {
             .prepare(
                 "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, \
                  next_attempt_ms = $4, last_error = $5, lease_owner = NULL, lease_until = NULL \
-                 WHERE event_seq = $1 AND endpoint_id = $2 AND state = 'pending'",
+                 WHERE event_seq = $1 AND endpoint_id = $2 AND state = 'pending' \
+                   AND lease_owner = $6",
             )
             .await?;
         for r in results {
@@ -236,7 +237,14 @@ impl PgStore {
             };
             tx.execute(
                 &stmt,
-                &[&r.event_seq, &r.endpoint_id, &state.as_str(), &at, &error],
+                &[
+                    &r.event_seq,
+                    &r.endpoint_id,
+                    &state.as_str(),
+                    &at,
+                    &error,
+                    &owner,
+                ],
             )
             .await?;
         }

@@ -44,7 +44,18 @@ impl SqliteStore {
                 .collect::<Result<_, _>>()?;
             // Hosts go with their packs and packs with their zones (ON DELETE CASCADE);
             // spelled out so that the order does not depend on the foreign-key pragma.
-            for table in ["pack_hosts", "packs", "zones", "tokens", "users"] {
+            // The webhooks go too: endpoints, the outbox and its deliveries (the seed
+            // state has none).
+            for table in [
+                "webhook_deliveries",
+                "webhook_events",
+                "webhook_endpoints",
+                "pack_hosts",
+                "packs",
+                "zones",
+                "tokens",
+                "users",
+            ] {
                 tx.execute(&format!("DELETE FROM {table}"), [])?;
             }
             for key in settings {

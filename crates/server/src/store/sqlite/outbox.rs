@@ -187,7 +187,7 @@ impl SqliteStore {
 
     pub(in crate::store) fn record_deliveries(
         &self,
-        _owner: &str,
+        owner: &str,
         results: &[DeliveryResult],
     ) -> Result<(), StoreError> {
         if results.is_empty() {
@@ -197,7 +197,8 @@ impl SqliteStore {
             let mut stmt = tx.prepare_cached(
                 "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1, \
                  next_attempt_ms = ?4, last_error = ?5, lease_owner = NULL, lease_until = NULL \
-                 WHERE event_seq = ?1 AND endpoint_id = ?2 AND state = 'pending'",
+                 WHERE event_seq = ?1 AND endpoint_id = ?2 AND state = 'pending' \
+                   AND lease_owner = ?6",
             )?;
             for r in results {
                 let (state, at, error) = match &r.outcome {
@@ -214,7 +215,8 @@ impl SqliteStore {
                     r.endpoint_id,
                     state.as_str(),
                     at,
-                    error
+                    error,
+                    owner
                 ])?;
             }
             Ok(())
