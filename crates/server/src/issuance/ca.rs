@@ -370,7 +370,7 @@ fn remove_leftovers(dir: &Path) -> Result<(), IssuanceError> {
 /// Creates a whole new CA: built in a temporary directory beside `dir` and renamed to it.
 fn create_ca(data_dir: &Path, dir: &Path) -> Result<(Authority, Authority), IssuanceError> {
     remove_leftovers(dir)?;
-    let staged = StagedDir::create(dir, 0o700)?;
+    let mut staged = StagedDir::create(dir, 0o700)?;
     let (root_key, root_cert) = new_root()?;
     let root_key_pem = root_key.serialize_pem();
     staged.write(ROOT_KEY, root_key_pem.as_bytes(), 0o600)?;

@@ -222,7 +222,7 @@ fn write_files(
     if first {
         // Three inodes and three fsyncs of its own per pack: creating inodes dominated the
         // deployment's cost in profiles, and a lock file would be a fourth.
-        let staged = StagedDir::create(&paths.dir, 0o755)?;
+        let mut staged = StagedDir::create(&paths.dir, 0o755)?;
         staged.write(PRIVKEY, key.expose_secret().as_bytes(), 0o600)?;
         staged.write(FULLCHAIN, chain.as_bytes(), 0o644)?;
         if staged.commit()? {
