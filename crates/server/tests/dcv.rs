@@ -650,6 +650,21 @@ async fn caa_servfail_blocks() {
         &v.check_caa("app.example.com", "letsencrypt.org").await,
         "SERVFAIL looking up CAA for example.com",
     );
+    // The names are asked at once, but decided closest first, as asking in turn would:
+    // a record set below a failure decides, and a failure below a record set refuses.
+    dns.set_caa("app.example.com", &[(0, "issue", "letsencrypt.org")]);
+    assert!(
+        v.check_caa("app.example.com", "letsencrypt.org")
+            .await
+            .passed()
+    );
+    dns.clear_servfail("example.com");
+    dns.set_caa("example.com", &[(0, "issue", "letsencrypt.org")]);
+    dns.set_servfail("app.example.com");
+    assert_failed(
+        &v.check_caa("app.example.com", "letsencrypt.org").await,
+        "SERVFAIL looking up CAA for app.example.com",
+    );
 }
 
 #[tokio::test]

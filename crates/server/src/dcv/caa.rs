@@ -1,5 +1,6 @@
 //! CAA (RFC 8659): may this CA issue for this host?
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use hickory_resolver::proto::rr::rdata::CAA;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
@@ -46,10 +47,24 @@ pub(super) async fn check(
     }
     let timeout = validator.inner.config.timeout;
     // The relevant record set is the one at the closest name, going up from the host, that has
-    // CAA records (RFC 8659 section 3). The root is never asked.
-    let mut name = base.as_str();
-    loop {
-        match validator.lookup(name, RecordType::CAA).await {
+    // CAA records (RFC 8659 section 3). The root is never asked. Every name is asked at once
+    // (as Let's Encrypt's Boulder does) and the answers read closest first, as they come:
+    // that decides exactly as asking one after another would, without waiting for the
+    // names above a decisive answer. Asked in turn, each NXDOMAIN was a round trip before
+    // the parent's question, and the check as slow as the tree was deep.
+    let mut names = vec![base.as_str()];
+    while let Some((_, parent)) = names.last().and_then(|n| n.split_once('.')) {
+        if parent.is_empty() {
+            break;
+        }
+        names.push(parent);
+    }
+    let mut answers: FuturesOrdered<_> = names
+        .iter()
+        .map(|&name| async move { (name, validator.lookup(name, RecordType::CAA).await) })
+        .collect();
+    while let Some((name, answer)) = answers.next().await {
+        match answer {
             Ok(records) => {
                 let set: Vec<&CAA> = records
                     .iter()
@@ -66,11 +81,8 @@ pub(super) async fn check(
             // RFC 8659 section 3: a failed lookup must not be taken as permission.
             Err(failure) => return Err(failure.describe(RecordType::CAA, name, timeout)),
         }
-        match name.split_once('.') {
-            Some((_, parent)) if !parent.is_empty() => name = parent,
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// Applies one CAA record set found at `at` to a request for `host`.
