@@ -17,6 +17,8 @@
 //! progress poller on the server's lifecycle CPUs, so that neither the lifecycle nor
 //! they delay the sampler. Every socket is on 127.0.0.1.
 
+mod memory;
+mod retry;
 mod sampler;
 mod server;
 
@@ -145,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let dns = start_dns_below_the_sampler()?;
     lifecycle_phases(&args, &bin, work.path(), &dns, &mut rows).await?;
     if args.stored_packs > 0 {
-        memory_phase(&args, &bin, work.path(), &dns, &mut rows).await?;
+        memory::memory_phase(&args, &bin, work.path(), &dns, &mut rows).await?;
     }
 
     let load_after = loadavg();
@@ -346,7 +348,7 @@ async fn lifecycle_phases(
         "== order -> active with retry=true, {} samples",
         args.retry_samples
     );
-    let retry = order_to_active(&srv.api, &token, &retry_zones, dns).await?;
+    let retry = retry::order_to_active(&srv.api, &token, &retry_zones, dns).await?;
     let rss_end = srv.peak_rss_kib()?;
     srv.stop().await?;
 
@@ -701,265 +703,6 @@ impl WorkDir {
             WorkDir::Kept(path) => path,
         }
     }
-}
-
-/// Order -> active samples.
-#[derive(Debug, Default)]
-struct RetrySamples {
-    samples: Vec<f64>,
-    active_in_call: usize,
-    /// Further `retry=true` GETs sent when the first answer was not active yet.
-    repeated_retries: usize,
-    post_median_ms: f64,
-    get_median_ms: f64,
-}
-
-impl RetrySamples {
-    fn quantile_ms(&self, q: f64) -> f64 {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        if s.is_empty() {
-            return 0.0;
-        }
-        s[((s.len() - 1) as f64 * q).round() as usize]
-    }
-
-    fn median_ms(&self) -> f64 {
-        self.quantile_ms(0.5)
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-/// One at a time: POST an order, put its records in DNS, GET the verification view with
-/// `retry=true`; if the pack is not active in that answer, poll it until it is.
-async fn order_to_active(
-    api: &str,
-    token: &str,
-    zones: &[(String, String)],
-    dns: &DnsServer,
-) -> anyhow::Result<RetrySamples> {
-    let client = reqwest::Client::new();
-    let mut out = RetrySamples::default();
-    let (mut posts, mut gets) = (Vec::new(), Vec::new());
-    for (zone, apex) in zones {
-        let t = Instant::now();
-        let (id, records) = order(&client, api, token, zone, apex).await?;
-        posts.push(ms(t.elapsed()));
-        put_records(dns, &records);
-        let g = Instant::now();
-        let view = verification(&client, api, token, zone, true).await?;
-        gets.push(ms(g.elapsed()));
-        if pack_active_in(&view, &id)? {
-            out.active_in_call += 1;
-        } else {
-            // What a client does next: ask again. A check that ran before the records
-            // were in DNS can answer the first retry with the pack still pending.
-            let mut active = false;
-            for _ in 0..20 {
-                out.repeated_retries += 1;
-                let view = verification(&client, api, token, zone, true).await?;
-                if pack_active_in(&view, &id)? {
-                    active = true;
-                    break;
-                }
-            }
-            if !active {
-                wait_active(&client, api, token, zone, &id).await?;
-            }
-        }
-        out.samples.push(ms(t.elapsed()));
-    }
-    out.post_median_ms = median(posts);
-    out.get_median_ms = median(gets);
-    Ok(out)
-}
-
-async fn verification(
-    client: &reqwest::Client,
-    api: &str,
-    token: &str,
-    zone: &str,
-    retry: bool,
-) -> anyhow::Result<serde_json::Value> {
-    let query = if retry { "?retry=true" } else { "" };
-    Ok(client
-        .get(format!("{api}/zones/{zone}/ssl/verification{query}"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .json()
-        .await?)
-}
-
-/// Whether every verification item of pack `id` says `active`.
-fn pack_active_in(view: &serde_json::Value, id: &str) -> anyhow::Result<bool> {
-    let items: Vec<&serde_json::Value> = view["result"]
-        .as_array()
-        .context("verification view without result")?
-        .iter()
-        .filter(|v| v["cert_pack_uuid"] == id)
-        .collect();
-    Ok(!items.is_empty() && items.iter().all(|v| v["certificate_status"] == "active"))
-}
-
-async fn wait_active(
-    client: &reqwest::Client,
-    api: &str,
-    token: &str,
-    zone: &str,
-    id: &str,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let pack: serde_json::Value = client
-            .get(format!("{api}/zones/{zone}/ssl/certificate_packs/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if pack["result"]["status"] == "active" {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    bail!("pack {id} did not become active within 60 s")
-}
-
-/// Phase 4: peak RSS with many packs stored, under a GET load; workers off, then on
-/// (their records absent, so every check fails and is rescheduled).
-async fn memory_phase(
-    args: &Args,
-    bin: &Path,
-    work: &Path,
-    dns: &Arc<DnsServer>,
-    rows: &mut Vec<Row>,
-) -> anyhow::Result<()> {
-    let data = work.join("stored");
-    let store = Store::open_sqlite(&data)?;
-    let config = Config::new(&data);
-    let now = SystemClock.now();
-    let zone_count = args.stored_packs.div_ceil(PACKS_PER_STORED_ZONE);
-    eprintln!(
-        "== storing {} packs in {zone_count} zones (directly in the database)",
-        args.stored_packs
-    );
-    let t = Instant::now();
-    let mut zones = Vec::with_capacity(zone_count);
-    let mut left = args.stored_packs;
-    for i in 0..zone_count {
-        let apex = format!("m{i:05}.bench.test");
-        let zone = admin::create_zone(&store, &apex, None, true, now).await?;
-        let hosts = vec![
-            Hostname::parse(&apex)?,
-            Hostname::parse(&format!("*.{apex}"))?,
-        ];
-        for _ in 0..left.min(PACKS_PER_STORED_ZONE) {
-            let pack = Pack::order(
-                zone.id.clone(),
-                hosts.clone(),
-                DcvMethod::Txt,
-                90,
-                CaChoice::LetsEncrypt,
-                false,
-                &config.dcv_suffix(&zone.id),
-                now,
-            );
-            store
-                .insert_pack(&pack, PACKS_PER_STORED_ZONE as u64)
-                .await?;
-        }
-        left = left.saturating_sub(PACKS_PER_STORED_ZONE);
-        zones.push(zone.id.to_string());
-    }
-    let token = admin::create_token(
-        &store,
-        "bench",
-        &["SSL and Certificates Read".into()],
-        &[],
-        now,
-    )
-    .await?
-    .secret;
-    drop(store);
-    eprintln!("== stored in {:.1} s", t.elapsed().as_secs_f64());
-    let zones = Arc::new(zones);
-    let db_mb = std::fs::metadata(data.join("zonecert.db"))
-        .map(|m| m.len() as f64 / 1e6)
-        .unwrap_or_default();
-
-    for lifecycle in [false, true] {
-        let mut flags = vec![
-            "--lifecycle".to_owned(),
-            lifecycle.to_string(),
-            "--dcv-resolvers".into(),
-            dns.addr().to_string(),
-            "--check-concurrency".into(),
-            args.check_concurrency.to_string(),
-        ];
-        flags.extend(args.server_flags.split_whitespace().map(str::to_owned));
-        let srv = Server::start(&Launch {
-            bin: bin.to_owned(),
-            cpu: args.server_cpu.clone(),
-            data_dir: data.clone(),
-            flags,
-            log: work.join(format!("server-stored-{lifecycle}.log")),
-        })
-        .await?;
-        let queries_before = dns.query_count();
-        eprintln!(
-            "== {} packs stored, workers {}: GET load {} s",
-            args.stored_packs,
-            if lifecycle { "on" } else { "off" },
-            args.stored_secs
-        );
-        let load = sampler::sample_for(
-            &srv.api,
-            &token,
-            zones.clone(),
-            args.stored_rate,
-            Duration::from_secs(args.stored_secs),
-        )
-        .await?;
-        let rss = srv.peak_rss_kib()?;
-        let queries = dns.query_count() - queries_before;
-        srv.stop().await?;
-        let label = if lifecycle {
-            "peak RSS, packs stored, workers on (records absent)"
-        } else {
-            "peak RSS, packs stored, workers off"
-        };
-        rows.push(row(
-            label,
-            format!(
-                "{:.1} MB ({} packs, db {db_mb:.0} MB)",
-                mb(rss),
-                args.stored_packs
-            ),
-            "<= 200 MB",
-            Some(mb(rss) <= MAX_STORED_RSS_MB),
-        ));
-        rows.push(latency_row(
-            "  GET verification meanwhile (100 packs a zone)",
-            &load,
-        ));
-        if lifecycle {
-            rows.push(row(
-                "  DNS queries answered meanwhile (failing checks)",
-                format!(
-                    "{queries} ({:.0}/s)",
-                    queries as f64 / args.stored_secs as f64
-                ),
-                "",
-                None,
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {
