@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Benchmark of issue #2: GET /client/v4/zones/{random zone}/ssl/verification with a
-# token against a server holding ZONES zones of 2 packs x 2 hosts, next to the static
-# GET /healthz of the same binary as the floor. Prints req/s, p50, p99, the ratio to
-# the floor, the server's peak RSS, and PASS/FAIL per target.
+# Benchmark of issues #2 and #15: GET /client/v4/zones/{random zone}/ssl/verification
+# with a token against a server holding ZONES zones of 2 packs x 2 hosts, next to two
+# floors: the static GET /healthz of the same binary, and a bare axum route
+# (bench/lifecycle/src/bare.rs, zonecert-bare-floor) serving the bytes of one of
+# zonecert's verification answers for every zone, asked the same random URLs. The
+# verification run is made twice, with metrics on (the default) and `--metrics false`,
+# in the same run, for the cost of measuring. Prints req/s, p50, p99, the ratios, the
+# server's peak RSS, and PASS/FAIL per target.
 #
 # Usage: bench/verification.sh          (from the repository root or anywhere)
 # Knobs (environment): ZONES=10000 DURATION=10 WARMUP=3 CONNECTIONS=64 WRK_THREADS=1
 #   SERVER_CPU=0 LOAD_CPU=1 DATA_DIR=<dir to keep/reuse the loaded data> SKIP_BUILD=1
 #   ZONECERT_BIN=<binary to measure instead of target/release/zonecert>
+#   FLOOR_BIN=<bare floor binary instead of target/release/zonecert-bare-floor>
 # Everything runs on 127.0.0.1 only.
 set -euo pipefail
 
@@ -25,10 +30,13 @@ WRK_THREADS=${WRK_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
-# Targets of issue #2.
+# Targets of issue #2 (ratio to /healthz, p99, RSS) and #15 (ratio to the bare route,
+# the cost of metrics).
 MIN_RATIO=0.5
+MIN_BARE_RATIO=0.7
 MAX_P99_MS=3
 MAX_RSS_MB=100
+MAX_METRICS_COST=0.05
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -41,11 +49,13 @@ for tool in taskset python3 curl; do
 done
 
 bin=${ZONECERT_BIN:-$root/target/release/zonecert}
+floor_bin=${FLOOR_BIN:-$root/target/release/zonecert-bare-floor}
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   log "building (release)"
-  (cd "$root" && cargo build --release -p zonecert >&2)
+  (cd "$root" && cargo build --release -p zonecert -p zonecert-bench --bin zonecert --bin zonecert-bare-floor >&2)
 fi
 [[ -x "$bin" ]] || { echo "no $bin; build it first" >&2; exit 1; }
+[[ -x "$floor_bin" ]] || { echo "no $floor_bin; build it first" >&2; exit 1; }
 
 work=$(mktemp -d)
 data=${DATA_DIR:-$work/data}
@@ -62,14 +72,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts the server (optionally under a CPU pin) and sets server_pid and base.
+# Starts the server (optionally under a CPU pin) and sets server_pid and base; the
+# server's own flags in the array server_flags.
+server_flags=()
 start_server() {
   local pin=("$@")
   : >"$work/server.out"
   # Lifecycle workers off (servers that have them read ZONECERT_LIFECYCLE; older ones
   # ignore it): the 20,000 ordered packs would otherwise send DCV queries to the
   # system's resolvers, off this machine, and background work would blur the figures.
-  ZONECERT_LIFECYCLE=false "${pin[@]}" "$bin" serve --listen 127.0.0.1:0 --data-dir "$data" --rate-limit off \
+  ZONECERT_LIFECYCLE=false "${pin[@]}" "$bin" serve --listen 127.0.0.1:0 --data-dir "$data" --rate-limit off ${server_flags[@]+"${server_flags[@]}"} \
     >"$work/server.out" 2>"$work/server.err" &
   server_pid=$!
   for _ in $(seq 1 200); do
@@ -162,9 +174,35 @@ measure() { # label, url, lua args... Prints wrk's fields plus cpu_us (server CP
 floor=$(measure floor "$base/healthz" static)
 verif=$(measure verification "$base/" verification "$ids_file")
 rss_kb=$(peak_rss_kb "$server_pid")
+# The measured answer's bytes, for the bare floor (every zone's answer has the same size
+# to within a few bytes: the same packs and hosts, other ids).
+curl -fsS -H "Authorization: Bearer $reader" "$base/client/v4/zones/$first/ssl/verification" >"$work/answer.json"
 stop_server
 
-python3 - "$floor" "$verif" "$rss_kb" "$MIN_RATIO" "$MAX_P99_MS" "$MAX_RSS_MB" <<'PY'
+log "the same without metrics (--metrics false)"
+server_flags=(--metrics false)
+start_server taskset -c "$SERVER_CPU"
+verif_off=$(measure verification_metrics_off "$base/" verification "$ids_file")
+stop_server
+server_flags=()
+
+log "bare axum floor serving $(wc -c <"$work/answer.json") bytes"
+taskset -c "$SERVER_CPU" "$floor_bin" --body "$work/answer.json" >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+base=""
+for _ in $(seq 1 200); do
+  if grep -q '^listening on ' "$work/server.out"; then
+    base=$(sed -n 's/^listening on //p' "$work/server.out" | head -n1)
+    break
+  fi
+  sleep 0.05
+done
+[[ -n "$base" ]] || { echo "the bare floor did not start" >&2; cat "$work/server.err" >&2; exit 1; }
+bare=$(measure bare_floor "$base/" verification "$ids_file")
+stop_server
+
+python3 - "$floor" "$verif" "$rss_kb" "$MIN_RATIO" "$MAX_P99_MS" "$MAX_RSS_MB" \
+  "$verif_off" "$bare" "$MIN_BARE_RATIO" "$MAX_METRICS_COST" <<'PY'
 import sys
 
 def parse(line):
@@ -177,21 +215,32 @@ def parse(line):
 floor, verif = parse(sys.argv[1]), parse(sys.argv[2])
 rss_mb = int(sys.argv[3]) / 1024
 min_ratio, max_p99, max_rss = float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
-routes = [("GET /healthz (floor)", floor), ("GET /zones/{random}/ssl/verification", verif)]
+verif_off, bare = parse(sys.argv[7]), parse(sys.argv[8])
+min_bare_ratio, max_metrics_cost = float(sys.argv[9]), float(sys.argv[10])
+routes = [("GET /healthz (floor)", floor), ("bare axum, same bytes (floor 2)", bare),
+          ("GET .../ssl/verification", verif), ("  the same, --metrics false", verif_off)]
 print()
-print(f"{'route':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} "
+print(f"{'route':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} {'vs bare':>8} "
       f"{'CPU us/req':>11} {'errors':>7}")
 for name, f in routes:
     errors = f["status_errors"] + f["socket_errors"]
     print(f"{name:<40} {f['rps']:>9.0f} {f['p50_us']/1000:>8.2f} {f['p99_us']/1000:>8.2f} "
-          f"{f['rps']/floor['rps']:>9.2f} {f['cpu_us']:>11} {errors:>7}")
+          f"{f['rps']/floor['rps']:>9.2f} {f['rps']/bare['rps']:>8.2f} {f['cpu_us']:>11} {errors:>7}")
+metrics_cost = 1 - verif["rps"] / verif_off["rps"]
+cpu_cost = verif["cpu_us"] / max(verif_off["cpu_us"], 1) - 1
+print(f"metrics cost: {metrics_cost * 100:.1f} % of req/s, {cpu_cost * 100:.1f} % of server CPU per request "
+      "(metrics on vs --metrics false)")
 print(f"server CPU per request, verification / floor: {verif['cpu_us'] / max(floor['cpu_us'], 1):.2f} "
       "(ratio of CPU costs; steadier than req/s when the machine is shared)")
 print(f"server peak RSS (VmHWM, both runs): {rss_mb:.1f} MB")
 print()
 ratio = verif["rps"] / floor["rps"]
+bare_ratio = verif["rps"] / bare["rps"]
 checks = [
-    (f"throughput >= {min_ratio} x floor", ratio >= min_ratio, f"{ratio:.2f}"),
+    (f"throughput >= {min_ratio} x /healthz", ratio >= min_ratio, f"{ratio:.2f}"),
+    (f"throughput >= {min_bare_ratio} x the bare route", bare_ratio >= min_bare_ratio, f"{bare_ratio:.2f}"),
+    (f"metrics cost <= {max_metrics_cost * 100:g} %", metrics_cost <= max_metrics_cost,
+     f"{metrics_cost * 100:.1f} %"),
     (f"p99 <= {max_p99:g} ms", verif["p99_us"] / 1000 <= max_p99, f"{verif['p99_us']/1000:.2f} ms"),
     (f"peak RSS <= {max_rss:g} MB", rss_mb <= max_rss, f"{rss_mb:.1f} MB"),
     ("no errors", verif["status_errors"] + verif["socket_errors"] == 0,
