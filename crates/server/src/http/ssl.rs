@@ -262,9 +262,8 @@ pub const MAX_RECHECKS_PER_REQUEST: usize = 50;
 /// and each one is a request's worth of the caller's rate limit (with none left, the
 /// request answers with the state as it is).
 ///
-/// Answers with the zone as it is then, through the store's read cache (a storm of
-/// retries at a zone of 100 packs each read and decoded the whole zone from the
-/// database, about a millisecond of a request thread each).
+/// Answers with the zone as it is then, from the store's read cache (exact: the writes
+/// waited for are committed), not a read of the whole zone from the database.
 async fn recheck(
     st: &AppState,
     uri: &Uri,
