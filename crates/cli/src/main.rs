@@ -19,6 +19,7 @@ macro_rules! errln {
 
 mod admin_commands;
 mod ca_commands;
+mod certs_commands;
 mod client_commands;
 mod dev_commands;
 mod log_sink;
@@ -74,6 +75,10 @@ enum Command {
     /// is not done yet).
     #[command(subcommand)]
     Report(report_commands::ReportCommand),
+    /// Certificates and their keys in the database: export a pack's chain and key,
+    /// rotate the key-encryption key.
+    #[command(subcommand)]
+    Certs(certs_commands::CertsCommand),
     /// The CAs: export the built-in CA's root certificate, list which CA signs each name.
     #[command(subcommand)]
     Ca(ca_commands::CaCommand),
@@ -176,6 +181,7 @@ fn main() -> ExitCode {
             Command::Report(cmd) => report_commands::report(cmd).await,
             Command::Dev(cmd) => admin_commands::dev(cmd).await,
             Command::Ca(cmd) => ca_commands::ca(cmd).await,
+            Command::Certs(cmd) => certs_commands::certs(cmd).await,
             Command::Ssl(cmd) => client_commands::run(cmd).await,
         }
     });

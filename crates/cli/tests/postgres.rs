@@ -46,8 +46,25 @@ async fn serve_and_administration_share_a_postgres_database() {
         "{stderr}"
     );
 
+    // PostgreSQL needs the key-encryption key every node shares: never made up.
+    let scratch = tempfile::tempdir().unwrap();
+    let no_key = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(scratch.path().join("data"))
+        .env("ZONECERT_DATABASE", &url)
+        .env_remove("ZONECERT_SECRET_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!no_key.status.success());
+    let stderr = String::from_utf8_lossy(&no_key.stderr);
+    assert!(stderr.contains("--secret-key-file"), "{stderr}");
+    assert!(!scratch.path().join("data").join("secret.key").exists());
+    let kek = scratch.path().join("secret.key");
+    zonecert_server::keys::Kek::load_or_create(&kek).unwrap();
+
     let mut serve = ServeCommand::new(BIN)
         .env("ZONECERT_DATABASE", &url)
+        .env("ZONECERT_SECRET_KEY_FILE", kek.to_str().unwrap())
         .keep_stdout()
         .spawn();
     // The hint for a database without credentials names the variable, never the URL

@@ -462,6 +462,10 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("data_dir", format!("{:?}", data.to_str().unwrap())),
         ("database", format!("\"sqlite://{}\"", db.to_str().unwrap())),
         ("database_pool", "8".to_owned()),
+        (
+            "secret_key_file",
+            format!("{:?}", dir.path().join("kek").to_str().unwrap()),
+        ),
         ("dev", "false".to_owned()),
         ("rate_limit", "\"600/60\"".to_owned()),
         ("quota_advanced", "7".to_owned()),
@@ -477,6 +481,7 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("issuance_timeout", "\"1h 30m\"".to_owned()),
         ("deploy_dir", format!("{:?}", certs.to_str().unwrap())),
         ("deploy_hook", "[\"/bin/true\", \"deployed\"]".to_owned()),
+        ("deploy_sync", "\"30s\"".to_owned()),
         ("key_type", "\"rsa-2048\"".to_owned()),
         ("brand_keywords", "[\"paypal\", \"bank\"]".to_owned()),
         ("lifecycle_cpus", "\"all\"".to_owned()),

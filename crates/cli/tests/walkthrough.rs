@@ -303,6 +303,60 @@ async fn order_watch_add_the_record_and_find_the_certificate() {
             .contains("PRIVATE KEY")
     );
 
+    // The database keeps the key too, sealed under the data directory's key-encryption
+    // key (made on first start, 0600): `certs export` prints chain and key as deployed.
+    let dir_arg = data_dir.to_str().unwrap();
+    let kek_meta = std::fs::metadata(data_dir.join("secret.key")).unwrap();
+    assert_eq!(kek_meta.permissions().mode() & 0o777, 0o600);
+    let key = std::fs::read_to_string(deployed.join("privkey.pem")).unwrap();
+    let out = server.run(&["certs", "export", &pack_id, "--data-dir", dir_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{}\n{}\n", fullchain.trim_end(), key.trim_end())
+    );
+    // A new key-encryption key: every key resealed (this pack's and the dev pack's); the
+    // old one no longer opens them.
+    let new_kek = data_dir.join("secret.key.new");
+    let out = server.run(&[
+        "certs",
+        "rotate-key",
+        "--new-key-file",
+        new_kek.to_str().unwrap(),
+        "--data-dir",
+        dir_arg,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && said.starts_with("resealed ")
+            && said.contains("(0 already were, 0 changed"),
+        "{said}"
+    );
+    let old = server
+        .command(&["certs", "export", &pack_id, "--data-dir", dir_arg])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&old.stderr);
+    assert!(
+        !old.status.success() && why.contains("sealed under key-encryption key"),
+        "{why}"
+    );
+    let new = server.run(&[
+        "certs",
+        "export",
+        &pack_id,
+        "--data-dir",
+        dir_arg,
+        "--secret-key-file",
+        new_kek.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&new.stdout).ends_with(&format!("{}\n", key.trim_end())));
+
     // ... and the leaf chains to the CA `zonecert ca export` prints, for the ordered hosts.
     let out = server.run(&["ca", "export", "--data-dir", data_dir.to_str().unwrap()]);
     let ca_pem = String::from_utf8(out.stdout).unwrap();

@@ -35,6 +35,12 @@ pub struct Config {
     #[arg(long, env = "ZONECERT_DATABASE_POOL", default_value = "16",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub database_pool: u16,
+    /// The key-encryption key that seals certificates' private keys in the database: a
+    /// file of 64 hex characters. `<data-dir>/secret.key` by default, created (mode
+    /// 0600) on first start with SQLite; with PostgreSQL it is required, the same file
+    /// on every node.
+    #[arg(long, env = "ZONECERT_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// Seed the API documentation's example zone, pack and user, and print a token.
     #[arg(long, env = "ZONECERT_DEV")]
     pub dev: bool,
@@ -115,6 +121,12 @@ pub struct Config {
     /// Where certificates and keys are written; `<data-dir>/certs` by default.
     #[arg(long, env = "ZONECERT_DEPLOY_DIR")]
     pub deploy_dir: Option<PathBuf>,
+    /// How often this node brings its deploy directory up to date with the database's
+    /// active certificates (those other nodes issued or renewed); `off` leaves it to
+    /// what this node issues.
+    #[arg(long, env = "ZONECERT_DEPLOY_SYNC", default_value = "10s",
+          value_parser = ValueParser::new(parse_optional_duration))]
+    pub deploy_sync: ::std::option::Option<Duration>,
     /// Command run after each deployment: program and arguments, split on whitespace (an
     /// array in the file), run without a shell.
     #[arg(long, env = "ZONECERT_DEPLOY_HOOK", default_value = "", hide_default_value = true,
@@ -633,6 +645,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// [`parse_duration`], or `off` (none).
+fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_duration(s).map(Some)
+}
+
 /// Parses a count of at least 1.
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -682,6 +702,39 @@ impl Config {
                 .unwrap_or(i64::MAX)
                 .max(1),
         }
+    }
+
+    /// The key-encryption key's file (see [`Config::secret_key_file`]).
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+
+    /// The key-encryption key: read from its file; on SQLite created when missing, on
+    /// PostgreSQL (`shared`) required and never created (every node needs the same).
+    pub fn load_kek(&self, shared: bool) -> Result<crate::keys::Kek, crate::keys::KeyError> {
+        let path = self.secret_key_path();
+        match (shared, &self.secret_key_file) {
+            (true, None) => Err(crate::keys::KeyError::File {
+                path: path.display().to_string(),
+                error: "a PostgreSQL database needs --secret-key-file (ZONECERT_SECRET_KEY_FILE): \
+                        the same key-encryption key on every node (`openssl rand -hex 32`)"
+                    .into(),
+            }),
+            (true, Some(_)) => crate::keys::Kek::load(&path),
+            (false, _) => crate::keys::Kek::load_or_create(&path),
+        }
+    }
+
+    /// The deploy hook as a command, if one is configured.
+    pub fn deploy_hook_command(&self) -> Option<crate::issuance::HookCommand> {
+        let (program, args) = self.deploy_hook.as_ref()?.split_first()?;
+        Some(crate::issuance::HookCommand {
+            program: program.into(),
+            args: args.to_vec(),
+            timeout: Duration::from_secs(60),
+        })
     }
 
     /// Where certificates and keys are deployed.

@@ -13,9 +13,11 @@ pub mod clock;
 pub mod config;
 pub mod controls;
 pub mod dcv;
+pub mod deploy_sync;
 pub mod dns_responder;
 pub mod http;
 pub mod issuance;
+pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
@@ -62,6 +64,8 @@ impl App {
             config.metrics.enabled,
             config.metrics.metrics_per_zone,
         )));
+        let kek = config.load_kek(matches!(store, Store::Postgres(_)))?;
+        signals.set_kek(Arc::new(kek));
         // Under the test controls the whole server (requests, lifecycle, CA) reads the
         // travelling clock, at the offset the database kept.
         // (SQLite only: on PostgreSQL, `--dev` runs without them and `--test-controls`
@@ -354,6 +358,21 @@ impl App {
             self.state.store.clone(),
             self.state.config.deploy_dir(),
         ));
+        let syncing = match (
+            self.state.config.deploy_sync,
+            self.state.signals.kek_shared(),
+        ) {
+            (Some(every), Some(kek)) if self.state.config.lifecycle => {
+                Some(tokio::spawn(deploy_sync::sync_deployments(
+                    self.state.store.clone(),
+                    kek,
+                    self.state.config.deploy_dir(),
+                    self.state.config.deploy_hook_command(),
+                    every,
+                )))
+            }
+            _ => None,
+        };
         // The lifecycle starts beside the API, not before it: setting the workers up
         // (the CA, the resolvers) took about 200 ms in the lifecycle benchmark, and the
         // first requests waited that long in the listen queue.
@@ -411,6 +430,9 @@ impl App {
         sweeping.abort();
         if let Some(responder) = responder {
             responder.stop().await;
+        }
+        if let Some(syncing) = syncing {
+            syncing.abort();
         }
         stop_lifecycle.cancel();
         if let Some(supervised) = supervised {
@@ -471,6 +493,9 @@ pub enum OpenError {
     /// The built-in CA's files are there but unusable.
     #[error(transparent)]
     Ca(#[from] issuance::IssuanceError),
+    /// The key-encryption key (`--secret-key-file`) is missing or unreadable.
+    #[error(transparent)]
+    Kek(#[from] keys::KeyError),
 }
 
 /// Why the dev data could not be seeded.

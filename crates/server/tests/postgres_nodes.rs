@@ -12,20 +12,35 @@ use zonecert_server::config::Config;
 use zonecert_server::model::{DcvRecord, Pack, PackId, PackState, ZoneId};
 use zonecert_testkit::{DnsServer, PgCluster, TestServer};
 
+/// A node's settings: the database, the key-encryption key every node shares (next to
+/// the hook log), a deploy hook that logs `PACK CHECKSUM-OF-CHAIN` to `hook_log`.
 fn node_config(url: String, hook_log: &Path) -> impl FnOnce(&mut Config) + Send + 'static {
     let hook = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        format!("echo \"$ZONECERT_PACK_ID\" >> '{}'", hook_log.display()),
+        format!(
+            "echo \"$ZONECERT_PACK_ID $(cksum < \"$ZONECERT_CERT_PATH\")\" >> '{}'",
+            hook_log.display()
+        ),
     ];
+    let kek = shared_kek(hook_log.parent().unwrap());
     move |c: &mut Config| {
         c.database = Some(url);
+        c.secret_key_file = Some(kek);
+        c.deploy_sync = Some(Duration::from_millis(200));
         c.dcv_allow_private_addresses = true;
         c.dcv_timeout = Duration::from_secs(2);
         c.poll_interval = Duration::from_millis(100);
         c.retry_coalesce = Duration::ZERO;
         c.deploy_hook = Some(hook);
     }
+}
+
+/// The key-encryption key file of the nodes whose scratch folder is `dir`.
+fn shared_kek(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("secret.key");
+    zonecert_server::keys::Kek::load_or_create(&path).unwrap();
+    path
 }
 
 async fn node(dns: &DnsServer, url: &str, hook_log: &Path) -> TestServer {
@@ -81,9 +96,12 @@ async fn two_nodes_on_one_postgres_issue_each_pack_once() {
     let url = cluster.create_database().unwrap();
     let dns = DnsServer::start().await;
     let scratch = tempfile::tempdir().unwrap();
-    let hook_log = scratch.path().join("deployments.log");
-    let a = node(&dns, &url, &hook_log).await;
-    let b = node(&dns, &url, &hook_log).await;
+    let logs = [
+        scratch.path().join("a-deployments.log"),
+        scratch.path().join("b-deployments.log"),
+    ];
+    let a = node(&dns, &url, &logs[0]).await;
+    let b = node(&dns, &url, &logs[1]).await;
     assert_eq!(a.store().backend(), "postgres");
 
     // Zone and token made through node A, used through both.
@@ -162,35 +180,79 @@ async fn two_nodes_on_one_postgres_issue_each_pack_once() {
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Let any duplicate work a node might still do show up before counting.
+    // Both deploy directories catch up (the node that did not issue a pack syncs it
+    // from the database); then let any duplicate work show up before counting.
+    let kek = zonecert_server::keys::Kek::load(&shared_kek(scratch.path())).unwrap();
+    let packs = a.store().packs_of_zone(&zone_id).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !packs.iter().all(|p| {
+        [a.data_dir(), b.data_dir()].iter().all(|dir| {
+            zonecert_server::issuance::deployed_chain(&dir.join("certs"), p.id.as_str()).as_ref()
+                == p.certificate.as_ref().map(|c| &c.chain_pem)
+        })
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deploy dirs incomplete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Each pack deployed exactly once, by one node or the other, with the certificate
-    // the database holds.
-    let log = std::fs::read_to_string(&hook_log).unwrap();
-    let mut deployed: Vec<&str> = log.lines().collect();
-    deployed.sort();
-    let mut expected: Vec<&str> = ids.iter().map(PackId::as_str).collect();
-    expected.sort();
-    assert_eq!(deployed, expected, "one deployment per pack");
+    // Each pack issued once (one certificate), deployed once on each node, each node's
+    // files the database's chain and its key (sealed there, not in the clear).
     let mut by_node = [0, 0];
-    for p in a.store().packs_of_zone(&zone_id).await.unwrap() {
-        let chain = &p.certificate.as_ref().expect("issued").chain_pem;
-        let on: Vec<usize> = [a.data_dir(), b.data_dir()]
-            .iter()
-            .enumerate()
-            .filter(|(_, dir)| dir.join("certs").join(p.id.as_str()).exists())
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(on.len(), 1, "{} deployed on nodes {on:?}", p.id);
-        let dir = [a.data_dir(), b.data_dir()][on[0]];
-        let file =
-            std::fs::read_to_string(dir.join("certs").join(p.id.as_str()).join("fullchain.pem"))
-                .unwrap();
-        assert_eq!(&file, chain);
-        by_node[on[0]] += 1;
+    for (n, log) in logs.iter().enumerate() {
+        let log = std::fs::read_to_string(log).unwrap();
+        let mut deployed: Vec<&str> = log.lines().map(|l| l.split_once(' ').unwrap().0).collect();
+        deployed.sort();
+        let mut expected: Vec<&str> = ids.iter().map(PackId::as_str).collect();
+        expected.sort();
+        assert_eq!(deployed, expected, "node {n}: one deployment per pack");
     }
-    eprintln!("packs deployed by node A, B: {by_node:?}");
+    let checksums = |log: &Path| -> BTreeMap<String, String> {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (p, c) = l.split_once(' ').unwrap();
+                (p.to_owned(), c.to_owned())
+            })
+            .collect()
+    };
+    assert_eq!(
+        checksums(&logs[0]),
+        checksums(&logs[1]),
+        "one certificate per pack"
+    );
+    for p in &packs {
+        let chain = &p.certificate.as_ref().expect("issued").chain_pem;
+        let key = a
+            .store()
+            .certificate_key(&p.id)
+            .await
+            .unwrap()
+            .expect("key kept");
+        assert_eq!(key.serial, p.certificate.as_ref().unwrap().id);
+        assert!(!String::from_utf8_lossy(&key.sealed).contains("PRIVATE KEY"));
+        let exported = zonecert_server::keys::export(b.store(), &kek, &p.id)
+            .await
+            .unwrap();
+        assert_eq!(&exported.chain_pem, chain);
+        for (n, dir) in [a.data_dir(), b.data_dir()].iter().enumerate() {
+            let files = dir.join("certs").join(p.id.as_str());
+            assert_eq!(
+                &std::fs::read_to_string(files.join("fullchain.pem")).unwrap(),
+                chain
+            );
+            assert_eq!(
+                std::fs::read_to_string(files.join("privkey.pem")).unwrap(),
+                exported.key_pem
+            );
+            by_node[n] += 1;
+        }
+    }
+    eprintln!("packs in the deploy dirs of node A, B: {by_node:?}");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -45,6 +45,7 @@ battery!(
     deliveries_are_leased_retried_and_failed,
     only_the_lease_holder_records_an_outcome,
     delegated_hosts_are_found_by_their_cname_target,
+    certificate_keys_are_kept_per_pack_and_listed_while_active,
 );
 
 #[path = "store_battery/outbox.rs"]
@@ -106,7 +107,7 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     let Ok(Store::Postgres(pg)) = &opened[0] else {
         panic!("not a PostgreSQL store");
     };
-    assert_eq!(pg.schema_version().await.expect("version"), 4);
+    assert_eq!(pg.schema_version().await.expect("version"), 5);
     let store = Store::open_existing(std::path::Path::new("."), Some(&url)).expect("reopen");
     let z = zone(&store, "example.com").await;
     assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));
@@ -847,4 +848,59 @@ async fn delegated_hosts_are_found_by_their_cname_target(s: Store) {
     let z2 = zone(&s, "txt.example").await;
     s.insert_pack(&pack(&z2), 10).await.expect("insert");
     assert!(!s.has_cname_target_under("txt.example").await.expect("read"));
+}
+
+async fn certificate_keys_are_kept_per_pack_and_listed_while_active(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let mut p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    assert!(s.certificate_key(&p.id).await.expect("read").is_none());
+    s.put_certificate_key(&p.id, "c1", b"sealed-1")
+        .await
+        .expect("put");
+    let kept = s.certificate_key(&p.id).await.expect("read").expect("kept");
+    assert_eq!(
+        (kept.serial.as_str(), &kept.sealed[..]),
+        ("c1", &b"sealed-1"[..])
+    );
+    // Listed for the deploy directories only once the pack is active with that
+    // certificate.
+    assert!(s.active_certificate_keys().await.expect("list").is_empty());
+    p.state = PackState::Active;
+    p.certificate = Some(IssuedCertificate {
+        id: "c1".into(),
+        chain_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+        not_before: 10,
+        not_after: 20,
+        issuer: "zonecert".into(),
+        signature: "ECDSAWithSHA256".into(),
+        issued_at: 11,
+        renew_at: None,
+    });
+    s.update_pack(&mut p).await.expect("update");
+    assert_eq!(
+        s.active_certificate_keys().await.expect("list"),
+        vec![(p.id.clone(), "c1".to_string())]
+    );
+    // A renewal's key replaces it; the certificate it belongs to is not recorded yet.
+    s.put_certificate_key(&p.id, "c2", b"sealed-2")
+        .await
+        .expect("put");
+    assert!(s.active_certificate_keys().await.expect("list").is_empty());
+    // Resealing what was read before that replacement changes nothing.
+    assert!(
+        !s.reseal_certificate_key(&kept, b"resealed")
+            .await
+            .expect("reseal")
+    );
+    let current = s.certificate_key(&p.id).await.expect("read").expect("kept");
+    assert!(
+        s.reseal_certificate_key(&current, b"resealed")
+            .await
+            .expect("reseal")
+    );
+    assert_eq!(s.certificate_keys().await.expect("all").len(), 1);
+    // Deleting the pack deletes its key.
+    assert!(s.delete_pack(&z.id, &p.id).await.expect("delete"));
+    assert!(s.certificate_key(&p.id).await.expect("read").is_none());
 }

@@ -75,6 +75,26 @@ pub async fn deploy(
     leaf: &IssuedLeaf,
     hook: Option<&HookCommand>,
 ) -> Result<DeployedPaths, IssuanceError> {
+    deploy_pem(
+        deploy_dir,
+        pack_id,
+        &leaf.chain_pem,
+        &leaf.key_pem,
+        &leaf.hosts,
+        hook,
+    )
+    .await
+}
+
+/// [`deploy`] of a chain and key as stored (a certificate another node issued).
+pub async fn deploy_pem(
+    deploy_dir: &Path,
+    pack_id: &str,
+    chain_pem: &str,
+    key_pem: &PrivateKeyPem,
+    hosts: &[String],
+    hook: Option<&HookCommand>,
+) -> Result<DeployedPaths, IssuanceError> {
     check_pack_id(pack_id)?;
     let dir = deploy_dir.join(pack_id);
     let paths = DeployedPaths {
@@ -82,17 +102,23 @@ pub async fn deploy(
         privkey: dir.join(PRIVKEY),
         dir,
     };
-    let chain = leaf.chain_pem.clone();
-    let key = leaf.key_pem.clone();
+    let chain = chain_pem.to_owned();
+    let key = key_pem.clone();
     let to_write = paths.clone();
     let deploy_dir_owned = deploy_dir.to_path_buf();
     tokio::task::spawn_blocking(move || write_files(&deploy_dir_owned, &to_write, &chain, &key))
         .await??;
 
     if let Some(hook) = hook {
-        run_hook(hook, pack_id, &paths, &leaf.hosts, &leaf.key_pem).await?;
+        run_hook(hook, pack_id, &paths, hosts, key_pem).await?;
     }
     Ok(paths)
+}
+
+/// The deployed chain of the pack, if its files are there.
+pub fn deployed_chain(deploy_dir: &Path, pack_id: &str) -> Option<String> {
+    check_pack_id(pack_id).ok()?;
+    std::fs::read_to_string(deploy_dir.join(pack_id).join(FULLCHAIN)).ok()
 }
 
 /// Removes a deleted pack's deployment, `<deploy_dir>/<pack_id>/` with its key; returns

@@ -17,7 +17,9 @@ mod issuer;
 mod leaf;
 
 pub use ca::BuiltinCa;
-pub use deploy::{DeployedPaths, HookCommand, Swept, deploy, remove_deployment, sweep};
+pub use deploy::{
+    DeployedPaths, HookCommand, Swept, deploy, deploy_pem, deployed_chain, remove_deployment, sweep,
+};
 pub use error::IssuanceError;
 pub use issuer::{HostChallenge, Issuer, IssuerOrder, acme_dns_value};
 pub use leaf::{IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem};

@@ -62,6 +62,9 @@ pub struct Signals {
     /// Certificates of deleted packs for the worker to revoke at their ACME CA
     /// (`--acme-revoke-on-delete`), handed over by the HTTP side.
     revocations: Mutex<Vec<Revocation>>,
+    /// The key-encryption key certificates' private keys are sealed under before they
+    /// are stored (see `crate::keys`), once the server has it.
+    kek: std::sync::OnceLock<std::sync::Arc<crate::keys::Kek>>,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<Fault>>,
 }
@@ -95,6 +98,7 @@ impl Signals {
             controls: std::sync::OnceLock::new(),
             metrics,
             revocations: Mutex::new(Vec::new()),
+            kek: std::sync::OnceLock::new(),
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
         }
@@ -155,6 +159,21 @@ impl Signals {
     /// Hands the test controls to the workers (once, when the server opens).
     pub fn set_controls(&self, controls: std::sync::Arc<crate::controls::Controls>) {
         let _ = self.controls.set(controls);
+    }
+
+    /// Gives the workers the key-encryption key (set once).
+    pub fn set_kek(&self, kek: std::sync::Arc<crate::keys::Kek>) {
+        let _ = self.kek.set(kek);
+    }
+
+    /// The key-encryption key, once set.
+    pub fn kek(&self) -> Option<&crate::keys::Kek> {
+        self.kek.get().map(|k| &**k)
+    }
+
+    /// The key-encryption key, shared.
+    pub fn kek_shared(&self) -> Option<std::sync::Arc<crate::keys::Kek>> {
+        self.kek.get().cloned()
     }
 
     /// The test controls, when the server offers them.

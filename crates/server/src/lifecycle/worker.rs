@@ -202,14 +202,7 @@ impl Worker {
                 AcmeIssuer::new(settings, &config.data_dir).map_err(LifecycleError::Acme)?;
             acme.insert(ca, Issuer::Acme(Arc::new(issuer)));
         }
-        let hook = config.deploy_hook.as_ref().and_then(|argv| {
-            let (program, args) = argv.split_first()?;
-            Some(HookCommand {
-                program: program.into(),
-                args: args.to_vec(),
-                timeout: Duration::from_secs(60),
-            })
-        });
+        let hook = config.deploy_hook_command();
         let (owner, identity) = node_identity(&config.data_dir);
         signals.set_lease_owner(&owner);
         let take_back = identity.is_some();

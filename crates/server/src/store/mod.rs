@@ -29,6 +29,51 @@ pub use webhooks::{
     WebhookEndpoint, wall_ms,
 };
 
+/// A certificate's private key as stored: sealed under a KEK (`crate::keys`), for the
+/// pack's certificate `serial`.
+#[derive(Clone)]
+pub struct SealedKey {
+    /// The pack.
+    pub pack: PackId,
+    /// The certificate's serial (its id) the key belongs to.
+    pub serial: String,
+    /// The sealed bytes.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedKey({}, {})", self.pack.as_str(), self.serial)
+    }
+}
+
+/// Rows of (pack id, serial).
+fn pack_serials(rows: Vec<(String, String)>) -> Result<Vec<(PackId, String)>, StoreError> {
+    rows.into_iter()
+        .map(|(pack, serial)| {
+            PackId::parse(&pack)
+                .map(|id| (id, serial))
+                .map_err(|_| StoreError::Corrupt(format!("stored pack id {pack:?} is not valid")))
+        })
+        .collect()
+}
+
+/// Rows of `certificate_keys` as keys.
+fn sealed_keys(rows: Vec<(String, String, Vec<u8>)>) -> Result<Vec<SealedKey>, StoreError> {
+    rows.into_iter()
+        .map(|(pack, serial, sealed)| {
+            let pack = PackId::parse(&pack).map_err(|_| {
+                StoreError::Corrupt(format!("stored pack id {pack:?} is not valid"))
+            })?;
+            Ok(SealedKey {
+                pack,
+                serial,
+                sealed,
+            })
+        })
+        .collect()
+}
+
 /// Why a storage operation failed: kinds a caller can match (retry when busy, tell the
 /// operator when unavailable or damaged); the message for a person is made where it is
 /// shown (`http::error`, the CLI).
@@ -360,6 +405,60 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.delete_token(id),
             Store::Postgres(s) => s.delete_token(id).await,
+        }
+    }
+
+    // ---- certificates' keys ----
+
+    /// Keeps the sealed private key of the pack's certificate `serial` (replacing the
+    /// pack's previous one).
+    pub async fn put_certificate_key(
+        &self,
+        pack: &PackId,
+        serial: &str,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.put_certificate_key(pack, serial, sealed),
+            Store::Postgres(s) => s.put_certificate_key(pack, serial, sealed).await,
+        }
+    }
+
+    /// The pack's sealed key, if one is kept.
+    pub async fn certificate_key(&self, pack: &PackId) -> Result<Option<SealedKey>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.certificate_key(pack),
+            Store::Postgres(s) => s.certificate_key(pack).await,
+        }
+    }
+
+    /// Every sealed key kept.
+    pub async fn certificate_keys(&self) -> Result<Vec<SealedKey>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.certificate_keys(),
+            Store::Postgres(s) => s.certificate_keys().await,
+        }
+    }
+
+    /// The active packs whose certificate's key is kept, with that certificate's serial:
+    /// what every node's deploy directory holds.
+    pub async fn active_certificate_keys(&self) -> Result<Vec<(PackId, String)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.active_certificate_keys(),
+            Store::Postgres(s) => s.active_certificate_keys().await,
+        }
+    }
+
+    /// Replaces `key`'s sealed bytes with `resealed` (the same key under another KEK),
+    /// unless the pack's key changed since `key` was read (then `false`).
+    pub async fn reseal_certificate_key(
+        &self,
+        key: &SealedKey,
+        resealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.reseal_certificate_key(key, resealed),
+            Store::Postgres(s) => s.reseal_certificate_key(key, resealed).await,
         }
     }
 

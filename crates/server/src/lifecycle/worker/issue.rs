@@ -13,9 +13,8 @@ use std::sync::atomic::Ordering;
 impl Worker {
     /// Obtains a certificate for the pack's hosts from the issuer, records it
     /// (`pending_deployment`), writes it to the deploy directory and marks the pack
-    /// `active`. The private key exists only in memory and in
-    /// `<deploy_dir>/<pack>/privkey.pem`: if deployment fails, the next try issues a fresh
-    /// certificate rather than storing the key.
+    /// `active`. The private key is kept in the database sealed under the
+    /// key-encryption key (`crate::keys`) before the certificate is recorded.
     pub(crate) async fn issue_and_deploy(&self, pack: Pack) -> Result<(), StoreError> {
         self.issue_and_deploy_held(pack, Hold::Unleased).await
     }
@@ -84,6 +83,20 @@ impl Worker {
             renew_at: None,
         };
         let serial = certificate.id.clone();
+        // The key, sealed, is in the database before the certificate it belongs to:
+        // every node (and `zonecert certs export`) can then deploy what the database
+        // calls active.
+        if let Some(kek) = self.signals.kek() {
+            let sealed = kek.seal(pack.id.as_str(), leaf.key_pem.expose_secret().as_bytes());
+            if let Err(e) = self
+                .store
+                .save_key(pack.id.clone(), serial.clone(), sealed)
+                .await
+            {
+                tracing::warn!(pack = %pack.id.as_str(), error = %e, "lifecycle: keeping the certificate's key failed; the next try issues afresh");
+                return Ok(());
+            }
+        }
         let issued = Input::Issued {
             started_in,
             certificate,

@@ -46,6 +46,13 @@ pub(super) enum StoreOp {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
     },
+    /// Keep a certificate's sealed key: pack, serial, sealed bytes.
+    SaveKey(
+        PackId,
+        String,
+        Vec<u8>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     /// A fault the tests inject: the store thread panics.
     #[cfg(test)]
     Panic,
@@ -65,6 +72,17 @@ impl StoreThread {
         let (reply, answer) = oneshot::channel();
         self.0.send(op(reply)).map_err(|_| store_thread_gone())?;
         answer.await.map_err(|_| store_thread_gone())?
+    }
+
+    /// Keeps the sealed key of the pack's certificate `serial`.
+    pub(super) async fn save_key(
+        &self,
+        pack: PackId,
+        serial: String,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.ask(|reply| StoreOp::SaveKey(pack, serial, sealed, reply))
+            .await
     }
 
     /// Leases up to `limit` due packs as of `now` (the lifecycle's clock).
@@ -171,6 +189,9 @@ pub(super) async fn store_thread(
                     let _ = reply.send(store.pack(&zone, &id).await);
                 }
                 StoreOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
+                StoreOp::SaveKey(pack, serial, sealed, reply) => {
+                    let _ = reply.send(store.put_certificate_key(&pack, &serial, &sealed).await);
+                }
                 StoreOp::Update(pack, pack_events, reply) => {
                     packs.push(*pack);
                     events.push(pack_events);

@@ -22,6 +22,7 @@
 mod changes;
 mod claims;
 mod credentials;
+mod keys;
 mod monitoring;
 mod open;
 mod outbox;

@@ -39,6 +39,13 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: "ALTER TABLE packs ADD COLUMN cert_renew_at BIGINT;",
     },
+    // Certificates' private keys, sealed under the KEK, as SQLite's schema 6.
+    Migration {
+        version: 5,
+        sql: "CREATE TABLE certificate_keys ( \
+              pack_id TEXT PRIMARY KEY REFERENCES packs(id) ON DELETE CASCADE, \
+              serial TEXT NOT NULL, sealed BYTEA NOT NULL);",
+    },
 ];
 
 /// One step of [`MIGRATIONS`].
@@ -48,7 +55,7 @@ struct Migration {
 }
 
 /// The version this build writes.
-pub(in crate::store) const SCHEMA_VERSION: i64 = 4;
+pub(in crate::store) const SCHEMA_VERSION: i64 = 5;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or

@@ -19,6 +19,7 @@ mod checkpointer;
 mod claims;
 mod controls;
 mod credentials;
+mod keys;
 mod monitoring;
 mod open;
 mod outbox;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "5";
+pub(super) const SCHEMA_VERSION: &str = "6";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
@@ -43,6 +43,16 @@ const MIGRATIONS: &[Migration] = &[
         to: "5",
         sql: "ALTER TABLE packs ADD COLUMN cert_renew_at INTEGER;",
     },
+    // Certificates' private keys, sealed under the KEK (issue 14).
+    Migration {
+        from: "5",
+        to: "6",
+        sql: "CREATE TABLE IF NOT EXISTS certificate_keys (
+    pack_id TEXT PRIMARY KEY REFERENCES packs(id) ON DELETE CASCADE,
+    serial  TEXT NOT NULL,
+    sealed  BLOB NOT NULL
+);",
+    },
 ];
 
 /// One step of [`MIGRATIONS`].
@@ -64,6 +74,7 @@ const EXPECTED_TABLES: &[&str] = &[
     "webhook_events",
     "webhook_endpoints",
     "webhook_deliveries",
+    "certificate_keys",
 ];
 impl SqliteStore {
     /// Opens the database at `path`, creating it (mode 0600) and its folder (mode 0700)

@@ -88,3 +88,10 @@ CREATE INDEX IF NOT EXISTS pack_hosts_due ON pack_hosts(next_due_at);
 CREATE INDEX IF NOT EXISTS packs_validation_deadline ON packs(stage_deadline)
     WHERE state = 'pending_validation';
 CREATE INDEX IF NOT EXISTS packs_cert_expiry ON packs(cert_not_after) WHERE state = 'active';
+
+-- Certificates' private keys, sealed under the key-encryption key (keys.rs).
+CREATE TABLE IF NOT EXISTS certificate_keys (
+    pack_id TEXT PRIMARY KEY REFERENCES packs(id) ON DELETE CASCADE,
+    serial  TEXT NOT NULL,
+    sealed  BLOB NOT NULL
+);

@@ -365,6 +365,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_packs() {
             "ALTER TABLE packs RENAME COLUMN stage_deadline TO validation_deadline; \
              ALTER TABLE packs DROP COLUMN order_ref; \
              ALTER TABLE packs DROP COLUMN cert_renew_at; \
+             DROP TABLE certificate_keys; \
              UPDATE meta SET value = '1' WHERE key = 'schema_version';",
         )
         .unwrap();
@@ -373,9 +374,12 @@ fn a_version_1_database_is_migrated_and_keeps_its_packs() {
     let s = SqliteStore::open(&path).unwrap();
     let back = s.pack(&z.id, &p.id).unwrap().unwrap();
     assert_eq!(back.stage_deadline, 4242);
-    // Version 3's and 5's columns were added, empty.
+    // Version 3's and 5's columns were added, empty; version 6's table too, and in use.
     assert_eq!(back.order_ref, None);
     assert_eq!(back.certificate.and_then(|c| c.renew_at), None);
+    assert!(s.certificate_key(&p.id).unwrap().is_none());
+    s.put_certificate_key(&p.id, "01", b"sealed").unwrap();
+    assert_eq!(s.certificate_key(&p.id).unwrap().unwrap().sealed, b"sealed");
     let conn = Connection::open(&path).unwrap();
     assert_eq!(column(&conn), ["stage_deadline"]);
     let version: String = conn
