@@ -924,6 +924,14 @@ async fn a_deployment_that_keeps_failing_times_out_and_patch_restarts_it() {
         .await;
     assert_eq!(retried.state, PackState::PendingDeployment);
     assert_eq!(hook_runs(&log).len(), 2);
+    // The retry deploys the certificate recorded before (its key kept in the database),
+    // not a second one.
+    assert_eq!(
+        retried.certificate.as_ref().map(|c| &c.id),
+        failing.certificate.as_ref().map(|c| &c.id),
+        "the same certificate, deployed again"
+    );
+    assert!(failing.certificate.is_some());
 
     s.times_out(&id, T0 + 3600, PackState::DeploymentTimedOut, "deployment")
         .await;

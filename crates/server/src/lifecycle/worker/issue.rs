@@ -5,8 +5,10 @@
 
 use super::Worker;
 use super::lease::Hold;
-use crate::issuance::{IssuanceError, IssueRequest, IssuedLeaf, deploy};
-use crate::model::{Input, IssueFailure, IssuedCertificate, Pack};
+use crate::issuance::{
+    DeployedPaths, IssuanceError, IssueRequest, IssuedLeaf, PrivateKeyPem, deploy_pem,
+};
+use crate::model::{Input, IssueFailure, IssuedCertificate, Pack, PackState};
 use crate::store::StoreError;
 use std::sync::atomic::Ordering;
 
@@ -62,6 +64,14 @@ impl Worker {
             self.apply(pack, now, |_| Some(input.clone())).await?;
             return Ok(());
         }
+        // A certificate already recorded (the node that issued it stopped before it was
+        // deployed, or its deployment failed) is deployed as it is, with its kept key:
+        // issuing again would make a second certificate for the pack.
+        if pack.state == PackState::PendingDeployment
+            && let Some(recorded) = self.recorded_certificate(&pack).await
+        {
+            return self.deploy_step(pack, &recorded, now).await;
+        }
         let leaf = match self.issue(&pack, now).await {
             Ok(leaf) => leaf,
             Err(error) => {
@@ -108,15 +118,53 @@ impl Worker {
             // The next claim issues afresh: the key of this certificate is not kept.
             return Ok(());
         }
-        self.deploy_step(pack, &leaf, &serial, now).await
+        let deployment = Deployment {
+            serial,
+            chain_pem: leaf.chain_pem.clone(),
+            key_pem: leaf.key_pem.clone(),
+            hosts: leaf.hosts.clone(),
+        };
+        self.deploy_step(pack, &deployment, now).await
+    }
+
+    /// The pack's recorded certificate with its key as the database keeps it, when the
+    /// key is there for that certificate and opens under this node's key-encryption key.
+    async fn recorded_certificate(&self, pack: &Pack) -> Option<Deployment> {
+        let certificate = pack.certificate.as_ref()?;
+        let kek = self.signals.kek()?;
+        let kept = match self.store.read_key(pack.id.clone()).await {
+            Ok(kept) => kept?,
+            Err(e) => {
+                tracing::warn!(pack = %pack.id.as_str(), error = %e, "lifecycle: reading the recorded certificate's key failed");
+                return None;
+            }
+        };
+        if kept.serial != certificate.id {
+            return None;
+        }
+        match kek.open(pack.id.as_str(), &kept.sealed) {
+            Ok(key_pem) => Some(Deployment {
+                serial: certificate.id.clone(),
+                chain_pem: certificate.chain_pem.clone(),
+                key_pem: PrivateKeyPem::new(key_pem),
+                hosts: pack
+                    .hosts
+                    .iter()
+                    .map(|h| h.hostname.as_str().to_owned())
+                    .collect(),
+            }),
+            Err(e) => {
+                tracing::warn!(pack = %pack.id.as_str(), error = %e, "lifecycle: the recorded certificate's key does not open; issuing afresh");
+                None
+            }
+        }
     }
 
     /// Writes the certificate and its key where they are served and runs the hook.
     async fn deploy_step(
         &self,
         pack: Pack,
-        leaf: &IssuedLeaf,
-        serial: &str,
+        deployment: &Deployment,
         now: i64,
     ) -> Result<(), StoreError> {
         let id = pack.id.as_str().to_owned();
@@ -134,11 +182,13 @@ impl Worker {
         });
         // The error, and whether it was the hook's.
         let deployed = match hook_fault {
-            Some(fault) => deploy(&self.config.deploy_dir(), &id, leaf, None)
+            Some(fault) => deployment
+                .deploy(&self.config.deploy_dir(), &id, None)
                 .await
                 .map_err(|e| (e.to_string(), false))
                 .and(Err((fault.step_reason(), true))),
-            None => deploy(&self.config.deploy_dir(), &id, leaf, self.hook.as_ref())
+            None => deployment
+                .deploy(&self.config.deploy_dir(), &id, self.hook.as_ref())
                 .await
                 .map_err(|e| {
                     let hook = matches!(
@@ -164,7 +214,7 @@ impl Worker {
                 {
                     issuer.forget(order_ref);
                 }
-                tracing::info!(pack = %id, serial = %serial, "certificate deployed");
+                tracing::info!(pack = %id, serial = %deployment.serial, "certificate deployed");
                 // When the CA offers renewal information, its advice for the new
                 // certificate decides when it is renewed.
                 if let Some((active, _)) = saved {
@@ -201,5 +251,32 @@ impl Worker {
             None => issuer.local_order(&hosts)?,
         };
         issuer.finish(&order_ref, &req).await
+    }
+}
+
+/// What a deployment writes: a certificate just issued, or one recorded before.
+struct Deployment {
+    serial: String,
+    chain_pem: String,
+    key_pem: PrivateKeyPem,
+    hosts: Vec<String>,
+}
+
+impl Deployment {
+    async fn deploy(
+        &self,
+        deploy_dir: &std::path::Path,
+        pack_id: &str,
+        hook: Option<&crate::issuance::HookCommand>,
+    ) -> Result<DeployedPaths, IssuanceError> {
+        deploy_pem(
+            deploy_dir,
+            pack_id,
+            &self.chain_pem,
+            &self.key_pem,
+            &self.hosts,
+            hook,
+        )
+        .await
     }
 }

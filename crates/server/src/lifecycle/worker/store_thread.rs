@@ -53,6 +53,11 @@ pub(super) enum StoreOp {
         Vec<u8>,
         oneshot::Sender<Result<(), StoreError>>,
     ),
+    /// Read the sealed key kept for a pack's certificate.
+    ReadKey(
+        PackId,
+        oneshot::Sender<Result<Option<crate::store::SealedKey>, StoreError>>,
+    ),
     /// A fault the tests inject: the store thread panics.
     #[cfg(test)]
     Panic,
@@ -83,6 +88,14 @@ impl StoreThread {
     ) -> Result<(), StoreError> {
         self.ask(|reply| StoreOp::SaveKey(pack, serial, sealed, reply))
             .await
+    }
+
+    /// The sealed key kept for the pack's certificate, if any.
+    pub(super) async fn read_key(
+        &self,
+        pack: PackId,
+    ) -> Result<Option<crate::store::SealedKey>, StoreError> {
+        self.ask(|reply| StoreOp::ReadKey(pack, reply)).await
     }
 
     /// Leases up to `limit` due packs as of `now` (the lifecycle's clock).
@@ -189,6 +202,9 @@ pub(super) async fn store_thread(
                     let _ = reply.send(store.pack(&zone, &id).await);
                 }
                 StoreOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
+                StoreOp::ReadKey(pack, reply) => {
+                    let _ = reply.send(store.certificate_key(&pack).await);
+                }
                 StoreOp::SaveKey(pack, serial, sealed, reply) => {
                     let _ = reply.send(store.put_certificate_key(&pack, &serial, &sealed).await);
                 }
