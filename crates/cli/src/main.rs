@@ -21,6 +21,7 @@ mod admin_commands;
 mod ca_commands;
 mod certs_commands;
 mod client_commands;
+mod db_commands;
 mod dev_commands;
 mod log_sink;
 mod report_commands;
@@ -79,6 +80,10 @@ enum Command {
     /// rotate the key-encryption key.
     #[command(subcommand)]
     Certs(certs_commands::CertsCommand),
+    /// The database: `db copy` moves a single-node installation (SQLite) into an empty
+    /// PostgreSQL database.
+    #[command(subcommand)]
+    Db(db_commands::DbCommand),
     /// The CAs: export the built-in CA's root certificate, list which CA signs each name.
     #[command(subcommand)]
     Ca(ca_commands::CaCommand),
@@ -182,6 +187,7 @@ fn main() -> ExitCode {
             Command::Dev(cmd) => admin_commands::dev(cmd).await,
             Command::Ca(cmd) => ca_commands::ca(cmd).await,
             Command::Certs(cmd) => certs_commands::certs(cmd).await,
+            Command::Db(cmd) => db_commands::db(cmd).await,
             Command::Ssl(cmd) => client_commands::run(cmd).await,
         }
     });

@@ -6,6 +6,7 @@
 use serde_json::Value;
 use std::io::BufRead;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 use zonecert_testkit::{PgCluster, ServeCommand};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
@@ -113,4 +114,548 @@ async fn serve_and_administration_share_a_postgres_database() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["result"][0]["id"], zone["id"], "{body}");
     assert_eq!(body["result"][0]["name"], "example.org", "{body}");
+}
+
+/// Runs `zonecert ARGS` with only the `ZONECERT_*` variables given.
+fn zonecert_with(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ZONECERT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The database name at the end of a cluster URL.
+fn database_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_answer_503_while_postgres_is_down_and_recover_with_nothing_lost() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    // Commits are durable here (the test clusters run without synchronous commit, which
+    // a crash may cost the last commits of; production keeps PostgreSQL's default).
+    cluster
+        .psql(
+            &url,
+            &format!(
+                "ALTER DATABASE {} SET synchronous_commit = on",
+                database_name(&url)
+            ),
+        )
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let kek = scratch.path().join("secret.key");
+    zonecert_server::keys::Kek::load_or_create(&kek).unwrap();
+    let store = zonecert_server::store::Store::open_url(&url).unwrap();
+    let token = zonecert_server::admin::create_token(
+        &store,
+        "ops",
+        &["Zone Read".to_string(), "Zone Write".to_string()],
+        &[],
+        1,
+    )
+    .await
+    .unwrap()
+    .secret;
+    drop(store);
+    let serve = ServeCommand::new(BIN)
+        .args(["--rate-limit", "off", "--poll-interval", "200ms"])
+        .env("ZONECERT_DATABASE", &url)
+        .env("ZONECERT_SECRET_KEY_FILE", kek.to_str().unwrap())
+        .stderr_log(scratch.path().join("serve.log"))
+        .spawn();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let base = serve.base_url().to_owned();
+    // A zone created: (status, seconds the answer took, body).
+    let create = |i: usize| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            let at = Instant::now();
+            let resp = http
+                .post(format!("{base}/zones"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"name": format!("z{i}.restart.test")}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let retry_after = resp.headers().get("retry-after").cloned();
+            let body: Value = resp.json().await.unwrap();
+            (status, at.elapsed(), body, retry_after)
+        }
+    };
+    let mut acknowledged = Vec::new();
+    let mut i = 0;
+    for _ in 0..20 {
+        let (status, _, body, _) = create(i).await;
+        assert_eq!(status, 200, "{body}");
+        acknowledged.push(format!("z{i}.restart.test"));
+        i += 1;
+    }
+
+    cluster.stop().unwrap();
+    let down = Instant::now();
+    let mut refused = 0;
+    while down.elapsed() < Duration::from_secs(4) {
+        let (status, took, body, retry_after) = create(i).await;
+        i += 1;
+        // Never a hang, never a 500: at once, the envelope, a reason, when to retry.
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        if status == 200 {
+            // Only possible for a request that reached the database before it stopped.
+            assert!(refused == 0, "a 200 while PostgreSQL is down: {body}");
+            acknowledged.push(format!("z{}.restart.test", i - 1));
+            continue;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["success"], false, "{body}");
+        assert_eq!(body["result"], Value::Null, "{body}");
+        assert_eq!(body["errors"][0]["code"], 1013, "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("database is unavailable"),
+            "{body}"
+        );
+        assert!(retry_after.is_some());
+        refused += 1;
+        // Reads too (the token's check reads past the cache while its notices are off).
+        let read = http
+            .get(format!("{base}/zones"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused > 5, "{refused} refusals");
+
+    cluster.start_again().unwrap();
+    let up = Instant::now();
+    // Back by itself: no restart of zonecert.
+    let recovered = loop {
+        let (status, took, body, _) = create(i).await;
+        i += 1;
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        if status == 200 {
+            acknowledged.push(format!("z{}.restart.test", i - 1));
+            break up.elapsed();
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "not recovered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "PostgreSQL down {:.1} s: {refused} writes answered 503; recovered {:.2} s after it was back",
+        up.duration_since(down).as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    for _ in 0..5 {
+        let (status, _, body, _) = create(i).await;
+        assert_eq!(status, 200, "{body}");
+        acknowledged.push(format!("z{i}.restart.test"));
+        i += 1;
+    }
+    // Every acknowledged zone is there, through the API and in the database.
+    assert!(acknowledged.len() <= 50, "one page holds them");
+    let listed: Value = http
+        .get(format!("{base}/zones?per_page=50"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: std::collections::BTreeSet<&str> = listed["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["name"].as_str().unwrap())
+        .collect();
+    for name in &acknowledged {
+        assert!(names.contains(name.as_str()), "{name} lost: {listed}");
+    }
+    let stored = cluster
+        .query(&url, "SELECT name FROM zones ORDER BY name")
+        .unwrap();
+    for name in &acknowledged {
+        assert!(stored.contains(name), "{name} not stored");
+    }
+    let ready = http
+        .get(format!("http://{}/readyz", serve.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_copy_moves_a_sqlite_installation_to_postgres_with_the_same_answers() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let dns = zonecert_testkit::DnsServer::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("single");
+    let dir = data.to_str().unwrap();
+    let env_dir = [("ZONECERT_DATA_DIR", dir)];
+    assert!(zonecert_with(&env_dir, &["init"]).status.success());
+    let admin = ok_json(&zonecert_with(
+        &env_dir,
+        &[
+            "token",
+            "create",
+            "--name",
+            "admin",
+            "--permission",
+            "Zone Read",
+            "--permission",
+            "Zone Write",
+            "--permission",
+            "SSL and Certificates Read",
+            "--permission",
+            "SSL and Certificates Write",
+            "--output",
+            "json",
+        ],
+    ));
+    let token = admin["secret"].as_str().unwrap().to_owned();
+
+    // The single node on SQLite: zones, packs (issued, their keys kept), tokens and a
+    // webhook, made through the API and the commands.
+    let single = ServeCommand::new(BIN)
+        .data_dir(&data)
+        .resolvers([dns.addr()])
+        .args(["--rate-limit", "off", "--poll-interval", "100ms"])
+        .stderr_log(scratch.path().join("single.log"))
+        .spawn();
+    let http = reqwest::Client::new();
+    let call = |base: String, method: reqwest::Method, path: String, body: Option<Value>| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let mut req = http
+                .request(method, format!("{base}{path}"))
+                .bearer_auth(&token);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let base = single.base_url().to_owned();
+    let mut zones = Vec::new();
+    let mut packs = Vec::new();
+    for name in ["one.example", "two.example"] {
+        let (status, zone) = call(
+            base.clone(),
+            reqwest::Method::POST,
+            "/zones".into(),
+            Some(serde_json::json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(status, 200, "{zone}");
+        let zone = zone["result"]["id"].as_str().unwrap().to_owned();
+        let mut records: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for hosts in [
+            vec![name.to_string()],
+            vec![name.to_string(), format!("www.{name}")],
+        ] {
+            let (status, pack) = call(
+                base.clone(),
+                reqwest::Method::POST,
+                format!("/zones/{zone}/ssl/certificate_packs/order"),
+                Some(serde_json::json!({"type": "advanced", "hosts": hosts,
+                    "validation_method": "txt", "validity_days": 90,
+                    "certificate_authority": "lets_encrypt"})),
+            )
+            .await;
+            assert_eq!(status, 200, "{pack}");
+            for record in pack["result"]["validation_records"].as_array().unwrap() {
+                records
+                    .entry(record["txt_name"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .push(record["txt_value"].as_str().unwrap().to_owned());
+            }
+            packs.push((
+                zone.clone(),
+                pack["result"]["id"].as_str().unwrap().to_owned(),
+            ));
+        }
+        for (name, values) in &records {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            dns.set_txt(name, &values);
+        }
+        zones.push(zone);
+    }
+    // One pack stays pending (its record never published): copied as it is.
+    let (status, pending) = call(
+        base.clone(),
+        reqwest::Method::POST,
+        format!("/zones/{}/ssl/certificate_packs/order", zones[1]),
+        Some(
+            serde_json::json!({"type": "advanced", "hosts": ["two.example", "*.two.example"],
+            "validation_method": "txt", "validity_days": 90,
+            "certificate_authority": "google"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{pending}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for zone in &zones {
+        loop {
+            let (_, view) = call(
+                base.clone(),
+                reqwest::Method::GET,
+                format!("/zones/{zone}/ssl/certificate_packs"),
+                None,
+            )
+            .await;
+            let active = view["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["status"] == "active")
+                .count();
+            if active == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not active: {view}");
+            let _ = call(
+                base.clone(),
+                reqwest::Method::GET,
+                format!("/zones/{zone}/ssl/verification?retry=true"),
+                None,
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let reader = ok_json(&zonecert_with(
+        &env_dir,
+        &[
+            "token",
+            "create",
+            "--name",
+            "reader",
+            "--permission",
+            "SSL and Certificates Read",
+            "--zone",
+            &zones[0],
+            "--output",
+            "json",
+        ],
+    ))["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        zonecert_with(
+            &env_dir,
+            &[
+                "webhook",
+                "add",
+                "http://127.0.0.1:9/hook",
+                "--allow-private"
+            ],
+        )
+        .status
+        .success()
+    );
+
+    // What the single node answers, and what its commands print.
+    let answers = |base: String| {
+        let zones = zones.clone();
+        let packs = packs.clone();
+        let reader = reader.clone();
+        let http = http.clone();
+        async move {
+            let mut seen = Vec::new();
+            seen.push(call(base.clone(), reqwest::Method::GET, "/zones".into(), None).await);
+            for zone in &zones {
+                for path in [
+                    format!("/zones/{zone}"),
+                    format!("/zones/{zone}/ssl/certificate_packs"),
+                    format!("/zones/{zone}/ssl/verification"),
+                ] {
+                    seen.push(call(base.clone(), reqwest::Method::GET, path, None).await);
+                }
+            }
+            for (zone, pack) in &packs {
+                seen.push(
+                    call(
+                        base.clone(),
+                        reqwest::Method::GET,
+                        format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
+                        None,
+                    )
+                    .await,
+                );
+            }
+            let resp = http
+                .get(format!("{base}/zones/{}/ssl/certificate_packs", zones[0]))
+                .bearer_auth(&reader)
+                .send()
+                .await
+                .unwrap();
+            seen.push((resp.status().as_u16(), resp.json().await.unwrap()));
+            let resp = http
+                .get(format!("{base}/zones/{}/ssl/certificate_packs", zones[1]))
+                .bearer_auth(&reader)
+                .send()
+                .await
+                .unwrap();
+            seen.push((resp.status().as_u16(), resp.json().await.unwrap()));
+            seen
+        }
+    };
+    let before = answers(base.clone()).await;
+    assert!(
+        before.iter().take(before.len() - 1).all(|(s, _)| *s == 200),
+        "{before:?}"
+    );
+    assert_eq!(before.last().unwrap().0, 403, "the reader's scope");
+    let listings = |env: &[(&str, &str)]| {
+        ["zone", "token", "webhook"]
+            .map(|what| ok_json(&zonecert_with(env, &[what, "list", "--output", "json"])))
+    };
+    let lists_before = listings(&env_dir);
+    let exported_before = zonecert_with(&env_dir, &["certs", "export", &packs[0].1]);
+    assert!(exported_before.status.success());
+    drop(single);
+
+    // A target that is not empty is refused, and left as it was.
+    let foreign = cluster.create_database().unwrap();
+    cluster
+        .psql(&foreign, "CREATE TABLE theirs (x int)")
+        .unwrap();
+    let refused = zonecert_with(&[], &["db", "copy", "--from", dir, "--to", &foreign]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("not empty") && stderr.contains("theirs"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&foreign),
+        "the URL (and its password) is not shown: {stderr}"
+    );
+    assert_eq!(
+        cluster
+            .query(
+                &foreign,
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            .unwrap(),
+        ["1"]
+    );
+
+    // The copy: counts and a checksum per table.
+    let url = cluster.create_database().unwrap();
+    let copied = zonecert_with(
+        &[("ZONECERT_DATABASE", &url)],
+        &["db", "copy", "--from", dir],
+    );
+    let stdout = String::from_utf8_lossy(&copied.stdout).into_owned();
+    assert!(
+        copied.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let rows: std::collections::BTreeMap<&str, u64> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (table, rows, sum) = (words.next()?, words.next()?, words.next()?);
+            (sum.len() == 64).then(|| (table, rows.parse().unwrap()))
+        })
+        .collect();
+    assert_eq!(rows["zones"], 2, "{stdout}");
+    assert_eq!(rows["packs"], 5, "{stdout}");
+    assert_eq!(rows["pack_hosts"], 8, "{stdout}");
+    assert_eq!(rows["certificate_keys"], 4, "{stdout}");
+    assert_eq!(rows["tokens"], 2, "{stdout}");
+    assert_eq!(rows["webhook_endpoints"], 1, "{stdout}");
+    assert!(rows["webhook_events"] >= 8, "{stdout}");
+    assert_eq!(rows.len(), 9, "every table: {stdout}");
+    // Copying again is refused: the target holds zonecert's data now.
+    let again = zonecert_with(
+        &[("ZONECERT_DATABASE", &url)],
+        &["db", "copy", "--from", dir],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    // A node on PostgreSQL (its own data directory, the single node's key file) answers
+    // the same, and the commands print the same.
+    let kek = data.join("secret.key");
+    let node = ServeCommand::new(BIN)
+        .args(["--rate-limit", "off", "--lifecycle", "false"])
+        .env("ZONECERT_DATABASE", &url)
+        .env("ZONECERT_SECRET_KEY_FILE", kek.to_str().unwrap())
+        .stderr_log(scratch.path().join("node.log"))
+        .spawn();
+    let after = answers(node.base_url().to_owned()).await;
+    assert_eq!(before, after);
+    let env_pg = [("ZONECERT_DATABASE", url.as_str())];
+    assert_eq!(lists_before, listings(&env_pg));
+    let exported_after = zonecert_with(
+        &[
+            ("ZONECERT_DATABASE", url.as_str()),
+            ("ZONECERT_SECRET_KEY_FILE", kek.to_str().unwrap()),
+        ],
+        &["certs", "export", &packs[0].1],
+    );
+    assert!(
+        exported_after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported_after.stderr)
+    );
+    assert_eq!(exported_before.stdout, exported_after.stdout);
+    // New rows continue after the copied ones (the sequences moved past them).
+    let (status, more) = call(
+        node.base_url().to_owned(),
+        reqwest::Method::POST,
+        format!("/zones/{}/ssl/certificate_packs/order", zones[0]),
+        Some(
+            serde_json::json!({"type": "advanced", "hosts": ["one.example", "new.one.example"],
+            "validation_method": "txt", "validity_days": 90,
+            "certificate_authority": "google"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{more}");
+    let (_, listed) = call(
+        node.base_url().to_owned(),
+        reqwest::Method::GET,
+        format!("/zones/{}/ssl/certificate_packs?status=all", zones[0]),
+        None,
+    )
+    .await;
+    assert_eq!(listed["result"].as_array().unwrap().len(), 3, "{listed}");
 }

@@ -80,25 +80,36 @@ impl PgCluster {
         let mut last = String::new();
         for _ in 0..5 {
             cluster.port = free_port()?;
-            let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                cluster.port,
-                cluster.dir.path().display()
-            );
-            let started = run(cluster
-                .command("pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .args(["-o", &options, "-l"])
-                .arg(cluster.dir.path().join("postgres.log"))
-                .args(["-w", "-t", "60", "start"]));
-            match started {
-                Ok(_) => return Ok(cluster),
-                Err(e) => last = format!("{e}\n{}", cluster.log()),
+            match cluster.pg_ctl_start() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last = e,
             }
         }
         Err(format!("pg_ctl start failed: {last}"))
+    }
+
+    /// Starts the cluster again after [`Self::stop`], on the same port and with the same
+    /// data (PostgreSQL recovers what was committed).
+    pub fn start_again(&self) -> Result<(), String> {
+        self.pg_ctl_start()
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        run(self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-o", &options, "-l"])
+            .arg(self.dir.path().join("postgres.log"))
+            .args(["-w", "-t", "60", "start"]))
+        .map(drop)
+        .map_err(|e| format!("{e}\n{}", self.log()))
     }
 
     /// The port the cluster listens on (127.0.0.1).
@@ -122,6 +133,20 @@ impl PgCluster {
             .command("psql")
             .args([url, "-v", "ON_ERROR_STOP=1", "-c", sql]))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs one query on the database at `url`; returns its rows, each row's columns
+    /// joined by `|` (psql's unaligned output without headers).
+    pub fn query(&self, url: &str, sql: &str) -> Result<Vec<String>, String> {
+        let out =
+            run(self
+                .command("psql")
+                .args([url, "-v", "ON_ERROR_STOP=1", "-A", "-t", "-c", sql]))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// The URL of the database `name`.

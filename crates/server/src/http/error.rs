@@ -34,6 +34,8 @@ pub mod codes {
     /// The server is not ready (`/readyz`): its store does not answer or its lifecycle
     /// does not run.
     pub const NOT_READY: u32 = 1012;
+    /// The database cannot be reached (PostgreSQL down or restarting): try again.
+    pub const DATABASE_UNAVAILABLE: u32 = 1013;
     /// A zone of that name exists.
     pub const DUPLICATE: u32 = 1061;
     /// Invalid request headers.
@@ -413,6 +415,20 @@ impl From<crate::store::StoreError> for ApiError {
                     )
                 }
             }
+            // The database cannot be reached (PostgreSQL down or restarting, a
+            // connection refused or broken, the data directory gone read-only): the
+            // request may succeed once it is back, which the store notices by itself.
+            crate::store::StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "database unavailable");
+                ApiError {
+                    retry_after: Some(5),
+                    ..Self::one(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        codes::DATABASE_UNAVAILABLE,
+                        "The database is unavailable; try again shortly",
+                    )
+                }
+            }
             other => ApiError::internal(other),
         }
     }
@@ -442,9 +458,13 @@ mod tests {
         assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.retry_after, Some(1));
         assert_eq!(busy.errors[0].code, codes::INTERNAL);
+        let down = ApiError::from(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.retry_after, Some(5));
+        assert_eq!(down.errors[0].code, codes::DATABASE_UNAVAILABLE);
+        assert!(down.errors[0].message.contains("database is unavailable"));
         for other in [
             StoreError::Database("x".into()),
-            StoreError::Unavailable("x".into()),
             StoreError::Corrupt("x".into()),
         ] {
             let e = ApiError::from(other);

@@ -10,6 +10,7 @@
 
 mod apply;
 mod cache;
+mod copy;
 mod monitoring;
 mod postgres;
 mod sqlite;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 pub use apply::{Applied, MAX_ATTEMPTS, PackAccess, apply_transition};
 pub use cache::ZoneView;
+pub use copy::TableCopy;
 pub use monitoring::{MonitoringSnapshot, PackCount};
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore};
 pub use sqlite::SqliteStore;
@@ -288,6 +290,34 @@ impl Store {
         match DatabaseUrl::parse(url) {
             DatabaseUrl::Postgres(url) => Ok(Store::Postgres(PgStore::open(url, pool_size, true)?)),
             DatabaseUrl::Sqlite(path) => Ok(Store::Sqlite(SqliteStore::open(path)?)),
+        }
+    }
+
+    /// Opens the PostgreSQL database at `url` as the target of [`Store::copy_into`]:
+    /// one without tables (its schema is created) or with zonecert's tables all empty.
+    pub fn open_copy_target(url: &str) -> Result<Store, StoreError> {
+        match DatabaseUrl::parse(url) {
+            DatabaseUrl::Postgres(url) => Ok(Store::Postgres(PgStore::open_empty(
+                url,
+                DEFAULT_POOL_SIZE,
+            )?)),
+            DatabaseUrl::Sqlite(_) => Err(StoreError::Unsupported(
+                "db copy copies into PostgreSQL: --to takes a postgres:// URL".into(),
+            )),
+        }
+    }
+
+    /// Copies this (SQLite) database into `target` (PostgreSQL, from
+    /// [`Store::open_copy_target`]) in one transaction: every table's rows, counted and
+    /// checksummed on both sides (see [`TableCopy`]).
+    pub async fn copy_into(&self, target: &Store) -> Result<Vec<TableCopy>, StoreError> {
+        match (self, target) {
+            (Store::Sqlite(source), Store::Postgres(target)) => {
+                copy::copy_sqlite_to_postgres(source, target).await
+            }
+            _ => Err(StoreError::Unsupported(
+                "db copy copies a SQLite database into PostgreSQL".into(),
+            )),
         }
     }
 

@@ -21,6 +21,7 @@
 
 mod changes;
 mod claims;
+mod copy;
 mod credentials;
 mod keys;
 mod monitoring;

@@ -48,6 +48,18 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// What opening does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// Creates or migrates it.
+    Create,
+    /// Migrates it; a database without it is refused.
+    Existing,
+    /// Creates it in a database without tables, or migrates it when every table of
+    /// zonecert's is empty; refuses any other database.
+    CreateIntoEmpty,
+}
+
 /// One step of [`MIGRATIONS`].
 struct Migration {
     version: i64,
@@ -63,6 +75,21 @@ impl PgStore {
     /// its schema up to date. With `create` false, a database without zonecert's schema
     /// is refused instead (administration must not set one up by accident).
     pub fn open(url: &str, pool_size: usize, create: bool) -> Result<PgStore, StoreError> {
+        let schema = if create {
+            Schema::Create
+        } else {
+            Schema::Existing
+        };
+        Self::open_with(url, pool_size, schema)
+    }
+
+    /// Opens the target of `zonecert db copy`: a database with no table (its schema is
+    /// created then), or with zonecert's tables all empty; refused otherwise.
+    pub(in crate::store) fn open_empty(url: &str, pool_size: usize) -> Result<PgStore, StoreError> {
+        Self::open_with(url, pool_size, Schema::CreateIntoEmpty)
+    }
+
+    fn open_with(url: &str, pool_size: usize, schema: Schema) -> Result<PgStore, StoreError> {
         // The URL holds the password: errors never repeat it.
         let config: tokio_postgres::Config = url.parse().map_err(|e| {
             StoreError::Unsupported(format!("the PostgreSQL URL is not valid: {e}"))
@@ -114,7 +141,7 @@ impl PgStore {
             .ok_or_else(|| StoreError::Unavailable("the store's runtime is gone".into()))?;
         std::thread::scope(|scope| {
             scope
-                .spawn(|| handle.block_on(store.migrate(create)))
+                .spawn(|| handle.block_on(store.migrate(schema)))
                 .join()
                 .unwrap_or_else(|_| Err(StoreError::Database("migrating panicked".into())))
         })?;
@@ -135,7 +162,7 @@ impl PgStore {
 
     /// Applies the migrations the database lacks, in one transaction holding the
     /// migration lock.
-    async fn migrate(&self, create: bool) -> Result<(), StoreError> {
+    async fn migrate(&self, schema: Schema) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -147,7 +174,26 @@ impl PgStore {
             )
             .await?
             .try_get(0)?;
-        if !exists && !create {
+        if schema == Schema::CreateIntoEmpty && !exists {
+            let tables: Vec<String> = tx
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = current_schema() ORDER BY 1",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            if !tables.is_empty() {
+                return Err(StoreError::Unsupported(format!(
+                    "the target database is not empty: it holds tables that are not \
+                     zonecert's ({}); give db copy an empty database",
+                    tables.join(", ")
+                )));
+            }
+        }
+        if !exists && schema == Schema::Existing {
             return Err(StoreError::Unavailable(
                 "the PostgreSQL database holds no zonecert schema: run `zonecert init` or \
                  `zonecert serve` with this --database first"
@@ -180,6 +226,20 @@ impl PgStore {
             )
             .await?;
             tracing::info!(version = step.version, "PostgreSQL schema migrated");
+        }
+        if schema == Schema::CreateIntoEmpty {
+            for table in crate::store::copy::TABLES {
+                let any: bool = tx
+                    .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
+                    .await?
+                    .try_get(0)?;
+                if any {
+                    return Err(StoreError::Unsupported(format!(
+                        "the target database is not empty: its {table} table holds rows; \
+                         db copy only fills an empty database"
+                    )));
+                }
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -18,6 +18,7 @@
 mod checkpointer;
 mod claims;
 mod controls;
+mod copy;
 mod credentials;
 mod keys;
 mod monitoring;
