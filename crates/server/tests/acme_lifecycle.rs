@@ -935,6 +935,22 @@ async fn deleting_a_pack_revokes_its_certificate_at_the_ca() {
         .await;
     assert_eq!(status, 404);
     assert!(!data.join("certs").join(&second).exists());
+    // The certificate waits in the store's queue, its failed attempt recorded, to be
+    // tried again (`cli/tests/acme_revoke.rs` has it revoked after a restart).
+    let mut queued = Vec::new();
+    for _ in 0..100 {
+        queued = server.inner.store().queued_revocations().await.unwrap();
+        if queued.first().is_some_and(|q| q.attempts > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].pack_id, second.as_str());
+    assert!(
+        queued[0].attempts > 0 && queued[0].last_error.is_some(),
+        "{queued:?}"
+    );
     server.shutdown().await;
     pebble.stop().await;
 }
@@ -953,6 +969,16 @@ async fn without_the_flag_a_deleted_packs_certificate_is_not_revoked() {
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
+    // The deletion queued it; the lifecycle, with revocation off, dropped it.
+    assert!(
+        server
+            .inner
+            .store()
+            .queued_revocations()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     server.shutdown().await;
     pebble.stop().await;
 }

@@ -46,11 +46,18 @@ battery!(
     only_the_lease_holder_records_an_outcome,
     delegated_hosts_are_found_by_their_cname_target,
     certificate_keys_are_kept_per_pack_and_listed_while_active,
+    deletions_queue_their_certificates_for_revocation,
+    revocations_are_leased_retried_and_finished_by_their_holder,
+    concurrent_revocation_claims_never_take_one_twice,
 );
 
 #[path = "store_battery/outbox.rs"]
 mod outbox;
 use outbox::*;
+
+#[path = "store_battery/revocations.rs"]
+mod revocations;
+use revocations::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn battery_on_sqlite() {
@@ -107,7 +114,7 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     let Ok(Store::Postgres(pg)) = &opened[0] else {
         panic!("not a PostgreSQL store");
     };
-    assert_eq!(pg.schema_version().await.expect("version"), 5);
+    assert_eq!(pg.schema_version().await.expect("version"), 6);
     let store = Store::open_existing(std::path::Path::new("."), Some(&url)).expect("reopen");
     let z = zone(&store, "example.com").await;
     assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));

@@ -6,6 +6,8 @@
 //! `renewalInfo` to the directory, answers `GET /renewal-info/{id}` with the window the
 //! test sets, and keeps the payload of every `newOrder` (a renewal's `replaces`), which
 //! it reflects in the order's answers as RFC 9773 requires of a CA (Pebble ignores it).
+//! It can also refuse revocations (`serverInternal`, 503) for as long as a test says, a
+//! CA that is down for them, while Pebble keeps its state.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,6 +61,8 @@ struct FrontState {
     new_orders: Mutex<Vec<serde_json::Value>>,
     /// The `replaces` of each order that named one, by the order's path.
     replacing: Mutex<Vec<(String, serde_json::Value)>>,
+    /// Whether `revokeCert` requests are refused, and how many were.
+    refuse_revocations: Mutex<(bool, usize)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +103,7 @@ impl AriFront {
             asked: Mutex::new(Vec::new()),
             new_orders: Mutex::new(Vec::new()),
             replacing: Mutex::new(Vec::new()),
+            refuse_revocations: Mutex::new((false, 0)),
         });
         let router = axum::Router::new()
             .fallback(forward)
@@ -130,6 +135,17 @@ impl AriFront {
     /// The certificate identifiers (`<AKI>.<serial>`, RFC 9773) asked for so far.
     pub fn asked(&self) -> Vec<String> {
         lock(&self.state.asked).clone()
+    }
+
+    /// Refuses (`true`) or passes on (`false`) the `revokeCert` requests from now on:
+    /// refused ones get a `serverInternal` problem (503) and Pebble never sees them.
+    pub fn refuse_revocations(&self, refuse: bool) {
+        lock(&self.state.refuse_revocations).0 = refuse;
+    }
+
+    /// How many `revokeCert` requests were refused so far.
+    pub fn refused_revocations(&self) -> usize {
+        lock(&self.state.refuse_revocations).1
     }
 
     /// The payloads of the `newOrder` requests so far, decoded from their JWS.
@@ -172,6 +188,23 @@ async fn forward(State(st): State<Arc<FrontState>>, req: Request) -> Response {
                 .into_response(),
             None => StatusCode::NOT_FOUND.into_response(),
         };
+    }
+    if parts.method == Method::POST && path == "/revoke-cert" {
+        let mut refusing = lock(&st.refuse_revocations);
+        if refusing.0 {
+            refusing.1 += 1;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                serde_json::json!({
+                    "type": "urn:ietf:params:acme:error:serverInternal",
+                    "detail": "the test front refuses revocations",
+                    "status": 503
+                })
+                .to_string(),
+            )
+                .into_response();
+        }
     }
     let mut replaces = None;
     if parts.method == Method::POST

@@ -172,33 +172,23 @@ async fn remove_deployments(st: &AppState, packs: &[crate::model::PackId]) {
     }
 }
 
-/// Hands the certificates of packs just deleted to this server's lifecycle for
-/// revocation at the ACME CA that issued them, with `--acme-revoke-on-delete` (best
-/// effort: the deletion never waits for it, and a failure is logged there).
+/// Wakes this server's lifecycle for the certificates that a deletion just queued for
+/// revocation (the store's revocation queue, written by the deletion's transaction),
+/// with `--acme-revoke-on-delete`. Without a lifecycle here the queue waits in the
+/// store for a node that runs one.
 fn revoke_deleted(st: &AppState, packs: &[crate::model::Pack]) {
     if !st.config.acme.revoke_on_delete {
         return;
     }
-    for pack in packs {
-        let Some(cert) = &pack.certificate else {
-            continue;
-        };
-        if !st.config.acme.orders_remotely(pack.ca) {
-            continue;
-        }
-        let queued = st.signals.revoke(crate::lifecycle::Revocation {
-            pack: pack.id.clone(),
-            ca: pack.ca,
-            serial: cert.id.clone(),
-            chain_pem: cert.chain_pem.clone(),
-        });
-        if !queued {
-            tracing::warn!(
-                pack = %pack.id.as_str(),
-                serial = %cert.id,
-                "the deleted pack's certificate was not revoked: no lifecycle runs on this server"
-            );
-        }
+    let queued = packs
+        .iter()
+        .filter(|p| p.certificate.is_some() && st.config.acme.orders_remotely(p.ca))
+        .count();
+    if queued > 0 && !st.signals.revocations_queued() {
+        tracing::warn!(
+            certificates = queued,
+            "the deleted packs' certificates wait in the revocation queue: no lifecycle runs on this server"
+        );
     }
 }
 

@@ -3,8 +3,9 @@
 //! The HTTP side and the lifecycle never call each other: they meet in the store
 //! (hosts with a due time) and through [`Signals`]: a wake-up so a new order or a
 //! `retry=true` does not wait for a poll tick, a progress counter the HTTP side
-//! watches while it waits for the outcome of a check it asked for, and the certificates
-//! of deleted packs for the worker to revoke at their ACME CA (`--acme-revoke-on-delete`).
+//! watches while it waits for the outcome of a check it asked for, and a wake-up for the
+//! revocation of deleted packs' certificates at their ACME CA (`--acme-revoke-on-delete`),
+//! whose queue is in the store, written by the deletion's own transaction.
 //!
 //! What the [`Worker`] does with a claimed pack:
 //! - `pending_validation`: checks the due hosts (TXT, HTTP, CNAME delegation) and writes
@@ -59,9 +60,9 @@ pub struct Signals {
     controls: std::sync::OnceLock<std::sync::Arc<crate::controls::Controls>>,
     /// The server's metrics, moved by both sides.
     metrics: crate::metrics::Metrics,
-    /// Certificates of deleted packs for the worker to revoke at their ACME CA
-    /// (`--acme-revoke-on-delete`), handed over by the HTTP side.
-    revocations: Mutex<Vec<Revocation>>,
+    /// Wakes the worker's revocation task: a deletion queued certificates to revoke
+    /// (`--acme-revoke-on-delete`; the queue itself is in the store).
+    revocations: tokio::sync::Notify,
     /// The key-encryption key certificates' private keys are sealed under before they
     /// are stored (see `crate::keys`), once the server has it.
     kek: std::sync::OnceLock<std::sync::Arc<crate::keys::Kek>>,
@@ -97,7 +98,7 @@ impl Signals {
             running: Mutex::new(HashMap::new()),
             controls: std::sync::OnceLock::new(),
             metrics,
-            revocations: Mutex::new(Vec::new()),
+            revocations: tokio::sync::Notify::new(),
             kek: std::sync::OnceLock::new(),
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
@@ -195,29 +196,19 @@ impl Signals {
         self.workers_running.store(running, Ordering::Release);
     }
 
-    /// Hands a deleted pack's certificate to this server's worker, which revokes it at
-    /// its ACME CA in the background. Returns `false` (nothing queued) when no worker
-    /// runs here to do it.
-    pub fn revoke(&self, revocation: Revocation) -> bool {
-        if !self.workers_running() {
-            return false;
-        }
-        self.revocations
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(revocation);
-        self.wake();
-        true
+    /// Tells this server's worker that a deletion queued certificates to revoke at
+    /// their ACME CA (`--acme-revoke-on-delete`), so it does not wait for its next poll.
+    /// Returns `false` when no worker runs here (the queue waits in the store for a
+    /// node whose lifecycle runs).
+    pub fn revocations_queued(&self) -> bool {
+        self.revocations.notify_one();
+        self.workers_running()
     }
 
-    /// The revocations handed over since the last call.
-    pub(crate) fn take_revocations(&self) -> Vec<Revocation> {
-        std::mem::take(
-            &mut *self
-                .revocations
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+    /// Resolves when [`Signals::revocations_queued`] is called (or was since the last
+    /// wait).
+    pub(crate) async fn revocations_woken(&self) {
+        self.revocations.notified().await;
     }
 
     /// Notes that the worker begins checking the pack at `now` (the lifecycle's clock),
@@ -277,20 +268,6 @@ impl Signals {
     pub(crate) fn take_fault(&self) -> Option<Fault> {
         self.fault.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
-}
-
-/// A deleted pack's certificate to revoke at the ACME CA that issued it
-/// (`--acme-revoke-on-delete`).
-#[derive(Debug, Clone)]
-pub struct Revocation {
-    /// The deleted pack (for the logs).
-    pub pack: PackId,
-    /// The pack's certificate authority name: its ACME issuer revokes.
-    pub ca: crate::model::CaChoice,
-    /// The certificate's serial (hex), for the logs.
-    pub serial: String,
-    /// The leaf followed by its chain, PEM, as stored with the pack.
-    pub chain_pem: String,
 }
 
 /// Checks of one pack running in the worker.

@@ -47,6 +47,7 @@ mod acme;
 mod check;
 mod issue;
 mod lease;
+mod revoke;
 mod store_thread;
 
 use super::Signals;
@@ -139,6 +140,10 @@ pub struct Worker {
     rules: Rules,
     /// The way to the store thread.
     store: StoreThread,
+    /// The store itself, for the revocation queue's few writes (`worker/revoke.rs`).
+    db: Store,
+    /// This worker's lease owner name (its node).
+    owner: String,
     /// Set (with the reason) when the store thread ended by a panic: without it the
     /// worker could only fail every step, forever, and look alive.
     store_failed: Arc<Failure>,
@@ -204,6 +209,7 @@ impl Worker {
         }
         let hook = config.deploy_hook_command();
         let (owner, identity) = node_identity(&config.data_dir);
+        let (db, revocation_owner) = (store.clone(), owner.clone());
         signals.set_lease_owner(&owner);
         let take_back = identity.is_some();
         let (store_ops, queued) = mpsc::unbounded_channel();
@@ -275,6 +281,8 @@ impl Worker {
             acme,
             hook,
             store: StoreThread(store_ops),
+            db,
+            owner: revocation_owner,
             store_failed,
             _identity: identity,
         })
@@ -299,6 +307,10 @@ impl Worker {
             self.leases.lease / RENEWALS_PER_LEASE,
             renewing.clone(),
         ));
+        // Deleted packs' certificates to revoke (`--acme-revoke-on-delete`), from the
+        // store's queue: a task of its own, so a slow CA holds nothing else up.
+        let revoking = CancellationToken::new();
+        let revocations = tokio::spawn(Arc::clone(&self).work_off_revocations(revoking.clone()));
         let mut in_flight = JoinSet::new();
         let mut claim_now = true;
         let mut more_due = false;
@@ -311,12 +323,6 @@ impl Worker {
                     self.store.panic();
                 }
                 None => {}
-            }
-            // Deleted packs' certificates to revoke (`--acme-revoke-on-delete`): each a
-            // task of its own, so a slow CA holds nothing else up.
-            for revocation in self.signals.take_revocations() {
-                let me = Arc::clone(&self);
-                in_flight.spawn(async move { me.revoke(revocation).await });
             }
             if claim_now {
                 // Fill the room: validation then runs ahead of issuance.
@@ -381,6 +387,8 @@ impl Worker {
                 tracing::error!(error = %e, "lifecycle task panicked");
             }
         }
+        revoking.cancel();
+        let _ = revocations.await;
         renewing.cancel();
         let _ = renewals.await;
         self.signals.set_workers_running(false);

@@ -22,10 +22,15 @@ pub(super) const TABLES: &[&str] = &[
     "webhook_endpoints",
     "webhook_events",
     "webhook_deliveries",
+    "revocations",
 ];
 
 /// Tables whose key is a generated sequence, moved past the copied rows afterwards.
-pub(super) const SEQUENCES: &[(&str, &str)] = &[("packs", "seq"), ("webhook_events", "seq")];
+pub(super) const SEQUENCES: &[(&str, &str)] = &[
+    ("packs", "seq"),
+    ("webhook_events", "seq"),
+    ("revocations", "id"),
+];
 
 /// A column's type as PostgreSQL has it (SQLite keeps booleans as integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ mod cache;
 mod copy;
 mod monitoring;
 mod postgres;
+mod revocations;
 mod sqlite;
 mod webhooks;
 
@@ -25,6 +26,7 @@ pub use cache::ZoneView;
 pub use copy::TableCopy;
 pub use monitoring::{MonitoringSnapshot, PackCount};
 pub use postgres::{DEFAULT_POOL_SIZE, PgStore};
+pub use revocations::{QueuedRevocation, RevocationClaim};
 pub use sqlite::SqliteStore;
 pub use webhooks::{
     Delivery, DeliveryClaim, DeliveryOutcome, DeliveryResult, DeliveryState, OutboxEvent,

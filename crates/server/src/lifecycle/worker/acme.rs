@@ -10,9 +10,8 @@
 
 use super::Worker;
 use super::lease::Hold;
+use crate::issuance::IssuanceError;
 use crate::issuance::acme::AcmeErrorKind;
-use crate::issuance::{IssuanceError, Issuer};
-use crate::lifecycle::Revocation;
 use crate::model::{Input, IssueFailure, Pack, PackState};
 use crate::store::StoreError;
 
@@ -157,31 +156,6 @@ impl Worker {
             .apply(pack.clone(), now, |_| Some(input.clone()))
             .await?
             .is_some())
-    }
-
-    /// Revokes a deleted pack's certificate at the ACME CA of its name
-    /// (`--acme-revoke-on-delete`). Best effort: the pack is gone already, so a failure
-    /// is logged with the CA's reason and nothing else happens.
-    pub(super) async fn revoke(&self, revocation: Revocation) {
-        let pack = revocation.pack.as_str();
-        let Issuer::Acme(acme) = self.issuer_for(revocation.ca) else {
-            return;
-        };
-        match acme.revoke(&revocation.chain_pem).await {
-            Ok(()) => tracing::info!(
-                pack,
-                serial = %revocation.serial,
-                ca = revocation.ca.as_str(),
-                "revoked the deleted pack's certificate"
-            ),
-            Err(e) => tracing::warn!(
-                pack,
-                serial = %revocation.serial,
-                ca = revocation.ca.as_str(),
-                error = %e,
-                "the deleted pack's certificate could not be revoked; it stays valid until it expires"
-            ),
-        }
     }
 
     /// Whether the pack must place an order before anything else: a pack of an ACME CA

@@ -28,6 +28,7 @@ mod monitoring;
 mod open;
 mod outbox;
 mod packs;
+mod revocations;
 mod rows;
 mod zones;
 

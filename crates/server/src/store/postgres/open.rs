@@ -46,6 +46,12 @@ const MIGRATIONS: &[Migration] = &[
               pack_id TEXT PRIMARY KEY REFERENCES packs(id) ON DELETE CASCADE, \
               serial TEXT NOT NULL, sealed BYTEA NOT NULL);",
     },
+    // The certificates of deleted packs waiting to be revoked (issue 13), as SQLite's
+    // schema 7.
+    Migration {
+        version: 6,
+        sql: super::revocations::REVOCATIONS_SCHEMA,
+    },
 ];
 
 /// What opening does about the schema.
@@ -67,7 +73,7 @@ struct Migration {
 }
 
 /// The version this build writes.
-pub(in crate::store) const SCHEMA_VERSION: i64 = 5;
+pub(in crate::store) const SCHEMA_VERSION: i64 = 6;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or

@@ -241,6 +241,7 @@ impl PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        super::revocations::record(&tx, zone, Some(id)).await?;
         let deleted = tx
             .execute(
                 "DELETE FROM packs WHERE zone_id = $1 AND id = $2",

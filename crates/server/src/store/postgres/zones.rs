@@ -115,6 +115,7 @@ impl PgStore {
     pub(in crate::store) async fn delete_zone(&self, id: &ZoneId) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        super::revocations::record(&tx, id, None).await?;
         let deleted = tx
             .execute("DELETE FROM zones WHERE id = $1", &[&id.as_str()])
             .await?

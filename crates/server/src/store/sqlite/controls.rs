@@ -47,6 +47,7 @@ impl SqliteStore {
             // The webhooks go too: endpoints, the outbox and its deliveries (the seed
             // state has none).
             for table in [
+                "revocations",
                 "webhook_deliveries",
                 "webhook_events",
                 "webhook_endpoints",

@@ -25,6 +25,7 @@ mod monitoring;
 mod open;
 mod outbox;
 mod packs;
+mod revocations;
 mod rows;
 mod wal_watch;
 mod zones;

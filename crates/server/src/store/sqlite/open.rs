@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "6";
+pub(super) const SCHEMA_VERSION: &str = "7";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
@@ -53,6 +53,12 @@ const MIGRATIONS: &[Migration] = &[
     sealed  BLOB NOT NULL
 );",
     },
+    // The certificates of deleted packs waiting to be revoked (issue 13).
+    Migration {
+        from: "6",
+        to: "7",
+        sql: super::revocations::REVOCATIONS_SCHEMA,
+    },
 ];
 
 /// One step of [`MIGRATIONS`].
@@ -75,6 +81,7 @@ const EXPECTED_TABLES: &[&str] = &[
     "webhook_endpoints",
     "webhook_deliveries",
     "certificate_keys",
+    "revocations",
 ];
 impl SqliteStore {
     /// Opens the database at `path`, creating it (mode 0600) and its folder (mode 0700)
@@ -177,6 +184,7 @@ impl SqliteStore {
         }
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(super::outbox::OUTBOX_SCHEMA)?;
+        tx.execute_batch(super::revocations::REVOCATIONS_SCHEMA)?;
         match version.as_deref() {
             None => {
                 tx.execute(

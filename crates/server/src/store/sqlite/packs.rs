@@ -179,6 +179,7 @@ impl SqliteStore {
         events: &[OutboxEvent],
     ) -> Result<bool, StoreError> {
         self.write(Touch::Zone(zone), |tx| {
+            super::revocations::record(tx, zone, Some(id))?;
             let deleted = tx.execute(
                 "DELETE FROM packs WHERE zone_id = ?1 AND id = ?2",
                 [zone.as_str(), id.as_str()],

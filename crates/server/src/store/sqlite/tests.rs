@@ -366,6 +366,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_packs() {
              ALTER TABLE packs DROP COLUMN order_ref; \
              ALTER TABLE packs DROP COLUMN cert_renew_at; \
              DROP TABLE certificate_keys; \
+             DROP TABLE revocations; \
              UPDATE meta SET value = '1' WHERE key = 'schema_version';",
         )
         .unwrap();
@@ -390,6 +391,8 @@ fn a_version_1_database_is_migrated_and_keeps_its_packs() {
         )
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
+    // Version 7's revocation queue was created.
+    assert!(s.queued_revocations().unwrap().is_empty());
     // The validation-deadline index followed the column.
     let index: String = conn
         .query_row(

@@ -117,6 +117,7 @@ impl SqliteStore {
 
     pub(in crate::store) fn delete_zone(&self, id: &ZoneId) -> Result<bool, StoreError> {
         self.write(Touch::Zone(id), |tx| {
+            super::revocations::record(tx, id, None)?;
             Ok(tx.execute("DELETE FROM zones WHERE id = ?1", [id.as_str()])? > 0)
         })
     }

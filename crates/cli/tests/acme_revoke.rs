@@ -1,0 +1,280 @@
+//! `--acme-revoke-on-delete` with the built binary, Pebble (Debian's `pebble`) behind
+//! the testkit's front (which can refuse revocations while Pebble keeps its state) and
+//! the loopback DNS: a deletion's revocation survives `kill -9` and a restart, and
+//! `zonecert zone delete` on the database revokes as the API's `DELETE` does.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use zonecert_testkit::ari_front::AriFront;
+use zonecert_testkit::pebble::Pebble;
+use zonecert_testkit::{DnsServer, ServeCommand, ServeProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
+
+/// `zonecert serve --dev` ordering `lets_encrypt` packs from Pebble through `front`,
+/// revoking deleted packs' certificates.
+async fn serve(
+    data: &Path,
+    dns: &DnsServer,
+    pebble: &Pebble,
+    front: &AriFront,
+    log: &Path,
+) -> ServeProcess {
+    let command = ServeCommand::new(BIN)
+        .dev()
+        .data_dir(data)
+        .resolvers([dns.addr()])
+        .args([
+            "--rate-limit",
+            "off",
+            "--poll-interval",
+            "1s",
+            "--lease",
+            "2s",
+            "--acme-revoke-on-delete",
+        ])
+        .args([
+            "--acme".to_owned(),
+            format!("lets_encrypt={}", front.directory),
+            "--acme-root".to_owned(),
+            format!("lets_encrypt={}", pebble.tls_root.display()),
+        ])
+        .env("ZONECERT_LOG", "info")
+        .stderr_log(log);
+    tokio::task::spawn_blocking(move || command.spawn())
+        .await
+        .unwrap()
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// Orders a txt pack for `host` in the dev zone, publishes the CA's token and waits
+/// until the pack is active; returns the zone, the pack and its certificate's serial.
+async fn active_pack(
+    server: &ServeProcess,
+    dns: &DnsServer,
+    host: &str,
+) -> (String, String, String) {
+    let (base, token) = (server.base_url().to_owned(), server.token().to_owned());
+    let http = reqwest::Client::new();
+    let zones = call(
+        &http,
+        "GET",
+        format!("{base}/zones?name=example.com"),
+        &token,
+        None,
+    )
+    .await;
+    let zone = zones["result"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{zones}"))
+        .to_owned();
+    let ordered = call(
+        &http,
+        "POST",
+        format!("{base}/zones/{zone}/ssl/certificate_packs/order"),
+        &token,
+        Some(
+            json!({"type": "advanced", "hosts": [host], "validation_method": "txt",
+                    "validity_days": 90, "certificate_authority": "lets_encrypt"}),
+        ),
+    )
+    .await;
+    let pack = ordered["result"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ordered}"))
+        .to_owned();
+    let started = Instant::now();
+    loop {
+        let v = call(
+            &http,
+            "GET",
+            format!("{base}/zones/{zone}/ssl/verification"),
+            &token,
+            None,
+        )
+        .await;
+        let value = v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["cert_pack_uuid"] == pack.as_str())
+            .and_then(|i| i["verification_info"]["txt_value"].as_str())
+            .map(str::to_owned);
+        if let Some(value) = value {
+            dns.set_txt(&format!("_acme-challenge.{host}"), &[&value]);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no CA token: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let v = call(
+            &http,
+            "GET",
+            format!("{base}/zones/{zone}/ssl/verification?retry=true"),
+            &token,
+            None,
+        )
+        .await;
+        let p = call(
+            &http,
+            "GET",
+            format!("{base}/zones/{zone}/ssl/certificate_packs/{pack}"),
+            &token,
+            None,
+        )
+        .await;
+        if p["result"]["status"] == "active" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not active: {p} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let chain = std::fs::read(
+        server
+            .data_dir()
+            .join("certs")
+            .join(&pack)
+            .join("fullchain.pem"),
+    )
+    .unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&chain).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let serial: String = cert
+        .tbs_certificate
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (zone, pack, serial)
+}
+
+/// Waits until Pebble says the certificate is revoked; panics with `log`'s text if it
+/// does not within `within`.
+async fn revoked(pebble: &Pebble, serial: &str, within: Duration, log: &Path) -> Value {
+    let started = Instant::now();
+    loop {
+        let status = pebble.cert_status(serial).await;
+        if status["Status"] == "Revoked" {
+            return status;
+        }
+        assert!(
+            started.elapsed() < within,
+            "not revoked: {status}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletions_revocation_survives_kill_9_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = AriFront::start(&pebble).await;
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("first.log");
+    let mut first = serve(&data, &dns, &pebble, &front, &log).await;
+    let (zone, pack, serial) = active_pack(&first, &dns, "example.com").await;
+    assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
+
+    // The CA refuses revocations (down for them): the deletion is answered, the first
+    // attempt fails, and the server is killed before any later one.
+    front.refuse_revocations(true);
+    let (base, token) = (first.base_url().to_owned(), first.token().to_owned());
+    let http = reqwest::Client::new();
+    let deleted = call(
+        &http,
+        "DELETE",
+        format!("{base}/zones/{zone}/ssl/certificate_packs/{pack}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    let started = Instant::now();
+    while front.refused_revocations() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no revocation attempted: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child().kill().unwrap(); // SIGKILL
+    first.child().wait().unwrap();
+    assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
+
+    // The CA is back; the restarted server revokes from its queue.
+    front.refuse_revocations(false);
+    let log2 = tmp.path().join("second.log");
+    let second = serve(&data, &dns, &pebble, &front, &log2).await;
+    let status = revoked(&pebble, &serial, Duration::from_secs(60), &log2).await;
+    assert_eq!(status["Reason"], 5, "cessationOfOperation: {status}");
+    drop(second);
+    let store = zonecert_server::store::Store::open_sqlite(&data).unwrap();
+    assert!(
+        store.queued_revocations().await.unwrap().is_empty(),
+        "the queue is empty once revoked"
+    );
+    drop(front);
+    pebble.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zonecert_zone_delete_revokes_like_the_apis_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = AriFront::start(&pebble).await;
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("serve.log");
+    let server = serve(&data, &dns, &pebble, &front, &log).await;
+    let (zone, pack, serial) = active_pack(&server, &dns, "example.com").await;
+
+    let out = std::process::Command::new(BIN)
+        .args(["zone", "delete", &zone, "--data-dir"])
+        .arg(&data)
+        .env_remove("ZONECERT_DATABASE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !data.join("certs").join(&pack).exists(),
+        "its files are removed"
+    );
+    let status = revoked(&pebble, &serial, Duration::from_secs(30), &log).await;
+    assert_eq!(status["Reason"], 5, "cessationOfOperation: {status}");
+    drop(server);
+    drop(front);
+    pebble.stop().await;
+}
