@@ -200,8 +200,9 @@ pub struct Config {
     /// for before answering with the state as it is.
     #[arg(skip = Duration::from_secs(5))]
     pub retry_wait: Duration,
-    /// A host checked within this long is not checked again for `retry=true`, so a storm
-    /// of retries causes no more checks than one (zero: every retry rechecks).
+    /// For this long after a `retry=true` asked for a pack's checks, later retries wait
+    /// for those checks instead of asking again, so a storm of retries causes no more
+    /// checks than one (zero: every retry rechecks).
     #[arg(skip = Duration::from_secs(5))]
     pub retry_coalesce: Duration,
     /// Upper bound on one DCV or CAA check.

@@ -369,6 +369,56 @@ async fn a_retry_during_a_running_check_gets_a_check_of_its_own() {
     s.shutdown().await;
 }
 
+/// The order's own check runs at once, before the client can publish its record; the
+/// client's first `retry=true` after publishing is answered by a check of its own, not
+/// coalesced with that earlier one (whose failure put the next check a minute away).
+/// Coalescing (5 s, as served) joins retries with retries only: a second retry at once
+/// is answered by the first one's check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_retry_is_not_coalesced_with_the_orders_own_check() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |c| c.retry_coalesce = Duration::from_secs(5)).await;
+    let id = s.order(&["example.com"], "txt", 90, "lets_encrypt").await;
+    let p = s
+        .wait_for(&id, "the order's own check", |p| {
+            p.hosts[0].check.attempts == 1
+        })
+        .await;
+    assert_eq!(p.hosts[0].check.verified, Some(false));
+    publish_txt(&dns, &p);
+    let items = s.verification(true).await;
+    assert_eq!(items[0]["certificate_status"], "active", "{items:?}");
+    assert_eq!(s.pack(&id).await.hosts[0].check.attempts, 2);
+
+    // A second pack: the first retry asks for its check, a second one at once (on a
+    // clock that stands still) is coalesced with it: no third check.
+    let id = s
+        .order(
+            &["example.com", "www.example.com"],
+            "txt",
+            90,
+            "lets_encrypt",
+        )
+        .await;
+    s.wait_for(&id, "the order's own checks", |p| {
+        p.hosts.iter().all(|h| h.check.attempts == 1)
+    })
+    .await;
+    let attempts = || async {
+        let p = s.pack(&id).await;
+        p.hosts.iter().map(|h| h.check.attempts).collect::<Vec<_>>()
+    };
+    s.verification(true).await;
+    assert_eq!(attempts().await, [2, 2]);
+    s.verification(true).await;
+    assert_eq!(
+        attempts().await,
+        [2, 2],
+        "a retry right after a retry checked again"
+    );
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_validation_fetches_the_token_from_the_origin() {
     let dns = DnsServer::start().await;

@@ -256,11 +256,15 @@ fn refusal_message(refusal: Refusal) -> String {
 pub const MAX_RECHECKS_PER_REQUEST: usize = 50;
 
 /// `retry=true`: makes the zone's pending hosts due now, wakes the workers and waits
-/// (bounded) for their outcomes, so the answer reflects the check. The attempt counters
-/// are not reset. Not an amplifier: a host checked within `Config::retry_coalesce` (5 s;
-/// or due already) is not made due again, at most [`MAX_RECHECKS_PER_REQUEST`] hosts are,
-/// and each one is a request's worth of the caller's rate limit (with none left, the
-/// request answers with the state as it is).
+/// (bounded) for their outcomes, so the answer reflects a check made after the request
+/// (a check running since before it is asked for anew). The attempt counters are not
+/// reset. Not an amplifier: retries coalesce with retries. For `Config::retry_coalesce`
+/// (5 s) after a retry asked for a pack's checks, a later retry makes due none of the
+/// hosts checked since and supersedes none of its checks: it waits for those the first
+/// one asked for. A check the lifecycle ran on its own (the order's first, most often,
+/// made before the client could publish its record) never answers a retry. At most
+/// [`MAX_RECHECKS_PER_REQUEST`] hosts are made due, each a request's worth of the
+/// caller's rate limit (with none left, the request answers with the state as it is).
 ///
 /// Answers with the zone as it is then, from the store's read cache (exact: the writes
 /// waited for are committed), not a read of the whole zone from the database.
@@ -273,17 +277,19 @@ async fn recheck(
     let zone = &view.zone.id;
     let packs = &view.packs;
     let now = st.clock.now();
-    let coalesce = i64::try_from(st.config.retry_coalesce.as_secs()).unwrap_or(i64::MAX);
+    let window = i64::try_from(st.config.retry_coalesce.as_secs()).unwrap_or(i64::MAX);
     // A pack held by the brand check waits for an operator, not for a check.
     let pending = |p: &Pack| {
         p.state == PackState::PendingValidation
             && !p.brand_check
             && p.hosts.iter().any(|h| h.check.verified != Some(true))
     };
+    // The second an earlier retry asked for the pack's checks, while it coalesces.
+    let asked_at = |p: &Pack| st.signals.retry_asked_at(&p.id, now, window);
     let wanted: usize = packs
         .iter()
         .filter(|p| pending(p))
-        .map(|p| p.recheckable_count(now, coalesce))
+        .map(|p| p.recheckable_count(now, asked_at(p)))
         .sum::<usize>()
         .min(MAX_RECHECKS_PER_REQUEST);
     let mut budget = match (&st.limiter, rate_key) {
@@ -299,13 +305,14 @@ async fn recheck(
             watch.extend(due_hosts(pack, now));
             continue;
         }
-        // A check running now that began too long ago to answer this request (it may
-        // have looked before the client published) is asked for anew.
-        let supersede = st
-            .signals
-            .checks_running_since(&pack.id)
-            .is_some_and(|since| now.saturating_sub(since) >= coalesce);
-        if supersede || (budget > 0 && pack.recheckable_count(now, coalesce) > 0) {
+        let checked_since = asked_at(pack);
+        // A check running now that no retry of the window asked for may have looked
+        // before the client published: it is asked for anew (a running check began
+        // before `checked_since` was superseded by that retry already).
+        let supersede =
+            checked_since.is_none() && st.signals.checks_running_since(&pack.id).is_some();
+        let mut asked = false;
+        if supersede || (budget > 0 && pack.recheckable_count(now, checked_since) > 0) {
             if supersede {
                 st.signals.supersede_check(&pack.id);
             }
@@ -313,7 +320,7 @@ async fn recheck(
             // and scheduled the next check a minute out: `update_with` re-applies on
             // conflict.
             let input = Input::Recheck {
-                coalesce_secs: coalesce,
+                checked_since,
                 budget,
                 supersede_running: supersede,
             };
@@ -329,13 +336,22 @@ async fn recheck(
                         })
                         .sum::<usize>();
                     budget = budget.saturating_sub(made);
-                    watch.extend(due_hosts(&pack, now));
+                    let due = due_hosts(&pack, now);
+                    asked = due.is_some();
+                    watch.extend(due);
                 }
                 Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => {}
                 Err(e) => return Err(e),
             }
         } else {
-            watch.extend(due_hosts(pack, now));
+            let due = due_hosts(pack, now);
+            // Hosts due already are checked after this request: a retry right behind
+            // it is answered by that check too.
+            asked = checked_since.is_none() && due.is_some();
+            watch.extend(due);
+        }
+        if asked {
+            st.signals.retry_asked(&pack.id, now, window);
         }
     }
     if !watch.is_empty() {

@@ -39,6 +39,9 @@ use tokio::sync::{Notify, broadcast};
 /// How many progress notices a waiter may fall behind before it is told it lagged.
 pub const PROGRESS_BACKLOG: usize = 1024;
 
+/// How many packs' retry times are kept before those past their window are dropped.
+const RETRY_ASKS_KEPT: usize = 4096;
+
 /// The wake-up and progress signals shared by the HTTP side and the workers.
 #[derive(Debug)]
 pub struct Signals {
@@ -55,6 +58,9 @@ pub struct Signals {
     /// The packs whose DCV checks this process's worker is running (see
     /// [`Signals::checks_begin`]).
     running: Mutex<HashMap<PackId, RunningCheck>>,
+    /// When (the lifecycle's clock) a `retry=true` on this node last asked for each
+    /// pack's checks (see [`Signals::retry_asked_at`]).
+    retries: Mutex<HashMap<PackId, i64>>,
     /// The test controls, when the server offers them: inputs of the check, CAA,
     /// issuance and deployment steps (see `crate::controls`).
     controls: std::sync::OnceLock<std::sync::Arc<crate::controls::Controls>>,
@@ -96,6 +102,7 @@ impl Signals {
             lifecycle_expected: AtomicBool::new(false),
             lease_owner: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
+            retries: Mutex::new(HashMap::new()),
             controls: std::sync::OnceLock::new(),
             metrics,
             revocations: tokio::sync::Notify::new(),
@@ -247,6 +254,37 @@ impl Signals {
             }
             None => false,
         }
+    }
+
+    /// When a `retry=true` on this node asked for the pack's checks, if that was within
+    /// the last `window` seconds: a later retry inside that window is answered by those
+    /// checks (retries coalesce with retries, so a storm of them costs one check per
+    /// window), while a check the lifecycle ran on its own (the order's first, before the
+    /// client published its record) never answers a retry. Per node: with several nodes
+    /// each coalesces the retries it serves.
+    pub fn retry_asked_at(&self, id: &PackId, now: i64, window: i64) -> Option<i64> {
+        let at = *self.retry_asks().get(id)?;
+        (at <= now && now - at < window).then_some(at)
+    }
+
+    /// Notes that a `retry=true` asked for the pack's checks at `now` (nothing to note
+    /// with a `window` of zero). Entries past their window are dropped as the map grows.
+    pub fn retry_asked(&self, id: &PackId, now: i64, window: i64) {
+        if window <= 0 {
+            return;
+        }
+        let mut asks = self.retry_asks();
+        if asks.len() >= RETRY_ASKS_KEPT {
+            asks.retain(|_, at| *at <= now && now - *at < window);
+        }
+        asks.insert(id.clone(), now);
+    }
+
+    fn retry_asks(&self) -> std::sync::MutexGuard<'_, HashMap<PackId, i64>> {
+        // Plain values, whole after every write.
+        self.retries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn running_checks(&self) -> std::sync::MutexGuard<'_, HashMap<PackId, RunningCheck>> {

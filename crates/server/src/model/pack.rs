@@ -462,26 +462,34 @@ impl Pack {
         Some(self.certificate.as_ref()?.not_after - 86_400)
     }
 
-    /// The hosts `retry=true` may make due now: not validated, not due already, and
-    /// not checked within the last `coalesce_secs` seconds (a check that recent would
-    /// only be repeated: retries do not multiply checks).
-    fn recheckable(&self, now: i64, coalesce_secs: i64) -> impl Iterator<Item = usize> + '_ {
+    /// The hosts `retry=true` may make due now: not validated, not due already, and not
+    /// checked at or after `checked_since` (the second an earlier retry asked for the
+    /// pack's checks, while its coalescing window lasts: a check that recent answered a
+    /// retry already and would only be repeated). A check the lifecycle ran on its own
+    /// (the order's first one, say, before the client published its record) does not
+    /// count: `None` makes every such host recheckable.
+    fn recheckable(
+        &self,
+        now: i64,
+        checked_since: Option<i64>,
+    ) -> impl Iterator<Item = usize> + '_ {
         self.hosts.iter().enumerate().filter_map(move |(i, h)| {
             let c = &h.check;
-            let recent = c.last_checked_at.is_some_and(|at| now - at < coalesce_secs);
+            let recent =
+                checked_since.is_some_and(|since| c.last_checked_at.is_some_and(|at| at >= since));
             (c.verified != Some(true) && c.next_due_at > now && !recent).then_some(i)
         })
     }
 
     /// How many hosts [`Pack::recheck_some`] would make due.
-    pub fn recheckable_count(&self, now: i64, coalesce_secs: i64) -> usize {
-        self.recheckable(now, coalesce_secs).count()
+    pub fn recheckable_count(&self, now: i64, checked_since: Option<i64>) -> usize {
+        self.recheckable(now, checked_since).count()
     }
 
     /// `retry=true`: makes up to `budget` of the [recheckable](Pack::recheckable_count)
     /// hosts due now, without touching the attempt counters; returns how many.
-    pub fn recheck_some(&mut self, now: i64, coalesce_secs: i64, budget: usize) -> usize {
-        let chosen: Vec<usize> = self.recheckable(now, coalesce_secs).take(budget).collect();
+    pub fn recheck_some(&mut self, now: i64, checked_since: Option<i64>, budget: usize) -> usize {
+        let chosen: Vec<usize> = self.recheckable(now, checked_since).take(budget).collect();
         for &i in &chosen {
             if let Some(h) = self.hosts.get_mut(i) {
                 h.check.next_due_at = now;

@@ -188,8 +188,9 @@ pub enum Input {
     },
     /// `retry=true`: make up to `budget` hosts due now (see [`Pack::recheck_some`]).
     Recheck {
-        /// Hosts checked this recently are not made due again.
-        coalesce_secs: i64,
+        /// Hosts checked at or after this second (asked for by an earlier retry still
+        /// within its coalescing window) are not made due again; `None`: no such retry.
+        checked_since: Option<i64>,
         /// Most hosts to make due.
         budget: usize,
         /// A check of the pack is running, begun too long ago to answer this request (it

@@ -199,7 +199,7 @@ pub fn transition(
             applies
         }
         Input::Recheck {
-            coalesce_secs,
+            checked_since,
             budget,
             supersede_running,
         } => {
@@ -218,7 +218,7 @@ pub fn transition(
                         .filter(|h| h.check.verified != Some(true) && h.check.next_due_at <= now)
                         .count();
                 }
-                made = next.recheck_some(now, *coalesce_secs, *budget);
+                made = next.recheck_some(now, *checked_since, *budget);
             }
             if made + running > 0 {
                 events.push(Event::RecheckRequested {

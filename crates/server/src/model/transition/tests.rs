@@ -628,7 +628,7 @@ fn a_retry_makes_hosts_due_within_its_budget_and_supersedes_a_running_check() {
     let mut p = pack(DcvMethod::Txt);
     p.due_at(T + 60);
     let recheck = |budget, supersede_running| Input::Recheck {
-        coalesce_secs: 5,
+        checked_since: None,
         budget,
         supersede_running,
     };
@@ -659,6 +659,30 @@ fn a_retry_makes_hosts_due_within_its_budget_and_supersedes_a_running_check() {
     p.brand_check = true;
     p.due_at(T + 60);
     assert_eq!(transition(&p, &recheck(2, true), &RULES, T), Ok(None));
+}
+
+#[test]
+fn a_retry_coalesces_with_checks_an_earlier_retry_asked_for_only() {
+    let mut p = pack(DcvMethod::Txt);
+    // Both hosts checked (and failed) at T - 2, the second one again at T.
+    p.due_at(T + 60);
+    p.hosts[0].check.last_checked_at = Some(T - 2);
+    p.hosts[1].check.last_checked_at = Some(T);
+    let recheck = |checked_since| Input::Recheck {
+        checked_since,
+        budget: 10,
+        supersede_running: false,
+    };
+    // No retry asked for them: whatever ran before (the order's own check) was not asked
+    // for by a client, which may have published since.
+    let t = apply(&p, recheck(None), T);
+    assert!(t.pack.hosts.iter().all(|h| h.check.next_due_at == T));
+    // A retry asked at T - 1: the host checked since is coalesced, the other is not.
+    let t = apply(&p, recheck(Some(T - 1)), T);
+    assert_eq!(t.pack.hosts[0].check.next_due_at, T);
+    assert_eq!(t.pack.hosts[1].check.next_due_at, T + 60);
+    // Both checked since the retry asked: nothing to do.
+    assert_eq!(transition(&p, &recheck(Some(T - 2)), &RULES, T), Ok(None));
 }
 
 #[test]
