@@ -269,7 +269,7 @@ pub struct Rotated {
     pub raced: usize,
 }
 
-/// Reseals every kept key from `old` to `new`. Safe to run again (keys under `new` are
+/// Reseals every kept key (certificates' keys, shared ACME accounts) from `old` to `new`. Safe to run again (keys under `new` are
 /// skipped), and to run while nodes work: a key replaced meanwhile is left alone.
 pub async fn rotate(
     store: &crate::store::Store,
@@ -285,6 +285,24 @@ pub async fn rotate(
         let opened = old.open(key.pack.as_str(), &key.sealed)?;
         let resealed = new.seal(key.pack.as_str(), opened.as_bytes());
         if store.reseal_certificate_key(&key, &resealed).await? {
+            rotated.resealed += 1;
+        } else {
+            rotated.raced += 1;
+        }
+    }
+    // The ACME accounts the nodes share (`issuance::acme`), sealed the same way.
+    for (directory, sealed) in store.acme_accounts().await? {
+        if new.sealed_this(&sealed) {
+            rotated.already += 1;
+            continue;
+        }
+        let aad = crate::issuance::acme::account_aad(&directory);
+        let opened = old.open(&aad, &sealed)?;
+        let resealed = new.seal(&aad, opened.as_bytes());
+        if store
+            .reseal_acme_account(&directory, &sealed, &resealed)
+            .await?
+        {
             rotated.resealed += 1;
         } else {
             rotated.raced += 1;

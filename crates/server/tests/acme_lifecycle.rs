@@ -983,6 +983,90 @@ async fn without_the_flag_a_deleted_packs_certificate_is_not_revoked() {
     pebble.stop().await;
 }
 
+/// Two nodes on one PostgreSQL database share one ACME account (sealed in the database):
+/// a certificate ordered through node A, deleted through node B after A stopped, is
+/// revoked by B as the account that ordered it (Pebble accepts a revocation only from
+/// the ordering account, or the certificate's key).
+#[tokio::test]
+async fn a_certificate_ordered_by_one_node_is_revoked_through_another() {
+    let Some(cluster) = zonecert_testkit::PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let kek = tmp.path().join("secret.key");
+    zonecert_server::keys::Kek::load_or_create(&kek).unwrap();
+    let node = |url: String, kek: std::path::PathBuf| {
+        move |c: &mut Config| {
+            c.database = Some(url);
+            c.secret_key_file = Some(kek);
+            c.acme.revoke_on_delete = true;
+        }
+    };
+    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = start_configured(
+        &data_a,
+        &dns,
+        &pebble,
+        80,
+        "nodes.example.org",
+        Arc::new(SystemClock),
+        node(url.clone(), kek.clone()),
+    )
+    .await;
+    let pack = a.active_txt_pack(&dns, "nodes.example.org").await;
+    let serial = a.stored(&pack).await.certificate.unwrap().id;
+    assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
+    a.shutdown().await;
+
+    let b = start_configured(
+        &data_b,
+        &dns,
+        &pebble,
+        80,
+        "nodes.example.org",
+        Arc::new(SystemClock),
+        node(url, kek),
+    )
+    .await;
+    b.call("DELETE", &format!("/ssl/certificate_packs/{pack}"), None)
+        .await;
+    let mut status = Value::Null;
+    for _ in 0..150 {
+        status = pebble.cert_status(&serial).await;
+        if status["Status"] == "Revoked" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status["Status"],
+        "Revoked",
+        "{status}: queue {:?}",
+        b.inner.store().queued_revocations().await
+    );
+    assert!(
+        !data_b.join("acme").join("accounts").exists(),
+        "node B made no account of its own: it used the database's"
+    );
+    let shared = b
+        .inner
+        .store()
+        .acme_account(&pebble.directory)
+        .await
+        .unwrap();
+    let sealed = shared.expect("the account is in the database");
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("PRIVATE KEY")
+            && !String::from_utf8_lossy(&sealed).contains("key_pkcs8"),
+        "sealed, not in clear"
+    );
+    b.shutdown().await;
+    pebble.stop().await;
+}
+
 /// A test control (`/_zonecert/v1/...`) of a server started with `test_controls`.
 async fn control(server: &Server, token: &str, path: &str, body: Value) -> Value {
     let url = format!("http://{}/_zonecert/v1{path}", server.inner.addr());

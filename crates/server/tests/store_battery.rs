@@ -49,6 +49,7 @@ battery!(
     deletions_queue_their_certificates_for_revocation,
     revocations_are_leased_retried_and_finished_by_their_holder,
     concurrent_revocation_claims_never_take_one_twice,
+    a_shared_acme_account_is_published_once,
 );
 
 #[path = "store_battery/outbox.rs"]
@@ -114,7 +115,7 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     let Ok(Store::Postgres(pg)) = &opened[0] else {
         panic!("not a PostgreSQL store");
     };
-    assert_eq!(pg.schema_version().await.expect("version"), 6);
+    assert_eq!(pg.schema_version().await.expect("version"), 7);
     let store = Store::open_existing(std::path::Path::new("."), Some(&url)).expect("reopen");
     let z = zone(&store, "example.com").await;
     assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));

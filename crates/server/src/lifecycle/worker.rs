@@ -203,8 +203,11 @@ impl Worker {
         let mut acme = HashMap::new();
         for settings in config.acme.cas().map_err(LifecycleError::Acme)? {
             let ca = settings.ca;
-            let issuer =
+            let mut issuer =
                 AcmeIssuer::new(settings, &config.data_dir).map_err(LifecycleError::Acme)?;
+            if let Some(kek) = signals.kek_shared() {
+                issuer.share_accounts(store.clone(), kek);
+            }
             acme.insert(ca, Issuer::Acme(Arc::new(issuer)));
         }
         let hook = config.deploy_hook_command();

@@ -23,6 +23,7 @@ pub(super) const TABLES: &[&str] = &[
     "webhook_events",
     "webhook_deliveries",
     "revocations",
+    "acme_accounts",
 ];
 
 /// Tables whose key is a generated sequence, moved past the copied rows afterwards.

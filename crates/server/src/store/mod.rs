@@ -8,6 +8,7 @@
 //! The methods are `async` although SQLite answers synchronously: the PostgreSQL
 //! backend awaits its pool.
 
+mod accounts;
 mod apply;
 mod cache;
 mod copy;

@@ -189,3 +189,33 @@ pub(super) async fn concurrent_revocation_claims_never_take_one_twice(s: Store) 
     assert_eq!(all.len(), count, "a revocation was claimed twice");
     assert_eq!(count, 40);
 }
+
+/// The ACME accounts the nodes share: the first published stays, removed or resealed
+/// only while it is still the one the caller saw.
+pub(super) async fn a_shared_acme_account_is_published_once(s: Store) {
+    let dir = "https://ca.test/dir";
+    assert_eq!(s.acme_account(dir).await.expect("read"), None);
+    assert!(s.insert_acme_account(dir, b"first").await.expect("insert"));
+    assert!(!s.insert_acme_account(dir, b"second").await.expect("insert"));
+    assert_eq!(
+        s.acme_account(dir).await.expect("read").as_deref(),
+        Some(&b"first"[..])
+    );
+    assert!(
+        !s.reseal_acme_account(dir, b"second", b"third")
+            .await
+            .expect("reseal")
+    );
+    assert!(
+        s.reseal_acme_account(dir, b"first", b"third")
+            .await
+            .expect("reseal")
+    );
+    assert_eq!(
+        s.acme_accounts().await.expect("list"),
+        vec![(dir.to_owned(), b"third".to_vec())]
+    );
+    assert!(!s.delete_acme_account(dir, b"first").await.expect("delete"));
+    assert!(s.delete_acme_account(dir, b"third").await.expect("delete"));
+    assert_eq!(s.acme_account(dir).await.expect("read"), None);
+}

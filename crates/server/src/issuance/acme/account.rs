@@ -2,6 +2,12 @@
 //! where configured), its credentials (key and URL) kept in
 //! `<data_dir>/acme/accounts/<ca>-<digest of the directory>.json` with mode 0600, and
 //! reused by every later start.
+//!
+//! A server also shares it through its database ([`SharedAccounts`]): the first node to
+//! use a directory publishes its account there, sealed under the KEK (`crate::keys`, the
+//! directory as associated data), and every node (itself after a restart included) uses
+//! the database's account from then on, so orders, renewals and revocations of one node's
+//! certificates work from any other as the account that ordered them.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -12,6 +18,9 @@ use sha2::{Digest, Sha256};
 use super::AcmeCaSettings;
 use super::http::ReqwestHttp;
 use super::problem::{AcmeError, AcmeErrorKind};
+use crate::keys::Kek;
+use crate::store::Store;
+use std::sync::Arc;
 
 /// Where the account of `settings`' directory is kept.
 pub(crate) fn account_path(settings: &AcmeCaSettings, data_dir: &Path) -> PathBuf {
@@ -56,11 +65,97 @@ pub(crate) fn set_aside(settings: &AcmeCaSettings, data_dir: &Path) {
     }
 }
 
-pub(crate) async fn load_or_create(
+/// Where the nodes of one database share their ACME accounts: the store, and the KEK
+/// the credentials are sealed under.
+#[derive(Debug, Clone)]
+pub struct SharedAccounts {
+    /// The database every node uses.
+    pub store: Store,
+    /// The key-encryption key (`--secret-key-file`).
+    pub kek: Arc<Kek>,
+}
+
+/// The associated data the sealed credentials of `directory`'s account are bound to.
+pub fn account_aad(directory: &str) -> String {
+    format!("acme-account:{directory}")
+}
+
+/// The account to use for `settings`' directory, and its sealed credentials when it is
+/// the database's: the database's account when there is one (it is opened with the KEK),
+/// else this node's own (loaded from its file or created at the CA), published to the
+/// database unless another node published one first, which is then used instead. A
+/// database that cannot be read, or an account sealed under another KEK, leaves the node
+/// with its own account (logged).
+pub(crate) async fn load_shared_or_create(
     settings: &AcmeCaSettings,
     data_dir: &Path,
     http: &ReqwestHttp,
-) -> Result<Account, AcmeError> {
+    shared: Option<&SharedAccounts>,
+) -> Result<(Account, Option<Vec<u8>>), AcmeError> {
+    let Some(shared) = shared else {
+        return Ok((load_or_create(settings, data_dir, http).await?.0, None));
+    };
+    let directory = settings.directory.as_str();
+    let aad = account_aad(directory);
+    // Twice at most: a node that lost the race to publish adopts the winner's.
+    for _ in 0..2 {
+        match shared.store.acme_account(directory).await {
+            Ok(Some(sealed)) => {
+                match shared.kek.open(&aad, &sealed) {
+                    Ok(json) => {
+                        let credentials: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
+                        AcmeError::new(
+                            AcmeErrorKind::Other("account".into()),
+                            format!("the database's ACME account for {directory} is not one: {e}"),
+                        )
+                    })?;
+                        let account = Account::builder_with_http(Box::new(http.clone()))
+                            .from_credentials(credentials)
+                            .await
+                            .map_err(|e| directory_error(settings, e))?;
+                        return Ok((account, Some(sealed)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(ca = settings.ca.as_str(), error = %e, "the database's ACME account cannot be opened with this node's KEK; using this node's own account");
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                let (account, json) = load_or_create(settings, data_dir, http).await?;
+                let sealed = shared.kek.seal(&aad, &json);
+                match shared.store.insert_acme_account(directory, &sealed).await {
+                    Ok(true) => {
+                        tracing::info!(
+                            ca = settings.ca.as_str(),
+                            account = account.id(),
+                            "this node's ACME account is now the one every node on the database uses"
+                        );
+                        return Ok((account, Some(sealed)));
+                    }
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(ca = settings.ca.as_str(), error = %e, "publishing the ACME account to the database failed; using this node's own for now");
+                        return Ok((account, None));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(ca = settings.ca.as_str(), error = %e, "reading the shared ACME account failed; using this node's own for now");
+                break;
+            }
+        }
+    }
+    Ok((load_or_create(settings, data_dir, http).await?.0, None))
+}
+
+/// This node's own account for `settings`' directory, from its file or created at the
+/// CA (and written to the file), with its credentials' JSON.
+async fn load_or_create(
+    settings: &AcmeCaSettings,
+    data_dir: &Path,
+    http: &ReqwestHttp,
+) -> Result<(Account, Vec<u8>), AcmeError> {
     let path = account_path(settings, data_dir);
     let local = |why: String| AcmeError::new(AcmeErrorKind::Other("account file".into()), why);
     match std::fs::read(&path) {
@@ -71,10 +166,11 @@ pub(crate) async fn load_or_create(
                     path.display()
                 ))
             })?;
-            return Account::builder_with_http(Box::new(http.clone()))
+            let account = Account::builder_with_http(Box::new(http.clone()))
                 .from_credentials(credentials)
                 .await
-                .map_err(|e| directory_error(settings, e));
+                .map_err(|e| directory_error(settings, e))?;
+            return Ok((account, bytes));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(local(format!("reading {}: {e}", path.display()))),
@@ -110,7 +206,7 @@ pub(crate) async fn load_or_create(
         file = %path.display(),
         "created an ACME account"
     );
-    Ok(account)
+    Ok((account, json))
 }
 
 /// A failure before any order: fetching the directory is the first request, so a

@@ -15,6 +15,7 @@
 //! Failures are [`AcmeError`]s with a typed [`AcmeErrorKind`].
 
 mod account;
+pub use account::account_aad;
 mod http;
 mod problem;
 
@@ -133,8 +134,11 @@ pub struct AcmeIssuer {
     settings: AcmeCaSettings,
     data_dir: PathBuf,
     http: http::ReqwestHttp,
-    /// Loaded or created on first use; dropped when the CA no longer knows it.
-    account: Mutex<Option<Account>>,
+    /// Loaded or created on first use, with its sealed credentials when it is the
+    /// database's; dropped when the CA no longer knows it.
+    account: Mutex<Option<(Account, Option<Vec<u8>>)>>,
+    /// The database and KEK the nodes share their account through, if set.
+    shared: Option<account::SharedAccounts>,
     /// Whether the directory offers `renewalInfo` (RFC 9773), once a request told:
     /// [`ARI_UNKNOWN`], [`ARI_OFFERED`] or [`ARI_ABSENT`].
     ari: AtomicU8,
@@ -183,8 +187,20 @@ impl AcmeIssuer {
             data_dir: data_dir.to_owned(),
             http,
             account: Mutex::new(None),
+            shared: None,
             ari: AtomicU8::new(ARI_UNKNOWN),
         })
+    }
+
+    /// Shares the account with every node of `store`'s database, sealed under `kek`
+    /// (see `account.rs`): the lifecycle's issuers do, so that a certificate is finished,
+    /// renewed and revoked by any node as the account that ordered it.
+    pub fn share_accounts(
+        &mut self,
+        store: crate::store::Store,
+        kek: std::sync::Arc<crate::keys::Kek>,
+    ) {
+        self.shared = Some(account::SharedAccounts { store, kek });
     }
 
     /// The configuration this issuer runs with.
@@ -201,11 +217,17 @@ impl AcmeIssuer {
     /// The account, loaded from its file or created at the CA on first use.
     pub(crate) async fn account(&self) -> Result<Account, AcmeError> {
         let mut cached = self.account.lock().await;
-        if let Some(account) = cached.as_ref() {
+        if let Some((account, _)) = cached.as_ref() {
             return Ok(account.clone());
         }
-        let account = account::load_or_create(&self.settings, &self.data_dir, &self.http).await?;
-        *cached = Some(account.clone());
+        let (account, sealed) = account::load_shared_or_create(
+            &self.settings,
+            &self.data_dir,
+            &self.http,
+            self.shared.as_ref(),
+        )
+        .await?;
+        *cached = Some((account.clone(), sealed));
         Ok(account)
     }
 
@@ -213,8 +235,16 @@ impl AcmeIssuer {
     /// set aside (its file renamed) so that the next order creates a new one.
     async fn unknown_account(&self, err: AcmeError) -> AcmeError {
         if err.kind == AcmeErrorKind::AccountUnknown {
-            *self.account.lock().await = None;
+            let forgotten = self.account.lock().await.take();
             account::set_aside(&self.settings, &self.data_dir);
+            if let (Some((_, Some(sealed))), Some(shared)) = (forgotten, &self.shared)
+                && let Err(e) = shared
+                    .store
+                    .delete_acme_account(&self.settings.directory, &sealed)
+                    .await
+            {
+                tracing::warn!(error = %e, "forgetting the database's unknown ACME account failed");
+            }
         }
         err
     }

@@ -19,6 +19,7 @@
 //! before it returns, and tells the other nodes, whose next request hears it before it
 //! reads.
 
+mod accounts;
 mod changes;
 mod claims;
 mod copy;

@@ -52,6 +52,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         sql: super::revocations::REVOCATIONS_SCHEMA,
     },
+    // ACME accounts shared by the nodes, sealed (issue 13), as SQLite's schema 8.
+    Migration {
+        version: 7,
+        sql: super::accounts::ACCOUNTS_SCHEMA,
+    },
 ];
 
 /// What opening does about the schema.
@@ -73,7 +78,7 @@ struct Migration {
 }
 
 /// The version this build writes.
-pub(in crate::store) const SCHEMA_VERSION: i64 = 6;
+pub(in crate::store) const SCHEMA_VERSION: i64 = 7;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or

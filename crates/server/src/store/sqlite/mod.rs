@@ -15,6 +15,7 @@
 //! processes are noticed through the database's commit counter ([`WalWatch`]) and empty
 //! it.
 
+mod accounts;
 mod checkpointer;
 mod claims;
 mod controls;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "7";
+pub(super) const SCHEMA_VERSION: &str = "8";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
@@ -59,6 +59,12 @@ const MIGRATIONS: &[Migration] = &[
         to: "7",
         sql: super::revocations::REVOCATIONS_SCHEMA,
     },
+    // ACME accounts shared by the nodes of one database, sealed (issue 13).
+    Migration {
+        from: "7",
+        to: "8",
+        sql: super::accounts::ACCOUNTS_SCHEMA,
+    },
 ];
 
 /// One step of [`MIGRATIONS`].
@@ -82,6 +88,7 @@ const EXPECTED_TABLES: &[&str] = &[
     "webhook_deliveries",
     "certificate_keys",
     "revocations",
+    "acme_accounts",
 ];
 impl SqliteStore {
     /// Opens the database at `path`, creating it (mode 0600) and its folder (mode 0700)
@@ -185,6 +192,7 @@ impl SqliteStore {
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(super::outbox::OUTBOX_SCHEMA)?;
         tx.execute_batch(super::revocations::REVOCATIONS_SCHEMA)?;
+        tx.execute_batch(super::accounts::ACCOUNTS_SCHEMA)?;
         match version.as_deref() {
             None => {
                 tx.execute(
