@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use zonecert_testkit::pebble::Pebble;
@@ -35,17 +35,6 @@ async fn serve(data: &Path, dns: &DnsServer, pebble: &Pebble, log: &Path) -> Ser
         .unwrap()
 }
 
-async fn get(http: &reqwest::Client, url: String, token: &str) -> Value {
-    http.get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_between_finalize_and_download_finishes_the_same_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -53,38 +42,32 @@ async fn a_server_killed_between_finalize_and_download_finishes_the_same_order()
     let pebble = Pebble::for_dns(tmp.path(), &dns).await;
     let data = tmp.path().join("data");
     let log = tmp.path().join("first.log");
-    let mut first = serve(&data, &dns, &pebble, &log).await;
-    let (base, token) = (first.base_url().to_owned(), first.token().to_owned());
-    let http = reqwest::Client::new();
-    let zones = get(&http, format!("{base}/zones?name=example.com"), &token).await;
+    let first = serve(&data, &dns, &pebble, &log).await;
+    let zones = first.api("GET", "/zones?name=example.com", None).await.1;
     let zone = zones["result"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{zones}"))
         .to_owned();
-    let ordered: Value = http
-        .post(format!("{base}/zones/{zone}/ssl/certificate_packs/order"))
-        .bearer_auth(&token)
-        .json(&json!({"type": "advanced", "hosts": ["example.com"],
-                      "validation_method": "txt", "validity_days": 90,
-                      "certificate_authority": "lets_encrypt"}))
-        .send()
+    let ordered = first
+        .api(
+            "POST",
+            &format!("/zones/{zone}/ssl/certificate_packs/order"),
+            Some(&json!({"type": "advanced", "hosts": ["example.com"],
+                         "validation_method": "txt", "validity_days": 90,
+                         "certificate_authority": "lets_encrypt"})),
+        )
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     let pack = ordered["result"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{ordered}"))
         .to_owned();
     // The CA's token, once the worker placed the order.
     let value = loop {
-        let v = get(
-            &http,
-            format!("{base}/zones/{zone}/ssl/verification"),
-            &token,
-        )
-        .await;
+        let v = first
+            .api("GET", &format!("/zones/{zone}/ssl/verification"), None)
+            .await
+            .1;
         let found = v["result"]
             .as_array()
             .unwrap()
@@ -100,9 +83,12 @@ async fn a_server_killed_between_finalize_and_download_finishes_the_same_order()
     dns.set_txt("_acme-challenge.example.com", &[&value]);
     let retry = {
         let (http, url, token) = (
-            http.clone(),
-            format!("{base}/zones/{zone}/ssl/verification?retry=true"),
-            token.clone(),
+            reqwest::Client::new(),
+            format!(
+                "{}/zones/{zone}/ssl/verification?retry=true",
+                first.base_url()
+            ),
+            first.token().to_owned(),
         );
         tokio::spawn(async move { http.get(url).bearer_auth(token).send().await })
     };
@@ -120,31 +106,45 @@ async fn a_server_killed_between_finalize_and_download_finishes_the_same_order()
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    first.child().kill().unwrap(); // SIGKILL
-    first.child().wait().unwrap();
-    let _ = retry.await;
-    let keys: Vec<_> = std::fs::read_dir(data.join("acme").join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(keys.len(), 1, "the finalized order's key is kept: {keys:?}");
-    let kept_key = std::fs::read_to_string(&keys[0]).unwrap();
-    assert!(
-        !data.join("certs").join(&pack).join("privkey.pem").exists(),
-        "nothing deployed before the kill"
-    );
-
+    let keys = |data: &Path| -> Vec<_> {
+        std::fs::read_dir(data.join("acme").join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    // kill -9, then the same command again with a log of its own.
     let log2 = tmp.path().join("second.log");
-    let second = serve(&data, &dns, &pebble, &log2).await;
-    let base = second.base_url().to_owned();
+    let privkey = data.join("certs").join(&pack).join("privkey.pem");
+    let (restarted, killed_keys, deployed_before) = {
+        let (data, log2, privkey) = (data.clone(), log2.clone(), privkey.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut first = first;
+            first.kill_9();
+            let (kept, deployed) = (keys(&data), privkey.exists());
+            (first.restart_with(|c| c.stderr_log(log2)), kept, deployed)
+        })
+        .await
+        .unwrap()
+    };
+    assert!(!deployed_before, "nothing deployed before the kill");
+    let _ = retry.await;
+    assert_eq!(
+        killed_keys.len(),
+        1,
+        "the finalized order's key is kept: {killed_keys:?}"
+    );
+    let kept_key = std::fs::read_to_string(&killed_keys[0]).unwrap();
+    let second = restarted;
     let started = Instant::now();
     loop {
-        let v = get(
-            &http,
-            format!("{base}/zones/{zone}/ssl/certificate_packs/{pack}"),
-            &token,
-        )
-        .await;
+        let v = second
+            .api(
+                "GET",
+                &format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
+                None,
+            )
+            .await
+            .1;
         if v["result"]["status"] == "active" {
             break;
         }
@@ -155,8 +155,7 @@ async fn a_server_killed_between_finalize_and_download_finishes_the_same_order()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deployed_key =
-        std::fs::read_to_string(data.join("certs").join(&pack).join("privkey.pem")).unwrap();
+    let deployed_key = std::fs::read_to_string(&privkey).unwrap();
     assert_eq!(
         deployed_key.trim(),
         kept_key.trim(),
@@ -167,7 +166,10 @@ async fn a_server_killed_between_finalize_and_download_finishes_the_same_order()
         !second_log.contains("ACME order finalized"),
         "the restarted server finalized again: {second_log}"
     );
-    assert!(!keys[0].exists(), "the kept key is removed once deployed");
+    assert!(
+        !killed_keys[0].exists(),
+        "the kept key is removed once deployed"
+    );
     drop(second);
     pebble.stop().await;
 }

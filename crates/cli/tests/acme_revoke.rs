@@ -49,22 +49,6 @@ async fn serve(
         .unwrap()
 }
 
-async fn call(
-    http: &reqwest::Client,
-    method: &str,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut req = http
-        .request(method.parse().unwrap(), url)
-        .bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    req.send().await.unwrap().json().await.unwrap()
-}
-
 /// Orders a txt pack for `host` in the dev zone, publishes the CA's token and waits
 /// until the pack is active; returns the zone, the pack and its certificate's serial.
 async fn active_pack(
@@ -72,45 +56,32 @@ async fn active_pack(
     dns: &DnsServer,
     host: &str,
 ) -> (String, String, String) {
-    let (base, token) = (server.base_url().to_owned(), server.token().to_owned());
-    let http = reqwest::Client::new();
-    let zones = call(
-        &http,
-        "GET",
-        format!("{base}/zones?name=example.com"),
-        &token,
-        None,
-    )
-    .await;
+    let zones = server.api("GET", "/zones?name=example.com", None).await.1;
     let zone = zones["result"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{zones}"))
         .to_owned();
-    let ordered = call(
-        &http,
-        "POST",
-        format!("{base}/zones/{zone}/ssl/certificate_packs/order"),
-        &token,
-        Some(
-            json!({"type": "advanced", "hosts": [host], "validation_method": "txt",
+    let ordered = server
+        .api(
+            "POST",
+            &format!("/zones/{zone}/ssl/certificate_packs/order"),
+            Some(
+                &json!({"type": "advanced", "hosts": [host], "validation_method": "txt",
                     "validity_days": 90, "certificate_authority": "lets_encrypt"}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await
+        .1;
     let pack = ordered["result"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{ordered}"))
         .to_owned();
     let started = Instant::now();
     loop {
-        let v = call(
-            &http,
-            "GET",
-            format!("{base}/zones/{zone}/ssl/verification"),
-            &token,
-            None,
-        )
-        .await;
+        let v = server
+            .api("GET", &format!("/zones/{zone}/ssl/verification"), None)
+            .await
+            .1;
         let value = v["result"]
             .as_array()
             .unwrap()
@@ -129,22 +100,22 @@ async fn active_pack(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     loop {
-        let v = call(
-            &http,
-            "GET",
-            format!("{base}/zones/{zone}/ssl/verification?retry=true"),
-            &token,
-            None,
-        )
-        .await;
-        let p = call(
-            &http,
-            "GET",
-            format!("{base}/zones/{zone}/ssl/certificate_packs/{pack}"),
-            &token,
-            None,
-        )
-        .await;
+        let v = server
+            .api(
+                "GET",
+                &format!("/zones/{zone}/ssl/verification?retry=true"),
+                None,
+            )
+            .await
+            .1;
+        let p = server
+            .api(
+                "GET",
+                &format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
+                None,
+            )
+            .await
+            .1;
         if p["result"]["status"] == "active" {
             break;
         }
@@ -206,16 +177,14 @@ async fn a_deletions_revocation_survives_kill_9_and_a_restart() {
     // The CA refuses revocations (down for them): the deletion is answered, the first
     // attempt fails, and the server is killed before any later one.
     front.refuse_revocations(true);
-    let (base, token) = (first.base_url().to_owned(), first.token().to_owned());
-    let http = reqwest::Client::new();
-    let deleted = call(
-        &http,
-        "DELETE",
-        format!("{base}/zones/{zone}/ssl/certificate_packs/{pack}"),
-        &token,
-        None,
-    )
-    .await;
+    let deleted = first
+        .api(
+            "DELETE",
+            &format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
+            None,
+        )
+        .await
+        .1;
     assert_eq!(deleted["success"], true, "{deleted}");
     let started = Instant::now();
     while front.refused_revocations() == 0 {
@@ -226,14 +195,18 @@ async fn a_deletions_revocation_survives_kill_9_and_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.child().kill().unwrap(); // SIGKILL
-    first.child().wait().unwrap();
+    first.kill_9();
     assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
 
     // The CA is back; the restarted server revokes from its queue.
     front.refuse_revocations(false);
     let log2 = tmp.path().join("second.log");
-    let second = serve(&data, &dns, &pebble, &front, &log2).await;
+    let restart_log = log2.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        first.restart_with(|command| command.stderr_log(restart_log))
+    })
+    .await
+    .unwrap();
     let status = revoked(&pebble, &serial, Duration::from_secs(60), &log2).await;
     assert_eq!(status["Reason"], 5, "cessationOfOperation: {status}");
     drop(second);

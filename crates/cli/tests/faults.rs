@@ -31,7 +31,7 @@ async fn a_full_log_sink_stops_nothing() {
     let child = tokio::task::spawn_blocking(move || command.spawn())
         .await
         .unwrap();
-    let (base, token) = (child.base_url().to_owned(), child.token().to_owned());
+    let base = child.base_url().to_owned();
     let http = reqwest::Client::new();
 
     // A refusal (logged at info) is answered in the envelope, the connection kept.
@@ -41,35 +41,23 @@ async fn a_full_log_sink_stops_nothing() {
     assert_eq!(body["errors"][0]["code"], 9106, "{body}");
 
     // An order goes all the way to `active`.
-    let r = http
-        .post(format!("{base}/zones"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "full.example"}))
-        .send()
-        .await
-        .unwrap();
-    let zone: Value = r.json().await.unwrap();
+    let (_, zone) = child
+        .api("POST", "/zones", Some(&json!({"name": "full.example"})))
+        .await;
     let zone = zone["result"]["id"].as_str().unwrap().to_owned();
-    let r = http
-        .post(format!("{base}/zones/{zone}/ssl/certificate_packs/order"))
-        .bearer_auth(&token)
-        .json(&json!({"type": "advanced", "hosts": ["full.example"],
-                      "validation_method": "txt", "validity_days": 90,
-                      "certificate_authority": "google"}))
-        .send()
-        .await
-        .unwrap();
-    let pack: Value = r.json().await.unwrap();
+    let (_, pack) = child
+        .api(
+            "POST",
+            &format!("/zones/{zone}/ssl/certificate_packs/order"),
+            Some(&json!({"type": "advanced", "hosts": ["full.example"],
+                         "validation_method": "txt", "validity_days": 90,
+                         "certificate_authority": "google"})),
+        )
+        .await;
     let pack = pack["result"]["id"].as_str().unwrap().to_owned();
-    let view: Value = http
-        .get(format!("{base}/zones/{zone}/ssl/verification"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, view) = child
+        .api("GET", &format!("/zones/{zone}/ssl/verification"), None)
+        .await;
     let info = &view["result"][0]["verification_info"];
     dns.set_txt(
         info["txt_name"].as_str().unwrap(),
@@ -77,22 +65,21 @@ async fn a_full_log_sink_stops_nothing() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = http
-            .get(format!("{base}/zones/{zone}/ssl/verification?retry=true"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let got: Value = http
-            .get(format!("{base}/zones/{zone}/ssl/certificate_packs/{pack}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (status, _) = child
+            .api(
+                "GET",
+                &format!("/zones/{zone}/ssl/verification?retry=true"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (_, got) = child
+            .api(
+                "GET",
+                &format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
+                None,
+            )
+            .await;
         if got["result"]["status"] == "active" {
             break;
         }

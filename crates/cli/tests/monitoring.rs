@@ -217,8 +217,7 @@ async fn an_event_in_the_outbox_at_a_kill_9_is_delivered_after_the_restart_once(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    first.child().kill().unwrap(); // SIGKILL
-    first.child().wait().unwrap();
+    first.kill_9();
     let pending = ours(&admin(&data, &["webhook", "deliveries"]));
     assert!(
         pending.iter().all(|d| d["state"] == "pending"),
@@ -228,7 +227,7 @@ async fn an_event_in_the_outbox_at_a_kill_9_is_delivered_after_the_restart_once(
     let got: Got = Arc::default();
     let _receiver = receiver(addr, got.clone()).await;
     let log2 = tmp.path().join("second.log");
-    let _second = serve(&data, &dns, &log2);
+    let _second = first.restart_with(|command| command.stderr_log(&log2));
     let expected = ["pack.validated", "pack.issued", "pack.active"];
     let started = Instant::now();
     let received = |got: &Got| -> Vec<(String, String)> {

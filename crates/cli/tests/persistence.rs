@@ -48,16 +48,9 @@ async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, base, token) = start(dir.path());
     let http = reqwest::Client::new();
-    let zone: Value = http
-        .post(format!("{base}/zones"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "durable.example"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, zone) = server
+        .api("POST", "/zones", Some(&json!({"name": "durable.example"})))
+        .await;
     let zone_id = zone["result"]["id"].as_str().unwrap().to_owned();
 
     // Eight clients order packs; the server is killed while orders are in flight.
@@ -86,8 +79,7 @@ async fn acknowledged_writes_survive_kill_9() {
     while answered.load(Ordering::SeqCst) < 20 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    server.child().kill().unwrap(); // SIGKILL
-    server.child().wait().unwrap();
+    server.kill_9();
     let mut acknowledged = Vec::new();
     while let Some(acked) = clients.join_next().await {
         acknowledged.extend(acked.unwrap());
@@ -98,20 +90,18 @@ async fn acknowledged_writes_survive_kill_9() {
         acknowledged.len()
     );
 
-    let (mut server, base, token) = start(dir.path());
+    let server = server.restart();
     let mut stored = Vec::new();
     for page in 1.. {
-        let list: Value = http
-            .get(format!(
-                "{base}/zones/{zone_id}/ssl/certificate_packs?status=all&per_page=50&page={page}"
-            ))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, list) = server
+            .api(
+                "GET",
+                &format!(
+                    "/zones/{zone_id}/ssl/certificate_packs?status=all&per_page=50&page={page}"
+                ),
+                None,
+            )
+            .await;
         let items = list["result"].as_array().unwrap();
         if items.is_empty() {
             break;
@@ -121,19 +111,11 @@ async fn acknowledged_writes_survive_kill_9() {
     for id in &acknowledged {
         assert!(stored.contains(id), "acknowledged pack {id} was lost");
     }
-    let verification: Value = http
-        .get(format!("{base}/zones/{zone_id}/ssl/verification"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, verification) = server
+        .api("GET", &format!("/zones/{zone_id}/ssl/verification"), None)
+        .await;
     assert_eq!(
         verification["result"].as_array().unwrap().len(),
         stored.len() * 2
     );
-    server.child().kill().unwrap();
-    server.child().wait().unwrap();
 }

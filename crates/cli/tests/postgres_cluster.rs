@@ -267,8 +267,7 @@ async fn three_nodes_share_the_work_and_take_over_a_killed_ones() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    nodes[2].child().kill().unwrap();
-    nodes[2].child().wait().unwrap();
+    nodes[2].kill_9();
     let killed = Instant::now();
     // Its leases can no longer change (nor run out for a while: it renewed them every
     // third of a lease), so these are the packs it had claimed when it died.

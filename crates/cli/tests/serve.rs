@@ -55,8 +55,7 @@ async fn quota(base: &str, token: &str, zone: &str) -> Value {
 }
 
 fn stop(mut server: ServeProcess) {
-    server.child().kill().unwrap();
-    server.child().wait().unwrap();
+    server.kill_9();
 }
 
 #[tokio::test]

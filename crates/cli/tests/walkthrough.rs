@@ -101,8 +101,7 @@ impl RealServer {
 
     /// `kill -9`.
     fn kill(mut self) {
-        self.process.child().kill().unwrap();
-        self.process.child().wait().unwrap();
+        self.process.kill_9();
     }
 }
 

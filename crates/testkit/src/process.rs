@@ -5,6 +5,10 @@
 //!
 //! The child's environment holds no `ZONECERT_*` variable of the test's own environment,
 //! only those the test sets, so a developer's shell cannot change what a test sees.
+//!
+//! A [`ServeProcess`] is the one way the tests stop and start it again: `kill_9` (SIGKILL,
+//! reaped), `restart` / `restart_with` (the same command on the same data directory, after
+//! a `kill -9`), and `api` (a request to its API with its dev token, the JSON answer).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -149,6 +153,25 @@ impl ServeCommand {
         cmd
     }
 
+    /// The same command again (its stderr file shared), for a restart.
+    fn again(&self) -> ServeCommand {
+        ServeCommand {
+            program: self.program.clone(),
+            prefix: self.prefix.clone(),
+            data_dir: self.data_dir.clone(),
+            dev: self.dev,
+            resolvers: self.resolvers.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            stderr: self
+                .stderr
+                .as_ref()
+                .map(|f| f.try_clone().expect("the stderr file is shared")),
+            stderr_log: self.stderr_log.clone(),
+            keep_stdout: self.keep_stdout,
+        }
+    }
+
     /// Starts the server and reads its stdout until it serves: the `listening on` line,
     /// and with `--dev` the `export CLOUDFLARE_BASE_URL=.. CLOUDFLARE_API_TOKEN=..` line.
     /// Panics if it exits first (with its stderr when it goes to a file the test can read).
@@ -162,6 +185,8 @@ impl ServeCommand {
             }
         };
         let dev = self.dev || self.args.iter().any(|a| a == "--dev");
+        let mut again = self.again();
+        again.data_dir = Some(data_dir.clone());
         let mut cmd = self.command_in(&data_dir);
         cmd.stdout(Stdio::piped());
         match self.stderr {
@@ -217,6 +242,8 @@ impl ServeCommand {
             token,
             stdout,
             data_dir,
+            command: again,
+            http: reqwest::Client::new(),
             _dir: dir,
         }
     }
@@ -242,6 +269,9 @@ pub struct ServeProcess {
     token: Option<String>,
     stdout: Option<BufReader<ChildStdout>>,
     data_dir: PathBuf,
+    /// How it was started, on its data directory: for [`ServeProcess::restart`].
+    command: ServeCommand,
+    http: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -286,6 +316,61 @@ impl ServeProcess {
     /// Its process id.
     pub fn id(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// `kill -9`: SIGKILL, then reaped (nothing when it was reaped already).
+    pub fn kill_9(&mut self) {
+        if matches!(self.child.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        self.child.0.kill().expect("SIGKILL");
+        self.child.0.wait().expect("reaped");
+    }
+
+    /// `kill -9`, then the same command again on the same data directory (a temporary
+    /// one is kept); returns once the new process serves.
+    pub fn restart(self) -> ServeProcess {
+        self.restart_with(|command| command)
+    }
+
+    /// [`ServeProcess::restart`] with the command changed first (another stderr log,
+    /// more arguments).
+    pub fn restart_with(
+        mut self,
+        change: impl FnOnce(ServeCommand) -> ServeCommand,
+    ) -> ServeProcess {
+        self.kill_9();
+        let command = change(self.command.again());
+        let mut next = command.spawn();
+        next._dir = self._dir.take();
+        next
+    }
+
+    /// `METHOD <base URL><path>` with its dev token (if it printed one) and `body` as
+    /// JSON: the answer's status and JSON body (`null` when it is not JSON).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("an answer body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 }
 
