@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use zonecert_testkit::pebble::Pebble;
@@ -43,43 +42,12 @@ async fn a_server_killed_between_finalize_and_download_finishes_the_same_order()
     let data = tmp.path().join("data");
     let log = tmp.path().join("first.log");
     let first = serve(&data, &dns, &pebble, &log).await;
-    let zones = first.api("GET", "/zones?name=example.com", None).await.1;
-    let zone = zones["result"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{zones}"))
-        .to_owned();
-    let ordered = first
-        .api(
-            "POST",
-            &format!("/zones/{zone}/ssl/certificate_packs/order"),
-            Some(&json!({"type": "advanced", "hosts": ["example.com"],
-                         "validation_method": "txt", "validity_days": 90,
-                         "certificate_authority": "lets_encrypt"})),
-        )
-        .await
-        .1;
-    let pack = ordered["result"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{ordered}"))
-        .to_owned();
+    let zone = first.zone_id("example.com").await;
+    let pack = first
+        .order_txt(&zone, &["example.com"], "lets_encrypt")
+        .await;
     // The CA's token, once the worker placed the order.
-    let value = loop {
-        let v = first
-            .api("GET", &format!("/zones/{zone}/ssl/verification"), None)
-            .await
-            .1;
-        let found = v["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["cert_pack_uuid"] == pack.as_str())
-            .and_then(|i| i["verification_info"]["txt_value"].as_str())
-            .map(str::to_owned);
-        if let Some(value) = found {
-            break value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let value = first.txt_value(&zone, &pack).await;
     dns.set_txt("_acme-challenge.example.com", &[&value]);
     let retry = {
         let (http, url, token) = (
@@ -137,14 +105,7 @@ async fn a_server_killed_between_finalize_and_download_finishes_the_same_order()
     let second = restarted;
     let started = Instant::now();
     loop {
-        let v = second
-            .api(
-                "GET",
-                &format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
-                None,
-            )
-            .await
-            .1;
+        let v = second.pack(&zone, &pack).await;
         if v["result"]["status"] == "active" {
             break;
         }

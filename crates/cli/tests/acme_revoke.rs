@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use zonecert_testkit::ari_front::AriFront;
@@ -56,49 +56,11 @@ async fn active_pack(
     dns: &DnsServer,
     host: &str,
 ) -> (String, String, String) {
-    let zones = server.api("GET", "/zones?name=example.com", None).await.1;
-    let zone = zones["result"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{zones}"))
-        .to_owned();
-    let ordered = server
-        .api(
-            "POST",
-            &format!("/zones/{zone}/ssl/certificate_packs/order"),
-            Some(
-                &json!({"type": "advanced", "hosts": [host], "validation_method": "txt",
-                    "validity_days": 90, "certificate_authority": "lets_encrypt"}),
-            ),
-        )
-        .await
-        .1;
-    let pack = ordered["result"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{ordered}"))
-        .to_owned();
+    let zone = server.zone_id("example.com").await;
+    let pack = server.order_txt(&zone, &[host], "lets_encrypt").await;
+    let value = server.txt_value(&zone, &pack).await;
+    dns.set_txt(&format!("_acme-challenge.{host}"), &[&value]);
     let started = Instant::now();
-    loop {
-        let v = server
-            .api("GET", &format!("/zones/{zone}/ssl/verification"), None)
-            .await
-            .1;
-        let value = v["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["cert_pack_uuid"] == pack.as_str())
-            .and_then(|i| i["verification_info"]["txt_value"].as_str())
-            .map(str::to_owned);
-        if let Some(value) = value {
-            dns.set_txt(&format!("_acme-challenge.{host}"), &[&value]);
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no CA token: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     loop {
         let v = server
             .api(
@@ -108,14 +70,7 @@ async fn active_pack(
             )
             .await
             .1;
-        let p = server
-            .api(
-                "GET",
-                &format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
-                None,
-            )
-            .await
-            .1;
+        let p = server.pack(&zone, &pack).await;
         if p["result"]["status"] == "active" {
             break;
         }

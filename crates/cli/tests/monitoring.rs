@@ -117,26 +117,6 @@ fn serve(data: &Path, dns: &DnsServer, log: &Path) -> ServeProcess {
         .spawn()
 }
 
-async fn order(http: &reqwest::Client, base: &str, token: &str, hosts: &[&str]) -> String {
-    let ordered: Value = http
-        .post(format!("{base}/zones/{ZONE}/ssl/certificate_packs/order"))
-        .bearer_auth(token)
-        .json(
-            &json!({"type": "advanced", "hosts": hosts, "validation_method": "txt",
-                      "validity_days": 90, "certificate_authority": "lets_encrypt"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ordered["result"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{ordered}"))
-        .to_owned()
-}
-
 async fn get(http: &reqwest::Client, url: String, token: &str) -> Value {
     http.get(url)
         .bearer_auth(token)
@@ -192,7 +172,9 @@ async fn an_event_in_the_outbox_at_a_kill_9_is_delivered_after_the_restart_once(
     assert!(added["secret"].as_str().unwrap().starts_with("whsec_"));
     let (base, token) = (first.base_url().to_owned(), first.token().to_owned());
     let http = reqwest::Client::new();
-    let pack = order(&http, &base, &token, &["example.com"]).await;
+    let pack = first
+        .order_txt(ZONE, &["example.com"], "lets_encrypt")
+        .await;
     // Auto-validation takes the pack to active; the transitions' events are in the
     // outbox, the first one's attempts refused (nothing listens; the next ones wait for
     // it, a pack's events being delivered in order).
@@ -319,9 +301,13 @@ async fn the_expiry_report_shows_what_expires_when_and_why_it_is_not_renewed() {
     let server = serve(&data, &dns, &log);
     let (base, token) = (server.base_url().to_owned(), server.token().to_owned());
     let http = reqwest::Client::new();
-    let renewed = order(&http, &base, &token, &["example.com"]).await;
+    let renewed = server
+        .order_txt(ZONE, &["example.com"], "lets_encrypt")
+        .await;
     // A pack must hold the zone's apex.
-    let stuck = order(&http, &base, &token, &["example.com", "www.example.com"]).await;
+    let stuck = server
+        .order_txt(ZONE, &["example.com", "www.example.com"], "lets_encrypt")
+        .await;
     for pack in [&renewed, &stuck] {
         wait_status(&http, &base, &token, pack, "active").await;
     }

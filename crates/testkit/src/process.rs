@@ -372,6 +372,72 @@ impl ServeProcess {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         )
     }
+
+    /// The id of the zone named `name` (the dev seed's `example.com`, say). Panics when
+    /// there is none.
+    pub async fn zone_id(&self, name: &str) -> String {
+        let (_, zones) = self.api("GET", &format!("/zones?name={name}"), None).await;
+        zones["result"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no zone {name}: {zones}"))
+            .to_owned()
+    }
+
+    /// Orders an advanced pack of `hosts` in `zone`, validated by txt, for 90 days from
+    /// `ca`; returns its id. Panics when the order is refused.
+    pub async fn order_txt(&self, zone: &str, hosts: &[&str], ca: &str) -> String {
+        let body = serde_json::json!({"type": "advanced", "hosts": hosts,
+            "validation_method": "txt", "validity_days": 90, "certificate_authority": ca});
+        let (_, ordered) = self
+            .api(
+                "POST",
+                &format!("/zones/{zone}/ssl/certificate_packs/order"),
+                Some(&body),
+            )
+            .await;
+        ordered["result"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the order was refused: {ordered}"))
+            .to_owned()
+    }
+
+    /// `GET .../certificate_packs/{pack}` of `zone`: the whole answer (`result`, or the
+    /// errors).
+    pub async fn pack(&self, zone: &str, pack: &str) -> serde_json::Value {
+        self.api(
+            "GET",
+            &format!("/zones/{zone}/ssl/certificate_packs/{pack}"),
+            None,
+        )
+        .await
+        .1
+    }
+
+    /// The TXT value the verification view shows for `pack` (an ACME pack's: once the
+    /// worker placed the order), waited for up to 60 s.
+    pub async fn txt_value(&self, zone: &str, pack: &str) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let (_, view) = self
+                .api("GET", &format!("/zones/{zone}/ssl/verification"), None)
+                .await;
+            let found = view["result"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|i| i["cert_pack_uuid"] == pack)
+                    .and_then(|i| i["verification_info"]["txt_value"].as_str())
+                    .map(str::to_owned)
+            });
+            if let Some(value) = found {
+                return value;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "no TXT value for {pack}: {view}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Reads a child's stdout (piped) on a thread, line by line, so the test can wait for a
