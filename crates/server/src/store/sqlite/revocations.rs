@@ -54,6 +54,19 @@ impl SqliteStore {
         claim: &RevocationClaim<'_>,
     ) -> Result<Vec<QueuedRevocation>, StoreError> {
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        // Read first: the worker asks at every poll, and an empty queue (the usual case)
+        // then costs no write transaction, nor a wait for the writer.
+        let due = self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM revocations WHERE next_attempt_ms <= ?2 \
+                     AND (lease_owner IS NULL OR lease_until <= ?2 OR lease_owner = ?1))",
+                )?
+                .query_row(params![claim.owner, claim.now_ms], |r| r.get::<_, bool>(0))?)
+        })?;
+        if !due {
+            return Ok(Vec::new());
+        }
         self.write(Touch::Nothing, |tx| {
             let mut stmt = tx.prepare_cached(&format!(
                 "UPDATE revocations SET lease_owner = ?1, lease_until = ?2 WHERE id IN \
