@@ -984,9 +984,10 @@ async fn without_the_flag_a_deleted_packs_certificate_is_not_revoked() {
 }
 
 /// Two nodes on one PostgreSQL database share one ACME account (sealed in the database):
-/// a certificate ordered through node A, deleted through node B after A stopped, is
-/// revoked by B as the account that ordered it (Pebble accepts a revocation only from
-/// the ordering account, or the certificate's key).
+/// an order placed by node A is finished by node B after A stopped, and a certificate
+/// ordered through A, deleted through B, is revoked by B as the account that ordered it
+/// (Pebble accepts a revocation only from the ordering account, or the certificate's
+/// key, and an order's requests only from its account).
 #[tokio::test]
 async fn a_certificate_ordered_by_one_node_is_revoked_through_another() {
     let Some(cluster) = zonecert_testkit::PgCluster::for_test() else {
@@ -1003,6 +1004,8 @@ async fn a_certificate_ordered_by_one_node_is_revoked_through_another() {
             c.database = Some(url);
             c.secret_key_file = Some(kek);
             c.acme.revoke_on_delete = true;
+            // A stopped node's packs are another's after 2 s.
+            c.lease = Duration::from_secs(2);
         }
     };
     let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -1019,6 +1022,10 @@ async fn a_certificate_ordered_by_one_node_is_revoked_through_another() {
     let pack = a.active_txt_pack(&dns, "nodes.example.org").await;
     let serial = a.stored(&pack).await.certificate.unwrap().id;
     assert_eq!(pebble.cert_status(&serial).await["Status"], "Valid");
+    // A second pack's order is placed by A; its record is published only after A stopped.
+    let taken_over = a.order(&["nodes.example.org"], "txt").await;
+    let (name, value) = txt_of(&a.records(&taken_over).await[0]);
+    let order = a.order_ref(&taken_over).await.expect("A placed the order");
     a.shutdown().await;
 
     let b = start_configured(
@@ -1031,6 +1038,16 @@ async fn a_certificate_ordered_by_one_node_is_revoked_through_another() {
         node(url, kek),
     )
     .await;
+    // B finishes A's order: with the record of A's order only, a new order could not
+    // validate.
+    dns.set_txt(&name, &[&value]);
+    b.wait_for(&taken_over, "active").await;
+    let finished = b.stored(&taken_over).await;
+    assert!(
+        finished.certificate.is_some(),
+        "order {order}: {finished:?}"
+    );
+
     b.call("DELETE", &format!("/ssl/certificate_packs/{pack}"), None)
         .await;
     let mut status = Value::Null;
