@@ -31,6 +31,10 @@ pub enum CaCommand {
         /// Data directory of the server, where ACME accounts are kept [default: ./zonecert-data].
         #[arg(long, env = "ZONECERT_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Database URL (overrides the data directory's database), where the nodes'
+        /// shared ACME accounts are kept.
+        #[arg(long, env = "ZONECERT_DATABASE")]
+        database: Option<String>,
         #[command(flatten)]
         acme: AcmeConfig,
     },
@@ -53,14 +57,29 @@ pub async fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
             out!("{}", ca.certificate_pem());
             Ok(ExitCode::SUCCESS)
         }
-        CaCommand::List { data_dir, acme, .. } => {
+        CaCommand::List {
+            data_dir,
+            database,
+            acme,
+            ..
+        } => {
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             let cas = acme.cas().map_err(anyhow::Error::msg)?;
+            // The account the servers use is the database's once one published it; no
+            // database (yet) is no shared account.
+            let store =
+                crate::admin_commands::open_existing(Some(&data_dir), database.as_deref()).ok();
             for name in [CaChoice::Google, CaChoice::LetsEncrypt, CaChoice::SslCom] {
                 match cas.iter().find(|c| c.ca == name) {
                     Some(c) => {
+                        let shared = match &store {
+                            Some(store) => store.acme_account(&c.directory).await.ok().flatten(),
+                            None => None,
+                        };
                         let account = account_file(c, &data_dir);
-                        let account = if account.exists() {
+                        let account = if shared.is_some() {
+                            "account shared through the database".to_owned()
+                        } else if account.exists() {
                             format!("account {}", account.display())
                         } else {
                             "account created on first order".to_owned()

@@ -13,6 +13,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .env_remove("ZONECERT_ACME")
         .env_remove("ZONECERT_CONFIG")
+        .env_remove("ZONECERT_DATABASE")
         .output()
         .unwrap();
     (
@@ -71,6 +72,24 @@ fn names_without_a_directory_keep_the_builtin_ca() {
         !out.contains("aGVsbG8"),
         "the HMAC key is never printed: {out}"
     );
+
+    // Once a server published its account to the database, that is the one every node
+    // uses, and what the list says.
+    let store = zonecert_server::store::Store::open_sqlite(&data).unwrap();
+    let directory = "https://acme-staging-v02.api.letsencrypt.org/directory";
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.insert_acme_account(directory, b"sealed"))
+        .unwrap();
+    drop(store);
+    let (ok, out, err) = run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--acme",
+        &format!("lets_encrypt={directory}"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("account shared through the database"), "{out}");
 
     // An option for a name with no directory is an error, not silently ignored.
     let (ok, _, err) = run(&["--acme-contact", "google=ops@example.org"]);
