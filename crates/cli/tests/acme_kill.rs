@@ -14,21 +14,9 @@ use zonecert_testkit::{DnsServer, ServeCommand, ServeProcess};
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
 async fn serve(data: &Path, dns: &DnsServer, pebble: &Pebble, log: &Path) -> ServeProcess {
-    let command = ServeCommand::new(BIN)
-        .dev()
-        .data_dir(data)
-        .resolvers([dns.addr()])
-        .args([
-            "--rate-limit",
-            "off",
-            "--poll-interval",
-            "1s",
-            "--lease",
-            "2s",
-        ])
-        .args(pebble.serve_args())
-        .env("ZONECERT_LOG", "info")
-        .stderr_log(log);
+    let command = ServeCommand::dev_lifecycle(BIN, data, [dns.addr()], log)
+        .args(["--lease", "2s"])
+        .args(pebble.serve_args());
     tokio::task::spawn_blocking(move || command.spawn())
         .await
         .unwrap()

@@ -23,27 +23,9 @@ async fn serve(
     front: &AriFront,
     log: &Path,
 ) -> ServeProcess {
-    let command = ServeCommand::new(BIN)
-        .dev()
-        .data_dir(data)
-        .resolvers([dns.addr()])
-        .args([
-            "--rate-limit",
-            "off",
-            "--poll-interval",
-            "1s",
-            "--lease",
-            "2s",
-            "--acme-revoke-on-delete",
-        ])
-        .args([
-            "--acme".to_owned(),
-            format!("lets_encrypt={}", front.directory),
-            "--acme-root".to_owned(),
-            format!("lets_encrypt={}", pebble.tls_root.display()),
-        ])
-        .env("ZONECERT_LOG", "info")
-        .stderr_log(log);
+    let command = ServeCommand::dev_lifecycle(BIN, data, [dns.addr()], log)
+        .args(["--lease", "2s", "--acme-revoke-on-delete"])
+        .args(pebble.serve_args_via(&front.directory));
     tokio::task::spawn_blocking(move || command.spawn())
         .await
         .unwrap()

@@ -98,22 +98,11 @@ async fn receiver(addr: SocketAddr, got: Got) -> tokio::task::JoinHandle<()> {
 /// `zonecert serve --dev --dcv-auto-validate` on `data`, its CAA lookups going to the
 /// loopback DNS server (which holds no record).
 fn serve(data: &Path, dns: &DnsServer, log: &Path) -> ServeProcess {
-    ServeCommand::new(BIN)
-        .dev()
-        .data_dir(data)
-        .resolvers([dns.addr()])
-        .args([
-            "--rate-limit",
-            "off",
-            "--poll-interval",
-            "1s",
-            "--dcv-auto-validate",
-        ])
+    ServeCommand::dev_lifecycle(BIN, data, [dns.addr()], log)
+        .args(["--dcv-auto-validate"])
         // A delivery's lease is 3 attempts' time + 30 s: one cut short by the kill is
         // taken again after 36 s rather than 60.
         .args(["--webhook-timeout", "2s"])
-        .env("ZONECERT_LOG", "info")
-        .stderr_log(log)
         .spawn()
 }
 

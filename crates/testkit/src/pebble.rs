@@ -295,9 +295,15 @@ impl Pebble {
 
     /// The same for `zonecert serve`: its `--acme` and `--acme-root` flags.
     pub fn serve_args(&self) -> Vec<String> {
+        self.serve_args_via(&self.directory)
+    }
+
+    /// [`Pebble::serve_args`] with another directory URL in front of Pebble (an
+    /// [`crate::ari_front::AriFront`]'s, which shows Pebble's TLS certificate).
+    pub fn serve_args_via(&self, directory: &str) -> Vec<String> {
         vec![
             "--acme".into(),
-            format!("lets_encrypt={}", self.directory),
+            format!("lets_encrypt={directory}"),
             "--acme-root".into(),
             format!("lets_encrypt={}", self.tls_root.display()),
         ]

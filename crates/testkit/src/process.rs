@@ -52,6 +52,23 @@ impl ServeCommand {
         }
     }
 
+    /// The lifecycle tests' server: `program serve --dev` on `data_dir`, DCV through
+    /// `resolvers`, rate limits off, a 1 s poll interval, info logs appended to `log`.
+    pub fn dev_lifecycle(
+        program: impl Into<PathBuf>,
+        data_dir: impl Into<PathBuf>,
+        resolvers: impl IntoIterator<Item = SocketAddr>,
+        log: impl Into<PathBuf>,
+    ) -> Self {
+        ServeCommand::new(program)
+            .dev()
+            .data_dir(data_dir)
+            .resolvers(resolvers)
+            .args(["--rate-limit", "off", "--poll-interval", "1s"])
+            .env("ZONECERT_LOG", "info")
+            .stderr_log(log)
+    }
+
     /// Runs the binary under another program (`["prlimit", "--nofile=64"]`): the first
     /// word is run with the rest, then the binary and its arguments.
     pub fn prefix<S: AsRef<OsStr>>(mut self, words: impl IntoIterator<Item = S>) -> Self {
