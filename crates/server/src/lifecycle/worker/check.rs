@@ -62,23 +62,34 @@ impl Worker {
         };
         drop(checking);
         let asked = CaaCheck::NotChecked != caa;
-        let mut superseded = false;
+        let mut dropped = false;
         let saved = self
             .apply(pack, now, |_| {
-                // A request asked for a check after this one began: its outcomes would
-                // answer that request with what was there before. Dropped; the pack
-                // stays due and is checked again.
-                superseded = running.superseded();
-                (!superseded).then(|| Input::Checked {
-                    outcomes: outcomes.clone(),
-                    caa: caa.clone(),
-                })
+                // A request asked for a check after this one began: a failure found
+                // before it would answer that request with what was there before (the
+                // client may have published its record since, or changed its CAA). Such
+                // failures are dropped, their hosts stay due and are checked again; what
+                // passed is kept (auto-validation, a record found a moment early).
+                if running.superseded() {
+                    let (input, lost) = superseded_input(&outcomes, &caa);
+                    dropped = lost;
+                    input
+                } else {
+                    Some(Input::Checked {
+                        outcomes: outcomes.clone(),
+                        caa: caa.clone(),
+                    })
+                }
             })
             .await?;
         drop(running);
         let Some((pack, _)) = saved else {
-            return Ok(superseded);
+            return Ok(dropped);
         };
+        if dropped {
+            // Some hosts are due again at once.
+            return Ok(true);
+        }
         if !held {
             return Ok(false);
         }
@@ -327,5 +338,87 @@ impl<'a> Checking<'a> {
 impl Drop for Checking<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a superseded check still says: the hosts it found validated, and CAA when it
+/// allowed the CA (`None` when nothing is left); and whether anything was dropped.
+fn superseded_input(outcomes: &[HostOutcome], caa: &CaaCheck) -> (Option<Input>, bool) {
+    let kept: Vec<HostOutcome> = outcomes
+        .iter()
+        .filter(|o| o.result.passed())
+        .cloned()
+        .collect();
+    let kept_caa = match caa {
+        CaaCheck::Allowed => CaaCheck::Allowed,
+        _ => CaaCheck::NotChecked,
+    };
+    let dropped = kept.len() < outcomes.len() || kept_caa != *caa;
+    let input = (!kept.is_empty() || kept_caa == CaaCheck::Allowed).then_some(Input::Checked {
+        outcomes: kept,
+        caa: kept_caa,
+    });
+    (input, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CheckResult;
+
+    fn outcome(index: usize, result: CheckResult) -> HostOutcome {
+        HostOutcome {
+            index,
+            record: DcvRecord::Txt {
+                name: "_acme-challenge.example.com".into(),
+                value: "v".into(),
+            },
+            result,
+        }
+    }
+
+    #[test]
+    fn a_superseded_check_keeps_what_passed_and_drops_what_failed() {
+        let passed = outcome(0, CheckResult::Passed);
+        let failed = outcome(1, CheckResult::Failed("no TXT record".into()));
+        // Everything passed and CAA allowed: all of it stands.
+        let (input, dropped) = superseded_input(std::slice::from_ref(&passed), &CaaCheck::Allowed);
+        assert_eq!(
+            input,
+            Some(Input::Checked {
+                outcomes: vec![passed.clone()],
+                caa: CaaCheck::Allowed
+            })
+        );
+        assert!(!dropped);
+        // A failure is dropped (its host is checked again); the pass is kept.
+        let (input, dropped) =
+            superseded_input(&[passed.clone(), failed.clone()], &CaaCheck::NotChecked);
+        assert_eq!(
+            input,
+            Some(Input::Checked {
+                outcomes: vec![passed.clone()],
+                caa: CaaCheck::NotChecked
+            })
+        );
+        assert!(dropped);
+        // Nothing but failures: nothing to write.
+        assert_eq!(
+            superseded_input(&[failed], &CaaCheck::NotChecked),
+            (None, true)
+        );
+        // A CAA refusal may be stale too: dropped, the validated hosts kept.
+        let (input, dropped) = superseded_input(
+            std::slice::from_ref(&passed),
+            &CaaCheck::Refused("no".into()),
+        );
+        assert_eq!(
+            input,
+            Some(Input::Checked {
+                outcomes: vec![passed],
+                caa: CaaCheck::NotChecked
+            })
+        );
+        assert!(dropped);
     }
 }
