@@ -88,8 +88,7 @@ impl App {
         } else {
             (clock, None)
         };
-        let mut state = http::AppState::new(store, Arc::new(config), clock, signals);
-        state.controls = controls;
+        let state = http::AppState::new(store, Arc::new(config), clock, signals, controls);
         Ok(App {
             state,
             metrics_listener: None,

@@ -31,9 +31,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// What every handler can reach.
+/// What every handler can reach: cloned for every request (by each layer and
+/// extractor that takes the state), so it is one shared allocation behind an `Arc`.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+/// The fields of [`AppState`], reached through it (`Deref`).
+#[derive(Debug)]
+pub struct AppShared {
     /// The database.
     pub store: Store,
     /// The configuration.
@@ -47,23 +52,31 @@ pub struct AppState {
     pub(crate) limiter: Option<Arc<RateLimiter>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
 impl AppState {
-    /// The state of a server over `store`.
+    /// The state of a server over `store`, offering the test controls `controls`.
     pub fn new(
         store: Store,
         config: Arc<Config>,
         clock: SharedClock,
         signals: Arc<Signals>,
+        controls: Option<Arc<crate::controls::Controls>>,
     ) -> Self {
         let limiter = config.rate_limit.map(|l| Arc::new(RateLimiter::new(l)));
-        AppState {
+        AppState(Arc::new(AppShared {
             store,
             config,
             clock,
             signals,
-            controls: None,
+            controls,
             limiter,
-        }
+        }))
     }
 }
 
@@ -73,91 +86,96 @@ pub const BASE: &str = "/client/v4";
 pub use controls::CONTROLS_BASE;
 pub use monitoring::metrics_router;
 
-/// The API's router.
+/// The API's router. Every route is registered under its whole path (no nested
+/// routers: each nesting level strips a prefix and routes again, per request), and one
+/// middleware, [`front_door`], wraps them all; the rate limits wrap the API's and the
+/// test controls' routes (and unknown paths), not the health and metrics routes.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let api = |path: &str| format!("{BASE}{path}");
+    let mut router = Router::new()
         .route(
-            "/zones/{zone_id}/ssl/verification",
+            &api("/zones/{zone_id}/ssl/verification"),
             get(ssl::get_verification),
         )
         .route(
-            "/zones/{zone_id}/ssl/verification/{certificate_pack_id}",
+            &api("/zones/{zone_id}/ssl/verification/{certificate_pack_id}"),
             patch(ssl::edit_verification),
         )
         .route(
-            "/zones/{zone_id}/ssl/certificate_packs",
+            &api("/zones/{zone_id}/ssl/certificate_packs"),
             get(ssl::list_packs),
         )
         .route(
-            "/zones/{zone_id}/ssl/certificate_packs/order",
+            &api("/zones/{zone_id}/ssl/certificate_packs/order"),
             post(ssl::order_pack),
         )
         .route(
-            "/zones/{zone_id}/ssl/certificate_packs/quota",
+            &api("/zones/{zone_id}/ssl/certificate_packs/quota"),
             get(ssl::quota),
         )
         .route(
-            "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}",
+            &api("/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
             get(ssl::get_pack)
                 .patch(ssl::edit_pack)
                 .delete(ssl::delete_pack),
         )
-        .route("/zones", get(zones::list_zones).post(zones::create_zone))
         .route(
-            "/zones/{zone_id}",
+            &api("/zones"),
+            get(zones::list_zones).post(zones::create_zone),
+        )
+        .route(
+            &api("/zones/{zone_id}"),
             get(zones::get_zone).delete(zones::delete_zone),
         )
-        .route("/user/tokens/verify", get(zones::verify_token))
-        .route("/openapi.json", get(openapi::serve))
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
-    let max_body = state.config.max_body_bytes;
-    let body_limits = conn::BodyLimits {
-        timeout: state.config.body_read_timeout,
-        max_bytes: max_body,
-    };
-    let mut router = Router::new().nest(BASE, api);
+        .route(&api("/user/tokens/verify"), get(zones::verify_token))
+        .route(&api("/openapi.json"), get(openapi::serve));
     if state.controls.is_some() {
-        router = router.nest(CONTROLS_BASE, controls_router(&state));
+        router = controls_routes(router);
     }
+    router = router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed);
+    if state.limiter.is_some() {
+        router = router.layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+    }
+    let front = FrontDoor {
+        signals: state.signals.clone(),
+        body: conn::BodyLimits {
+            timeout: state.config.body_read_timeout,
+            max_bytes: state.config.max_body_bytes,
+        },
+    };
     router
         .route("/healthz", get(healthz))
         .route("/readyz", get(monitoring::readyz))
         .route("/metrics", get(monitoring::metrics))
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(body_limits, conn::read_body))
-        .layer(middleware::from_fn_with_state(
-            state.signals.clone(),
-            request_log,
-        ))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(front, front_door))
         .with_state(state)
 }
 
 /// The test controls' routes (mounted only when the server offers them), under the same
 /// rate limits as the API.
-fn controls_router(state: &AppState) -> Router<AppState> {
-    Router::new()
-        .route("/reset", post(controls::reset))
-        .route("/clock", get(controls::get_clock))
-        .route("/clock/advance", post(controls::advance_clock))
-        .route("/clock/set", post(controls::set_clock))
-        .route("/clock/reset", post(controls::reset_clock))
-        .route("/auto_validation", get(controls::get_auto_validation))
+fn controls_routes(router: Router<AppState>) -> Router<AppState> {
+    let at = |path: &str| format!("{CONTROLS_BASE}{path}");
+    router
+        .route(&at("/reset"), post(controls::reset))
+        .route(&at("/clock"), get(controls::get_clock))
+        .route(&at("/clock/advance"), post(controls::advance_clock))
+        .route(&at("/clock/set"), post(controls::set_clock))
+        .route(&at("/clock/reset"), post(controls::reset_clock))
+        .route(&at("/auto_validation"), get(controls::get_auto_validation))
         .route(
-            "/zones/{zone_id}/auto_validation",
+            &at("/zones/{zone_id}/auto_validation"),
             put(controls::set_auto_validation),
         )
         .route(
-            "/faults",
+            &at("/faults"),
             get(controls::list_faults)
                 .post(controls::add_fault)
                 .delete(controls::clear_faults),
         )
-        .route("/faults/{fault_id}", delete(controls::delete_fault))
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .route(&at("/faults/{fault_id}"), delete(controls::delete_fault))
 }
 
 /// Removes the deployed files (key included) of packs just deleted from the database. A
@@ -213,14 +231,18 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The route template of a request whose route is not known (no route matched).
 const UNMATCHED: &str = "unmatched";
 
-/// Gives every request an id (the client's `x-request-id` if it is sane), logs it
-/// with the outcome, returns it in the response, and counts the request in the metrics
-/// by its route template.
-async fn request_log(
-    State(signals): State<Arc<Signals>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// What [`front_door`] needs.
+#[derive(Debug, Clone)]
+struct FrontDoor {
+    signals: Arc<Signals>,
+    body: conn::BodyLimits,
+}
+
+/// The one middleware every request passes: gives it an id (the client's
+/// `x-request-id` if it is sane), reads its body whole within the body-read timeout
+/// ([`conn::read_body`]), logs it with the outcome, returns the id in the response, and
+/// counts the request in the metrics by its route template.
+async fn front_door(State(front): State<FrontDoor>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)
@@ -232,16 +254,16 @@ async fn request_log(
         req.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    // This router's match (`/healthz`, or the nested routers' mount point: those put
-    // their own, whole template in the response, see `route_of`).
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let span = tracing::info_span!("request", request_id = %id, %method, path = %req.uri().path());
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = conn::read_body(front.body, req, next)
+        .instrument(span.clone())
+        .await;
     let status = response.status();
-    let micros = started.elapsed().as_micros() as u64;
+    let took = started.elapsed();
     span.in_scope(|| {
+        let micros = took.as_micros() as u64;
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), micros, "request failed");
         } else if status.is_client_error() {
@@ -250,29 +272,15 @@ async fn request_log(
             tracing::debug!(status = status.as_u16(), micros, "request served");
         }
     });
-    let metrics = signals.metrics();
+    let metrics = front.signals.metrics();
     if metrics.enabled() {
-        let inner = response.extensions_mut().remove::<MatchedPath>();
-        let route = match (&inner, &matched) {
-            (Some(inner), _) => inner.as_str(),
-            // A nested router's mount point matched but none of its routes did.
-            (None, Some(outer)) if !outer.as_str().contains("{*") => outer.as_str(),
-            _ => UNMATCHED,
-        };
-        metrics.request(route, &method, status.as_u16(), started.elapsed());
+        let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        metrics.request(route, &method, status.as_u16(), took);
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     response
-}
-
-/// Hands the route template the nested router matched to [`request_log`] (through the
-/// response: the request it saw is gone by then).
-fn route_of(route: Option<MatchedPath>, response: &mut Response) {
-    if let Some(route) = route {
-        response.extensions_mut().insert(route);
-    }
 }
 
 /// The bucket a request draws from: the identity its credential authenticates as (a
@@ -308,11 +316,8 @@ pub(crate) struct RateKey(pub(crate) [u8; 32]);
 
 /// Per-credential rate limiting with `x-ratelimit-*` headers on every response.
 async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
     let Some(limiter) = &st.limiter else {
-        let mut response = next.run(req).await;
-        route_of(route, &mut response);
-        return response;
+        return next.run(req).await;
     };
     let key = rate_key(&st, &mut req).await;
     req.extensions_mut().insert(RateKey(key));
@@ -323,7 +328,6 @@ async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) ->
         st.signals.metrics().rate_limited();
         ApiError::rate_limited(decision.retry_after_secs).into_response()
     };
-    route_of(route, &mut response);
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
     headers.insert(

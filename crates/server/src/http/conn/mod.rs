@@ -349,7 +349,7 @@ impl Drop for InFlight {
 /// `max_bytes` is passed on as read so far (the handler answers 413 after checking the
 /// credentials, as before) and the connection is closed, its rest unread.
 pub(super) async fn read_body(
-    axum::extract::State(limits): axum::extract::State<BodyLimits>,
+    limits: BodyLimits,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
