@@ -92,6 +92,11 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("zonecert-pgbench-")
         .tempdir()?;
+    // ZONECERT_BENCH_KEEP keeps the data directories and the nodes' logs.
+    let kept = std::env::var_os("ZONECERT_BENCH_KEEP").map(|_| work.path().to_owned());
+    if let Some(dir) = &kept {
+        eprintln!("== keeping {}", dir.display());
+    }
     let cluster = PgCluster::start().map_err(anyhow::Error::msg)?;
     let pg = PgProcesses::find(cluster.port())?;
     eprintln!(
@@ -109,6 +114,9 @@ async fn main() -> anyhow::Result<()> {
     println!();
     for line in report {
         println!("{line}");
+    }
+    if kept.is_some() {
+        let _ = work.keep();
     }
     Ok(())
 }
