@@ -1136,3 +1136,72 @@ async fn shutdown_does_not_wait_for_a_hanging_deploy_hook() {
         stopping.elapsed()
     );
 }
+
+/// Issue 15: the verification view of an active pack shows nothing of its checks while
+/// it is not renewing, and the host's last failure (with when it was checked and when it
+/// is checked next) while its renewal checks fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verification_view_shows_why_a_renewal_check_fails() {
+    let dns = DnsServer::start().await;
+    let s = start(&dns, |_| {}).await;
+    let id = s.order(&["example.com"], "txt", 30, "google").await;
+    let p = s
+        .wait_for(&id, "a first check", |p| p.hosts[0].check.attempts >= 1)
+        .await;
+    publish_txt(&dns, &p);
+    s.verification(true).await;
+    let active = s
+        .wait_for(&id, "active", |p| p.state == PackState::Active)
+        .await;
+    let items = s.verification(false).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["certificate_status"], "active");
+    assert!(items[0].get("verification_error").is_none(), "{items:?}");
+    assert!(items[0].get("next_check_on").is_none(), "{items:?}");
+
+    // In the renewal window with the record gone: the renewal check fails and the view
+    // says why.
+    for (name, _) in txt_values(&active) {
+        dns.remove(&name);
+    }
+    let checked_at = T0 + 23 * DAY + 10;
+    s.clock.set(checked_at);
+    let failing = s
+        .wait_for(&id, "a renewal error", |p| !p.errors.is_empty())
+        .await;
+    assert_eq!(failing.state, PackState::Active);
+    let reason = failing.hosts[0].check.reason.clone().unwrap();
+    let items = s.verification(false).await;
+    let item = &items[0];
+    assert_eq!(item["certificate_status"], "active", "{item}");
+    assert_eq!(item["verification_status"], false, "{item}");
+    assert_eq!(item["verification_error"], reason.as_str(), "{item}");
+    let rfc3339 = zonecert_server::clock::rfc3339;
+    assert_eq!(item["last_checked_on"], rfc3339(checked_at), "{item}");
+    assert_eq!(
+        item["next_check_on"],
+        rfc3339(failing.hosts[0].check.next_due_at),
+        "{item}"
+    );
+    assert!(
+        failing.hosts[0].check.next_due_at > checked_at,
+        "{failing:?}"
+    );
+
+    // The record back and checked again: renewed, and the view shows no error.
+    publish_txt(&dns, &failing);
+    s.clock.set(failing.hosts[0].check.next_due_at);
+    let renewed = s
+        .wait_for(&id, "a renewed certificate", |p| {
+            p.state == PackState::Active
+                && p.certificate
+                    .as_ref()
+                    .is_some_and(|c| c.id != active.certificate.as_ref().unwrap().id)
+        })
+        .await;
+    assert_eq!(renewed.hosts[0].check.reason, None);
+    let items = s.verification(false).await;
+    assert!(items[0].get("verification_error").is_none(), "{items:?}");
+    assert!(items[0].get("next_check_on").is_none(), "{items:?}");
+    s.shutdown().await;
+}

@@ -547,7 +547,7 @@ fn add_check_details(definitions: &mut Map<String, Value>) {
     properties.insert(
         "next_check_on".into(),
         json!({"type": "string", "format": "date-time",
-               "description": "zonecert: when the host's record is checked next (while pending)."}),
+               "description": "zonecert: when the host's record is checked next (while pending, or while an active pack's renewal check fails)."}),
     );
     properties.insert(
         "validated_automatically".into(),

@@ -219,6 +219,7 @@ fn check_details(host: &PackHost, pack: &Pack, config: &Config) -> Map<String, V
         extra.insert("last_checked_on".into(), json!(rfc3339(at)));
     }
     let pending = pack.state == PackState::PendingValidation && host.check.verified != Some(true);
+    let renewal_failing = renewal_check_failing(host, pack);
     let stopped = pending.then(|| not_checked_because(pack, config)).flatten();
     if let Some(why) = stopped {
         extra.insert("verification_error".into(), json!(why));
@@ -250,13 +251,28 @@ fn check_details(host: &PackHost, pack: &Pack, config: &Config) -> Map<String, V
         }
         None => {}
     }
-    if pending {
+    // A failing renewal check is retried on the schedule until renewal gives up (a day
+    // before expiry); after that no check is coming.
+    let renewal_checks_again = renewal_failing
+        && pack
+            .renewal_gives_up_at()
+            .is_some_and(|gives_up| host.check.next_due_at < gives_up);
+    if pending || renewal_checks_again {
         extra.insert(
             "next_check_on".into(),
             json!(rfc3339(host.check.next_due_at)),
         );
     }
     extra
+}
+
+/// Whether `host` of an active pack failed its last renewal check. An active pack's hosts
+/// all passed before its certificate was issued, and a renewal's checks that pass set
+/// them back to passed: a host of an active pack that did not pass is a renewal check
+/// failing (its reason says why), read from the stored pack without a clock, so the
+/// cached answer stays true.
+fn renewal_check_failing(host: &PackHost, pack: &Pack) -> bool {
+    pack.state == PackState::Active && host.check.verified == Some(false)
 }
 
 /// The verification items of a zone's packs, in the shape `config` asks for.
