@@ -6,8 +6,8 @@
 //! [`Signals::metrics`](crate::lifecycle::Signals::metrics). Counters and histograms are
 //! moved where things happen (a request answered, a DCV check done, a certificate issued,
 //! a webhook delivered); the gauges that describe what is stored (packs by status,
-//! certificate expiry, the lifecycle's due work) are read from the store when scraped
-//! ([`Metrics::refresh`]), so they cost nothing between scrapes.
+//! certificate expiry, the lifecycle's due work, the revocation queue) are read from
+//! the store when scraped ([`Metrics::refresh`]), so they cost nothing between scrapes.
 //!
 //! Every recording method is a no-op when the metrics are off (`--metrics false`).
 //!
@@ -174,6 +174,7 @@ pub struct Metrics {
     certificates: Gauge,
     expiring: Family<WithinLabels, Gauge>,
     due: Gauge,
+    revocations_queued: Gauge,
     lease_renewals: Family<OutcomeLabels, Counter>,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
@@ -279,6 +280,13 @@ impl Metrics {
             "Packs with work due now that no worker holds (the lifecycle's queue)",
             due.clone(),
         );
+        let revocations_queued = Gauge::default();
+        registry.register(
+            "revocations_queued",
+            "Certificates of deleted packs waiting in the revocation queue \
+             (--acme-revoke-on-delete)",
+            revocations_queued.clone(),
+        );
         let lease_renewals = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "lifecycle_lease_renewals",
@@ -321,6 +329,7 @@ impl Metrics {
             certificates,
             expiring,
             due,
+            revocations_queued,
             lease_renewals,
             webhook_deliveries,
             transitions,
@@ -491,6 +500,8 @@ impl Metrics {
                     .get_or_create(&WithinLabels { within: "30d" })
                     .set(gauge(snapshot.expiring_30d));
                 self.due.set(gauge(snapshot.due_now));
+                self.revocations_queued
+                    .set(gauge(snapshot.revocations_queued));
             }
             None => {
                 self.store_up.set(0);

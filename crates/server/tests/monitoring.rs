@@ -112,7 +112,9 @@ fn config(c: &mut Config) {
 async fn metrics_count_a_txt_pack_from_order_to_active() {
     let dns = DnsServer::start().await;
     let clock = ManualClock::new(T0);
+    let dir = tempfile::tempdir().unwrap();
     let server = TestServer::builder()
+        .data_dir(dir.path())
         .clock(clock.clone())
         .lifecycle(true)
         .resolvers([dns.addr()])
@@ -271,6 +273,62 @@ async fn metrics_count_a_txt_pack_from_order_to_active() {
         later.value("zonecert_certificates_expiring", "within=7d"),
         0.0
     );
+    assert!(
+        later.0.contains_key("zonecert_revocations_queued{}"),
+        "{later:?}"
+    );
+    assert_eq!(later.value("zonecert_revocations_queued", ""), 0.0, "none");
+    server.shutdown().await.unwrap();
+
+    // The pack deleted on the same data with the lifecycle off: its certificate waits
+    // in the revocation queue, and the gauge says so.
+    let restart = |lifecycle: bool| {
+        TestServer::builder()
+            .data_dir(dir.path())
+            .clock(clock.clone())
+            .lifecycle(lifecycle)
+            .resolvers([dns.addr()])
+            .dev_seed(false)
+            .config(config)
+            .start()
+    };
+    let server = restart(false).await;
+    let metrics_url = format!("http://{}/metrics", server.addr());
+    let zone_url = server.url(&format!("/zones/{}", zone.id.as_str()));
+    let deleted = server
+        .http()
+        .delete(format!("{zone_url}/ssl/certificate_packs/{}", id.as_str()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(server.store().queued_revocations().await.unwrap().len(), 1);
+    let queued = Scrape::get(server.http(), &metrics_url, Some(&token)).await;
+    assert_eq!(queued.value("zonecert_revocations_queued", ""), 1.0);
+    server.shutdown().await.unwrap();
+
+    // With the lifecycle on, the queue is worked off (no ACME directory here: the row is
+    // dropped) and the gauge goes back to 0.
+    let server = restart(true).await;
+    let metrics_url = format!("http://{}/metrics", server.addr());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !server
+        .store()
+        .queued_revocations()
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue not worked off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let worked_off = Scrape::get(server.http(), &metrics_url, Some(&token)).await;
+    assert!(worked_off.0.contains_key("zonecert_revocations_queued{}"));
+    assert_eq!(worked_off.value("zonecert_revocations_queued", ""), 0.0);
     server.shutdown().await.unwrap();
 }
 

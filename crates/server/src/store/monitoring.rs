@@ -29,6 +29,9 @@ pub struct MonitoringSnapshot {
     /// Packs with work due at `now` (a host's check, a deadline, an expiry) that are not
     /// under a live lease at `wall_now`: the lifecycle's queue.
     pub due_now: u64,
+    /// Certificates of deleted packs waiting in the revocation queue
+    /// (`--acme-revoke-on-delete`), due or waiting to be tried again.
+    pub revocations_queued: u64,
 }
 
 /// Seconds in a day.

@@ -74,6 +74,9 @@ impl PgStore {
                 &[&now, &wall_now],
             )
             .await?;
+        let revocations = client
+            .query_one("SELECT COUNT(*)::bigint FROM revocations", &[])
+            .await?;
         Ok(MonitoringSnapshot {
             packs,
             active: row.try_get::<_, i64>(0)?.max(0) as u64,
@@ -81,6 +84,7 @@ impl PgStore {
             expiring_7d: row.try_get::<_, i64>(2)?.max(0) as u64,
             expiring_30d: row.try_get::<_, i64>(3)?.max(0) as u64,
             due_now: due.try_get::<_, i64>(0)?.max(0) as u64,
+            revocations_queued: revocations.try_get::<_, i64>(0)?.max(0) as u64,
         })
     }
 

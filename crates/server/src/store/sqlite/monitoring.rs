@@ -77,6 +77,9 @@ impl SqliteStore {
             let due: i64 = tx
                 .prepare_cached(DUE_NOW)?
                 .query_row(params![now, wall_now], |r| r.get(0))?;
+            let revocations: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM revocations")?
+                .query_row([], |r| r.get(0))?;
             Ok(MonitoringSnapshot {
                 packs,
                 active: active.max(0) as u64,
@@ -84,6 +87,7 @@ impl SqliteStore {
                 expiring_7d: within_7.max(0) as u64,
                 expiring_30d: within_30.max(0) as u64,
                 due_now: due.max(0) as u64,
+                revocations_queued: revocations.max(0) as u64,
             })
         })
     }
