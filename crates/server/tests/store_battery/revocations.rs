@@ -40,6 +40,8 @@ pub(super) async fn deletions_queue_their_certificates_for_revocation(s: Store) 
     let bare = super::pack(&z);
     s.insert_pack(&bare, 10).await.expect("insert");
     assert!(s.queued_revocations().await.expect("read").is_empty());
+    let gauge = |snapshot: zonecert_server::store::MonitoringSnapshot| snapshot.revocations_queued;
+    assert_eq!(gauge(s.monitoring(0, 0, false).await.expect("count")), 0);
     assert!(s.delete_pack(&z.id, &one.id).await.expect("delete"));
     assert!(s.delete_pack(&z.id, &bare.id).await.expect("delete"));
     let queued = s.queued_revocations().await.expect("read");
@@ -63,6 +65,8 @@ pub(super) async fn deletions_queue_their_certificates_for_revocation(s: Store) 
         .map(|r| r.serial)
         .collect();
     assert_eq!(serials, ["0a01", "0b01", "0b02"]);
+    // The metrics' gauge counts the queue.
+    assert_eq!(gauge(s.monitoring(0, 0, false).await.expect("count")), 3);
 }
 
 pub(super) async fn revocations_are_leased_retried_and_finished_by_their_holder(s: Store) {
