@@ -10,6 +10,11 @@
 //! and the listener applies each notice as it reads it, so once the answer is back, every
 //! commit made before the request started has been forgotten by the cache.
 //!
+//! Requests that arrive together share that round trip ([`Syncs`]): a request waits for
+//! the first one that starts after it arrived (the one in flight may have been sent
+//! before a commit the request must see), so under load one round trip answers every
+//! request that came while the previous one was in flight, instead of one each.
+//!
 //! When the listening connection is down (PostgreSQL restarted, a network cut), notices
 //! are lost: reads go past the cache until it is connected and listening again, and the
 //! cache is emptied before it is used again.
@@ -37,7 +42,49 @@ const MAX_PAYLOAD: usize = 7_000;
 pub(super) struct Listener {
     /// The listening connection's client while it is connected and listening.
     client: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// The round trips on it that requests wait for.
+    syncs: Syncs,
 }
+
+/// The round trips ("syncs") on the listening connection, shared by the requests that
+/// wait at the same time. Each has a number; one runs at a time, and the requests that
+/// arrive while one is in flight wait for the next, started as soon as the one in flight
+/// is answered.
+struct Syncs {
+    state: Mutex<SyncState>,
+    /// The last sync answered: its number and whether it succeeded.
+    done: tokio::sync::watch::Sender<(u64, bool)>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// The number of the last sync started.
+    started: u64,
+    /// Whether one is in flight.
+    in_flight: bool,
+    /// Whether a request waits for the next one.
+    again: bool,
+}
+
+impl Default for Syncs {
+    fn default() -> Self {
+        Syncs {
+            state: Mutex::new(SyncState::default()),
+            done: tokio::sync::watch::Sender::new((0, false)),
+        }
+    }
+}
+
+impl Syncs {
+    fn state(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        // Plain values, whole after every write.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Longest a request waits for a sync before reading past the cache (a sync is one
+/// round trip; this only bounds a connection that stopped answering).
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 
 impl Listener {
     fn current(&self) -> Option<Arc<tokio_postgres::Client>> {
@@ -116,10 +163,74 @@ impl PgStore {
     /// commits made before now; `None` (read past the cache) while not listening.
     pub(in crate::store) async fn cache_epoch(&self) -> Option<u64> {
         let client = self.inner.listener.current()?;
+        let syncs = &self.inner.listener.syncs;
+        let mut done = syncs.done.subscribe();
+        // The first sync to start from now on answers this request.
+        let (target, start) = {
+            let mut state = syncs.state();
+            if state.in_flight {
+                state.again = true;
+                (state.started + 1, false)
+            } else {
+                state.in_flight = true;
+                state.started += 1;
+                (state.started, true)
+            }
+        };
+        if start {
+            self.run_syncs(client, target);
+        }
+        let answered = async {
+            loop {
+                let (number, ok) = *done.borrow_and_update();
+                if number >= target {
+                    return ok;
+                }
+                if done.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
         // The answer comes after the notices of every commit before it (see the module's
         // documentation); a failure means notices may be lost.
-        client.batch_execute("").await.ok()?;
-        Some(self.inner.cache.current_epoch())
+        let ok = tokio::time::timeout(SYNC_WAIT, answered)
+            .await
+            .unwrap_or(false);
+        ok.then(|| self.inner.cache.current_epoch())
+    }
+
+    /// Runs sync `first` on the store's runtime, then the next ones as long as requests
+    /// wait for them.
+    fn run_syncs(&self, client: Arc<tokio_postgres::Client>, first: u64) {
+        let Some(runtime) = self.inner.runtime.as_ref() else {
+            return;
+        };
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let (mut number, mut client) = (first, Some(client));
+            loop {
+                let ok = match &client {
+                    Some(c) => c.batch_execute("").await.is_ok(),
+                    None => false,
+                };
+                let Some(alive) = inner.upgrade() else {
+                    return;
+                };
+                let syncs = &alive.listener.syncs;
+                syncs.done.send_replace((number, ok));
+                {
+                    let mut state = syncs.state();
+                    if !state.again {
+                        state.in_flight = false;
+                        return;
+                    }
+                    state.again = false;
+                    state.started += 1;
+                    number = state.started;
+                }
+                client = alive.listener.current();
+            }
+        });
     }
 
     /// Whether the store hears the other nodes' changes (its cache is in use).
