@@ -98,6 +98,26 @@ def test_advancing_into_the_renewal_window_renews_the_pack(server):
     assert after.certificates[0].expires_on > before.certificates[0].expires_on
 
 
+def test_a_failing_renewal_check_shows_its_reason_in_the_verification_view(server):
+    # No record and no auto-validation: in the renewal window the check fails, and the
+    # active pack's items say why and when the next check is (valid under the strict schema).
+    client = server.client()
+    assert all("next_check_on" not in (v.model_extra or {}) for v in items(client, DEV_PACK_ID))
+    dev(server, "clock", "advance", "61d")
+    deadline = time.monotonic() + 30
+    while True:
+        mine = items(client, DEV_PACK_ID)
+        if mine and all(v.verification_status is False for v in mine):
+            break
+        assert time.monotonic() < deadline, f"no failed renewal check: {mine}"
+        time.sleep(0.05)
+    for item in mine:
+        assert item.certificate_status == "active", item
+        extra = item.model_extra or {}
+        assert "TXT" in (item.verification_error or extra.get("verification_error") or ""), item
+        assert extra.get("last_checked_on") and extra.get("next_check_on"), item
+
+
 def test_advancing_past_expiry_without_records_expires_the_pack(server):
     client = server.client()
     dev(server, "clock", "advance", "91d")
