@@ -256,13 +256,14 @@ fn refusal_message(refusal: Refusal) -> String {
 pub const MAX_RECHECKS_PER_REQUEST: usize = 50;
 
 /// `retry=true`: makes the zone's pending hosts due now, wakes the workers and waits
-/// (bounded) for their outcomes, so the answer reflects a check made after the request
-/// (a check running since before it is asked for anew). The attempt counters are not
-/// reset. Not an amplifier: retries coalesce with retries. For `Config::retry_coalesce`
-/// (5 s) after a retry asked for a pack's checks, a later retry makes due none of the
-/// hosts checked since and supersedes none of its checks: it waits for those the first
-/// one asked for. A check the lifecycle ran on its own (the order's first, most often,
-/// made before the client could publish its record) never answers a retry. At most
+/// (bounded) for their outcomes, so the answer reflects the check. The attempt counters
+/// are not reset. Not an amplifier: retries coalesce with retries. For
+/// `Config::retry_coalesce` (5 s) after a retry asked for a pack's checks, a later retry
+/// makes due none of the hosts checked since and supersedes none of its checks: it waits
+/// for those the first one asked for. A check the lifecycle ran on its own (the order's
+/// first, most often, made before the client could publish its record) does not count:
+/// once done, the next retry checks its hosts again; while running, it is waited for if
+/// it began within those 5 s and asked for anew if it began earlier. At most
 /// [`MAX_RECHECKS_PER_REQUEST`] hosts are made due, each a request's worth of the
 /// caller's rate limit (with none left, the request answers with the state as it is).
 ///
@@ -306,11 +307,14 @@ async fn recheck(
             continue;
         }
         let checked_since = asked_at(pack);
-        // A check running now that no retry of the window asked for may have looked
-        // before the client published: it is asked for anew (a running check began
-        // before `checked_since` was superseded by that retry already).
-        let supersede =
-            checked_since.is_none() && st.signals.checks_running_since(&pack.id).is_some();
+        // A check running now that began too long ago to answer this request (it may
+        // have looked before the client published) is asked for anew, unless a retry of
+        // the window asked for checks already (older ones were superseded then). One
+        // that began within the window is waited for: a retry that it answers with a
+        // failure asked for nothing, so the client's next retry is not coalesced.
+        let running_since = st.signals.checks_running_since(&pack.id);
+        let supersede = checked_since.is_none()
+            && running_since.is_some_and(|since| now.saturating_sub(since) >= window);
         let mut asked = false;
         if supersede || (budget > 0 && pack.recheckable_count(now, checked_since) > 0) {
             if supersede {
@@ -336,18 +340,17 @@ async fn recheck(
                         })
                         .sum::<usize>();
                     budget = budget.saturating_sub(made);
-                    let due = due_hosts(&pack, now);
-                    asked = due.is_some();
-                    watch.extend(due);
+                    asked = made > 0 || supersede;
+                    watch.extend(due_hosts(&pack, now));
                 }
                 Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => {}
                 Err(e) => return Err(e),
             }
         } else {
             let due = due_hosts(pack, now);
-            // Hosts due already are checked after this request: a retry right behind
-            // it is answered by that check too.
-            asked = checked_since.is_none() && due.is_some();
+            // Hosts due already and not being checked yet are checked after this
+            // request: a retry right behind it is answered by that check too.
+            asked = checked_since.is_none() && due.is_some() && running_since.is_none();
             watch.extend(due);
         }
         if asked {
