@@ -207,10 +207,15 @@ async fn three_nodes_share_the_work_and_take_over_a_killed_ones() {
         .map(|i| scratch.path().join(format!("node{i}")))
         .collect();
     let started = Instant::now();
-    let mut nodes: Vec<ServeProcess> = dirs
-        .iter()
-        .map(|d| start_node(d, &url, &kek, &dns))
+    // The node to be killed starts first, so that it surely holds work when it dies: the
+    // first node to poll claims a batch of up to 512 packs, and with the third started
+    // last the other two had claimed all 600 before it polled (seen in CI).
+    let mut spawned: Vec<(usize, ServeProcess)> = [2, 0, 1]
+        .into_iter()
+        .map(|i| (i, start_node(&dirs[i], &url, &kek, &dns)))
         .collect();
+    spawned.sort_by_key(|(i, _)| *i);
+    let mut nodes: Vec<ServeProcess> = spawned.into_iter().map(|(_, node)| node).collect();
     let bases: Vec<String> = nodes.iter().map(|n| n.base_url().to_owned()).collect();
     // Requests to the two nodes that stay up, from the start to the end of the run.
     let stop = Arc::new(AtomicBool::new(false));
