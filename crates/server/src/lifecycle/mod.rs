@@ -259,9 +259,9 @@ impl Signals {
     /// When a `retry=true` on this node asked for the pack's checks, if that was within
     /// the last `window` seconds: a later retry inside that window is answered by those
     /// checks (retries coalesce with retries, so a storm of them costs one check per
-    /// window), while a check the lifecycle ran on its own (the order's first, before the
-    /// client published its record) never answers a retry. Per node: with several nodes
-    /// each coalesces the retries it serves.
+    /// window), while a finished check the lifecycle ran on its own (the order's first,
+    /// before the client published its record) does not count. Per node: with several
+    /// nodes each coalesces the retries it serves.
     pub fn retry_asked_at(&self, id: &PackId, now: i64, window: i64) -> Option<i64> {
         let at = *self.retry_asks().get(id)?;
         (at <= now && now - at < window).then_some(at)

@@ -7,7 +7,7 @@
 //!   429 for a client over its share) and closed at once;
 //! - a keep-alive idle timeout (no byte of a next request) and a header-read timeout
 //!   (from a request's first byte to its last header: slowloris); the body-read timeout
-//!   is the router's (`read_body`), and a response the client does not take is given
+//!   is the front-door middleware's (`read_body`), and a response the client does not take is given
 //!   up after the same time;
 //! - request heads are checked here before hyper parses them (`check_head`), with
 //!   hyper's parser (httparse) and hyper's header count, so a malformed head, a URI too
@@ -343,7 +343,7 @@ impl Drop for InFlight {
     }
 }
 
-/// Reads a request's whole body before the router sees it, within the body-read
+/// Reads a request's whole body before its handler sees it, within the body-read
 /// timeout: a client that sends its body slowly (or never) is answered 408 and the
 /// connection closed, instead of holding it for as long as it likes. A body over
 /// `max_bytes` is passed on as read so far (the handler answers 413 after checking the
