@@ -26,17 +26,28 @@ pub struct PgCluster {
     /// Run the binaries as this user (`runuser -u`): set when the test runs as root.
     run_as: Option<&'static str>,
     databases: AtomicU32,
+    /// Started with `ssl=on` and TCP connections refused without TLS ([`Self::start_tls`]).
+    tls: bool,
 }
 
 impl PgCluster {
     /// A cluster for a test: `None` only when `ZONECERT_SKIP_POSTGRES=1` is set;
     /// otherwise a started cluster, or a panic that says why there is none.
     pub fn for_test() -> Option<PgCluster> {
+        Self::for_test_with(None)
+    }
+
+    /// [`Self::for_test`] for a cluster started with [`Self::start_tls`].
+    pub fn for_test_tls(cert_pem: &str, key_pem: &str) -> Option<PgCluster> {
+        Self::for_test_with(Some((cert_pem, key_pem)))
+    }
+
+    fn for_test_with(tls: Option<(&str, &str)>) -> Option<PgCluster> {
         if std::env::var("ZONECERT_SKIP_POSTGRES").as_deref() == Ok("1") {
             eprintln!("ZONECERT_SKIP_POSTGRES=1: the PostgreSQL part of this test is skipped");
             return None;
         }
-        match PgCluster::start() {
+        match PgCluster::start_with(tls) {
             Ok(cluster) => Some(cluster),
             Err(e) => panic!(
                 "cannot start a PostgreSQL cluster for the test: {e}\n(install PostgreSQL, \
@@ -48,6 +59,17 @@ impl PgCluster {
 
     /// Creates and starts a cluster.
     pub fn start() -> Result<PgCluster, String> {
+        Self::start_with(None)
+    }
+
+    /// Creates and starts a cluster that speaks TLS with the certificate and key given
+    /// (PEM) and refuses TCP connections without it (`pg_hba.conf`: `hostssl` only; its
+    /// socket stays open to the cluster's own tools).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<PgCluster, String> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<PgCluster, String> {
         let bindir = find_bindir()?;
         let run_as = running_as_root().then_some("postgres");
         let dir = tempfile::Builder::new()
@@ -63,6 +85,7 @@ impl PgCluster {
             port: 0,
             run_as,
             databases: AtomicU32::new(0),
+            tls: tls.is_some(),
         };
         let data = cluster.data_dir();
         run(cluster.command("initdb").arg("-D").arg(&data).args([
@@ -75,6 +98,22 @@ impl PgCluster {
             "-E",
             "UTF8",
         ]))?;
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).map_err(|e| format!("writing {name}: {e}"))?;
+                // PostgreSQL refuses a key others can read.
+                run(Command::new("chmod").arg("600").arg(&path))?;
+                if let Some(user) = run_as {
+                    run(Command::new("chown").arg(user).arg(&path))?;
+                }
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .map_err(|e| format!("writing pg_hba.conf: {e}"))?;
+        }
         // A free port: taken from the kernel, released, then given to PostgreSQL. Another
         // process may take it meanwhile: then try again with another.
         let mut last = String::new();
@@ -95,12 +134,15 @@ impl PgCluster {
     }
 
     fn pg_ctl_start(&self) -> Result<(), String> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            options.push_str(" -c ssl=on");
+        }
         run(self
             .command("pg_ctl")
             .arg("-D")

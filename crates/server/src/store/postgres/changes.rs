@@ -25,7 +25,8 @@ use crate::store::StoreError;
 use crate::store::cache::{ReadCache, Touch};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The channel every node listens on.
 const CHANNEL: &str = "zonecert_changes";
@@ -240,14 +241,14 @@ impl PgStore {
 
     /// Starts the listening connection on the store's runtime, reconnecting whenever it
     /// drops, for as long as the store lives.
-    pub(super) fn start_listening(&self, config: tokio_postgres::Config) {
+    pub(super) fn start_listening(&self, config: tokio_postgres::Config, tls: MakeRustlsConnect) {
         let Some(runtime) = self.inner.runtime.as_ref() else {
             return;
         };
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
         runtime.spawn(async move {
             loop {
-                match listen_once(&inner, &config).await {
+                match listen_once(&inner, &config, &tls).await {
                     Ok(()) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "PostgreSQL change notices: not listening; the read cache is off until listening again");
@@ -269,11 +270,12 @@ impl PgStore {
 async fn listen_once(
     inner: &Weak<Inner>,
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
 ) -> Result<(), StoreError> {
     // Named, so that an operator (and a test) can tell it from the pool's connections.
     let mut config = config.clone();
     config.application_name(LISTENER_NAME);
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let client = Arc::new(client);
     let (node, cache) = {
         let Some(alive) = inner.upgrade() else {

@@ -31,6 +31,7 @@ mod outbox;
 mod packs;
 mod revocations;
 mod rows;
+mod tls;
 mod zones;
 
 use super::StoreError;
@@ -82,8 +83,10 @@ impl From<tokio_postgres::Error> for StoreError {
         use tokio_postgres::error::SqlState;
         // The server's message (`as_db_error`) says more than the driver's summary.
         let Some(db) = e.as_db_error() else {
-            // No answer from the server: the connection failed or closed.
-            return StoreError::Unavailable(format!("PostgreSQL: {e}"));
+            // No answer from the server: the connection failed or closed (the driver's
+            // summary, then its causes: a TLS handshake's says which certificate check
+            // failed).
+            return StoreError::Unavailable(format!("PostgreSQL: {}", with_causes(&e)));
         };
         let message = format!("PostgreSQL: {}", db.message());
         let code = db.code();
@@ -114,6 +117,18 @@ impl From<tokio_postgres::Error> for StoreError {
             StoreError::Database(message)
         }
     }
+}
+
+/// An error's message followed by its causes' (`a: b: c`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -175,6 +190,13 @@ impl PgStore {
             .spawn(async move { pool.get().await })
             .await
             .map_err(|e| StoreError::Unavailable(format!("the store's runtime stopped: {e}")))?
-            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
+            .map_err(|e| {
+                let why = match &e {
+                    // Connecting failed: what the driver (or the server) said, whole.
+                    deadpool_postgres::PoolError::Backend(e) => with_causes(e),
+                    other => other.to_string(),
+                };
+                StoreError::Unavailable(format!("no PostgreSQL connection: {why}"))
+            })
     }
 }

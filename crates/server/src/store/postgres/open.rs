@@ -6,7 +6,6 @@ use crate::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// Connections per node unless told otherwise (`--database-pool`, whose default is the
 /// same).
@@ -81,8 +80,8 @@ struct Migration {
 pub(in crate::store) const SCHEMA_VERSION: i64 = 7;
 
 impl PgStore {
-    /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or
-    /// libpq's `key=value` form) with a pool of up to `pool_size` connections, and brings
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`, with
+    /// libpq's `sslmode` and `sslrootcert` among its parameters: see `tls.rs`) with a pool of up to `pool_size` connections, and brings
     /// its schema up to date. With `create` false, a database without zonecert's schema
     /// is refused instead (administration must not set one up by accident).
     pub fn open(url: &str, pool_size: usize, create: bool) -> Result<PgStore, StoreError> {
@@ -102,16 +101,7 @@ impl PgStore {
 
     fn open_with(url: &str, pool_size: usize, schema: Schema) -> Result<PgStore, StoreError> {
         // The URL holds the password: errors never repeat it.
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            StoreError::Unsupported(format!("the PostgreSQL URL is not valid: {e}"))
-        })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::Unsupported(
-                "TLS to PostgreSQL (sslmode=require) is not supported yet: connect over a \
-                 private network without it"
-                    .into(),
-            ));
-        }
+        let connect = super::tls::Connect::parse(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("zonecert-pg")
@@ -119,8 +109,8 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("starting the store's runtime: {e}")))?;
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            connect.config.clone(),
+            connect.tls.clone(),
             ManagerConfig {
                 // A connection that broke (the server restarted) is replaced when taken.
                 recycling_method: RecyclingMethod::Fast,
@@ -155,8 +145,21 @@ impl PgStore {
                 .spawn(|| handle.block_on(store.migrate(schema)))
                 .join()
                 .unwrap_or_else(|_| Err(StoreError::Database("migrating panicked".into())))
+        })
+        .map_err(|e| match e {
+            // A connection that failed: say how TLS was set up (a refused certificate, a
+            // server that wants TLS with sslmode=disable).
+            StoreError::Unavailable(m) => {
+                let hint = if m.contains("UnknownIssuer") {
+                    ": the server's certificate is not signed by a CA of sslrootcert"
+                } else {
+                    ""
+                };
+                StoreError::Unavailable(format!("{m} (TLS: {}{hint})", connect.described))
+            }
+            other => other,
         })?;
-        store.start_listening(config);
+        store.start_listening(connect.config, connect.tls);
         // Requests use the cache only once the store hears the other nodes' changes:
         // wait (briefly) for that, so a node serves from its cache from the start.
         let listening_by = std::time::Instant::now() + Duration::from_secs(5);
