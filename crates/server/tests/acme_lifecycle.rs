@@ -1232,3 +1232,47 @@ async fn the_cas_renewal_information_decides_when_to_renew_and_the_order_names_t
     server.shutdown().await;
     pebble.stop().await;
 }
+
+/// Many packs placing their orders at once do not all ask the CA at once: one issuer
+/// keeps at most 16 requests in flight to its directory (unbounded, 1,000 packs' first
+/// requests all timed out in `bench/acme.sh`), and still more than one. The front holds
+/// each request 100 ms, so requests sent together overlap; 24 orders of 2 hosts each
+/// make 24 `newOrder`s at once without the bound (seen: 24).
+#[tokio::test]
+async fn requests_to_one_ca_are_bounded_while_many_orders_are_placed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = zonecert_testkit::ari_front::AriFront::start(&pebble).await;
+    let data = tmp.path().join("data");
+    let directory = front.directory.clone();
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "many.example.org",
+        Arc::new(SystemClock),
+        move |c| c.acme.directories[0].value = directory,
+    )
+    .await;
+    // The account exists before the orders (its creation is one request at a time).
+    let first = server.order(&["many.example.org"], "txt").await;
+    server.records(&first).await;
+    front.delay_requests(Duration::from_millis(100));
+    let mut packs = Vec::new();
+    for i in 0..24 {
+        let host = format!("h{i}.many.example.org");
+        packs.push(server.order(&["many.example.org", &host], "txt").await);
+    }
+    for pack in &packs {
+        assert_eq!(server.records(pack).await.len(), 2, "the CA's records");
+    }
+    let most = front.most_in_flight();
+    assert!(
+        (2..=16).contains(&most),
+        "{most} requests to the CA at once (24 orders placed)"
+    );
+    server.shutdown().await;
+    pebble.stop().await;
+}

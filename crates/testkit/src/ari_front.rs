@@ -7,7 +7,8 @@
 //! test sets, and keeps the payload of every `newOrder` (a renewal's `replaces`), which
 //! it reflects in the order's answers as RFC 9773 requires of a CA (Pebble ignores it).
 //! It can also refuse revocations (`serverInternal`, 503) for as long as a test says, a
-//! CA that is down for them, while Pebble keeps its state.
+//! CA that is down for them, while Pebble keeps its state. It counts the requests it is
+//! answering at once, and can hold each for a while (a slower CA).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,6 +64,10 @@ struct FrontState {
     replacing: Mutex<Vec<(String, serde_json::Value)>>,
     /// Whether `revokeCert` requests are refused, and how many were.
     refuse_revocations: Mutex<(bool, usize)>,
+    /// How long each request is held before it is passed on (a slower CA).
+    delay: Mutex<std::time::Duration>,
+    /// Requests being answered now, and the most there were at once.
+    in_flight: Mutex<(usize, usize)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +109,8 @@ impl AriFront {
             new_orders: Mutex::new(Vec::new()),
             replacing: Mutex::new(Vec::new()),
             refuse_revocations: Mutex::new((false, 0)),
+            delay: Mutex::new(std::time::Duration::ZERO),
+            in_flight: Mutex::new((0, 0)),
         });
         let router = axum::Router::new()
             .fallback(forward)
@@ -148,6 +155,16 @@ impl AriFront {
         lock(&self.state.refuse_revocations).1
     }
 
+    /// Holds every request for `delay` before passing it on (a slower CA), from now on.
+    pub fn delay_requests(&self, delay: std::time::Duration) {
+        *lock(&self.state.delay) = delay;
+    }
+
+    /// The most requests the front was answering at once so far.
+    pub fn most_in_flight(&self) -> usize {
+        lock(&self.state.in_flight).1
+    }
+
     /// The payloads of the `newOrder` requests so far, decoded from their JWS.
     pub fn new_orders(&self) -> Vec<serde_json::Value> {
         lock(&self.state.new_orders).clone()
@@ -160,8 +177,30 @@ impl Drop for AriFront {
     }
 }
 
-/// Every request: the front's own answers, else Pebble's.
+/// Every request, counted while it is answered ([`AriFront::most_in_flight`]).
 async fn forward(State(st): State<Arc<FrontState>>, req: Request) -> Response {
+    /// Counts the request out however its answer ends (a client gone drops it).
+    struct Counted<'a>(&'a Mutex<(usize, usize)>);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            lock(self.0).0 -= 1;
+        }
+    }
+    {
+        let mut counts = lock(&st.in_flight);
+        counts.0 += 1;
+        counts.1 = counts.1.max(counts.0);
+    }
+    let _counted = Counted(&st.in_flight);
+    let delay = *lock(&st.delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    answer(&st, req).await
+}
+
+/// The front's own answers, else Pebble's.
+async fn answer(st: &FrontState, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts
         .uri

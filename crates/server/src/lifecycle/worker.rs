@@ -82,7 +82,8 @@ const CLAIM_BATCH: usize = 512;
 const RECLAIM_ROOM: usize = 128;
 
 /// Issuances and deployments at once. Deployment mostly waits for fsyncs, so many run
-/// side by side.
+/// side by side. An ACME order waits for its CA without a slot (its requests are bounded
+/// per CA instead, `issuance::acme`): it takes one to record and deploy the certificate.
 const ISSUANCE_CONCURRENCY: usize = 32;
 
 /// Issuances and deployments at once while checks are running. Each runs on a thread of

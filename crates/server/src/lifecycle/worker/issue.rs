@@ -11,6 +11,7 @@ use crate::issuance::{
 use crate::model::{Input, IssueFailure, IssuedCertificate, Pack, PackState};
 use crate::store::StoreError;
 use std::sync::atomic::Ordering;
+use tokio::sync::SemaphorePermit;
 
 impl Worker {
     /// Obtains a certificate for the pack's hosts from the issuer, records it
@@ -28,12 +29,15 @@ impl Worker {
         pack: Pack,
         hold: Hold,
     ) -> Result<(), StoreError> {
-        // The semaphores are never closed; without a permit this would only run unbounded.
-        let _slot = self.issuing.acquire().await.ok();
-        let _checks_first = if self.checking.load(Ordering::Relaxed) > 0 {
-            self.issuing_while_checking.acquire().await.ok()
-        } else {
+        // An ACME order is finished by the CA, over the network (its requests are bounded
+        // per CA, see `issuance::acme`): it takes an issuance slot only to record and
+        // deploy what the CA signed. Holding one while the CA validates would let a few
+        // slow orders (and, while checks run, four) bound every ACME pack's issuance.
+        let remote = self.issuer_for(pack.ca).orders_remotely();
+        let mut slots = if remote {
             None
+        } else {
+            Some(self.issuance_slots().await)
         };
         if !self.still_held(hold, &pack.id) {
             return Ok(());
@@ -70,6 +74,10 @@ impl Worker {
         if pack.state == PackState::PendingDeployment
             && let Some(recorded) = self.recorded_certificate(&pack).await
         {
+            let _slots = match slots {
+                Some(held) => held,
+                None => self.issuance_slots().await,
+            };
             return self.deploy_step(pack, &recorded, now).await;
         }
         let leaf = match self.issue(&pack, now).await {
@@ -82,6 +90,10 @@ impl Worker {
                 return Ok(());
             }
         };
+        if slots.is_none() {
+            slots = Some(self.issuance_slots().await);
+        }
+        let _slots = slots;
         let certificate = IssuedCertificate {
             id: leaf.serial_hex.clone(),
             chain_pem: leaf.chain_pem.clone(),
@@ -125,6 +137,20 @@ impl Worker {
             hosts: leaf.hosts.clone(),
         };
         self.deploy_step(pack, &deployment, now).await
+    }
+
+    /// An issuance slot, and while checks run one of the few issuance keeps then (see
+    /// `ISSUANCE_WHILE_CHECKING`): held for the steps that use this machine (signing,
+    /// the key sealed and recorded, files written, the hook).
+    async fn issuance_slots(&self) -> (Option<SemaphorePermit<'_>>, Option<SemaphorePermit<'_>>) {
+        // The semaphores are never closed; without a permit this would only run unbounded.
+        let slot = self.issuing.acquire().await.ok();
+        let checks_first = if self.checking.load(Ordering::Relaxed) > 0 {
+            self.issuing_while_checking.acquire().await.ok()
+        } else {
+            None
+        };
+        (slot, checks_first)
     }
 
     /// The pack's recorded certificate with its key as the database keeps it, when the
