@@ -15,7 +15,8 @@
 //!    soon as the verification view shows them, `retry=true`, polled until active.
 //!
 //! Pebble runs with `PEBBLE_VA_NOSLEEP=1` (the testkit's launcher), so the CA's own
-//! validation adds no random sleep to either side.
+//! validation adds no random sleep to either side, and is restarted between the floor
+//! and zonecert, so each side starts with an empty CA.
 
 #[allow(dead_code)]
 mod sampler;
@@ -91,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&work)?;
     let dns = Arc::new(DnsServer::start().await);
-    let pebble = Pebble::try_start(
+    let mut pebble = Pebble::try_start(
         &work,
         PebbleOptions {
             dns: Some(dns.addr()),
@@ -162,6 +163,14 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // ---- 2: zonecert ----
+    // Against Pebble restarted (same ports and configuration, nothing kept): it holds
+    // everything in memory, and each newOrder scans every authorization it ever made
+    // under its store's lock (FindValidAuthorization), so zonecert would otherwise meet a
+    // CA carrying the floor's thousands of authorizations. Debian's Pebble 2.4 also
+    // deadlocks on that lock now and then (a newOrder scanning holds it shared and waits
+    // for an authorization that a concurrent authorization fetch holds while it waits
+    // for the store behind a queued writer); the longer the scan, the likelier.
+    pebble.resume().await;
     let bin = sibling_binary()?;
     let data = work.join("data");
     std::fs::create_dir_all(&data)?;
@@ -332,6 +341,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a customer waits before sending `retry=true` again for a pack still pending.
+const RETRY_AGAIN: Duration = Duration::from_secs(2);
+
 /// How long one floor order may take before the run gives up on Pebble.
 const FLOOR_ORDER_LIMIT: Duration = Duration::from_secs(120);
 
@@ -453,8 +465,8 @@ struct Expect {
 }
 
 /// Watches the database (read-only, every 20 ms): each pack's CA records, once its order
-/// is placed, go into DNS and its zone gets a `retry=true`; returns when `packs` packs are
-/// active (time from the call).
+/// is placed, go into DNS and its zone gets a `retry=true`, again every [`RETRY_AGAIN`]
+/// while it stays pending; returns when `packs` packs are active (time from the call).
 async fn publish_until_active(
     db: &Path,
     dns: &Arc<DnsServer>,
@@ -474,6 +486,8 @@ async fn publish_until_active(
     conn.busy_timeout(Duration::from_secs(5))?;
     // pack id -> the record values published for it.
     let mut published: HashMap<String, Vec<String>> = HashMap::new();
+    // pack id -> when its zone was last sent `retry=true`.
+    let mut retried: HashMap<String, Instant> = HashMap::new();
     let retries = Arc::new(tokio::sync::Semaphore::new(customers.max(1)));
     let mut last_report = Instant::now();
     loop {
@@ -497,11 +511,22 @@ async fn publish_until_active(
         let mut zones_to_retry = HashSet::new();
         for (pack, (zone, name, values)) in by_pack {
             if published.get(&pack) == Some(&values) {
+                // Still pending: as a customer would, retry again. A retry that arrives
+                // while the order's own check runs (begun before the record was
+                // published) waits for that check and answers pending (README).
+                if retried
+                    .get(&pack)
+                    .is_some_and(|at: &Instant| at.elapsed() >= RETRY_AGAIN)
+                {
+                    retried.insert(pack, Instant::now());
+                    zones_to_retry.insert(zone);
+                }
                 continue;
             }
             let refs: Vec<&str> = values.iter().map(String::as_str).collect();
             dns.set_txt(&name, &refs);
-            published.insert(pack, values);
+            published.insert(pack.clone(), values);
+            retried.insert(pack, Instant::now());
             zones_to_retry.insert(zone);
         }
         for zone in zones_to_retry {
