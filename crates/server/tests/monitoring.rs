@@ -280,8 +280,8 @@ async fn metrics_count_a_txt_pack_from_order_to_active() {
     assert_eq!(later.value("zonecert_revocations_queued", ""), 0.0, "none");
     server.shutdown().await.unwrap();
 
-    // The pack deleted on the same data with the lifecycle off: its certificate waits
-    // in the revocation queue, and the gauge says so.
+    // The pack deleted on the same data with the lifecycle off: its certificate (an ACME
+    // CA's) waits in the revocation queue, and the gauge says so.
     let restart = |lifecycle: bool| {
         TestServer::builder()
             .data_dir(dir.path())
@@ -293,6 +293,13 @@ async fn metrics_count_a_txt_pack_from_order_to_active() {
             .start()
     };
     let server = restart(false).await;
+    // Only an ACME CA's certificates are queued: this one is marked as ordered from a
+    // directory (none is configured here).
+    let mut stored = server.store().pack(&zone.id, &id).await.unwrap().unwrap();
+    if let Some(certificate) = stored.certificate.as_mut() {
+        certificate.acme_directory = Some("https://acme.example/dir".into());
+    }
+    server.store().update_pack(&mut stored).await.unwrap();
     let metrics_url = format!("http://{}/metrics", server.addr());
     let zone_url = server.url(&format!("/zones/{}", zone.id.as_str()));
     let deleted = server
@@ -308,8 +315,8 @@ async fn metrics_count_a_txt_pack_from_order_to_active() {
     assert_eq!(queued.value("zonecert_revocations_queued", ""), 1.0);
     server.shutdown().await.unwrap();
 
-    // With the lifecycle on, the queue is worked off (no ACME directory here: the row is
-    // dropped) and the gauge goes back to 0.
+    // With the lifecycle on, the queue is worked off (its directory is not configured
+    // here: the row is dropped) and the gauge goes back to 0.
     let server = restart(true).await;
     let metrics_url = format!("http://{}/metrics", server.addr());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

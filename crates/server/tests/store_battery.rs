@@ -115,7 +115,7 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     let Ok(Store::Postgres(pg)) = &opened[0] else {
         panic!("not a PostgreSQL store");
     };
-    assert_eq!(pg.schema_version().await.expect("version"), 7);
+    assert_eq!(pg.schema_version().await.expect("version"), 8);
     let store = Store::open_existing(std::path::Path::new("."), Some(&url)).expect("reopen");
     let z = zone(&store, "example.com").await;
     assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));
@@ -220,6 +220,7 @@ async fn packs_round_trip(s: Store) {
         signature: "ECDSAWithSHA256".into(),
         issued_at: 11,
         renew_at: Some(15),
+        acme_directory: Some("https://acme.example/dir".into()),
     });
     issued.order_ref = None;
     s.update_pack(&mut issued).await.expect("update");
@@ -884,6 +885,7 @@ async fn certificate_keys_are_kept_per_pack_and_listed_while_active(s: Store) {
         signature: "ECDSAWithSHA256".into(),
         issued_at: 11,
         renew_at: None,
+        acme_directory: None,
     });
     s.update_pack(&mut p).await.expect("update");
     assert_eq!(

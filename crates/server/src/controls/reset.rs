@@ -129,6 +129,7 @@ pub async fn issue_seed_pack(
         signature: leaf.signature.to_owned(),
         issued_at: now,
         renew_at: None,
+        acme_directory: None,
     });
     pack.state = PackState::Active;
     pack.errors.clear();

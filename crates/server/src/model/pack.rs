@@ -323,6 +323,11 @@ pub struct IssuedCertificate {
     /// picked in the CA's suggested window), Unix seconds; `None` while the CA has said
     /// nothing, when the renewal window of the certificate's validity applies.
     pub renew_at: Option<i64>,
+    /// The ACME directory whose account ordered it (the account that may revoke it, see
+    /// `store/revocations.rs`); `None` for the built-in CA's certificates. `Some("")` for
+    /// an ACME certificate recorded before schema 9 (SQLite) / 8 (PostgreSQL), whose
+    /// directory was not kept.
+    pub acme_directory: Option<String>,
 }
 
 /// A certificate pack.
@@ -614,6 +619,7 @@ mod tests {
             signature: String::new(),
             issued_at: 0,
             renew_at: None,
+            acme_directory: None,
         });
         for (validity, days) in [(14, 3), (30, 7), (90, 30), (365, 30)] {
             p.validity_days = validity;

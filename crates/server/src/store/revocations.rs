@@ -21,8 +21,16 @@ pub struct QueuedRevocation {
     pub pack_id: String,
     /// Its zone.
     pub zone_id: String,
-    /// The pack's certificate-authority name (`lets_encrypt`, ...), as stored.
+    /// The pack's certificate-authority name (`lets_encrypt`, ...), as stored: for logs,
+    /// and to find the CA of a row without `directory`.
     pub ca: String,
+    /// The ACME directory that ordered the certificate. The revocation is signed by that
+    /// directory's account (accounts are per directory: `acme_accounts`, and the account
+    /// file's name), and the URL says which CA that is unambiguously: a name can be
+    /// pointed at another directory since (staging, then production), whose account never
+    /// ordered the certificate and whose CA never issued it. `None` or empty for rows and
+    /// certificates recorded before the directory was kept: found by `ca` then.
+    pub directory: Option<String>,
     /// The certificate's serial (hex).
     pub serial: String,
     /// The leaf followed by its chain, PEM.

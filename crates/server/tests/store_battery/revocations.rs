@@ -4,8 +4,17 @@
 use zonecert_server::model::*;
 use zonecert_server::store::{RevocationClaim, Store};
 
-/// A pack of `z` stored with a certificate of serial `serial`.
+/// The ACME directory the battery's certificates were ordered from.
+const DIRECTORY: &str = "https://acme.example/dir";
+
+/// A pack of `z` stored with a certificate of serial `serial` from [`DIRECTORY`].
 async fn issued_pack(s: &Store, z: &Zone, serial: &str) -> Pack {
+    issued_pack_from(s, z, serial, Some(DIRECTORY)).await
+}
+
+/// A pack of `z` stored with a certificate of serial `serial` ordered from the ACME
+/// directory `directory` (`None`: the built-in CA's).
+async fn issued_pack_from(s: &Store, z: &Zone, serial: &str, directory: Option<&str>) -> Pack {
     let mut p = super::pack(z);
     s.insert_pack(&p, 10).await.expect("insert");
     p.state = PackState::Active;
@@ -18,6 +27,7 @@ async fn issued_pack(s: &Store, z: &Zone, serial: &str) -> Pack {
         signature: "ECDSAWithSHA256".into(),
         issued_at: 11,
         renew_at: None,
+        acme_directory: directory.map(str::to_owned),
     });
     p.order_ref = None;
     s.update_pack(&mut p).await.expect("update");
@@ -39,16 +49,21 @@ pub(super) async fn deletions_queue_their_certificates_for_revocation(s: Store) 
     // A pack without a certificate leaves nothing to revoke.
     let bare = super::pack(&z);
     s.insert_pack(&bare, 10).await.expect("insert");
+    // Nor does a certificate of the built-in CA (no ACME CA could revoke it).
+    let builtin = issued_pack_from(&s, &z, "0c01", None).await;
     assert!(s.queued_revocations().await.expect("read").is_empty());
     let gauge = |snapshot: zonecert_server::store::MonitoringSnapshot| snapshot.revocations_queued;
     assert_eq!(gauge(s.monitoring(0, 0, false).await.expect("count")), 0);
     assert!(s.delete_pack(&z.id, &one.id).await.expect("delete"));
     assert!(s.delete_pack(&z.id, &bare.id).await.expect("delete"));
+    assert!(s.delete_pack(&z.id, &builtin.id).await.expect("delete"));
     let queued = s.queued_revocations().await.expect("read");
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert_eq!(queued[0].pack_id, one.id.as_str());
     assert_eq!(queued[0].zone_id, z.id.as_str());
     assert_eq!(queued[0].ca, "lets_encrypt");
+    // The directory names the account that ordered it, whatever the name points at now.
+    assert_eq!(queued[0].directory.as_deref(), Some(DIRECTORY));
     assert_eq!(queued[0].serial, "0a01");
     assert_eq!(queued[0].not_after, 4_000_000_000);
     assert_eq!(queued[0].attempts, 0);

@@ -103,6 +103,11 @@ impl Worker {
             signature: leaf.signature.to_owned(),
             issued_at: now,
             renew_at: None,
+            // The directory whose account ordered it, the one that may revoke it.
+            acme_directory: match self.issuer_for(pack.ca) {
+                crate::issuance::Issuer::Acme(acme) => Some(acme.settings().directory.clone()),
+                crate::issuance::Issuer::Builtin(_) => None,
+            },
         };
         let serial = certificate.id.clone();
         // The key, sealed, is in the database before the certificate it belongs to:

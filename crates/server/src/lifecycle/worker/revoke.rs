@@ -6,12 +6,14 @@
 //! attempted by one at a time), revokes each at the CA of its name, signed by that
 //! directory's account, and records the outcome: revoked (or already revoked), the row is
 //! removed; refused or unreachable, it is tried again after a backoff (5 s, doubling, up
-//! to an hour, with jitter) until the certificate expires. A row whose name has no ACME
-//! directory here, or found while revocation is off, is dropped: nothing to revoke.
+//! to an hour, with jitter) until the certificate expires. A row whose directory (the one
+//! that ordered the certificate, see `QueuedRevocation::directory`) is not configured
+//! here, or found while revocation is off, is dropped: nothing to revoke. Certificates of
+//! the built-in CA are never queued.
 
 use super::Worker;
 use crate::issuance::Issuer;
-use crate::issuance::acme::AcmeErrorKind;
+use crate::issuance::acme::{AcmeErrorKind, AcmeIssuer};
 use crate::model::CaChoice;
 use crate::store::{QueuedRevocation, RevocationClaim, wall_ms};
 use std::sync::Arc;
@@ -84,18 +86,36 @@ impl Worker {
         full
     }
 
+    /// The ACME issuer whose account ordered the row's certificate: the one configured
+    /// with the row's directory, or for a row without one (queued before the directory
+    /// was kept) the issuer of its CA name.
+    fn revoking_issuer(&self, row: &QueuedRevocation) -> Option<Arc<AcmeIssuer>> {
+        let acme = |issuer: &Issuer| match issuer {
+            Issuer::Acme(acme) => Some(Arc::clone(acme)),
+            Issuer::Builtin(_) => None,
+        };
+        match row.directory.as_deref().filter(|d| !d.is_empty()) {
+            Some(directory) => self
+                .acme
+                .values()
+                .filter_map(acme)
+                .find(|a| a.settings().directory == directory),
+            None => CaChoice::parse(&row.ca).and_then(|ca| acme(self.issuer_for(ca))),
+        }
+    }
+
     /// Revokes one queued certificate and records the outcome.
     async fn revoke(&self, row: QueuedRevocation) {
-        let ca = CaChoice::parse(&row.ca);
-        let acme = match ca.map(|ca| self.issuer_for(ca)) {
-            Some(Issuer::Acme(acme)) if self.config.acme.revoke_on_delete => Arc::clone(acme),
+        let acme = match self.revoking_issuer(&row) {
+            Some(acme) if self.config.acme.revoke_on_delete => acme,
             _ => {
                 tracing::debug!(
                     pack = %row.pack_id,
                     serial = %row.serial,
                     ca = %row.ca,
-                    "a deleted pack's certificate is not revoked: its name has no ACME \
-                     directory here, or --acme-revoke-on-delete is off"
+                    directory = row.directory.as_deref().unwrap_or(""),
+                    "a deleted pack's certificate is not revoked: the ACME directory that \
+                     ordered it is not configured here, or --acme-revoke-on-delete is off"
                 );
                 self.finish_revocation(&row).await;
                 return;

@@ -36,6 +36,7 @@ fn cert(not_after: i64) -> IssuedCertificate {
         signature: "ECDSAWithSHA256".into(),
         issued_at: not_after - 90 * 86_400,
         renew_at: None,
+        acme_directory: None,
     }
 }
 

@@ -56,6 +56,15 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         sql: super::accounts::ACCOUNTS_SCHEMA,
     },
+    // The ACME directory that ordered each certificate, which the revocation queue's rows
+    // name (issue 13), as SQLite's schema 9 (its backfill too).
+    Migration {
+        version: 8,
+        sql: "ALTER TABLE packs ADD COLUMN cert_acme_directory TEXT; \
+              UPDATE packs SET cert_acme_directory = '' WHERE cert_id IS NOT NULL \
+              AND cert_issuer NOT LIKE 'zonecert built-in %'; \
+              ALTER TABLE revocations ADD COLUMN directory TEXT;",
+    },
 ];
 
 /// What opening does about the schema.
@@ -77,7 +86,7 @@ struct Migration {
 }
 
 /// The version this build writes.
-pub(in crate::store) const SCHEMA_VERSION: i64 = 7;
+pub(in crate::store) const SCHEMA_VERSION: i64 = 8;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, with

@@ -54,9 +54,10 @@ impl PgStore {
             "INSERT INTO packs (id, zone_id, validity_days, ca, created_at, state, method, \
              cloudflare_branding, brand_check, errors, updated_at, stage_deadline, \
              cert_id, cert_chain_pem, cert_not_before, cert_not_after, cert_issuer, \
-             cert_signature, cert_issued_at, order_ref, cert_renew_at, version) \
+             cert_signature, cert_issued_at, order_ref, cert_renew_at, cert_acme_directory, \
+             version) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, $20, $21, 0)",
+             $17, $18, $19, $20, $21, $22, 0)",
             &params,
         )
         .await
@@ -287,6 +288,7 @@ pub(super) async fn prepare_update(
              cert_id = $10, cert_chain_pem = $11, cert_not_before = $12, \
              cert_not_after = $13, cert_issuer = $14, cert_signature = $15, \
              cert_issued_at = $16, order_ref = $17, cert_renew_at = $18, \
+             cert_acme_directory = $19, \
              version = version + 1 \
              WHERE id = $1 AND version = $2",
         )
@@ -348,6 +350,7 @@ struct PackChanges<'a> {
     cert_issued_at: Option<i64>,
     order_ref: Option<&'a str>,
     cert_renew_at: Option<i64>,
+    cert_acme_directory: Option<&'a str>,
 }
 
 impl<'a> PackChanges<'a> {
@@ -371,10 +374,11 @@ impl<'a> PackChanges<'a> {
             cert_issued_at: cert.map(|c| c.issued_at),
             order_ref: pack.order_ref.as_deref(),
             cert_renew_at: cert.and_then(|c| c.renew_at),
+            cert_acme_directory: cert.and_then(|c| c.acme_directory.as_deref()),
         })
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 17] {
         [
             &self.state,
             &self.method,
@@ -392,6 +396,7 @@ impl<'a> PackChanges<'a> {
             &self.cert_issued_at,
             &self.order_ref,
             &self.cert_renew_at,
+            &self.cert_acme_directory,
         ]
     }
 }

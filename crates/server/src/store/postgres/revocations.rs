@@ -13,10 +13,11 @@ use tokio_postgres::Row;
 pub(super) const REVOCATIONS_SCHEMA: &str = include_str!("revocations.sql");
 
 const COLUMNS: &str = "id, pack_id, zone_id, ca, serial, chain_pem, not_after, attempts, \
-    next_attempt_ms, last_error";
+    next_attempt_ms, last_error, directory";
 
-/// Queues the certificates of the packs about to be deleted (the zone's, or the one
-/// pack `pack` of it), inside the deletion's transaction and before its `DELETE`.
+/// Queues the certificates an ACME CA issued of the packs about to be deleted (the
+/// zone's, or the one pack `pack` of it), inside the deletion's transaction and before
+/// its `DELETE`; the built-in CA's are not queued (no CA could revoke them).
 pub(super) async fn record(
     tx: &tokio_postgres::Transaction<'_>,
     zone: &ZoneId,
@@ -25,10 +26,12 @@ pub(super) async fn record(
     let now = wall_ms();
     tx.execute(
         "INSERT INTO revocations (pack_id, zone_id, ca, serial, chain_pem, not_after, \
-         created_ms, next_attempt_ms) \
-         SELECT id, zone_id, ca, cert_id, cert_chain_pem, cert_not_after, $3, $3 FROM packs \
+         created_ms, next_attempt_ms, directory) \
+         SELECT id, zone_id, ca, cert_id, cert_chain_pem, cert_not_after, $3, $3, \
+         cert_acme_directory FROM packs \
          WHERE zone_id = $1 AND ($2::TEXT IS NULL OR id = $2) AND cert_chain_pem IS NOT NULL \
-         AND cert_id IS NOT NULL AND cert_not_after IS NOT NULL",
+         AND cert_id IS NOT NULL AND cert_not_after IS NOT NULL \
+         AND cert_acme_directory IS NOT NULL",
         &[&zone.as_str(), &pack.map(PackId::as_str), &now],
     )
     .await?;
@@ -47,6 +50,7 @@ fn row(r: &Row) -> Result<QueuedRevocation, StoreError> {
         attempts: r.try_get(7)?,
         next_attempt_ms: r.try_get(8)?,
         last_error: r.try_get(9)?,
+        directory: r.try_get(10)?,
     })
 }
 

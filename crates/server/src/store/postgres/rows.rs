@@ -13,7 +13,7 @@ pub(super) const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.val
     p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
     p.stage_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
     p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref, \
-    p.cert_renew_at";
+    p.cert_renew_at, p.cert_acme_directory";
 pub(super) const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
 
@@ -68,6 +68,7 @@ fn pack(r: &Row) -> Result<Pack, StoreError> {
             let signature: Option<String> = r.try_get(17)?;
             let issued_at: Option<i64> = r.try_get(18)?;
             let renew_at: Option<i64> = r.try_get(21)?;
+            let acme_directory: Option<String> = r.try_get(22)?;
             Some(IssuedCertificate {
                 id,
                 chain_pem,
@@ -77,6 +78,7 @@ fn pack(r: &Row) -> Result<Pack, StoreError> {
                 signature: signature.unwrap_or_default(),
                 issued_at: issued_at.unwrap_or(not_before),
                 renew_at,
+                acme_directory,
             })
         }
         _ => None,
@@ -103,10 +105,10 @@ fn pack(r: &Row) -> Result<Pack, StoreError> {
 
 /// The host columns ([`HOST_COLUMNS`], after the pack's) of a joined row.
 fn host(r: &Row) -> Result<PackHost, StoreError> {
-    let hostname: String = r.try_get(22)?;
-    let kind: String = r.try_get(23)?;
-    let name: String = r.try_get(24)?;
-    let value: String = r.try_get(25)?;
+    let hostname: String = r.try_get(23)?;
+    let kind: String = r.try_get(24)?;
+    let name: String = r.try_get(25)?;
+    let value: String = r.try_get(26)?;
     let method = DcvMethod::parse(&kind).ok_or_else(|| corrupt("record kind", &kind))?;
     let record = match method {
         DcvMethod::Txt => DcvRecord::Txt { name, value },
@@ -126,11 +128,11 @@ fn host(r: &Row) -> Result<PackHost, StoreError> {
         hostname: Hostname::parse(&hostname).map_err(|_| corrupt("host", &hostname))?,
         record,
         check: HostCheck {
-            verified: r.try_get(26)?,
-            last_checked_at: r.try_get(27)?,
-            reason: r.try_get(28)?,
-            attempts: small(r.try_get(29)?, "attempts")?,
-            next_due_at: r.try_get(30)?,
+            verified: r.try_get(27)?,
+            last_checked_at: r.try_get(28)?,
+            reason: r.try_get(29)?,
+            attempts: small(r.try_get(30)?, "attempts")?,
+            next_due_at: r.try_get(31)?,
         },
     })
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "8";
+pub(super) const SCHEMA_VERSION: &str = "9";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
@@ -64,6 +64,17 @@ const MIGRATIONS: &[Migration] = &[
         from: "7",
         to: "8",
         sql: super::accounts::ACCOUNTS_SCHEMA,
+    },
+    // The ACME directory that ordered each certificate, which the revocation queue's rows
+    // name (issue 13). Certificates recorded before it that the built-in CA did not sign
+    // get '': an ACME CA's, its directory unknown (the queue then goes by the CA's name).
+    Migration {
+        from: "8",
+        to: "9",
+        sql: "ALTER TABLE packs ADD COLUMN cert_acme_directory TEXT; \
+              UPDATE packs SET cert_acme_directory = '' WHERE cert_id IS NOT NULL \
+              AND cert_issuer NOT LIKE 'zonecert built-in %'; \
+              ALTER TABLE revocations ADD COLUMN directory TEXT;",
     },
 ];
 
@@ -195,6 +206,8 @@ impl SqliteStore {
         tx.execute_batch(super::accounts::ACCOUNTS_SCHEMA)?;
         match version.as_deref() {
             None => {
+                // The queue's table is schema 7's (its migration); schema 9's column.
+                tx.execute_batch(super::revocations::DIRECTORY_COLUMN)?;
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
                     [SCHEMA_VERSION],

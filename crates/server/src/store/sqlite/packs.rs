@@ -36,9 +36,10 @@ impl SqliteStore {
                 "INSERT INTO packs (id, zone_id, validity_days, ca, created_at, state, method, \
                  cloudflare_branding, brand_check, errors, updated_at, stage_deadline, \
                  cert_id, cert_chain_pem, cert_not_before, cert_not_after, cert_issuer, \
-                 cert_signature, cert_issued_at, order_ref, cert_renew_at, version) \
+                 cert_signature, cert_issued_at, order_ref, cert_renew_at, cert_acme_directory, \
+                 version) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18, ?19, ?20, ?21, 0)",
+                 ?17, ?18, ?19, ?20, ?21, ?22, 0)",
                 params_from_iter(leading.into_iter().chain(changes.params())),
             )?;
             insert_hosts(tx, pack)?;
@@ -218,6 +219,7 @@ pub(super) fn update_pack_row(
          cert_id = ?10, cert_chain_pem = ?11, cert_not_before = ?12, \
          cert_not_after = ?13, cert_issuer = ?14, cert_signature = ?15, \
          cert_issued_at = ?16, order_ref = ?17, cert_renew_at = ?18, \
+         cert_acme_directory = ?19, \
              version = version + 1 \
          WHERE id = ?1 AND version = ?2",
         )?
@@ -261,6 +263,7 @@ struct PackChanges<'a> {
     cert_issued_at: Option<i64>,
     order_ref: Option<&'a str>,
     cert_renew_at: Option<i64>,
+    cert_acme_directory: Option<&'a str>,
 }
 
 impl<'a> PackChanges<'a> {
@@ -283,10 +286,11 @@ impl<'a> PackChanges<'a> {
             cert_issued_at: cert.map(|c| c.issued_at),
             order_ref: pack.order_ref.as_deref(),
             cert_renew_at: cert.and_then(|c| c.renew_at),
+            cert_acme_directory: cert.and_then(|c| c.acme_directory.as_deref()),
         })
     }
 
-    fn params(&self) -> [&dyn ToSql; 16] {
+    fn params(&self) -> [&dyn ToSql; 17] {
         [
             &self.state,
             &self.method,
@@ -304,6 +308,7 @@ impl<'a> PackChanges<'a> {
             &self.cert_issued_at,
             &self.order_ref,
             &self.cert_renew_at,
+            &self.cert_acme_directory,
         ]
     }
 }

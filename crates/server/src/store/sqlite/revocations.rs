@@ -11,11 +11,15 @@ use rusqlite::{Row, Transaction, params};
 /// The queue's part of the schema (version 7).
 pub(super) const REVOCATIONS_SCHEMA: &str = include_str!("revocations.sql");
 
-const COLUMNS: &str = "id, pack_id, zone_id, ca, serial, chain_pem, not_after, attempts, \
-    next_attempt_ms, last_error";
+/// The queue's column added in schema 9 (a new database's is schema 7's table, then this).
+pub(super) const DIRECTORY_COLUMN: &str = "ALTER TABLE revocations ADD COLUMN directory TEXT;";
 
-/// Queues the certificates of the packs about to be deleted (the zone's, or the one
-/// pack `pack` of it), inside the deletion's transaction and before its `DELETE`.
+const COLUMNS: &str = "id, pack_id, zone_id, ca, serial, chain_pem, not_after, attempts, \
+    next_attempt_ms, last_error, directory";
+
+/// Queues the certificates an ACME CA issued of the packs about to be deleted (the
+/// zone's, or the one pack `pack` of it), inside the deletion's transaction and before
+/// its `DELETE`; the built-in CA's are not queued (no CA could revoke them).
 pub(super) fn record(
     tx: &Transaction<'_>,
     zone: &ZoneId,
@@ -24,10 +28,12 @@ pub(super) fn record(
     let now = wall_ms();
     tx.prepare_cached(
         "INSERT INTO revocations (pack_id, zone_id, ca, serial, chain_pem, not_after, \
-         created_ms, next_attempt_ms) \
-         SELECT id, zone_id, ca, cert_id, cert_chain_pem, cert_not_after, ?3, ?3 FROM packs \
+         created_ms, next_attempt_ms, directory) \
+         SELECT id, zone_id, ca, cert_id, cert_chain_pem, cert_not_after, ?3, ?3, \
+         cert_acme_directory FROM packs \
          WHERE zone_id = ?1 AND (?2 IS NULL OR id = ?2) AND cert_chain_pem IS NOT NULL \
-         AND cert_id IS NOT NULL AND cert_not_after IS NOT NULL",
+         AND cert_id IS NOT NULL AND cert_not_after IS NOT NULL \
+         AND cert_acme_directory IS NOT NULL",
     )?
     .execute(params![zone.as_str(), pack.map(PackId::as_str), now])?;
     Ok(())
@@ -45,6 +51,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<QueuedRevocation> {
         attempts: r.get(7)?,
         next_attempt_ms: r.get(8)?,
         last_error: r.get(9)?,
+        directory: r.get(10)?,
     })
 }
 

@@ -12,7 +12,7 @@ pub(super) const PACK_COLUMNS: &str = "p.id, p.zone_id, p.state, p.method, p.val
     p.cloudflare_branding, p.brand_check, p.errors, p.created_at, p.updated_at, \
     p.stage_deadline, p.cert_id, p.cert_chain_pem, p.cert_not_before, p.cert_not_after, \
     p.cert_issuer, p.cert_signature, p.cert_issued_at, p.version, p.order_ref, \
-    p.cert_renew_at";
+    p.cert_renew_at, p.cert_acme_directory";
 pub(super) const HOST_COLUMNS: &str = "h.hostname, h.record_kind, h.record_name, h.record_value, \
     h.verified, h.last_checked_at, h.reason, h.attempts, h.next_due_at";
 
@@ -39,6 +39,7 @@ struct RawPack {
     version: i64,
     order_ref: Option<String>,
     cert_renew_at: Option<i64>,
+    cert_acme_directory: Option<String>,
 }
 
 struct RawHost {
@@ -78,21 +79,22 @@ fn raw_pack(r: &Row<'_>) -> rusqlite::Result<RawPack> {
         version: r.get(19)?,
         order_ref: r.get(20)?,
         cert_renew_at: r.get(21)?,
+        cert_acme_directory: r.get(22)?,
     })
 }
 
 /// The host columns (`HOST_COLUMNS`, after the pack's) of a joined row.
 fn raw_host(r: &Row<'_>) -> rusqlite::Result<RawHost> {
     Ok(RawHost {
-        hostname: r.get(22)?,
-        kind: r.get(23)?,
-        name: r.get(24)?,
-        value: r.get(25)?,
-        verified: r.get(26)?,
-        last_checked_at: r.get(27)?,
-        reason: r.get(28)?,
-        attempts: r.get(29)?,
-        next_due_at: r.get(30)?,
+        hostname: r.get(23)?,
+        kind: r.get(24)?,
+        name: r.get(25)?,
+        value: r.get(26)?,
+        verified: r.get(27)?,
+        last_checked_at: r.get(28)?,
+        reason: r.get(29)?,
+        attempts: r.get(30)?,
+        next_due_at: r.get(31)?,
     })
 }
 
@@ -132,6 +134,7 @@ fn pack_from_raw(p: RawPack) -> Result<Pack, StoreError> {
             signature: p.cert_signature.unwrap_or_default(),
             issued_at: p.cert_issued_at.unwrap_or(not_before),
             renew_at: p.cert_renew_at,
+            acme_directory: p.cert_acme_directory,
         }),
         _ => None,
     };

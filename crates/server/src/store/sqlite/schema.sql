@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS packs (
     order_ref           TEXT,
     -- When the certificate's CA suggests renewing it (ACME Renewal Information, RFC 9773).
     cert_renew_at       INTEGER,
+    -- The ACME directory that ordered the certificate (NULL: the built-in CA's), schema 9.
+    cert_acme_directory TEXT,
     -- The lifecycle worker that owns the pack's current step, and until when (wall-clock
     -- Unix seconds). Not part of the pack's version: claiming never conflicts with edits.
     lease_owner         TEXT,

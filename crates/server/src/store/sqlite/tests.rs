@@ -338,6 +338,74 @@ fn the_checkpointer_keeps_the_wal_short() {
     }
 }
 
+/// Schema 9 keeps which ACME directory ordered a certificate, and only those are queued
+/// for revocation. A schema-8 database's certificates: the built-in CA's stay unmarked
+/// (never queued), any other CA's are marked '' (queued, found by the CA's name).
+#[test]
+fn a_version_8_database_marks_its_acme_certificates_and_queues_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.db");
+    let z = {
+        let s = SqliteStore::open(&path).unwrap();
+        let z = zone(&s);
+        for (id, issuer) in [
+            (
+                "00000000-0000-4000-8000-00000000000a",
+                "Pebble Intermediate CA 1e2f",
+            ),
+            (
+                "00000000-0000-4000-8000-00000000000b",
+                "zonecert built-in CA (0a1b2c3d)",
+            ),
+        ] {
+            let mut p = pack(&z);
+            p.id = PackId::parse(id).unwrap();
+            p.certificate = Some(IssuedCertificate {
+                id: id[id.len() - 2..].into(),
+                chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+                not_before: 1,
+                not_after: 4_000_000_000,
+                issuer: issuer.into(),
+                signature: "ECDSAWithSHA256".into(),
+                issued_at: 1,
+                renew_at: None,
+                acme_directory: None,
+            });
+            s.insert_pack(&p, 10).unwrap();
+        }
+        z
+    };
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE packs DROP COLUMN cert_acme_directory; \
+             ALTER TABLE revocations DROP COLUMN directory; \
+             UPDATE meta SET value = '8' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let directory = |id: &str| {
+        let id = PackId::parse(id).unwrap();
+        s.pack(&z.id, &id)
+            .unwrap()
+            .unwrap()
+            .certificate
+            .unwrap()
+            .acme_directory
+    };
+    assert_eq!(
+        directory("00000000-0000-4000-8000-00000000000a"),
+        Some(String::new())
+    );
+    assert_eq!(directory("00000000-0000-4000-8000-00000000000b"), None);
+    assert!(s.delete_zone(&z.id).unwrap());
+    let queued = s.queued_revocations().unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].serial, "0a");
+    assert_eq!(queued[0].directory.as_deref(), Some(""));
+}
+
 #[test]
 fn a_version_1_database_is_migrated_and_keeps_its_packs() {
     let dir = tempfile::tempdir().unwrap();
@@ -365,6 +433,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_packs() {
             "ALTER TABLE packs RENAME COLUMN stage_deadline TO validation_deadline; \
              ALTER TABLE packs DROP COLUMN order_ref; \
              ALTER TABLE packs DROP COLUMN cert_renew_at; \
+             ALTER TABLE packs DROP COLUMN cert_acme_directory; \
              DROP TABLE certificate_keys; \
              DROP TABLE revocations; \
              UPDATE meta SET value = '1' WHERE key = 'schema_version';",
