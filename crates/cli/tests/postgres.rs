@@ -606,6 +606,20 @@ async fn db_copy_moves_a_sqlite_installation_to_postgres_with_the_same_answers()
     assert!(rows["webhook_events"] >= 8, "{stdout}");
     assert!(rows.contains_key("revocations"), "{stdout}");
     assert_eq!(rows.len(), 11, "every table: {stdout}");
+    // Analyzed at once, so the first reads are planned with statistics (without them a
+    // zone's view was a scan of every pack's hosts until autovacuum came by).
+    let unanalyzed = cluster
+        .query(
+            &url,
+            "SELECT relname FROM pg_stat_user_tables \
+             WHERE last_analyze IS NULL AND last_autoanalyze IS NULL ORDER BY 1",
+        )
+        .unwrap();
+    let unanalyzed: Vec<&String> = unanalyzed
+        .iter()
+        .filter(|t| rows.contains_key(t.as_str()))
+        .collect();
+    assert!(unanalyzed.is_empty(), "not analyzed: {unanalyzed:?}");
     // Copying again is refused: the target holds zonecert's data now.
     let again = zonecert_with(
         &[("ZONECERT_DATABASE", &url)],

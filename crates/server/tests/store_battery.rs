@@ -805,6 +805,16 @@ async fn a_zone_view_holds_the_zone_and_its_packs(s: Store) {
             .expect("read")
             .is_none()
     );
+    // A zone without packs.
+    let empty = zone(&s, "empty.example").await;
+    let view = s
+        .reads()
+        .zone_with_packs(&empty.id)
+        .await
+        .expect("read")
+        .expect("view");
+    assert_eq!(view.zone, empty);
+    assert!(view.packs.is_empty());
 }
 
 async fn deleting_a_zone_deletes_its_packs(s: Store) {

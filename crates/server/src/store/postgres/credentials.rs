@@ -39,12 +39,12 @@ impl PgStore {
     ) -> Result<Option<Arc<User>>, StoreError> {
         let read = async {
             let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"),
-                    &[&email],
-                )
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+                ))
                 .await?;
+            let row = client.query_opt(&statement, &[&email]).await?;
             row.as_ref().map(user).transpose()
         };
         Self::read_through(
@@ -120,12 +120,14 @@ impl PgStore {
     ) -> Result<Option<Arc<Token>>, StoreError> {
         let read = async {
             let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1"),
-                    &[&&hash[..]],
-                )
+            // Planned once per connection: every request reads here while the change
+            // notices are not heard.
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1"
+                ))
                 .await?;
+            let row = client.query_opt(&statement, &[&&hash[..]]).await?;
             row.as_ref().map(token).transpose()
         };
         Self::read_through(

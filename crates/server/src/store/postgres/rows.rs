@@ -21,12 +21,17 @@ pub(super) const ZONE_COLUMNS: &str = "id, name, created_at";
 
 /// A zone from its columns ([`ZONE_COLUMNS`]).
 pub(super) fn zone(r: &Row) -> Result<Zone, StoreError> {
-    let id: String = r.try_get(0)?;
-    let name: String = r.try_get(1)?;
+    zone_at(r, 0)
+}
+
+/// A zone from its columns ([`ZONE_COLUMNS`]) starting at column `at`.
+pub(super) fn zone_at(r: &Row, at: usize) -> Result<Zone, StoreError> {
+    let id: &str = r.try_get(at)?;
+    let name: &str = r.try_get(at + 1)?;
     Ok(Zone {
-        id: ZoneId::parse(&id).map_err(|_| corrupt("zone id", &id))?,
-        name: Hostname::parse(&name).map_err(|_| corrupt("zone name", &name))?,
-        created_at: r.try_get(2)?,
+        id: ZoneId::parse(id).map_err(|_| corrupt("zone id", id))?,
+        name: Hostname::parse(name).map_err(|_| corrupt("zone name", name))?,
+        created_at: r.try_get(at + 2)?,
     })
 }
 
