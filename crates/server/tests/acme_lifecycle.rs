@@ -1276,3 +1276,66 @@ async fn requests_to_one_ca_are_bounded_while_many_orders_are_placed() {
     server.shutdown().await;
     pebble.stop().await;
 }
+
+/// A queued certificate is revoked at the directory that ordered it, not at whatever its
+/// CA's name points to when the queue is worked off: ordered through one directory (the
+/// testkit's front), the name then pointed at another (Pebble itself: another URL, so
+/// another account), the deleted pack's row is dropped, never sent to the other
+/// directory's account (which would be refused, and retried until the certificate
+/// expires, as before the directory was kept).
+#[tokio::test]
+async fn a_certificate_is_revoked_only_at_the_directory_that_ordered_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = zonecert_testkit::ari_front::AriFront::start(&pebble).await;
+    let data = tmp.path().join("data");
+    let directory = front.directory.clone();
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "moved.example.org",
+        Arc::new(SystemClock),
+        move |c| {
+            c.acme.directories[0].value = directory;
+            c.acme.revoke_on_delete = true;
+        },
+    )
+    .await;
+    let pack = server.active_txt_pack(&dns, "moved.example.org").await;
+    let certificate = server.stored(&pack).await.certificate.unwrap();
+    assert_eq!(
+        certificate.acme_directory.as_deref(),
+        Some(front.directory.as_str())
+    );
+    server.shutdown().await;
+
+    // `lets_encrypt` now names Pebble's own directory URL.
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "moved.example.org",
+        Arc::new(SystemClock),
+        |c| c.acme.revoke_on_delete = true,
+    )
+    .await;
+    server
+        .call("DELETE", &format!("/ssl/certificate_packs/{pack}"), None)
+        .await;
+    let mut queued = Vec::new();
+    for _ in 0..50 {
+        queued = server.inner.store().queued_revocations().await.unwrap();
+        if queued.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(queued.is_empty(), "still queued: {queued:?}");
+    assert_eq!(pebble.cert_status(&certificate.id).await["Status"], "Valid");
+    server.shutdown().await;
+    pebble.stop().await;
+}
