@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use zonecert_server::model::*;
-use zonecert_server::store::{Claim, PackFilter, Store, StoreError};
+use zonecert_server::store::{Claim, PackFilter, SealedKey, Store, StoreError};
 use zonecert_testkit::PgCluster;
 
 /// The cases, in order; each line names the case and the backend before it runs, so a
@@ -42,6 +42,7 @@ battery!(
     a_zone_view_holds_the_zone_and_its_packs,
     deleting_a_zone_deletes_its_packs,
     outbox_events_go_with_the_pack_and_arrive_in_order,
+    an_event_no_endpoint_wants_is_not_kept,
     deliveries_are_leased_retried_and_failed,
     only_the_lease_holder_records_an_outcome,
     delegated_hosts_are_found_by_their_cname_target,
@@ -641,10 +642,24 @@ async fn lifecycle_batches_write_each_pack_alone_and_release_leases(s: Store) {
     s.update_pack(&mut newer_b).await.expect("update");
 
     let mut batch = vec![fresh_a.clone(), stale_b];
+    let key = SealedKey {
+        pack: a.id.clone(),
+        serial: "c1".into(),
+        sealed: b"sealed-1".to_vec(),
+    };
     let outcomes = s
-        .write_lifecycle_batch("worker-a", &mut batch, &[], &[a.id.clone(), b.id.clone()])
+        .write_lifecycle_batch(
+            "worker-a",
+            &mut batch,
+            &[],
+            &[a.id.clone(), b.id.clone()],
+            std::slice::from_ref(&key),
+        )
         .await
         .expect("batch");
+    // The key was kept in the batch's transaction.
+    let kept = s.certificate_key(&a.id).await.expect("read").expect("kept");
+    assert_eq!((kept.serial, kept.sealed), (key.serial, key.sealed));
     assert!(outcomes[0].is_ok());
     assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
     assert_eq!(batch[0].version, fresh_a.version + 1);

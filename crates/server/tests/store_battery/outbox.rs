@@ -138,6 +138,7 @@ pub(super) async fn outbox_events_go_with_the_pack_and_arrive_in_order(s: Store)
             &mut batch,
             &[lost.to_vec(), vec![event("pack.expired", zid, &pid, None)]],
             &[],
+            &[],
         )
         .await
         .expect("batch");
@@ -151,6 +152,65 @@ pub(super) async fn outbox_events_go_with_the_pack_and_arrive_in_order(s: Store)
         .collect();
     assert!(kinds.contains(&"pack.expired".to_owned()), "{kinds:?}");
     assert!(!kinds.contains(&"pack.active".to_owned()), "{kinds:?}");
+}
+
+/// An event no endpoint wants is not written (nothing would deliver it; the outbox
+/// would only grow), in a pack's write and in a lifecycle batch alike, and its dedupe
+/// key stays free: an endpoint added later gets the next event with that key.
+pub(super) async fn an_event_no_endpoint_wants_is_not_kept(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let mut p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    let (zid, pid) = (z.id.as_str(), p.id.as_str().to_owned());
+    s.insert_webhook_endpoint(&endpoint("we_other_zone", Some("0000"), &[]))
+        .await
+        .expect("endpoint");
+    s.insert_webhook_endpoint(&endpoint("we_issued", None, &["pack.issued"]))
+        .await
+        .expect("endpoint");
+    s.update_pack_with_events(
+        &mut p,
+        &[event("pack.expiring", zid, &pid, Some("expiring-30"))],
+    )
+    .await
+    .expect("update");
+    let mut batch = vec![p.clone()];
+    s.write_lifecycle_batch(
+        "w",
+        &mut batch,
+        &[vec![
+            event("pack.validated", zid, &pid, None),
+            event("pack.issued", zid, &pid, None),
+        ]],
+        &[],
+        &[],
+    )
+    .await
+    .expect("batch");
+    let kinds = |list: Vec<zonecert_server::store::Delivery>| {
+        list.into_iter()
+            .map(|d| (d.endpoint_id, d.kind))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kinds(s.list_deliveries(false, 100).await.expect("list")),
+        [("we_issued".to_owned(), "pack.issued".to_owned())]
+    );
+    // The event nobody wanted was not written: its dedupe key is still free.
+    s.insert_webhook_endpoint(&endpoint("we_all", None, &[]))
+        .await
+        .expect("endpoint");
+    let mut p = batch.remove(0);
+    s.update_pack_with_events(
+        &mut p,
+        &[event("pack.expiring", zid, &pid, Some("expiring-30"))],
+    )
+    .await
+    .expect("update");
+    assert!(
+        kinds(s.list_deliveries(false, 100).await.expect("list"))
+            .contains(&("we_all".to_owned(), "pack.expiring".to_owned()))
+    );
 }
 
 /// Leases, retries at their time, failures listed, at-most-once keys, deletions.

@@ -3,7 +3,7 @@
 use super::lease::LeaseClock;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Pack, PackId, ZoneId};
-use crate::store::{Claim, OutboxEvent, PackAccess, Store, StoreError};
+use crate::store::{Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -46,7 +46,8 @@ pub(super) enum StoreOp {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
     },
-    /// Keep a certificate's sealed key: pack, serial, sealed bytes.
+    /// Keep a certificate's sealed key: pack, serial, sealed bytes (in the batch's
+    /// transaction).
     SaveKey(
         PackId,
         String,
@@ -196,6 +197,8 @@ pub(super) async fn store_thread(
         let mut releases = Vec::new();
         let mut released_replies = Vec::new();
         let mut claims = Vec::new();
+        let mut keys = Vec::new();
+        let mut key_replies = Vec::new();
         for op in ops.drain(..) {
             match op {
                 StoreOp::Read(zone, id, reply) => {
@@ -206,7 +209,12 @@ pub(super) async fn store_thread(
                     let _ = reply.send(store.certificate_key(&pack).await);
                 }
                 StoreOp::SaveKey(pack, serial, sealed, reply) => {
-                    let _ = reply.send(store.put_certificate_key(&pack, &serial, &sealed).await);
+                    keys.push(SealedKey {
+                        pack,
+                        serial,
+                        sealed,
+                    });
+                    key_replies.push(reply);
                 }
                 StoreOp::Update(pack, pack_events, reply) => {
                     packs.push(*pack);
@@ -221,13 +229,16 @@ pub(super) async fn store_thread(
                 StoreOp::Panic => panic!("injected: the store thread panics"),
             }
         }
-        let written = if packs.is_empty() && releases.is_empty() {
+        let written = if packs.is_empty() && releases.is_empty() && keys.is_empty() {
             Ok(Vec::new())
         } else {
             store
-                .write_lifecycle_batch(&owner, &mut packs, &events, &releases)
+                .write_lifecycle_batch(&owner, &mut packs, &events, &releases, &keys)
                 .await
         };
+        for reply in key_replies {
+            let _ = reply.send(written.as_ref().map(drop).map_err(Clone::clone));
+        }
         match written {
             Ok(outcomes) => {
                 for ((pack, reply), outcome) in packs.into_iter().zip(saved_replies).zip(outcomes) {

@@ -7,7 +7,7 @@ use super::{PgStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
 use crate::store::webhooks::OutboxEvent;
-use crate::store::{Claim, StoreError};
+use crate::store::{Claim, SealedKey, StoreError};
 
 impl PgStore {
     pub(in crate::store) async fn renew_leases(
@@ -120,10 +120,24 @@ impl PgStore {
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
         releases: &[PackId],
+        keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        if !keys.is_empty() {
+            let put_key = tx.prepare(super::keys::PUT_KEY).await?;
+            for key in keys {
+                tx.execute(&put_key, &[&key.pack.as_str(), &key.serial, &key.sealed])
+                    .await?;
+            }
+        }
         let update = prepare_update(&tx).await?;
+        // The webhook endpoints, read once for the whole batch.
+        let endpoints = if events.iter().any(|e| !e.is_empty()) {
+            super::outbox::endpoints(&*tx).await?
+        } else {
+            Vec::new()
+        };
         let mut outcomes = Vec::with_capacity(updates.len());
         // The packs as now stored, for the cache's views.
         let mut written = Vec::with_capacity(updates.len());
@@ -134,7 +148,7 @@ impl PgStore {
                 Ok(()) => {
                     // The transition's events, in the same transaction.
                     if let Some(events) = events.get(i) {
-                        super::outbox::insert_events(&tx, events).await?;
+                        super::outbox::insert_events_for(&tx, &endpoints, events).await?;
                     }
                     let mut stored = pack.clone();
                     stored.version += 1;

@@ -5,6 +5,11 @@ use super::PgStore;
 use crate::model::PackId;
 use crate::store::{SealedKey, StoreError};
 
+/// Keeps a pack's sealed key, replacing the one of its previous certificate.
+pub(super) const PUT_KEY: &str = "INSERT INTO certificate_keys (pack_id, serial, sealed) \
+     VALUES ($1, $2, $3) ON CONFLICT (pack_id) DO UPDATE SET serial = excluded.serial, \
+     sealed = excluded.sealed";
+
 impl PgStore {
     pub(in crate::store) async fn put_certificate_key(
         &self,
@@ -14,12 +19,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
-            .execute(
-                "INSERT INTO certificate_keys (pack_id, serial, sealed) VALUES ($1, $2, $3) \
-                 ON CONFLICT (pack_id) DO UPDATE SET serial = excluded.serial, \
-                 sealed = excluded.sealed",
-                &[&pack.as_str(), &serial, &sealed],
-            )
+            .execute(PUT_KEY, &[&pack.as_str(), &serial, &sealed])
             .await?;
         Ok(())
     }

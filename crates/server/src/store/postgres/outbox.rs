@@ -17,7 +17,7 @@ const DELIVERY_COLUMNS: &str = "d.event_seq, e.id, d.endpoint_id, e.kind, d.pack
     d.state, d.attempts, d.next_attempt_ms, d.created_ms, d.last_error";
 
 /// Writes `events` and one delivery per endpoint that wants each, inside the caller's
-/// transaction. An event whose `dedupe` key was written before is dropped.
+/// transaction. See [`insert_events_for`].
 pub(super) async fn insert_events(
     tx: &tokio_postgres::Transaction<'_>,
     events: &[OutboxEvent],
@@ -25,24 +25,48 @@ pub(super) async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let endpoints = endpoints(tx).await?;
+    insert_events_for(tx, &endpoints(tx).await?, events).await
+}
+
+/// [`insert_events`] with the endpoints already read (a lifecycle batch reads them once
+/// for all its packs: one round trip instead of one per pack). An event whose `dedupe`
+/// key was written before is dropped. An event no endpoint wants is not written at all:
+/// nothing would ever deliver it, and the outbox would grow by a payload per transition
+/// (its dedupe key is not taken either, so an endpoint added later hears of the next
+/// such change).
+pub(super) async fn insert_events_for(
+    tx: &tokio_postgres::Transaction<'_>,
+    endpoints: &[WebhookEndpoint],
+    events: &[OutboxEvent],
+) -> Result<(), StoreError> {
+    let mut statements = None;
     let now = wall_ms();
-    let insert = tx
-        .prepare(
-            "INSERT INTO webhook_events (id, kind, zone_id, pack_id, occurred_at, payload, dedupe) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe) DO NOTHING RETURNING seq",
-        )
-        .await?;
-    let deliver = tx
-        .prepare(
-            "INSERT INTO webhook_deliveries (event_seq, endpoint_id, pack_id, state, \
-             next_attempt_ms, created_ms) VALUES ($1, $2, $3, 'pending', $4, $4)",
-        )
-        .await?;
     for event in events {
+        let wanting: Vec<&WebhookEndpoint> = endpoints
+            .iter()
+            .filter(|e| e.wants(&event.kind, &event.zone_id))
+            .collect();
+        if wanting.is_empty() {
+            continue;
+        }
+        let (insert, deliver) = match &statements {
+            Some(statements) => statements,
+            None => statements.insert((
+                tx.prepare(
+                    "INSERT INTO webhook_events (id, kind, zone_id, pack_id, occurred_at, payload, dedupe) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe) DO NOTHING RETURNING seq",
+                )
+                .await?,
+                tx.prepare(
+                    "INSERT INTO webhook_deliveries (event_seq, endpoint_id, pack_id, state, \
+                     next_attempt_ms, created_ms) VALUES ($1, $2, $3, 'pending', $4, $4)",
+                )
+                .await?,
+            )),
+        };
         let row = tx
             .query_opt(
-                &insert,
+                &*insert,
                 &[
                     &event.id,
                     &event.kind,
@@ -56,18 +80,17 @@ pub(super) async fn insert_events(
             .await?;
         let Some(row) = row else { continue };
         let seq: i64 = row.try_get(0)?;
-        for endpoint in endpoints
-            .iter()
-            .filter(|e| e.wants(&event.kind, &event.zone_id))
-        {
-            tx.execute(&deliver, &[&seq, &endpoint.id, &event.pack_id, &now])
+        for endpoint in wanting {
+            tx.execute(&*deliver, &[&seq, &endpoint.id, &event.pack_id, &now])
                 .await?;
         }
     }
     Ok(())
 }
 
-async fn endpoints(client: &impl GenericClient) -> Result<Vec<WebhookEndpoint>, StoreError> {
+pub(super) async fn endpoints(
+    client: &impl GenericClient,
+) -> Result<Vec<WebhookEndpoint>, StoreError> {
     let rows = client
         .query(
             "SELECT id, url, zone_id, events, secret, created_at, allow_private FROM webhook_endpoints \

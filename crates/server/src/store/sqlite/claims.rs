@@ -6,7 +6,7 @@ use super::{SqliteStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
 use crate::store::webhooks::OutboxEvent;
-use crate::store::{Claim, StoreError};
+use crate::store::{Claim, SealedKey, StoreError};
 use rusqlite::params;
 
 /// Extends the live leases of one owner (?1) as of ?2 by ?3 seconds; found through the
@@ -115,12 +115,23 @@ impl SqliteStore {
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
         releases: &[PackId],
+        keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let (outcomes, _) = self.write_then(
             |tx| {
+                let mut put_key = tx.prepare_cached(super::keys::PUT_KEY)?;
+                for key in keys {
+                    put_key.execute(params![key.pack.as_str(), key.serial, key.sealed])?;
+                }
                 let mut outcomes = Vec::with_capacity(updates.len());
                 // The packs as now stored, for the cache's views.
                 let mut written = Vec::with_capacity(updates.len());
+                // The webhook endpoints, read once for the whole batch.
+                let endpoints = if events.iter().any(|e| !e.is_empty()) {
+                    super::outbox::endpoints(tx)?
+                } else {
+                    Vec::new()
+                };
                 for (i, pack) in updates.iter().enumerate() {
                     // A conflict or a deleted pack changed nothing: it fails alone. Any
                     // other error ends the transaction, rolling back the whole batch.
@@ -128,7 +139,7 @@ impl SqliteStore {
                         Ok(()) => {
                             // The transition's events, in the same transaction.
                             if let Some(events) = events.get(i) {
-                                super::outbox::insert_events(tx, events)?;
+                                super::outbox::insert_events_for(tx, &endpoints, events)?;
                             }
                             let mut stored = pack.clone();
                             stored.version += 1;

@@ -6,6 +6,11 @@ use crate::store::cache::Touch;
 use crate::store::{SealedKey, StoreError};
 use rusqlite::{OptionalExtension, params};
 
+/// Keeps a pack's sealed key, replacing the one of its previous certificate.
+pub(super) const PUT_KEY: &str = "INSERT INTO certificate_keys (pack_id, serial, sealed) \
+     VALUES (?1, ?2, ?3) ON CONFLICT (pack_id) DO UPDATE SET serial = excluded.serial, \
+     sealed = excluded.sealed";
+
 impl SqliteStore {
     pub(in crate::store) fn put_certificate_key(
         &self,
@@ -14,14 +19,9 @@ impl SqliteStore {
         sealed: &[u8],
     ) -> Result<(), StoreError> {
         self.write(Touch::Nothing, |tx| {
-            tx.execute(
-                "INSERT INTO certificate_keys (pack_id, serial, sealed) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (pack_id) DO UPDATE SET serial = excluded.serial, \
-                 sealed = excluded.sealed",
-                params![pack.as_str(), serial, sealed],
-            )
-            .map(drop)
-            .map_err(Into::into)
+            tx.execute(PUT_KEY, params![pack.as_str(), serial, sealed])
+                .map(drop)
+                .map_err(Into::into)
         })
     }
 

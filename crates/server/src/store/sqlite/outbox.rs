@@ -17,8 +17,7 @@ const DELIVERY_COLUMNS: &str = "d.event_seq, e.id, d.endpoint_id, e.kind, d.pack
     d.state, d.attempts, d.next_attempt_ms, d.created_ms, d.last_error";
 
 /// Writes `events` and one delivery per endpoint that wants each, inside the caller's
-/// transaction (a pack's write, a lifecycle batch, a deletion). An event whose `dedupe`
-/// key was written before is dropped.
+/// transaction (a pack's write, a deletion). See [`insert_events_for`].
 pub(super) fn insert_events(
     tx: &Transaction<'_>,
     events: &[OutboxEvent],
@@ -26,17 +25,42 @@ pub(super) fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let endpoints = endpoints(tx)?;
+    insert_events_for(tx, &endpoints(tx)?, events)
+}
+
+/// [`insert_events`] with the endpoints already read (a lifecycle batch reads them once
+/// for all its packs). An event whose `dedupe` key was written before is dropped. An
+/// event no endpoint wants is not written at all: nothing would ever deliver it, and
+/// the outbox would grow by a payload per transition (its dedupe key is not taken
+/// either, so an endpoint added later hears of the next such change).
+pub(super) fn insert_events_for(
+    tx: &Transaction<'_>,
+    endpoints: &[WebhookEndpoint],
+    events: &[OutboxEvent],
+) -> Result<(), StoreError> {
+    let mut statements = None;
     let now = wall_ms();
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO webhook_events (id, kind, zone_id, pack_id, occurred_at, payload, dedupe) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dedupe) DO NOTHING RETURNING seq",
-    )?;
-    let mut deliver = tx.prepare_cached(
-        "INSERT INTO webhook_deliveries (event_seq, endpoint_id, pack_id, state, \
-         next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
-    )?;
     for event in events {
+        let wanting: Vec<&WebhookEndpoint> = endpoints
+            .iter()
+            .filter(|e| e.wants(&event.kind, &event.zone_id))
+            .collect();
+        if wanting.is_empty() {
+            continue;
+        }
+        let (insert, deliver) = match &mut statements {
+            Some(statements) => statements,
+            None => statements.insert((
+                tx.prepare_cached(
+                    "INSERT INTO webhook_events (id, kind, zone_id, pack_id, occurred_at, payload, dedupe) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dedupe) DO NOTHING RETURNING seq",
+                )?,
+                tx.prepare_cached(
+                    "INSERT INTO webhook_deliveries (event_seq, endpoint_id, pack_id, state, \
+                     next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+                )?,
+            )),
+        };
         let seq: Option<i64> = insert
             .query_row(
                 params![
@@ -52,17 +76,14 @@ pub(super) fn insert_events(
             )
             .optional()?;
         let Some(seq) = seq else { continue };
-        for endpoint in endpoints
-            .iter()
-            .filter(|e| e.wants(&event.kind, &event.zone_id))
-        {
+        for endpoint in wanting {
             deliver.execute(params![seq, endpoint.id, event.pack_id, now])?;
         }
     }
     Ok(())
 }
 
-fn endpoints(conn: &rusqlite::Connection) -> Result<Vec<WebhookEndpoint>, StoreError> {
+pub(super) fn endpoints(conn: &rusqlite::Connection) -> Result<Vec<WebhookEndpoint>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, url, zone_id, events, secret, created_at, allow_private FROM webhook_endpoints \
          ORDER BY created_at, id",

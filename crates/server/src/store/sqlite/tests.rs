@@ -235,7 +235,13 @@ fn lifecycle_batches_write_each_pack_alone_and_release_leases() {
 
     let mut batch = vec![fresh_a.clone(), stale_b];
     let outcomes = s
-        .write_lifecycle_batch("worker-a", &mut batch, &[], &[a.id.clone(), b.id.clone()])
+        .write_lifecycle_batch(
+            "worker-a",
+            &mut batch,
+            &[],
+            &[a.id.clone(), b.id.clone()],
+            &[],
+        )
         .unwrap();
     assert!(outcomes[0].is_ok());
     assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
@@ -266,7 +272,7 @@ fn a_lifecycle_batch_updates_cached_zone_views_in_place() {
         .errors
         .push("TXT _acme-challenge.example.com has 1 value".into());
     let mut batch = vec![changed];
-    s.write_lifecycle_batch("worker-a", &mut batch, &[], &[])
+    s.write_lifecycle_batch("worker-a", &mut batch, &[], &[], &[])
         .unwrap();
 
     // The cache holds a new view at once, before any read could fill it again.
