@@ -66,7 +66,7 @@ pub(super) async fn insert_events_for(
         };
         let row = tx
             .query_opt(
-                &*insert,
+                insert,
                 &[
                     &event.id,
                     &event.kind,
@@ -81,7 +81,7 @@ pub(super) async fn insert_events_for(
         let Some(row) = row else { continue };
         let seq: i64 = row.try_get(0)?;
         for endpoint in wanting {
-            tx.execute(&*deliver, &[&seq, &endpoint.id, &event.pack_id, &now])
+            tx.execute(deliver, &[&seq, &endpoint.id, &event.pack_id, &now])
                 .await?;
         }
     }
