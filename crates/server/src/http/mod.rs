@@ -243,19 +243,30 @@ struct FrontDoor {
 /// ([`conn::read_body`]), logs it with the outcome, returns the id in the response, and
 /// counts the request in the metrics by its route template.
 async fn front_door(State(front): State<FrontDoor>, mut req: Request, next: Next) -> Response {
+    // The id as a header value, made once: the request and the response share its bytes.
     let id = req
         .headers()
         .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(crate::secrets::mint_request_id);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(REQUEST_ID.clone(), v);
-    }
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 64 && b.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            // Hex digits: always a valid header value.
+            HeaderValue::try_from(crate::secrets::mint_request_id())
+                .unwrap_or(HeaderValue::from_static("-"))
+        });
+    req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let span = tracing::info_span!("request", request_id = %id, %method, path = %req.uri().path());
+    // Only the id in the span: a span's fields are formatted when it is made, for every
+    // request, although most requests log nothing at the default level. The method and
+    // path go in the line that says how the request ended.
+    let id_str = id.to_str().unwrap_or_default();
+    let span = tracing::info_span!("request", request_id = id_str);
+    // A clone of the parsed URI shares its bytes.
+    let uri = req.uri().clone();
     let started = Instant::now();
     let mut response = conn::read_body(front.body, req, next)
         .instrument(span.clone())
@@ -264,12 +275,13 @@ async fn front_door(State(front): State<FrontDoor>, mut req: Request, next: Next
     let took = started.elapsed();
     span.in_scope(|| {
         let micros = took.as_micros() as u64;
+        let path = uri.path();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), micros, "request failed");
+            tracing::warn!(%method, path, status = status.as_u16(), micros, "request failed");
         } else if status.is_client_error() {
-            tracing::info!(status = status.as_u16(), micros, "request refused");
+            tracing::info!(%method, path, status = status.as_u16(), micros, "request refused");
         } else {
-            tracing::debug!(status = status.as_u16(), micros, "request served");
+            tracing::debug!(%method, path, status = status.as_u16(), micros, "request served");
         }
     });
     let metrics = front.signals.metrics();
@@ -277,9 +289,7 @@ async fn front_door(State(front): State<FrontDoor>, mut req: Request, next: Next
         let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
         metrics.request(route, &method, status.as_u16(), took);
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID.clone(), v);
-    }
+    response.headers_mut().insert(REQUEST_ID.clone(), id);
     response
 }
 
