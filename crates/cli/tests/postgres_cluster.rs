@@ -4,7 +4,7 @@
 //! (testkit's `PgCluster`; `ZONECERT_SKIP_POSTGRES=1` skips this explicitly, a failure
 //! otherwise). Checked: every pack ends active, issued once (one `pack.issued` each, the
 //! key kept for its certificate), the killed node's packs claimed by the others about
-//! one lease after the kill and then finished, every surviving node's deploy directory
+//! one lease after the kill and finished within one more lease, every surviving node's deploy directory
 //! holding every certificate (the deploy sync), the requests sent to the surviving nodes
 //! all through the run answered 2xx, and the killed node, started again, catching up.
 //!
@@ -35,8 +35,9 @@ const PER_ZONE: usize = 100;
 const LEASE_SECS: u64 = 4;
 /// How much later than the lease's end the others may claim a dead node's packs: their
 /// poll interval (200 ms), and their claim waiting behind the writes of the packs they
-/// have in hand (measured: 3.9-4.7 s with 600 packs on a busy 2-core machine, 11 s with
-/// 3,000, where each node has a thousand in hand).
+/// have in hand (measured before nodes bounded what they hold by their pace: 3.9-4.7 s
+/// with 600 packs on a busy 2-core machine, 11 s with 3,000, where each node had a
+/// thousand in hand).
 const TAKEOVER_SLACK_SECS: u64 = 3;
 
 fn pack_count() -> usize {
@@ -229,8 +230,9 @@ async fn three_nodes_share_the_work_and_take_over_a_killed_ones() {
     // Mid-run: once the third node has recorded a transition of its own (its log says
     // so), holds claimed work (packs leased to it) and packs are still pending, it is
     // killed (SIGKILL: no shutdown, no lease given back). Leases are given back after
-    // each step, but a node holds the whole claimed batch (up to 512 packs) while it
-    // works through it, so that moment comes early in the run.
+    // each step, but a node holds what it claimed (at least what it runs at once, its
+    // check and issuance slots) while it works through it, so that moment comes early in
+    // the run.
     let owner = {
         let file = dirs[2].join("node-id");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -342,9 +344,12 @@ async fn three_nodes_share_the_work_and_take_over_a_killed_ones() {
         "the killed node's packs claimed again {claimed_again:?} after the kill, \
          more than one lease ({LEASE_SECS} s) and {TAKEOVER_SLACK_SECS} s"
     );
+    // And finished within one lease of being taken over: no node holds more than it
+    // gets through in a fraction of a lease, so they do not queue behind long backlogs.
     assert!(
-        taken_over <= Duration::from_secs(LEASE_SECS * 5),
-        "the killed node's packs active {taken_over:?} after the kill"
+        taken_over <= claimed_again + Duration::from_secs(LEASE_SECS),
+        "the killed node's packs claimed again {claimed_again:?} after the kill but all \
+         active only {taken_over:?} after it: more than one lease ({LEASE_SECS} s) later"
     );
 
     // Every pack ends active.

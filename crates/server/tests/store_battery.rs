@@ -33,6 +33,7 @@ battery!(
     listing_pages_and_filters,
     held_packs_are_listed_for_the_operator,
     claims_take_the_longest_due_first_and_respect_leases,
+    work_past_validation_is_claimed_before_new_work,
     packs_waiting_for_their_acme_order_are_claimed,
     renewal_extends_only_the_owners_live_leases,
     concurrent_claims_never_take_a_pack_twice,
@@ -484,6 +485,41 @@ async fn claims_take_the_longest_due_first_and_respect_leases(s: Store) {
     // Everything is leased now; a lapsed lease is claimable again.
     assert!(take(1_000, 1_000, 10).await.is_empty());
     assert_eq!(take(1_000, 1_061, 10).await.len(), 3);
+}
+
+/// A pack validated but not yet issued or deployed, whose lease ran out (its node died,
+/// or restarted), is claimed before packs still to validate however long those have been
+/// due: it is work in progress, and the validations of a long queue would otherwise keep
+/// it waiting (3,000 packs on three nodes: a dead node's validated packs were claimed
+/// back only after the other 2,500 had been).
+async fn work_past_validation_is_claimed_before_new_work(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let (mut waiting, mut validated, mut deploying) = (pack(&z), pack(&z), pack(&z));
+    for h in &mut waiting.hosts {
+        h.check.next_due_at = 200;
+    }
+    validated.state = PackState::PendingIssuance;
+    deploying.state = PackState::PendingDeployment;
+    for p in [&mut validated, &mut deploying] {
+        for h in &mut p.hosts {
+            h.check.next_due_at = 400;
+        }
+    }
+    for p in [&waiting, &validated, &deploying] {
+        s.insert_pack(p, 10).await.expect("insert");
+    }
+    let first = s
+        .claim_due(&claim("worker-a", 1_000, 1_000, 2))
+        .await
+        .expect("claim");
+    let mut want = vec![validated.id.to_string(), deploying.id.to_string()];
+    want.sort();
+    assert_eq!(sorted_ids(&first), want);
+    let then = s
+        .claim_due(&claim("worker-a", 1_000, 1_000, 2))
+        .await
+        .expect("claim");
+    assert_eq!(sorted_ids(&then), [waiting.id.to_string()]);
 }
 
 /// An ACME pack waits in `initializing` until the worker places its order with the CA:

@@ -47,6 +47,7 @@ mod acme;
 mod check;
 mod issue;
 mod lease;
+mod pace;
 mod revoke;
 mod store_thread;
 
@@ -71,7 +72,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Most packs one worker holds at once. Validation runs ahead of issuance (checks are
 /// cheap, issuance writes files): a validated pack waits here, under its lease, for an
-/// issuance slot, so this bounds how far ahead it runs (and the memory it takes).
+/// issuance slot, so this bounds how far ahead it runs (and the memory it takes). A short
+/// lease bounds it further, by the worker's pace (`pace.rs`).
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// Most packs leased by one claim.
@@ -80,6 +82,12 @@ const CLAIM_BATCH: usize = 512;
 /// While more work is due than fits, the worker claims again once this much room has
 /// freed up, so claims stay large (each one is a write transaction).
 const RECLAIM_ROOM: usize = 128;
+
+/// Whether enough of `bound` is free, with `held` packs in hand, to claim again while
+/// more is due: [`RECLAIM_ROOM`], or a quarter of a smaller bound.
+fn room_to_reclaim(bound: usize, held: usize) -> bool {
+    bound.saturating_sub(held) >= RECLAIM_ROOM.min(bound / 4).max(1)
+}
 
 /// Issuances and deployments at once. Deployment mostly waits for fsyncs, so many run
 /// side by side. An ACME order waits for its CA without a slot (its requests are bounded
@@ -318,6 +326,13 @@ impl Worker {
         let mut in_flight = JoinSet::new();
         let mut claim_now = true;
         let mut more_due = false;
+        // What this node holds at once (see `pace`): at least what it runs at once.
+        let mut pace = pace::Pace::new(
+            self.leases.lease,
+            self.config.check_concurrency.max(1) + ISSUANCE_CONCURRENCY,
+            MAX_IN_FLIGHT,
+            Instant::now(),
+        );
         let mut next_poll = Instant::now() + self.config.poll_interval;
         while !cancel.is_cancelled() && !self.store_failed.fired.is_cancelled() {
             #[cfg(test)]
@@ -329,10 +344,14 @@ impl Worker {
                 None => {}
             }
             if claim_now {
+                if in_flight.is_empty() {
+                    pace.restart(Instant::now());
+                }
                 // Fill the room: validation then runs ahead of issuance.
-                more_due = self.claim_into(&mut in_flight).await;
-                while more_due && MAX_IN_FLIGHT.saturating_sub(in_flight.len()) >= RECLAIM_ROOM {
-                    more_due = self.claim_into(&mut in_flight).await;
+                let bound = pace.bound();
+                more_due = self.claim_into(&mut in_flight, bound).await;
+                while more_due && room_to_reclaim(bound, in_flight.len()) {
+                    more_due = self.claim_into(&mut in_flight, bound).await;
                 }
                 claim_now = false;
             }
@@ -343,8 +362,8 @@ impl Worker {
                     if let Err(e) = joined {
                         tracing::error!(error = %e, "lifecycle task panicked");
                     }
-                    claim_now = more_due
-                        && MAX_IN_FLIGHT.saturating_sub(in_flight.len()) >= RECLAIM_ROOM;
+                    pace.finished(Instant::now());
+                    claim_now = more_due && room_to_reclaim(pace.bound(), in_flight.len());
                 }
                 _ = self.signals.woken() => claim_now = true,
                 _ = tokio::time::sleep_until(next_poll) => {
@@ -402,10 +421,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Claims as many due packs as there is room for (at most [`CLAIM_BATCH`]) and starts
-    /// a task for each; returns whether more may be due (the claim was full).
-    async fn claim_into(self: &Arc<Self>, in_flight: &mut JoinSet<()>) -> bool {
-        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+    /// Claims as many due packs as there is room for under `bound` (at most
+    /// [`CLAIM_BATCH`]) and starts a task for each; returns whether more may be due (the
+    /// claim was full).
+    async fn claim_into(self: &Arc<Self>, in_flight: &mut JoinSet<()>, bound: usize) -> bool {
+        let room = bound.min(MAX_IN_FLIGHT).saturating_sub(in_flight.len());
         if room == 0 {
             return true;
         }

@@ -36,6 +36,10 @@ impl PgStore {
         // right now, and checks the lease again on the row as it is then (a node that
         // claimed it since this statement's snapshot has committed a live lease). The
         // skipped packs are not lost: they are that node's, or due at the next claim.
+        // Work past validation comes first (a pack validated but not issued or deployed
+        // whose lease ran out: its node died), however long the packs still to validate
+        // have been due, so that a dead node's work in progress does not wait behind a
+        // whole queue of validations.
         let rows = client
             .query(
                 "WITH due AS ( \
@@ -53,7 +57,9 @@ impl PgStore {
                      AND NOT p.brand_check \
                      AND p.state IN ('initializing', 'pending_validation', 'pending_issuance', \
                                      'pending_deployment', 'active') \
-                   GROUP BY p.id ORDER BY MIN(d.due), MIN(p.seq) LIMIT $5), \
+                   GROUP BY p.id, p.state \
+                   ORDER BY p.state IN ('pending_issuance', 'pending_deployment') DESC, \
+                            MIN(d.due), MIN(p.seq) LIMIT $5), \
                  locked AS ( \
                    SELECT packs.id FROM packs JOIN due ON due.id = packs.id \
                    WHERE packs.lease_until IS NULL OR packs.lease_until <= $2::bigint \

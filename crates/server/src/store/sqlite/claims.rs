@@ -34,7 +34,8 @@ impl SqliteStore {
     ) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
         // The due rows come from three index range scans (hosts by due time, pending packs by
         // deadline, active packs by expiry), so the cost follows the due work, not the
-        // number of packs stored.
+        // number of packs stored. Work past validation comes first, as on PostgreSQL (a
+        // pack validated but not issued or deployed whose lease ran out).
         self.write(Touch::Nothing, |tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE packs SET lease_owner = ?1, lease_until = ?2 + ?3 \
@@ -53,7 +54,9 @@ impl SqliteStore {
                      AND p.brand_check = 0 \
                      AND p.state IN ('initializing', 'pending_validation', 'pending_issuance', \
                                      'pending_deployment', 'active') \
-                   GROUP BY p.id ORDER BY MIN(d.due), MIN(p.seq) LIMIT ?5) \
+                   GROUP BY p.id, p.state \
+                   ORDER BY p.state IN ('pending_issuance', 'pending_deployment') DESC, \
+                            MIN(d.due), MIN(p.seq) LIMIT ?5) \
                  RETURNING zone_id, id",
             )?;
             let rows = stmt.query_map(
