@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use zonecert_server::clock::{Clock, SystemClock};
 use zonecert_server::config::Config;
 use zonecert_server::model::{CaChoice, DcvMethod, DcvRecord, Hostname, Pack, PackState};
-use zonecert_server::store::Store;
-use zonecert_testkit::{DnsServer, PgCluster, ServeCommand, ServeProcess};
+use zonecert_server::store::{Store, WebhookEndpoint};
+use zonecert_testkit::{DnsServer, HttpOrigin, PgCluster, ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zonecert");
 
@@ -203,6 +203,23 @@ async fn three_nodes_share_the_work_and_take_over_a_killed_ones() {
     .unwrap()
     .secret;
     eprintln!("{n} packs stored in {:.1} s", began.elapsed().as_secs_f64());
+    // Issuance events are kept only for an endpoint that wants them (since d8f77b9): a
+    // receiver that takes every delivery, so that each pack's `pack.issued` is written
+    // with its certificate and counted below (and delivered across the nodes).
+    let receiver = HttpOrigin::start().await;
+    receiver.set_body("/hooks", 200, "ok");
+    store
+        .insert_webhook_endpoint(&WebhookEndpoint {
+            id: "we_cluster".into(),
+            url: format!("http://{}/hooks", receiver.addr()),
+            zone_id: None,
+            events: vec!["pack.issued".into(), "pack.renewed".into()],
+            secret: zonecert_server::webhooks::sign::new_secret(),
+            created_at: SystemClock.now(),
+            allow_private: true,
+        })
+        .await
+        .unwrap();
 
     let dirs: Vec<PathBuf> = (0..3)
         .map(|i| scratch.path().join(format!("node{i}")))
