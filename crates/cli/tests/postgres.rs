@@ -349,6 +349,21 @@ async fn db_copy_moves_a_sqlite_installation_to_postgres_with_the_same_answers()
 
     // The single node on SQLite: zones, packs (issued, their keys kept), tokens and a
     // webhook, made through the API and the commands.
+    // The webhook first: only the events an endpoint wants are written, and the copy
+    // must carry events and their deliveries.
+    assert!(
+        zonecert_with(
+            &env_dir,
+            &[
+                "webhook",
+                "add",
+                "http://127.0.0.1:9/hook",
+                "--allow-private"
+            ],
+        )
+        .status
+        .success()
+    );
     let single = ServeCommand::new(BIN)
         .data_dir(&data)
         .resolvers([dns.addr()])
@@ -476,19 +491,6 @@ async fn db_copy_moves_a_sqlite_installation_to_postgres_with_the_same_answers()
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(
-        zonecert_with(
-            &env_dir,
-            &[
-                "webhook",
-                "add",
-                "http://127.0.0.1:9/hook",
-                "--allow-private"
-            ],
-        )
-        .status
-        .success()
-    );
 
     // What the single node answers, and what its commands print.
     let answers = |base: String| {
