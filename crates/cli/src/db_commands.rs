@@ -1,5 +1,7 @@
 //! `zonecert db copy`: a single-node installation's SQLite database moved into an empty
-//! PostgreSQL database (see `zonecert_server::store::Store::copy_into`).
+//! PostgreSQL database (see `zonecert_server::store::Store::copy_into`); `zonecert db
+//! migrate`: the schema brought up to this version's, as `serve` does at start unless
+//! `--migrate false`.
 
 use crate::admin_commands::open_existing;
 use crate::serve::DEFAULT_DATA_DIR;
@@ -24,6 +26,18 @@ pub enum DbCommand {
         /// `ZONECERT_DATABASE` keeps the password off the command line).
         #[arg(long, env = "ZONECERT_DATABASE")]
         to: String,
+    },
+    /// Bring the database's schema up to this zonecert's version (what `serve` does at
+    /// start unless --migrate false), creating it in an empty PostgreSQL database. Safe
+    /// while nodes start: they and this migrate once, one after the other.
+    Migrate {
+        /// The data directory whose SQLite database is migrated [default: ./zonecert-data].
+        #[arg(long, env = "ZONECERT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// The database (`postgres://USER:PASSWORD@HOST:PORT/DB`), instead of the data
+        /// directory's.
+        #[arg(long, env = "ZONECERT_DATABASE")]
+        database: Option<String>,
     },
 }
 
@@ -50,6 +64,22 @@ pub async fn db(cmd: DbCommand) -> anyhow::Result<ExitCode> {
                  under) and a copy of {} (the built-in CA)",
                 from.join("secret.key").display(),
                 from.join("ca").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Migrate { data_dir, database } => {
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            // An empty PostgreSQL database gets the schema (nodes would create it too);
+            // a missing SQLite database is not made here (`zonecert init` makes one).
+            let store = match &database {
+                Some(url) => Store::open_url(url),
+                None => Store::open_existing(&data_dir, None),
+            }
+            .context("migrating the database")?;
+            outln!(
+                "the database's schema is at version {}, this zonecert's ({})",
+                store.written_schema_version(),
+                store.backend()
             );
             Ok(ExitCode::SUCCESS)
         }

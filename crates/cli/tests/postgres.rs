@@ -656,6 +656,49 @@ async fn db_copy_moves_a_sqlite_installation_to_postgres_with_the_same_answers()
         String::from_utf8_lossy(&exported_after.stderr)
     );
     assert_eq!(exported_before.stdout, exported_after.stdout);
+    // Rotating the key-encryption key on PostgreSQL: every kept key resealed under the
+    // new file; the old one opens none of them any more, the new one gives the same key.
+    let new_kek = scratch.path().join("secret.key.new");
+    let rotated = zonecert_with(
+        &[
+            ("ZONECERT_DATABASE", url.as_str()),
+            ("ZONECERT_SECRET_KEY_FILE", kek.to_str().unwrap()),
+        ],
+        &[
+            "certs",
+            "rotate-key",
+            "--new-key-file",
+            new_kek.to_str().unwrap(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success()
+            && said.starts_with("resealed 4 ")
+            && said.contains("(0 already were"),
+        "{said}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let with_old = zonecert_with(
+        &[
+            ("ZONECERT_DATABASE", url.as_str()),
+            ("ZONECERT_SECRET_KEY_FILE", kek.to_str().unwrap()),
+        ],
+        &["certs", "export", &packs[0].1],
+    );
+    let why = String::from_utf8_lossy(&with_old.stderr);
+    assert!(
+        !with_old.status.success() && why.contains("sealed under key-encryption key"),
+        "{why}"
+    );
+    let with_new = zonecert_with(
+        &[
+            ("ZONECERT_DATABASE", url.as_str()),
+            ("ZONECERT_SECRET_KEY_FILE", new_kek.to_str().unwrap()),
+        ],
+        &["certs", "export", &packs[0].1],
+    );
+    assert_eq!(exported_before.stdout, with_new.stdout);
     // New rows continue after the copied ones (the sequences moved past them).
     let (status, more) = call(
         node.base_url().to_owned(),
@@ -677,4 +720,162 @@ async fn db_copy_moves_a_sqlite_installation_to_postgres_with_the_same_answers()
     )
     .await;
     assert_eq!(listed["result"].as_array().unwrap().len(), 3, "{listed}");
+}
+
+/// Runs `serve` (built by `builder`, on `data`) expecting it to refuse to start; returns
+/// its stderr. A server that starts instead (it prints where it listens) is stopped and
+/// the test fails.
+fn serve_refused(builder: ServeCommand, data: &std::path::Path) -> String {
+    let mut child = builder
+        .command_in(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    if first.starts_with("listening on") {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("the server started: {first}");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Migrating as a step of its own: `serve --migrate false` leaves the schema alone, so a
+/// database without it, or of the previous version, stops the start with the command
+/// to run; `zonecert db migrate` brings it to this version's, and the same node then
+/// starts. On PostgreSQL and on SQLite's data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_migrate_is_a_step_of_its_own_when_serve_does_not_migrate() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let kek = scratch.path().join("secret.key");
+    zonecert_server::keys::Kek::load_or_create(&kek).unwrap();
+    let node = scratch.path().join("node");
+    std::fs::create_dir_all(&node).unwrap();
+    let serve = || {
+        ServeCommand::new(BIN)
+            .args([
+                "--rate-limit",
+                "off",
+                "--lifecycle",
+                "false",
+                "--migrate",
+                "false",
+            ])
+            .env("ZONECERT_DATABASE", &url)
+            .env("ZONECERT_SECRET_KEY_FILE", &kek)
+    };
+    let versions = "SELECT count(*) FROM information_schema.tables \
+                    WHERE table_name = 'zonecert_schema_versions'";
+
+    // An empty database: refused, and left empty.
+    let why = serve_refused(serve(), &node);
+    assert!(
+        why.contains("no zonecert schema") && why.contains("zonecert db migrate"),
+        "{why}"
+    );
+    assert_eq!(cluster.query(&url, versions).unwrap(), ["0"]);
+    let migrate = |env: &[(&str, &str)]| {
+        let out = zonecert_with(env, &["db", "migrate"]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    };
+    let said = migrate(&[("ZONECERT_DATABASE", url.as_str())]);
+    assert!(
+        said.contains("at version 8, this zonecert's (postgres)"),
+        "{said}"
+    );
+
+    // The previous version (7: before each certificate named its ACME directory).
+    cluster
+        .psql(
+            &url,
+            "ALTER TABLE packs DROP COLUMN cert_acme_directory; \
+             ALTER TABLE revocations DROP COLUMN directory; \
+             DELETE FROM zonecert_schema_versions WHERE version > 7",
+        )
+        .unwrap();
+    let why = serve_refused(serve(), &node);
+    assert!(
+        why.contains("version 7 is older than this zonecert's (8)")
+            && why.contains("zonecert db migrate"),
+        "{why}"
+    );
+    let max = "SELECT max(version) FROM zonecert_schema_versions";
+    assert_eq!(cluster.query(&url, max).unwrap(), ["7"], "left as it was");
+    migrate(&[("ZONECERT_DATABASE", url.as_str())]);
+    assert_eq!(cluster.query(&url, max).unwrap(), ["8"]);
+    assert_eq!(
+        cluster
+            .query(
+                &url,
+                "SELECT count(*) FROM information_schema.columns \
+                 WHERE table_name = 'packs' AND column_name = 'cert_acme_directory'"
+            )
+            .unwrap(),
+        ["1"]
+    );
+    let running = serve().data_dir(&node).spawn();
+    let ready = reqwest::get(format!("http://{}/readyz", running.addr()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    drop(running);
+
+    // SQLite: a data directory of the previous version (8).
+    let data = scratch.path().join("single");
+    let dir = data.to_str().unwrap();
+    assert!(
+        zonecert_with(&[("ZONECERT_DATA_DIR", dir)], &["init"])
+            .status
+            .success()
+    );
+    {
+        let db = rusqlite::Connection::open(data.join("zonecert.db")).unwrap();
+        db.execute_batch(
+            "ALTER TABLE packs DROP COLUMN cert_acme_directory; \
+             ALTER TABLE revocations DROP COLUMN directory; \
+             UPDATE meta SET value = '8' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let single = || {
+        ServeCommand::new(BIN).args([
+            "--rate-limit",
+            "off",
+            "--lifecycle",
+            "false",
+            "--migrate",
+            "false",
+        ])
+    };
+    let why = serve_refused(single(), &data);
+    assert!(
+        why.contains("version 8 is older than this zonecert's (9)")
+            && why.contains("zonecert db migrate"),
+        "{why}"
+    );
+    let said = migrate(&[("ZONECERT_DATA_DIR", dir)]);
+    assert!(
+        said.contains("at version 9, this zonecert's (sqlite)"),
+        "{said}"
+    );
+    let running = single().data_dir(&data).spawn();
+    let ready = reqwest::get(format!("http://{}/readyz", running.addr()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
 }

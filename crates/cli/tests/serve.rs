@@ -461,6 +461,7 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("data_dir", format!("{:?}", data.to_str().unwrap())),
         ("database", format!("\"sqlite://{}\"", db.to_str().unwrap())),
         ("database_pool", "8".to_owned()),
+        ("migrate", "true".to_owned()),
         (
             "secret_key_file",
             format!("{:?}", dir.path().join("kek").to_str().unwrap()),

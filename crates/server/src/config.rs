@@ -35,6 +35,12 @@ pub struct Config {
     #[arg(long, env = "ZONECERT_DATABASE_POOL", default_value = "16",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub database_pool: u16,
+    /// Bring the database's schema up to this version's at start (nodes starting
+    /// together migrate once). `false`: a database without it or at an older version
+    /// stops the start instead, for installations that migrate in a step of their own
+    /// (`zonecert db migrate`).
+    #[arg(long, env = "ZONECERT_MIGRATE", default_value = "true", action = ArgAction::Set)]
+    pub migrate: bool,
     /// The key-encryption key that seals certificates' private keys in the database: a
     /// file of 64 hex characters. `<data-dir>/secret.key` by default, created (mode
     /// 0600) on first start with SQLite; with PostgreSQL it is required, the same file

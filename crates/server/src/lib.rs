@@ -48,8 +48,10 @@ impl App {
     /// lifecycle runs), and prepares the server.
     pub async fn open(config: Config, clock: SharedClock) -> Result<App, OpenError> {
         let store = match &config.database {
-            Some(url) => Store::open_url_with_pool(url, usize::from(config.database_pool))?,
-            None => Store::open_sqlite(&config.data_dir)?,
+            Some(url) => {
+                Store::open_url_with(url, usize::from(config.database_pool), config.migrate)?
+            }
+            None => Store::open_sqlite_with(&config.data_dir, config.migrate)?,
         };
         // Loaded only to be checked; the lifecycle loads it again when it starts (and
         // creates it then if there is none).

@@ -123,6 +123,141 @@ async fn postgres_schema_is_migrated_once_when_nodes_start_together() {
     assert_eq!(store.zone(&z.id).await.expect("read").as_ref(), Some(&z));
 }
 
+/// Nodes upgraded in place find a database of an older schema: the previous one (7,
+/// before each certificate named the ACME directory that ordered it) and the first are
+/// migrated when a node opens them, and keep their data. Each database is made by this
+/// build, then taken back to the older version by undoing the later steps (as SQLite's
+/// `a_version_1_database_is_migrated_and_keeps_its_packs` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_older_schemas_are_migrated_and_keep_their_data() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let undo_to_7 = "ALTER TABLE packs DROP COLUMN cert_acme_directory; \
+                     ALTER TABLE revocations DROP COLUMN directory; \
+                     DELETE FROM zonecert_schema_versions WHERE version > 7";
+    let undo_to_1 = "ALTER TABLE packs DROP COLUMN cert_acme_directory, \
+                     DROP COLUMN cert_renew_at, DROP COLUMN order_ref; \
+                     DROP TABLE acme_accounts, revocations, certificate_keys, \
+                     webhook_deliveries, webhook_endpoints, webhook_events; \
+                     DELETE FROM zonecert_schema_versions WHERE version > 1";
+    for (version, undo) in [(7, undo_to_7), (1, undo_to_1)] {
+        let url = cluster.create_database().expect("create a database");
+        let store = Store::open_url(&url).expect("open");
+        let z = zone(&store, "example.com").await;
+        // An issued pack, its certificate from an ACME CA (not the built-in one).
+        let mut p = pack(&z);
+        store.insert_pack(&p, 10).await.expect("insert");
+        p.state = PackState::Active;
+        p.certificate = Some(IssuedCertificate {
+            id: "c1".into(),
+            chain_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+            not_before: 10,
+            not_after: 4_000_000_000,
+            issuer: "(STAGING) Let's Encrypt".into(),
+            signature: "ECDSAWithSHA256".into(),
+            issued_at: 11,
+            renew_at: Some(15),
+            acme_directory: Some("https://acme.test/directory".into()),
+        });
+        store.update_pack(&mut p).await.expect("update");
+        store
+            .put_certificate_key(&p.id, "c1", b"sealed")
+            .await
+            .expect("put");
+        drop(store);
+        cluster.psql(&url, undo).expect("undo the later steps");
+        let versions = "SELECT max(version) FROM zonecert_schema_versions";
+        assert_eq!(
+            cluster.query(&url, versions).expect("psql"),
+            [version.to_string()]
+        );
+
+        let store = Store::open_url(&url).expect("open the older schema");
+        let Store::Postgres(pg) = &store else {
+            panic!("not a PostgreSQL store");
+        };
+        assert_eq!(
+            pg.schema_version().await.expect("version"),
+            8,
+            "from {version}"
+        );
+        let back = store
+            .pack(&z.id, &p.id)
+            .await
+            .expect("read")
+            .expect("the pack is kept");
+        let cert = back.certificate.as_ref().expect("its certificate is kept");
+        assert_eq!(
+            (back.state, cert.id.as_str(), cert.not_after),
+            (PackState::Active, "c1", 4_000_000_000),
+            "from {version}"
+        );
+        // Schema 8's backfill: an ACME certificate recorded before it names no directory.
+        assert_eq!(cert.acme_directory.as_deref(), Some(""), "from {version}");
+        if version == 1 {
+            // Versions 2 and 4's columns were added, empty; 5's table too, and in use.
+            assert_eq!((back.order_ref, cert.renew_at), (None, None));
+            assert!(store.certificate_key(&p.id).await.expect("read").is_none());
+            store
+                .put_certificate_key(&p.id, "c1", b"sealed")
+                .await
+                .expect("put");
+        } else {
+            assert_eq!(cert.renew_at, Some(15));
+        }
+        let key = store.certificate_key(&p.id).await.expect("read");
+        assert_eq!(
+            key.map(|k| k.sealed),
+            Some(b"sealed".to_vec()),
+            "from {version}"
+        );
+        // The queue of version 6 (and its column of 8) works.
+        assert!(store.delete_pack(&z.id, &p.id).await.expect("delete"));
+        let queued = store.queued_revocations().await.expect("queue");
+        assert_eq!(queued.len(), 1, "from {version}: {queued:?}");
+        assert_eq!(queued[0].directory.as_deref(), Some(""), "from {version}");
+    }
+}
+
+/// `--database-pool` bounds a node's connections: 40 inserts at once into one zone (each
+/// holding its connection while it waits for the zone's row lock) all succeed through
+/// a pool of 3, and PostgreSQL sees at most 3 connections of the node besides its
+/// listening one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_stay_within_the_pool_size() {
+    let Some(cluster) = PgCluster::for_test() else {
+        return;
+    };
+    let url = cluster.create_database().expect("create a database");
+    let store = Store::open_url_with_pool(&url, 3).expect("open");
+    let z = zone(&store, "example.com").await;
+    let mut inserts = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (store, p) = (store.clone(), pack(&z));
+        inserts.spawn(async move { store.insert_pack(&p, 100).await });
+    }
+    while let Some(done) = inserts.join_next().await {
+        done.expect("insert task").expect("insert");
+    }
+    assert_eq!(store.packs_of_zone(&z.id).await.expect("read").len(), 40);
+    let name = url.rsplit('/').next().expect("a database name");
+    let open = cluster
+        .query(
+            &url,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' \
+                 AND pid <> pg_backend_pid() AND application_name <> 'zonecert-listener'"
+            ),
+        )
+        .expect("psql");
+    let open: usize = open[0].parse().expect("a count");
+    assert!(
+        (1..=3).contains(&open),
+        "{open} connections for a pool of 3"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_a_newer_schema_and_a_bad_url_without_showing_the_password() {
     let Some(cluster) = PgCluster::for_test() else {

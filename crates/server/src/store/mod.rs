@@ -251,9 +251,19 @@ impl Store {
 
     /// Opens (creating if needed) the SQLite database in `data_dir`.
     pub fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
-        Ok(Store::Sqlite(SqliteStore::open(&Self::sqlite_path(
-            data_dir,
-        ))?))
+        Self::open_sqlite_with(data_dir, true)
+    }
+
+    /// [`Store::open_sqlite`]; with `migrate` false (`serve --migrate false`) its schema
+    /// is left alone: a database without it or at an older version is refused, naming
+    /// `zonecert db migrate`.
+    pub fn open_sqlite_with(data_dir: &Path, migrate: bool) -> Result<Store, StoreError> {
+        let path = Self::sqlite_path(data_dir);
+        Ok(Store::Sqlite(if migrate {
+            SqliteStore::open(&path)?
+        } else {
+            SqliteStore::open_current(&path)?
+        }))
     }
 
     /// The embedded database's file in `data_dir`.
@@ -290,9 +300,34 @@ impl Store {
     /// [`Store::open_url`] with at most `pool_size` connections to PostgreSQL (SQLite
     /// has no pool: it ignores it).
     pub fn open_url_with_pool(url: &str, pool_size: usize) -> Result<Store, StoreError> {
-        match DatabaseUrl::parse(url) {
-            DatabaseUrl::Postgres(url) => Ok(Store::Postgres(PgStore::open(url, pool_size, true)?)),
-            DatabaseUrl::Sqlite(path) => Ok(Store::Sqlite(SqliteStore::open(path)?)),
+        Self::open_url_with(url, pool_size, true)
+    }
+
+    /// [`Store::open_url_with_pool`]; with `migrate` false (`serve --migrate false`,
+    /// for installations that migrate in a step of their own) the schema is neither
+    /// created nor migrated: a database without it or at an older version is refused,
+    /// naming `zonecert db migrate`.
+    pub fn open_url_with(url: &str, pool_size: usize, migrate: bool) -> Result<Store, StoreError> {
+        match (DatabaseUrl::parse(url), migrate) {
+            (DatabaseUrl::Postgres(url), true) => {
+                Ok(Store::Postgres(PgStore::open(url, pool_size, true)?))
+            }
+            (DatabaseUrl::Postgres(url), false) => {
+                Ok(Store::Postgres(PgStore::open_current(url, pool_size)?))
+            }
+            (DatabaseUrl::Sqlite(path), true) => Ok(Store::Sqlite(SqliteStore::open(path)?)),
+            (DatabaseUrl::Sqlite(path), false) => {
+                Ok(Store::Sqlite(SqliteStore::open_current(path)?))
+            }
+        }
+    }
+
+    /// The schema version this build writes on the store's backend (the database holds
+    /// it once opened with migrations).
+    pub fn written_schema_version(&self) -> String {
+        match self {
+            Store::Sqlite(_) => sqlite::SCHEMA_VERSION.to_owned(),
+            Store::Postgres(_) => postgres::SCHEMA_VERSION.to_string(),
         }
     }
 

@@ -40,6 +40,7 @@ use deadpool_postgres::{Object, Pool, Transaction};
 use std::sync::Arc;
 
 pub use open::DEFAULT_POOL_SIZE;
+pub(in crate::store) use open::SCHEMA_VERSION;
 
 /// A handle on one PostgreSQL database; cheap to clone.
 #[derive(Clone)]

@@ -72,6 +72,9 @@ const MIGRATIONS: &[Migration] = &[
 enum Schema {
     /// Creates or migrates it.
     Create,
+    /// Neither: a database whose schema is not this build's version is refused (`serve
+    /// --migrate false`, for installations that migrate in a step of their own).
+    Current,
     /// Migrates it; a database without it is refused.
     Existing,
     /// Creates it in a database without tables, or migrates it when every table of
@@ -100,6 +103,12 @@ impl PgStore {
             Schema::Existing
         };
         Self::open_with(url, pool_size, schema)
+    }
+
+    /// Connects to the database at `url` without creating or migrating its schema: one
+    /// at another version than this build's is refused, with the command that migrates.
+    pub fn open_current(url: &str, pool_size: usize) -> Result<PgStore, StoreError> {
+        Self::open_with(url, pool_size, Schema::Current)
     }
 
     /// Opens the target of `zonecert db copy`: a database with no table (its schema is
@@ -216,6 +225,13 @@ impl PgStore {
                 )));
             }
         }
+        if !exists && schema == Schema::Current {
+            return Err(StoreError::Unsupported(format!(
+                "the PostgreSQL database holds no zonecert schema, and migrations at start \
+                 are off (--migrate false): run `zonecert db migrate` (version \
+                 {SCHEMA_VERSION}) first"
+            )));
+        }
         if !exists && schema == Schema::Existing {
             return Err(StoreError::Unavailable(
                 "the PostgreSQL database holds no zonecert schema: run `zonecert init` or \
@@ -239,6 +255,13 @@ impl PgStore {
         if current > SCHEMA_VERSION {
             return Err(StoreError::Unsupported(format!(
                 "database schema version {current} is newer than this zonecert ({SCHEMA_VERSION})"
+            )));
+        }
+        if schema == Schema::Current && current < SCHEMA_VERSION {
+            return Err(StoreError::Unsupported(format!(
+                "database schema version {current} is older than this zonecert's \
+                 ({SCHEMA_VERSION}), and migrations at start are off (--migrate false): run \
+                 `zonecert db migrate` first"
             )));
         }
         for step in MIGRATIONS.iter().filter(|m| m.version > current) {

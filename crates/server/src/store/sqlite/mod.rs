@@ -24,6 +24,7 @@ mod credentials;
 mod keys;
 mod monitoring;
 mod open;
+pub(in crate::store) use open::SCHEMA_VERSION;
 mod outbox;
 mod packs;
 mod revocations;

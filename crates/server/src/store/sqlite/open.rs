@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thread_local::ThreadLocal;
 
 const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: &str = "9";
+pub(in crate::store) const SCHEMA_VERSION: &str = "9";
 
 /// The steps from each older schema version to the next, run in order on open. Version 2
 /// gave `packs.validation_deadline` its true name, `stage_deadline`: it holds the
@@ -105,17 +105,24 @@ impl SqliteStore {
     /// Opens the database at `path`, creating it (mode 0600) and its folder (mode 0700)
     /// if needed, and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with(path, true)
+        Self::open_with(path, true, true)
+    }
+
+    /// Opens the database at `path`, creating it if needed, without migrating its
+    /// schema: a database at another version than this build's is refused (`serve
+    /// --migrate false`), and so is a new one.
+    pub fn open_current(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, true, false)
     }
 
     /// Opens the database at `path` only if it exists ([`StoreError::NoDatabase`]
     /// otherwise): administration run from the wrong folder must not create an empty
     /// database that a server would then serve.
     pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with(path, false)
+        Self::open_with(path, false, true)
     }
 
-    fn open_with(path: &Path, create: bool) -> Result<Self, StoreError> {
+    fn open_with(path: &Path, create: bool, migrate: bool) -> Result<Self, StoreError> {
         match std::fs::symlink_metadata(path) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -131,10 +138,10 @@ impl SqliteStore {
                 )));
             }
         }
-        Self::open_file(path).map_err(|e| explain_open_failure(path, e))
+        Self::open_file(path, migrate).map_err(|e| explain_open_failure(path, e))
     }
 
-    fn open_file(path: &Path) -> Result<Self, StoreError> {
+    fn open_file(path: &Path, migrate: bool) -> Result<Self, StoreError> {
         let mut writer = connect(path)?;
         let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // An older database is migrated before the schema's `IF NOT EXISTS` statements
@@ -157,6 +164,26 @@ impl SqliteStore {
         } else {
             None
         };
+        // Not migrating: an older schema (or none) stops here; a newer one is refused
+        // below as always.
+        let older = match version.as_deref() {
+            None => true,
+            Some(v) => v.parse::<u32>().ok() < SCHEMA_VERSION.parse::<u32>().ok(),
+        };
+        if !migrate && older {
+            return Err(StoreError::Unsupported(match &version {
+                Some(v) => format!(
+                    "database schema version {v} is older than this zonecert's ({SCHEMA_VERSION}), \
+                     and migrations at start are off (--migrate false): run `zonecert db \
+                     migrate` first"
+                ),
+                None => format!(
+                    "{} holds no zonecert schema, and migrations at start are off \
+                     (--migrate false): run `zonecert db migrate` first",
+                    path.display()
+                ),
+            }));
+        }
         for step in MIGRATIONS {
             if version.as_deref() == Some(step.from) {
                 tx.execute_batch(step.sql)?;
