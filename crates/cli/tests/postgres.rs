@@ -174,8 +174,22 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_with_nothing_los
     .await
     .unwrap()
     .secret;
+    // Lifecycle work across the outage too: packs whose records are in the DNS, each
+    // answer held back 1.5 s (the resolver gives up on a query after 2.5 s), so their
+    // first checks are still in flight when PostgreSQL stops.
+    let dns = zonecert_testkit::DnsServer::start().await;
+    let packs = ordered_packs(&store, &dns, "work.restart.test", 30).await;
+    for pack in &packs {
+        for host in &pack.hosts {
+            if let zonecert_server::model::DcvRecord::Txt { name, .. } = &host.record {
+                dns.set_delay(name, Duration::from_millis(1500));
+            }
+        }
+    }
+    let active = "SELECT count(*) FROM packs WHERE state = 'active'";
     drop(store);
     let serve = ServeCommand::new(BIN)
+        .resolvers([dns.addr()])
         .args(["--rate-limit", "off", "--poll-interval", "200ms"])
         .env("ZONECERT_DATABASE", &url)
         .env("ZONECERT_SECRET_KEY_FILE", kek.to_str().unwrap())
@@ -213,6 +227,7 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_with_nothing_los
         i += 1;
     }
 
+    let active_before = cluster.query(&url, active).unwrap();
     cluster.stop().unwrap();
     let down = Instant::now();
     let mut refused = 0;
@@ -313,6 +328,81 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_with_nothing_los
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    // The lifecycle carried on by itself: every pack issued and deployed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.query(&url, active).unwrap() != [packs.len().to_string()] {
+        assert!(
+            Instant::now() < deadline,
+            "not all active after the restart: {:?}, {:?}; the node's log:\n{}",
+            cluster
+                .query(&url, "SELECT state, count(*) FROM packs GROUP BY state")
+                .unwrap(),
+            cluster
+                .query(
+                    &url,
+                    "SELECT h.attempts, h.next_due_at - extract(epoch from now())::bigint, \
+                     h.reason, p.lease_owner FROM pack_hosts h JOIN packs p ON p.id = h.pack_id LIMIT 3"
+                )
+                .unwrap(),
+            std::fs::read_to_string(scratch.path().join("serve.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let store = zonecert_server::store::Store::open_url(&url).unwrap();
+    let certs = serve.data_dir().join("certs");
+    for pack in &packs {
+        let stored = store.pack_by_id(&pack.id).await.unwrap().unwrap();
+        let chain = stored.certificate.map(|c| c.chain_pem);
+        assert!(chain.is_some(), "{} has no certificate", pack.id);
+        assert_eq!(
+            zonecert_server::issuance::deployed_chain(&certs, pack.id.as_str()),
+            chain,
+            "{} deployed",
+            pack.id
+        );
+    }
+    eprintln!(
+        "{} packs ({} active when PostgreSQL stopped) all active and deployed after the restart",
+        packs.len(),
+        active_before[0]
+    );
+}
+
+/// Orders `n` one-host TXT packs in a new zone `apex` (directly in the database, as an
+/// import would) and puts their records in `dns`.
+async fn ordered_packs(
+    store: &zonecert_server::store::Store,
+    dns: &zonecert_testkit::DnsServer,
+    apex: &str,
+    n: usize,
+) -> Vec<zonecert_server::model::Pack> {
+    use zonecert_server::model::{CaChoice, DcvMethod, DcvRecord, Hostname, Pack};
+    let config = zonecert_server::config::Config::new(std::path::Path::new("unused"));
+    let zone = zonecert_server::admin::create_zone(store, apex, None, false, 1)
+        .await
+        .unwrap();
+    let mut packs = Vec::new();
+    for h in 0..n {
+        let host = Hostname::parse(&format!("h{h:03}.{apex}")).unwrap();
+        let pack = Pack::order(
+            zone.id.clone(),
+            vec![host],
+            DcvMethod::Txt,
+            90,
+            CaChoice::LetsEncrypt,
+            false,
+            &config.dcv_suffix(&zone.id),
+            zonecert_server::clock::Clock::now(&zonecert_server::clock::SystemClock),
+        );
+        for host in &pack.hosts {
+            if let DcvRecord::Txt { name, value } = &host.record {
+                dns.set_txt(name, &[value]);
+            }
+        }
+        store.insert_pack(&pack, 100).await.unwrap();
+        packs.push(pack);
+    }
+    packs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,8 +108,8 @@ impl StoreThread {
         self.ask(|reply| StoreOp::Claim { now, limit, reply }).await
     }
 
-    /// Gives up the lease on a pack (a failure is logged by the store thread; the lease
-    /// then runs out by itself).
+    /// Gives up the lease on a pack (a failure is logged by the store thread, which
+    /// writes the release again with its next batches until one commits).
     pub(super) async fn release(&self, id: PackId) {
         let (reply, released) = oneshot::channel();
         if self.0.send(StoreOp::Release(id, reply)).is_ok() {
@@ -159,6 +159,12 @@ pub(super) async fn store_thread(
         .unwrap_or(i64::MAX / 2)
         .saturating_add(1);
     let mut ops = Vec::with_capacity(WRITE_BATCH);
+    // Releases whose batch failed (the database down or restarting): written again with
+    // every batch until one commits. Dropped, the lease would stay for good: the renewals
+    // extend every live lease of this owner, so the pack would not be claimed again, by
+    // this node or another, until the node restarts (seen after a PostgreSQL restart:
+    // the packs whose steps failed while it was down stayed leased and never issued).
+    let mut unreleased: Vec<PackId> = Vec::new();
     loop {
         // A renewal goes before the queued operations, however many there are.
         let renew = tokio::select! {
@@ -229,6 +235,7 @@ pub(super) async fn store_thread(
                 StoreOp::Panic => panic!("injected: the store thread panics"),
             }
         }
+        releases.append(&mut unreleased);
         let written = if packs.is_empty() && releases.is_empty() && keys.is_empty() {
             Ok(Vec::new())
         } else {
@@ -246,10 +253,11 @@ pub(super) async fn store_thread(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, packs = packs.len(), leases = releases.len(), "lifecycle: a batch of writes failed");
+                tracing::warn!(error = %e, packs = packs.len(), leases = releases.len(), "lifecycle: a batch of writes failed; its releases are retried with the next batch");
                 for reply in saved_replies {
                     let _ = reply.send(Err(e.clone()));
                 }
+                unreleased = releases;
             }
         }
         for reply in released_replies {
@@ -265,6 +273,11 @@ pub(super) async fn store_thread(
                     limit: limit as u64,
                 })
                 .await;
+            // A pack claimed again (its lease ran out meanwhile) is this claim's: its
+            // old release must not end the new lease.
+            if let Ok(claimed) = &claimed {
+                unreleased.retain(|id| !claimed.iter().any(|(_, c)| c == id));
+            }
             let _ = reply.send(claimed);
         }
     }
