@@ -510,6 +510,11 @@ async fn three_nodes_share_the_work_and_take_over_a_killed_ones() {
     );
     // Nothing was issued again meanwhile.
     assert_eq!(db.count(issued_events).await, n);
+    // No private key in any node's log (every node issued or deployed keys).
+    for dir in &dirs {
+        let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
+        assert!(!log.contains("PRIVATE KEY"), "a key in {}", dir.display());
+    }
     eprintln!("whole test {:.1} s", began.elapsed().as_secs_f64());
     drop(nodes);
     let removing = Instant::now();

@@ -253,6 +253,36 @@ async fn two_nodes_on_one_postgres_issue_each_pack_once() {
         }
     }
     eprintln!("packs in the deploy dirs of node A, B: {by_node:?}");
+
+    // A pack deleted through node A leaves both deploy directories: A's at once, B's by
+    // its deploy sync (the database no longer holds the pack).
+    let gone = &packs[0].id;
+    let (status, v) = call(
+        &a,
+        &token,
+        reqwest::Method::DELETE,
+        &format!("{zone_path}/ssl/certificate_packs/{}", gone.as_str()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while [a.data_dir(), b.data_dir()]
+        .iter()
+        .any(|dir| dir.join("certs").join(gone.as_str()).exists())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted pack's folder is still in a deploy dir"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The others stay.
+    for p in &packs[1..] {
+        for dir in [a.data_dir(), b.data_dir()] {
+            assert!(dir.join("certs").join(p.id.as_str()).exists());
+        }
+    }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
