@@ -283,6 +283,48 @@ async fn two_nodes_on_one_postgres_issue_each_pack_once() {
             assert!(dir.join("certs").join(p.id.as_str()).exists());
         }
     }
+
+    // A renewal recorded in the database (a new certificate and its sealed key, as the
+    // issuing node writes them) reaches both deploy directories through their sync.
+    let mut renewed = a.store().pack_by_id(&packs[1].id).await.unwrap().unwrap();
+    let hosts: Vec<String> = renewed
+        .hosts
+        .iter()
+        .map(|h| h.hostname.as_str().to_owned())
+        .collect();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(hosts)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut certificate = renewed.certificate.clone().expect("issued");
+    certificate.id = "7e1e7ed".into();
+    certificate.chain_pem = cert.pem();
+    renewed.certificate = Some(certificate);
+    a.store()
+        .put_certificate_key(
+            &renewed.id,
+            "7e1e7ed",
+            &kek.seal(renewed.id.as_str(), key.serialize_pem().as_bytes()),
+        )
+        .await
+        .unwrap();
+    a.store().update_pack(&mut renewed).await.unwrap();
+    let files = |dir: &Path, name: &str| {
+        std::fs::read_to_string(dir.join("certs").join(renewed.id.as_str()).join(name))
+            .unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while [a.data_dir(), b.data_dir()].iter().any(|dir| {
+        files(dir, "fullchain.pem") != cert.pem()
+            || files(dir, "privkey.pem") != key.serialize_pem()
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate is not in both deploy dirs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
