@@ -94,8 +94,9 @@ struct Args {
     /// threads (busy for ~40 % of the machine during zonecert's run) ran 4-5 ms at a
     /// time on the CPU a woken request thread waited for (`perf sched timehist` of a
     /// run: waits of 2-11 ms behind Pebble and another session's compiler). Not lowered
-    /// by default: at nice 10 Debian's Pebble 2.4 deadlocked in 24 of 25 of zonecert's
-    /// first bursts (three runs), against 9 of 12 at nice 0 (four runs).
+    /// by default yet: one run completed lowered (GET p99 1.05x idle). Debian's Pebble
+    /// 2.4 deadlocked in most of zonecert's first bursts at either value (24 of 25
+    /// attempts at nice 10, 25 of 29 at nice 0).
     #[arg(long, default_value_t = 0)]
     pebble_nice: i8,
     /// Kept after the run when given (else a temporary folder).
