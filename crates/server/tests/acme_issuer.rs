@@ -57,6 +57,48 @@ async fn a_txt_order_with_a_wildcard_is_issued_and_chains_to_pebbles_root() {
     pebble.stop().await;
 }
 
+/// The CSR is made for a fresh key of the configured key type: RSA 2048 as well as the
+/// default P-256 (above), and the key handed back is the certificate's.
+#[tokio::test]
+async fn the_certificates_key_is_of_the_configured_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let issuer = AcmeIssuer::new(pebble.acme_settings(), tmp.path()).unwrap();
+    let hosts = hostnames(&["rsa.example.org"]);
+    let (order, records) = issuer
+        .begin(&hosts, DcvMethod::Txt, "unused.example", Some(90))
+        .await
+        .unwrap();
+    let DcvRecord::Txt { name, value } = &records[0] else {
+        panic!("not a TXT record: {records:?}");
+    };
+    dns.set_txt(name, &[value]);
+    let mut req = request(&["rsa.example.org"]);
+    req.key_type = zonecert_server::issuance::KeyType::Rsa2048;
+    let leaf = issuer.finish(&order, &req).await.unwrap();
+    assert_chain(
+        &leaf.chain_pem,
+        &pebble.issuing_root().await,
+        &["rsa.example.org"],
+    );
+    let (_, pem) = x509_parser::pem::parse_x509_pem(leaf.chain_pem.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let spki = cert.public_key();
+    assert_eq!(
+        spki.algorithm.algorithm,
+        x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION,
+        "an RSA certificate"
+    );
+    let key = rcgen::KeyPair::from_pem(leaf.key_pem.expose_secret()).unwrap();
+    assert_eq!(
+        key.public_key_raw(),
+        &*spki.subject_public_key.data,
+        "the key handed back is the certificate's"
+    );
+    pebble.stop().await;
+}
+
 #[tokio::test]
 async fn an_http_order_is_fetched_from_the_origin() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1084,6 +1084,136 @@ async fn a_certificate_ordered_by_one_node_is_revoked_through_another() {
     pebble.stop().await;
 }
 
+/// Certificates a node ordered with its own ACME account before another account became
+/// the database's (`load_shared_or_create`; here: the database's account replaced by a
+/// second one while the server is down) are refused to the shared account by the CA.
+/// The node that ordered them still has its account file: it revokes them as that
+/// account. A node without the file cannot: the queue's row says why, and once the file
+/// is back (its node claims the row) the certificate is revoked.
+#[tokio::test]
+async fn a_certificate_of_a_nodes_own_account_is_revoked_once_the_account_is_shared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let data = tmp.path().join("data");
+    let host = "own.example.org";
+    let revoking = |c: &mut Config| c.acme.revoke_on_delete = true;
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        host,
+        Arc::new(SystemClock),
+        revoking,
+    )
+    .await;
+    let first = server.active_txt_pack(&dns, host).await;
+    let second = server.active_txt_pack(&dns, host).await;
+    let serial_of = |p: zonecert_server::model::Pack| p.certificate.unwrap().id;
+    let first_serial = serial_of(server.stored(&first).await);
+    let second_serial = serial_of(server.stored(&second).await);
+    server.shutdown().await;
+
+    // Another account (another node's own, say) becomes the database's.
+    let elsewhere = tmp.path().join("elsewhere");
+    let settings = pebble.acme_settings();
+    let other = zonecert_server::issuance::acme::AcmeIssuer::new(settings.clone(), &elsewhere)
+        .unwrap()
+        .account_id()
+        .await
+        .unwrap();
+    let credentials = std::fs::read(zonecert_server::issuance::acme::account_file(
+        &settings, &elsewhere,
+    ))
+    .unwrap();
+    {
+        let store = zonecert_server::store::Store::open_sqlite(&data).unwrap();
+        let own = store
+            .acme_account(&pebble.directory)
+            .await
+            .unwrap()
+            .expect("the node published its account");
+        assert!(
+            store
+                .delete_acme_account(&pebble.directory, &own)
+                .await
+                .unwrap()
+        );
+        let kek = Config::new(&data).load_kek(false).unwrap();
+        let aad = zonecert_server::issuance::acme::account_aad(&pebble.directory);
+        let sealed = kek.seal(&aad, &credentials);
+        assert!(
+            store
+                .insert_acme_account(&pebble.directory, &sealed)
+                .await
+                .unwrap()
+        );
+    }
+
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        host,
+        Arc::new(SystemClock),
+        revoking,
+    )
+    .await;
+    server
+        .call("DELETE", &format!("/ssl/certificate_packs/{first}"), None)
+        .await;
+    let revoked = |serial: String| {
+        let pebble = &pebble;
+        let server = &server;
+        async move {
+            let mut status = Value::Null;
+            for _ in 0..150 {
+                status = pebble.cert_status(&serial).await;
+                if status["Status"] == "Revoked" {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!(
+                "not revoked: {status}; queue {:?}",
+                server.inner.store().queued_revocations().await
+            )
+        }
+    };
+    let status = revoked(first_serial).await;
+    assert_eq!(status["Reason"], 5, "cessationOfOperation: {status}");
+
+    // Without the node's own account file, the row says why it waits.
+    let file = zonecert_server::issuance::acme::account_file(&pebble.acme_settings(), &data);
+    let aside = file.with_extension("moved");
+    std::fs::rename(&file, &aside).unwrap();
+    server
+        .call("DELETE", &format!("/ssl/certificate_packs/{second}"), None)
+        .await;
+    let mut queued = Vec::new();
+    for _ in 0..100 {
+        queued = server.inner.store().queued_revocations().await.unwrap();
+        if queued.first().is_some_and(|q| q.attempts > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let why = queued[0].last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains(&other) && why.contains("ordered by another account"),
+        "{why}"
+    );
+    assert_eq!(pebble.cert_status(&second_serial).await["Status"], "Valid");
+    // The file is back: the row's next attempt (after its backoff) revokes it.
+    std::fs::rename(&aside, &file).unwrap();
+    revoked(second_serial).await;
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
 /// A test control (`/_zonecert/v1/...`) of a server started with `test_controls`.
 async fn control(server: &Server, token: &str, path: &str, body: Value) -> Value {
     let url = format!("http://{}/_zonecert/v1{path}", server.inner.addr());

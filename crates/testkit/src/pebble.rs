@@ -32,6 +32,10 @@ pub struct PebbleOptions {
     /// Fixed ports (directory, management) instead of free ones: a restarted Pebble must
     /// answer where the first one did.
     pub ports: Option<(u16, u16)>,
+    /// Started under `nice -n N` (0: as this process): a benchmark's Pebble stands in for
+    /// a CA on other machines, and at the server's priority its bursts take the CPU the
+    /// server's requests wake up on.
+    pub nice: i8,
 }
 
 /// A running Pebble.
@@ -217,7 +221,15 @@ fn spawn(dir: &Path, log: &Path, options: &PebbleOptions) -> Result<Child, Strin
         .open(log)
         .map_err(opened)?;
     let err = out.try_clone().map_err(opened)?;
-    let mut command = Command::new("pebble");
+    let mut command = if options.nice == 0 {
+        Command::new("pebble")
+    } else {
+        // `nice` execs Pebble: the child's pid stays Pebble's, and every thread the Go
+        // runtime starts inherits the value.
+        let mut nice = Command::new("nice");
+        nice.args(["-n", &options.nice.to_string(), "pebble"]);
+        nice
+    };
     command
         .arg("-config")
         .arg(dir.join("pebble.json"))

@@ -149,6 +149,35 @@ pub(crate) async fn load_shared_or_create(
     Ok((load_or_create(settings, data_dir, http).await?.0, None))
 }
 
+/// This node's own account for `settings`' directory, from its file, when it has one
+/// (never created): the account that ordered this node's certificates before the
+/// database's account became the one every node uses, which the CA may still require
+/// to revoke them (see `AcmeIssuer::revoke`).
+pub(crate) async fn load_own(
+    settings: &AcmeCaSettings,
+    data_dir: &Path,
+    http: &ReqwestHttp,
+) -> Result<Option<Account>, AcmeError> {
+    let path = account_path(settings, data_dir);
+    let local = |why: String| AcmeError::new(AcmeErrorKind::Other("account file".into()), why);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(local(format!("reading {}: {e}", path.display()))),
+    };
+    let credentials: AccountCredentials = serde_json::from_slice(&bytes).map_err(|e| {
+        local(format!(
+            "{} is not an ACME account file ({e})",
+            path.display()
+        ))
+    })?;
+    let account = Account::builder_with_http(Box::new(http.clone()))
+        .from_credentials(credentials)
+        .await
+        .map_err(|e| directory_error(settings, e))?;
+    Ok(Some(account))
+}
+
 /// This node's own account for `settings`' directory, from its file or created at the
 /// CA (and written to the file), with its credentials' JSON.
 async fn load_or_create(

@@ -582,26 +582,58 @@ impl AcmeIssuer {
 
     /// Revokes the certificate at the head of `chain_pem` (RFC 8555 section 7.6), as this
     /// directory's account (the one that ordered it), for `cessationOfOperation`.
+    ///
+    /// A certificate ordered by a node's own account before the database's account
+    /// became the one every node uses (`account::load_shared_or_create`) is refused to
+    /// the shared account (`unauthorized`: a CA accepts a revocation from the ordering
+    /// account, an account holding authorizations for every name, or the certificate's
+    /// key). RFC 8555 lets the certificate's key sign instead, but instant-acme (0.8) signs
+    /// only as an account; so the refused revocation is sent again as this node's own
+    /// account (its file in the data directory) when it has one that is not the shared
+    /// one. Without one, the error says so: the row is tried again later, by any node,
+    /// and the node that ordered the certificate (it has the account file) revokes it.
     pub async fn revoke(&self, chain_pem: &str) -> Result<(), AcmeError> {
         let certificate = CertificateDer::from(leaf_der(chain_pem)?);
         let request = RevocationRequest {
             certificate: &certificate,
             reason: Some(RevocationReason::CessationOfOperation),
         };
-        let mut refused = 0;
-        loop {
-            let account = self.account().await?;
-            match account
-                .revoke(&request)
-                .await
-                .map_err(AcmeError::from_client)
-            {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
-                    refused += 1;
-                }
-                Err(e) => return Err(self.unknown_account(e).await),
+        let account = self.account().await?;
+        let refused = match revoke_as(&account, &request).await {
+            Ok(()) => return Ok(()),
+            Err(e) if refused_to_account(&e) => e,
+            Err(e) => return Err(self.unknown_account(e).await),
+        };
+        let own = account::load_own(&self.settings, &self.data_dir, &self.http).await?;
+        match own {
+            Some(own) if own.id() != account.id() => {
+                tracing::info!(
+                    ca = self.settings.ca.as_str(),
+                    shared = account.id(),
+                    own = own.id(),
+                    "the CA refused the revocation to the shared ACME account; revoking as this node's own account, which may have ordered the certificate"
+                );
+                revoke_as(&own, &request).await.map_err(|e| {
+                    AcmeError::new(
+                        e.kind.clone(),
+                        format!(
+                            "refused to the database's account {} ({}) and to this node's own account {} ({}): neither ordered the certificate",
+                            account.id(),
+                            refused.detail,
+                            own.id(),
+                            e.detail
+                        ),
+                    )
+                })
             }
+            _ => Err(AcmeError::new(
+                refused.kind.clone(),
+                format!(
+                    "the CA refused the revocation to account {} ({}): the certificate was ordered by another account (a node's own, from before this database's account was shared), which this node does not have; the node holding that account's file in its data directory revokes it when it claims this row",
+                    account.id(),
+                    refused.detail
+                ),
+            )),
         }
     }
 
@@ -627,6 +659,30 @@ impl AcmeIssuer {
         super::write_private_file(path, key.serialize_pem().as_bytes())
             .map_err(|e| io(e.to_string()))
     }
+}
+
+/// Revokes as `account`, sending again while the CA refuses nonces.
+async fn revoke_as(account: &Account, request: &RevocationRequest<'_>) -> Result<(), AcmeError> {
+    let mut refused = 0;
+    loop {
+        match account
+            .revoke(request)
+            .await
+            .map_err(AcmeError::from_client)
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
+                refused += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the CA refused a revocation to the account that asked (not the account's
+/// own state: a deactivated or unknown account is handled as such).
+fn refused_to_account(e: &AcmeError) -> bool {
+    e.kind == AcmeErrorKind::Unauthorized
 }
 
 fn challenge_type(method: DcvMethod) -> ChallengeType {

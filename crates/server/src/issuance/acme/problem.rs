@@ -222,7 +222,11 @@ impl std::error::Error for AcmeError {}
 /// Pebble word it "account ... deactivated/revoked/is not valid").
 fn account_gone(detail: &str) -> bool {
     let d = detail.to_ascii_lowercase();
+    // Not a revocation refused for a certificate another account ordered (Pebble: "The
+    // certificate being revoked is not associated with account ..."): the account is
+    // fine, the certificate is not its own.
     d.contains("account")
+        && !d.contains("certificate")
         && (d.contains("deactivated") || d.contains("revoked") || d.contains("not valid"))
 }
 
@@ -265,6 +269,17 @@ mod tests {
         );
         assert!(AcmeErrorKind::RateLimited.order_survives());
         assert!(!AcmeErrorKind::Unauthorized.order_survives());
+    }
+
+    #[test]
+    fn a_certificate_of_another_account_is_not_a_gone_account() {
+        assert!(!account_gone(
+            "The certificate being revoked is not associated with account \"4b914c158972964\""
+        ));
+        assert!(account_gone(
+            "Account is not valid, has status \"deactivated\""
+        ));
+        assert!(account_gone("the account has been revoked"));
     }
 
     #[test]
