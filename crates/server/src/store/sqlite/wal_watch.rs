@@ -30,8 +30,9 @@ const MAX_FRAME: usize = 16;
 const BACKFILLED: usize = 2 * HEADER;
 
 /// Bytes read from the start of the `-shm` file: the two header copies and the
-/// checkpoint information's first field.
+/// checkpoint information's first field (a whole number of 32-bit words).
 const READ: usize = BACKFILLED + 4;
+const _: () = assert!(READ % 4 == 0 && HEADER % 4 == 0);
 
 /// An open `-shm` file of one database.
 #[derive(Debug)]
@@ -162,15 +163,19 @@ mod mapping {
 
         /// Copies the bytes, in order: the first header copy before the second, with a
         /// barrier between them as SQLite's readers have (its writer writes the second
-        /// copy, a barrier, then the first). Volatile: another process writes them.
+        /// copy, a barrier, then the first). Volatile: another process writes them. By
+        /// aligned 32-bit words, the width of every field.
         pub(super) fn read(&self, buf: &mut [u8; READ]) {
             const SPLIT: usize = super::HEADER;
-            for (i, b) in buf.iter_mut().enumerate() {
-                if i == SPLIT {
+            let words = self.at.as_ptr().cast::<u32>();
+            for (i, chunk) in buf.chunks_exact_mut(4).enumerate() {
+                if i * 4 == SPLIT {
                     fence(Ordering::SeqCst);
                 }
-                // SAFETY: `i < READ`, within the mapping, which lives as long as `self`.
-                *b = unsafe { std::ptr::read_volatile(self.at.as_ptr().add(i)) };
+                // SAFETY: `i * 4 + 4 <= READ`, within the mapping, which lives as long
+                // as `self`; the mapping is page-aligned, so the word is aligned.
+                let word = unsafe { std::ptr::read_volatile(words.add(i)) };
+                chunk.copy_from_slice(&word.to_ne_bytes());
             }
         }
     }
