@@ -342,8 +342,17 @@ impl AsyncRead for Guarded {
         if this.idle || !this.in_flight() {
             return this.poll_read_head(cx, buf);
         }
-        // The next head waits for the request in flight to be answered: hyper polls
-        // again then, to read it (and a refusal then follows that answer).
+        // The next head waits for the request in flight to be answered (and a refusal
+        // then follows that answer). hyper does not always poll again by itself: after
+        // a read that returned Pending it waits for a wake-up, which the socket, not
+        // polled here, never gives. Once hyper's own header-read timer was removed,
+        // connections stalled here (seen under callgrind, a few thousand requests in).
+        // So the answer's end wakes this read; checked again after registering, in
+        // case it ended in between.
+        this.shared.reader.register(cx.waker());
+        if !this.in_flight() {
+            return this.poll_read_head(cx, buf);
+        }
         Poll::Pending
     }
 }
