@@ -32,15 +32,22 @@ const BACKFILLED: usize = 2 * HEADER;
 /// Bytes read from the start of the `-shm` file: the two header copies and the
 /// checkpoint information's first field (a whole number of 32-bit words).
 const READ: usize = BACKFILLED + 4;
-const _: () = assert!(READ % 4 == 0 && HEADER % 4 == 0);
+const _: () = assert!(READ.is_multiple_of(4) && HEADER.is_multiple_of(4));
 
 /// An open `-shm` file of one database.
 #[derive(Debug)]
 pub(super) struct WalWatch {
     #[cfg(target_os = "linux")]
     shm: mapping::Mapped,
-    #[cfg(not(target_os = "linux"))]
-    shm: File,
+    /// The file stays open as long as the watch, mapped or not: closing any descriptor
+    /// of a file releases every POSIX lock the process holds on it, SQLite's own locks
+    /// on the `-shm` file included. Closed after mapping, another process opening the
+    /// database (the admin CLI) found no lock held, took itself for the only user and
+    /// rebuilt the WAL index, restarting its commit counter, so that a second such
+    /// process's commit left the counter at a value the cache already knew, and went
+    /// unnoticed (crates/cli/tests/serve.rs caught it).
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    file: File,
 }
 
 impl WalWatch {
@@ -52,11 +59,11 @@ impl WalWatch {
         let mut name = db_path.as_os_str().to_owned();
         name.push("-shm");
         let file = File::open(name)?;
-        #[cfg(target_os = "linux")]
-        let shm = mapping::Mapped::new(&file)?;
-        #[cfg(not(target_os = "linux"))]
-        let shm = file;
-        Ok(WalWatch { shm })
+        Ok(WalWatch {
+            #[cfg(target_os = "linux")]
+            shm: mapping::Mapped::new(&file)?,
+            file,
+        })
     }
 
     /// The commit counter, or `None` when no consistent header could be read (a commit
@@ -98,7 +105,7 @@ impl WalWatch {
     #[cfg(not(target_os = "linux"))]
     fn read(&self, buf: &mut [u8; READ]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.shm.read_exact_at(buf, 0)
+        self.file.read_exact_at(buf, 0)
     }
 }
 
@@ -128,7 +135,8 @@ mod mapping {
 
     impl Mapped {
         /// Maps the first page of `file` (which must hold `READ` bytes: a wal-index
-        /// in use holds at least a 32 KiB region). The file may be closed afterwards.
+        /// in use holds at least a 32 KiB region). The caller keeps the file open
+        /// (see `WalWatch::file`).
         pub(super) fn new(file: &File) -> std::io::Result<Mapped> {
             let len = file.metadata()?.len();
             if len < READ as u64 {
