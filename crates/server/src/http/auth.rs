@@ -6,8 +6,9 @@ use crate::model::{Need, Principal, ZoneId};
 use crate::secrets;
 use crate::store::{Reads, Store};
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName};
 
 /// The principal the rate limiter authenticated (once per request), for the handler.
 #[derive(Debug, Clone)]
@@ -70,7 +71,14 @@ pub enum Credential {
     },
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+/// The e-mail header of the global-key scheme.
+static X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-email");
+/// The key header of the global-key scheme.
+static X_AUTH_KEY: HeaderName = HeaderName::from_static("x-auth-key");
+
+/// A header's value, trimmed. By `HeaderName`: a `&str` name is parsed (lower-cased and
+/// checked) at every lookup, on every request.
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ()> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| ()),
@@ -81,7 +89,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()>
 /// TypeScript SDK sends every credential it was given).
 pub fn credential(headers: &HeaderMap) -> Result<Credential, ApiError> {
     if let Some(value) =
-        header(headers, "authorization").map_err(|_| ApiError::bad_authorization_header())?
+        header(headers, &AUTHORIZATION).map_err(|_| ApiError::bad_authorization_header())?
     {
         let (scheme, token) = value
             .split_once(' ')
@@ -92,8 +100,8 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential, ApiError> {
         }
         return Ok(Credential::Token(token.to_owned()));
     }
-    let email = header(headers, "x-auth-email").map_err(|_| ApiError::bad_email_header())?;
-    let key = header(headers, "x-auth-key").map_err(|_| ApiError::bad_key_header())?;
+    let email = header(headers, &X_AUTH_EMAIL).map_err(|_| ApiError::bad_email_header())?;
+    let key = header(headers, &X_AUTH_KEY).map_err(|_| ApiError::bad_key_header())?;
     match (email, key) {
         (Some(email), Some(key)) => {
             if !secrets::looks_like_email(email) {

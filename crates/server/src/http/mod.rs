@@ -149,8 +149,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(monitoring::readyz))
         .route("/metrics", get(monitoring::metrics))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(front, front_door))
+        // One `layer` call for both (a tuple: the first outermost): each call wraps
+        // every route in one more boxed service, cloned and boxing its future for every
+        // request (about 700 instructions each, callgrind).
+        .layer((
+            middleware::from_fn_with_state(front, front_door),
+            DefaultBodyLimit::max(state.config.max_body_bytes),
+        ))
         .with_state(state)
 }
 
@@ -242,8 +247,9 @@ struct FrontDoor {
 /// `x-request-id` if it is sane), reads its body whole within the body-read timeout
 /// ([`conn::read_body`]), logs it with the outcome, returns the id in the response, and
 /// counts the request in the metrics by its route template.
-async fn front_door(State(front): State<FrontDoor>, mut req: Request, next: Next) -> Response {
-    // The id as a header value, made once: the request and the response share its bytes.
+async fn front_door(State(front): State<FrontDoor>, req: Request, next: Next) -> Response {
+    // The id as a header value, made once: the span and the response share its bytes.
+    // Not written into the request's headers: nothing after this reads it there.
     let id = req
         .headers()
         .get(&REQUEST_ID)
@@ -254,17 +260,19 @@ async fn front_door(State(front): State<FrontDoor>, mut req: Request, next: Next
         .cloned()
         .unwrap_or_else(|| {
             // Hex digits: always a valid header value.
-            HeaderValue::try_from(crate::secrets::mint_request_id())
+            HeaderValue::from_bytes(&crate::secrets::mint_request_id())
                 .unwrap_or(HeaderValue::from_static("-"))
         });
-    req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     // Only the id in the span: a span's fields are formatted when it is made, for every
     // request, although most requests log nothing at the default level. The method and
-    // path go in the line that says how the request ended.
+    // path go in the line that says how the request ended. Displayed, not debugged: a
+    // `&str` field is formatted with `Debug`, which escapes it character by character
+    // (recording the field took 3,200 instructions a request, callgrind, 2,100 this
+    // way); the id needs no quoting, being at most 64 visible ASCII characters, no space.
     let id_str = id.to_str().unwrap_or_default();
-    let span = tracing::info_span!("request", request_id = id_str);
+    let span = tracing::info_span!("request", request_id = %id_str);
     // A clone of the parsed URI shares its bytes.
     let uri = req.uri().clone();
     let started = Instant::now();

@@ -17,9 +17,12 @@ pub(super) enum Head {
 
 /// Checks a request head as hyper would parse it, with this server's limits.
 pub(super) fn check_head(bytes: &[u8]) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(bytes) {
+    // Uninitialised: filling 100 empty headers before each parse cost more than a
+    // tenth of this check.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(bytes, &mut headers) {
         Ok(httparse::Status::Complete(len)) => {
             if request.path.is_some_and(|p| p.len() > MAX_URI_BYTES) {
                 Head::Refused(ApiError::uri_too_long(MAX_URI_BYTES))

@@ -3,6 +3,7 @@
 
 use super::framing::{BodyLeft, Chunked, Head, check_head};
 use super::*;
+use std::mem::MaybeUninit;
 
 /// How long a refused connection's socket is kept after the refusal went out, reading
 /// and dropping what the client still sends: closing a socket with unread bytes resets
@@ -11,6 +12,11 @@ pub(super) const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// Most bytes read and dropped after a refusal.
 pub(super) const REFUSAL_DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Bytes asked of the socket per read. The buffer is left uninitialised
+/// (`ReadBuf::uninit`): zeroing 8 KiB before every read was a fifth of the
+/// instructions of a cached GET verification (16,000 of 72,000, callgrind).
+const READ_CHUNK: usize = 8192;
 
 /// A refusal on its way out: sent, the sending side shut, the rest of the request
 /// drained for a while.
@@ -132,8 +138,8 @@ impl Guarded {
                     }
                 }
             }
-            let mut chunk = [0u8; 8192];
-            let mut chunk_buf = ReadBuf::new(&mut chunk);
+            let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+            let mut chunk_buf = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.inner).poll_read(cx, &mut chunk_buf) {
                 Poll::Pending => {
                     if let Some(deadline) = self.read_deadline.as_mut()
@@ -229,8 +235,8 @@ impl Guarded {
                 // The body ended exactly where the bytes received did.
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; 8192];
-            let mut chunk_buf = ReadBuf::new(&mut chunk);
+            let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+            let mut chunk_buf = ReadBuf::uninit(&mut chunk);
             ready!(Pin::new(&mut self.inner).poll_read(cx, &mut chunk_buf))?;
             let got = chunk_buf.filled();
             if got.is_empty() {
@@ -336,8 +342,17 @@ impl AsyncRead for Guarded {
         if this.idle || !this.in_flight() {
             return this.poll_read_head(cx, buf);
         }
-        // The next head waits for the request in flight to be answered: hyper polls
-        // again then, to read it (and a refusal then follows that answer).
+        // The next head waits for the request in flight to be answered (and a refusal
+        // then follows that answer). hyper does not always poll again by itself: after
+        // a read that returned Pending it waits for a wake-up, which the socket, not
+        // polled here, never gives. Once hyper's own header-read timer was removed,
+        // connections stalled here (seen under callgrind, a few thousand requests in).
+        // So the answer's end wakes this read; checked again after registering, in
+        // case it ended in between.
+        this.shared.reader.register(cx.waker());
+        if !this.in_flight() {
+            return this.poll_read_head(cx, buf);
+        }
         Poll::Pending
     }
 }

@@ -2,15 +2,19 @@
 //!
 //! In WAL mode, SQLite keeps a header in the `-shm` file (the "wal-index", documented in
 //! <https://www.sqlite.org/walformat.html>) with a counter, `iChange`, that every
-//! commit moves on. Reading it is one `pread` of 96 bytes; asking SQLite instead
-//! (`PRAGMA data_version`) opens a read transaction, two `fcntl` locks, which cost more
-//! than the rest of a cached request.
+//! commit moves on. Asking SQLite instead (`PRAGMA data_version`) opens a read
+//! transaction, two `fcntl` locks, which cost more than the rest of a cached request.
 //!
-//! The header is written twice in a row by the committer and read as a pair: two equal
-//! copies are a consistent header, as SQLite's own readers decide.
+//! On Linux the header is read from a shared mapping of the file's first page, as
+//! SQLite's own connections read it: no system call. A `pread` of it (what other
+//! systems do here) was the one system call of a cached request besides the socket's
+//! read and write, every request.
+//!
+//! The header is written twice in a row by the committer (the second copy first) and
+//! read as a pair, the first copy first: two equal copies are a consistent header, as
+//! SQLite's own readers decide.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Size of one copy of the wal-index header.
@@ -25,21 +29,40 @@ const MAX_FRAME: usize = 16;
 /// the first field of the checkpoint information after the two copies.
 const BACKFILLED: usize = 2 * HEADER;
 
+/// Bytes read from the start of the `-shm` file: the two header copies and the
+/// checkpoint information's first field (a whole number of 32-bit words).
+const READ: usize = BACKFILLED + 4;
+const _: () = assert!(READ.is_multiple_of(4) && HEADER.is_multiple_of(4));
+
 /// An open `-shm` file of one database.
 #[derive(Debug)]
 pub(super) struct WalWatch {
-    shm: File,
+    #[cfg(target_os = "linux")]
+    shm: mapping::Mapped,
+    /// The file stays open as long as the watch, mapped or not: closing any descriptor
+    /// of a file releases every POSIX lock the process holds on it, SQLite's own locks
+    /// on the `-shm` file included. Closed after mapping, another process opening the
+    /// database (the admin CLI) found no lock held, took itself for the only user and
+    /// rebuilt the WAL index, restarting its commit counter, so that a second such
+    /// process's commit left the counter at a value the cache already knew, and went
+    /// unnoticed (crates/cli/tests/serve.rs caught it).
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    file: File,
 }
 
 impl WalWatch {
     /// Opens the `-shm` file of the database at `db_path`. It exists while any
     /// connection has the database open in WAL mode; the caller keeps one open for as
-    /// long as it watches, so that SQLite never deletes the file under it.
+    /// long as it watches, so that SQLite never deletes the file under it nor, as the
+    /// first connection to open a database does, truncates it.
     pub(super) fn open(db_path: &Path) -> std::io::Result<WalWatch> {
         let mut name = db_path.as_os_str().to_owned();
         name.push("-shm");
+        let file = File::open(name)?;
         Ok(WalWatch {
-            shm: File::open(name)?,
+            #[cfg(target_os = "linux")]
+            shm: mapping::Mapped::new(&file)?,
+            file,
         })
     }
 
@@ -51,12 +74,12 @@ impl WalWatch {
 
     /// The commit counter and the WAL's frames not yet checkpointed, from one read.
     pub(super) fn state(&self) -> Option<WalState> {
-        let mut buf = [0u8; BACKFILLED + 4];
+        let mut buf = [0u8; READ];
         let u32_at = |bytes: &[u8], at: usize| -> Option<u32> {
             Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
         };
         for _ in 0..3 {
-            self.shm.read_exact_at(&mut buf, 0).ok()?;
+            self.read(&mut buf).ok()?;
             let (first, rest) = buf.split_at(HEADER);
             let second = rest.get(..HEADER)?;
             if first == second && first[IS_INIT] != 0 {
@@ -71,6 +94,108 @@ impl WalWatch {
             }
         }
         None
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read(&self, buf: &mut [u8; READ]) -> std::io::Result<()> {
+        self.shm.read(buf);
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read(&self, buf: &mut [u8; READ]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, 0)
+    }
+}
+
+/// The shared mapping of the `-shm` file's first page. The crate's one `unsafe` code
+/// besides `sched_setattr`: no safe wrapper maps a file (`rustix`'s `mmap` is `unsafe`
+/// too, for the same reasons).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod mapping {
+    use super::READ;
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{Ordering, fence};
+
+    /// `READ` bytes at the start of the file, mapped read-only and shared: SQLite's
+    /// writes to the file (through its own mapping) show through at once.
+    #[derive(Debug)]
+    pub(super) struct Mapped {
+        at: std::ptr::NonNull<u8>,
+    }
+
+    // SAFETY: the mapping is read-only memory owned by this value alone; reading it from
+    // several threads at once is what `read` does with volatile reads.
+    unsafe impl Send for Mapped {}
+    // SAFETY: as above: `&Mapped` only reads.
+    unsafe impl Sync for Mapped {}
+
+    impl Mapped {
+        /// Maps the first page of `file` (which must hold `READ` bytes: a wal-index
+        /// in use holds at least a 32 KiB region). The caller keeps the file open
+        /// (see `WalWatch::file`).
+        pub(super) fn new(file: &File) -> std::io::Result<Mapped> {
+            let len = file.metadata()?.len();
+            if len < READ as u64 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the WAL index holds {len} bytes, less than its header"),
+                ));
+            }
+            // SAFETY: a new read-only shared mapping of `READ` bytes of an open file,
+            // at an address the kernel chooses; nothing else in this process is at that
+            // address. The page lies within the file (checked above), so reading it
+            // cannot fault with SIGBUS as long as the file is not truncated, which
+            // SQLite does only when it opens a database no connection has open: the
+            // store's writer connection stays open as long as this mapping lives.
+            let at = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    READ,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if at == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::ptr::NonNull::new(at.cast::<u8>())
+                .map(|at| Mapped { at })
+                .ok_or_else(|| std::io::Error::other("mmap returned a null mapping"))
+        }
+
+        /// Copies the bytes, in order: the first header copy before the second, with a
+        /// barrier between them as SQLite's readers have (its writer writes the second
+        /// copy, a barrier, then the first). Volatile: another process writes them. By
+        /// aligned 32-bit words, the width of every field.
+        pub(super) fn read(&self, buf: &mut [u8; READ]) {
+            const SPLIT: usize = super::HEADER;
+            let words = self.at.as_ptr().cast::<u32>();
+            for (i, chunk) in buf.chunks_exact_mut(4).enumerate() {
+                if i * 4 == SPLIT {
+                    fence(Ordering::SeqCst);
+                }
+                // SAFETY: `i * 4 + 4 <= READ`, within the mapping, which lives as long
+                // as `self`; the mapping is page-aligned, so the word is aligned.
+                let word = unsafe { std::ptr::read_volatile(words.add(i)) };
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+        }
+    }
+
+    impl Drop for Mapped {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, of that length, unmapped once; no
+            // reference into it outlives `self`.
+            unsafe {
+                libc::munmap(self.at.as_ptr().cast(), READ);
+            }
+        }
     }
 }
 
