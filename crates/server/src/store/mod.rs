@@ -30,7 +30,7 @@ pub use postgres::{DEFAULT_POOL_SIZE, PgStore};
 pub use revocations::{QueuedRevocation, RevocationClaim};
 pub use sqlite::SqliteStore;
 pub use webhooks::{
-    Delivery, DeliveryClaim, DeliveryOutcome, DeliveryResult, DeliveryState, OutboxEvent,
+    Delivery, DeliveryClaim, DeliveryOutcome, DeliveryResult, DeliveryState, OutboxEvent, Payload,
     WebhookEndpoint, wall_ms,
 };
 

@@ -9,6 +9,7 @@
 //! and records each attempt's outcome.
 
 use super::{Store, StoreError};
+use std::sync::Arc;
 
 /// Unix milliseconds of the wall clock: deliveries are retried in real time, whatever
 /// the lifecycle's clock says.
@@ -20,7 +21,7 @@ pub fn wall_ms() -> i64 {
 }
 
 /// An event as written to the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OutboxEvent {
     /// The message id (`webhook-id`), the same for every endpoint and attempt.
     pub id: String,
@@ -32,11 +33,44 @@ pub struct OutboxEvent {
     pub pack_id: String,
     /// Unix seconds (the lifecycle's clock) when it happened.
     pub occurred_at: i64,
-    /// The JSON body delivered, whole.
-    pub payload: String,
+    /// The JSON body delivered, whole, made only if an endpoint wants the event.
+    pub payload: Payload,
     /// An event written at most once: a second event with the same key is dropped
     /// (`pack.expiring` for one certificate and threshold).
     pub dedupe: Option<String>,
+}
+
+/// An event's JSON body, made when the event is written and only if an endpoint wants
+/// it. Most transitions have no endpoint listening (the outbox keeps only events some
+/// endpoint wants), and the body (the pack as the API shows it) costs more to make than
+/// the transition itself: made eagerly, it was most of the lifecycle's added cost.
+#[derive(Clone)]
+pub struct Payload(Arc<dyn Fn() -> String + Send + Sync>);
+
+impl Payload {
+    /// A body made by `make` when it is first needed (each call makes it anew: it is
+    /// needed at most once, when the event is written).
+    pub fn deferred(make: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Payload(Arc::new(make))
+    }
+
+    /// The body.
+    pub fn make(&self) -> String {
+        (self.0)()
+    }
+}
+
+impl From<String> for Payload {
+    fn from(body: String) -> Self {
+        let body: Arc<str> = body.into();
+        Payload::deferred(move || body.to_string())
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Payload(..)")
+    }
 }
 
 /// A webhook endpoint.

@@ -7,8 +7,9 @@
 
 use crate::http::wire;
 use crate::model::{Event, Pack, PackState};
-use crate::store::OutboxEvent;
+use crate::store::{OutboxEvent, Payload};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Every event type, as delivered (`type`) and as `--events` names them.
 pub const EVENT_TYPES: &[&str] = &[
@@ -51,11 +52,16 @@ pub const TEST: &str = "webhook.test";
 pub const EXPIRING_DAYS: [i64; 3] = [1, 7, 30];
 
 /// The webhook events of a transition of `before` into `after` at `now` (Unix seconds)
-/// that reported `events`.
+/// that reported `events`. Their bodies are made only when written (see [`Payload`]);
+/// the events of one transition share one copy of `after`.
 pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) -> Vec<OutboxEvent> {
     // The certificate's nearing expiry first: it was so before this transition.
     let mut out: Vec<OutboxEvent> = expiring(after, now).into_iter().collect();
-    let mut add = |kind: &str, extra: Value| out.push(event(kind, after, extra, now, None));
+    let mut snapshot: Option<Arc<Pack>> = None;
+    let mut add = |kind: &'static str, extra: Extra| {
+        let pack = snapshot.get_or_insert_with(|| Arc::new(after.clone()));
+        out.push(event(kind, pack, extra, now, None));
+    };
     let before_failed = failed_reasons(before);
     for e in events {
         match e {
@@ -66,7 +72,10 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
             {
                 add(
                     VALIDATION_FAILED,
-                    json!({"reasons": reasons, "renewal": false}),
+                    Extra::Failed {
+                        reasons: reasons.clone(),
+                        renewal: false,
+                    },
                 );
             }
             Event::RenewalFailed { reason } | Event::CaaRefused { reason }
@@ -74,21 +83,25 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
             {
                 add(
                     VALIDATION_FAILED,
-                    json!({"reasons": [reason], "renewal": before.state == PackState::Active}),
+                    Extra::Failed {
+                        reasons: vec![reason.clone()],
+                        renewal: before.state == PackState::Active,
+                    },
                 );
             }
-            Event::Validated => add(VALIDATED, json!({"renewal": false})),
-            Event::Revalidated => add(VALIDATED, json!({"renewal": true})),
+            Event::Validated => add(VALIDATED, Extra::Renewal(false)),
+            Event::Revalidated => add(VALIDATED, Extra::Renewal(true)),
             Event::Issued { serial, renewal } => add(
                 if *renewal { RENEWED } else { ISSUED },
-                json!({"serial": serial, "renewal": renewal}),
+                Extra::Issued {
+                    serial: serial.clone(),
+                    renewal: *renewal,
+                },
             ),
-            Event::Active { serial } => add(ACTIVE, json!({"serial": serial})),
-            Event::TimedOut { state } => {
-                add(TIMED_OUT, json!({"state": wire::pack_status(*state)}));
-            }
-            Event::Expired => add(EXPIRED, json!({})),
-            Event::Deleted => add(DELETED, json!({})),
+            Event::Active { serial } => add(ACTIVE, Extra::Serial(serial.clone())),
+            Event::TimedOut { state } => add(TIMED_OUT, Extra::State(*state)),
+            Event::Expired => add(EXPIRED, Extra::None),
+            Event::Deleted => add(DELETED, Extra::None),
             _ => {}
         }
     }
@@ -98,7 +111,7 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
 /// `pack.deleted` for a pack deleted at `now` (the deletions happen outside
 /// `apply_transition`: they have no version to race).
 pub fn deleted(pack: &Pack, now: i64) -> OutboxEvent {
-    event(DELETED, pack, json!({}), now, None)
+    event(DELETED, &Arc::new(pack.clone()), Extra::None, now, None)
 }
 
 /// `pack.expiring` for the smallest threshold the pack's certificate has crossed, if
@@ -122,8 +135,12 @@ pub fn expiring(pack: &Pack, now: i64) -> Option<OutboxEvent> {
     let key = format!("expiring:{}:{}:{days}", pack.id, cert.id);
     Some(event(
         EXPIRING,
-        pack,
-        json!({"days": days, "serial": cert.id, "expires_on": rfc3339(cert.not_after)}),
+        &Arc::new(pack.clone()),
+        Extra::Expiring {
+            days,
+            serial: cert.id.clone(),
+            not_after: cert.not_after,
+        },
         now,
         Some(key),
     ))
@@ -159,24 +176,72 @@ pub fn rfc3339(secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// What an event's `data` holds beside the zone and the pack.
+enum Extra {
+    None,
+    Renewal(bool),
+    Failed {
+        reasons: Vec<String>,
+        renewal: bool,
+    },
+    Issued {
+        serial: String,
+        renewal: bool,
+    },
+    Serial(String),
+    State(PackState),
+    Expiring {
+        days: i64,
+        serial: String,
+        not_after: i64,
+    },
+}
+
+impl Extra {
+    fn json(&self) -> Value {
+        match self {
+            Extra::None => json!({}),
+            Extra::Renewal(renewal) => json!({"renewal": renewal}),
+            Extra::Failed { reasons, renewal } => json!({"reasons": reasons, "renewal": renewal}),
+            Extra::Issued { serial, renewal } => json!({"serial": serial, "renewal": renewal}),
+            Extra::Serial(serial) => json!({"serial": serial}),
+            Extra::State(state) => json!({"state": wire::pack_status(*state)}),
+            Extra::Expiring {
+                days,
+                serial,
+                not_after,
+            } => json!({"days": days, "serial": serial, "expires_on": rfc3339(*not_after)}),
+        }
+    }
+}
+
 /// An event about `pack`: the body is `{type, timestamp, data: {zone_id, pack, ...extra}}`,
 /// the pack as the API shows it.
-fn event(kind: &str, pack: &Pack, extra: Value, now: i64, dedupe: Option<String>) -> OutboxEvent {
-    let mut data = json!({
-        "zone_id": pack.zone_id.as_str(),
-        "pack": wire::pack(pack),
+fn event(
+    kind: &'static str,
+    pack: &Arc<Pack>,
+    extra: Extra,
+    now: i64,
+    dedupe: Option<String>,
+) -> OutboxEvent {
+    let snapshot = Arc::clone(pack);
+    let payload = Payload::deferred(move || {
+        let mut data = json!({
+            "zone_id": snapshot.zone_id.as_str(),
+            "pack": wire::pack(&snapshot),
+        });
+        if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra.json()) {
+            data.extend(extra);
+        }
+        json!({"type": kind, "timestamp": rfc3339(now), "data": data}).to_string()
     });
-    if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
-        data.extend(extra);
-    }
-    let body = json!({"type": kind, "timestamp": rfc3339(now), "data": data});
     OutboxEvent {
         id: message_id(),
         kind: kind.to_owned(),
         zone_id: pack.zone_id.as_str().to_owned(),
         pack_id: pack.id.as_str().to_owned(),
         occurred_at: now,
-        payload: body.to_string(),
+        payload,
         dedupe,
     }
 }

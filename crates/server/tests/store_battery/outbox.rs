@@ -25,7 +25,7 @@ fn event(kind: &str, zone: &str, pack: &str, dedupe: Option<&str>) -> OutboxEven
         zone_id: zone.into(),
         pack_id: pack.into(),
         occurred_at: 100,
-        payload: format!("{{\"type\":\"{kind}\"}}"),
+        payload: format!("{{\"type\":\"{kind}\"}}").into(),
         dedupe: dedupe.map(str::to_owned),
     }
 }
@@ -88,7 +88,7 @@ pub(super) async fn outbox_events_go_with_the_pack_and_arrive_in_order(s: Store)
     assert_eq!(first.len(), 1, "only the pack's first event: {first:?}");
     assert_eq!(first[0].kind, "pack.validated");
     assert_eq!(first[0].event_id, events[0].id);
-    assert_eq!(first[0].payload, events[0].payload);
+    assert_eq!(first[0].payload, events[0].payload.make());
     assert!(
         s.claim_deliveries(&claim("a", "we_other_zone", now))
             .await

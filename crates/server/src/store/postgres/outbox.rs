@@ -73,7 +73,7 @@ pub(super) async fn insert_events_for(
                     &event.zone_id,
                     &event.pack_id,
                     &event.occurred_at,
-                    &event.payload,
+                    &event.payload.make(),
                     &event.dedupe,
                 ],
             )

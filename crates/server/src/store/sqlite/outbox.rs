@@ -69,7 +69,7 @@ pub(super) fn insert_events_for(
                     event.zone_id,
                     event.pack_id,
                     event.occurred_at,
-                    event.payload,
+                    event.payload.make(),
                     event.dedupe
                 ],
                 |r| r.get(0),
