@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             zone_id: zone.to_owned(),
             pack_id: pack.clone(),
             occurred_at: 0,
-            payload: payload(kind, zone, &pack, n),
+            payload: payload(kind, zone, &pack, n).into(),
             dedupe: None,
         });
         if batch.len() == 1000 || n + 1 == args.events {
