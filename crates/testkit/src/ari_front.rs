@@ -9,6 +9,13 @@
 //! It can also refuse revocations (`serverInternal`, 503) for as long as a test says, a
 //! CA that is down for them, while Pebble keeps its state. It counts the requests it is
 //! answering at once, and can hold each for a while (a slower CA).
+//!
+//! Faults Pebble 2.4 cannot make, on demand, in front of the real CA: the first N
+//! requests to one ACME resource answered with an RFC 8555 `rateLimited` problem and a
+//! `Retry-After` ([`AriFront::rate_limit`]; Pebble never rate-limits), and ACME profiles
+//! (draft-ietf-acme-profiles) offered in the directory's `meta.profiles`
+//! ([`AriFront::offer_profiles`]; Pebble 2.4 has none, and ignores an order's
+//! `profile`, which [`AriFront::new_orders`] shows).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -68,6 +75,23 @@ struct FrontState {
     delay: Mutex<std::time::Duration>,
     /// Requests being answered now, and the most there were at once.
     in_flight: Mutex<(usize, usize)>,
+    /// The rate limit set by [`AriFront::rate_limit`].
+    rate_limit: Mutex<RateLimit>,
+    /// `meta.profiles` added to the directory, if any.
+    profiles: Mutex<Option<serde_json::Value>>,
+}
+
+/// Which requests are refused as rate-limited, and how many were.
+#[derive(Debug, Default)]
+struct RateLimit {
+    /// The resource's path (`/order-plz`: Pebble's `newOrder`).
+    path: String,
+    /// How many more requests to it are refused.
+    remaining: usize,
+    /// The `Retry-After` they carry, in seconds.
+    retry_after_secs: u64,
+    /// When each refused request came.
+    refused: Vec<std::time::SystemTime>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,6 +135,8 @@ impl AriFront {
             refuse_revocations: Mutex::new((false, 0)),
             delay: Mutex::new(std::time::Duration::ZERO),
             in_flight: Mutex::new((0, 0)),
+            rate_limit: Mutex::new(RateLimit::default()),
+            profiles: Mutex::new(None),
         });
         let router = axum::Router::new()
             .fallback(forward)
@@ -165,9 +191,35 @@ impl AriFront {
         lock(&self.state.in_flight).1
     }
 
-    /// The payloads of the `newOrder` requests so far, decoded from their JWS.
+    /// The payloads of the `newOrder` requests Pebble was given so far, decoded from
+    /// their JWS (rate-limited ones are not among them).
     pub fn new_orders(&self) -> Vec<serde_json::Value> {
         lock(&self.state.new_orders).clone()
+    }
+
+    /// Answers the next `count` POSTs to `path` (`/order-plz` is Pebble's `newOrder`)
+    /// with a `urn:ietf:params:acme:error:rateLimited` problem (429) and `Retry-After:
+    /// retry_after_secs`; Pebble never sees them.
+    pub fn rate_limit(&self, path: &str, count: usize, retry_after_secs: u64) {
+        let mut limit = lock(&self.state.rate_limit);
+        limit.path = path.to_owned();
+        limit.remaining = count;
+        limit.retry_after_secs = retry_after_secs;
+    }
+
+    /// When each request refused as rate-limited came, so far.
+    pub fn rate_limited(&self) -> Vec<std::time::SystemTime> {
+        lock(&self.state.rate_limit).refused.clone()
+    }
+
+    /// Offers these ACME profiles (name, description) in the directory's
+    /// `meta.profiles`, from now on.
+    pub fn offer_profiles(&self, profiles: &[(&str, &str)]) {
+        let map: serde_json::Map<String, serde_json::Value> = profiles
+            .iter()
+            .map(|(name, about)| ((*name).to_owned(), serde_json::Value::from(*about)))
+            .collect();
+        *lock(&self.state.profiles) = Some(serde_json::Value::Object(map));
     }
 }
 
@@ -245,6 +297,27 @@ async fn answer(st: &FrontState, req: Request) -> Response {
                 .into_response();
         }
     }
+    if parts.method == Method::POST {
+        let mut limit = lock(&st.rate_limit);
+        if limit.remaining > 0 && path == limit.path {
+            limit.remaining -= 1;
+            limit.refused.push(std::time::SystemTime::now());
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    (header::CONTENT_TYPE, "application/problem+json".to_owned()),
+                    (header::RETRY_AFTER, limit.retry_after_secs.to_string()),
+                ],
+                serde_json::json!({
+                    "type": "urn:ietf:params:acme:error:rateLimited",
+                    "detail": "too many new orders recently (the test front's limit)",
+                    "status": 429
+                })
+                .to_string(),
+            )
+                .into_response();
+        }
+    }
     let mut replaces = None;
     if parts.method == Method::POST
         && path == "/order-plz"
@@ -278,6 +351,9 @@ async fn answer(st: &FrontState, req: Request) -> Response {
     let mut bytes = answer.bytes().await.unwrap_or_default();
     if parts.method == Method::GET && path == "/dir" {
         bytes = with_renewal_info(&bytes, &st.base);
+        if let Some(profiles) = lock(&st.profiles).clone() {
+            bytes = with_meta_profiles(&bytes, profiles);
+        }
     }
     if let Some(replaces) = replaces {
         bytes = with_field(&bytes, "replaces", replaces.clone());
@@ -306,6 +382,22 @@ fn with_renewal_info(directory: &Bytes, base: &str) -> Bytes {
         "renewalInfo",
         serde_json::Value::String(format!("{base}/renewal-info")),
     )
+}
+
+/// The directory with `meta.profiles` set (its other `meta` fields kept).
+fn with_meta_profiles(directory: &Bytes, profiles: serde_json::Value) -> Bytes {
+    let meta = match serde_json::from_slice::<serde_json::Value>(directory) {
+        Ok(serde_json::Value::Object(map)) => match map.get("meta") {
+            Some(serde_json::Value::Object(meta)) => {
+                let mut meta = meta.clone();
+                meta.insert("profiles".into(), profiles);
+                serde_json::Value::Object(meta)
+            }
+            _ => serde_json::json!({ "profiles": profiles }),
+        },
+        _ => return directory.clone(),
+    };
+    with_field(directory, "meta", meta)
 }
 
 /// A JSON object's text with `key` set to `value` (anything else unchanged).

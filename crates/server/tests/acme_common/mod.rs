@@ -74,3 +74,57 @@ pub fn assert_mode_0600(path: &Path) {
     let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", path.display());
 }
+
+/// instant-acme's HTTP for a test's own ACME requests: reqwest, trusting `root_pem`
+/// (Pebble's TLS root).
+struct TestHttp(reqwest::Client);
+
+impl instant_acme::HttpClient for TestHttp {
+    fn request(
+        &self,
+        req: http::Request<instant_acme::BodyWrapper<bytes::Bytes>>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<instant_acme::BytesResponse, instant_acme::Error>,
+                > + Send,
+        >,
+    > {
+        use http_body_util::BodyExt;
+        let client = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let req = reqwest::Request::try_from(http::Request::from_parts(parts, body)).unwrap();
+            let rsp = client
+                .execute(req)
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let rsp: http::Response<reqwest::Body> = rsp.into();
+            let (parts, body) = rsp.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            Ok(instant_acme::BytesResponse::from(
+                http::Response::from_parts(parts, http_body_util::Full::new(body)),
+            ))
+        })
+    }
+}
+
+/// Deactivates, at the CA, the ACME account whose credentials zonecert keeps in
+/// `account_file` (RFC 8555 section 7.3.6: a POST of `{"status": "deactivated"}` to the
+/// account's URL, signed with its key); returns the account's URL.
+pub async fn deactivate_account(account_file: &Path, ca_tls_root_pem: &str) -> String {
+    let credentials: instant_acme::AccountCredentials =
+        serde_json::from_slice(&std::fs::read(account_file).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_tls_root_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let account = instant_acme::Account::builder_with_http(Box::new(TestHttp(client)))
+        .from_credentials(credentials)
+        .await
+        .unwrap();
+    let id = account.id().to_owned();
+    account.deactivate().await.unwrap();
+    id
+}

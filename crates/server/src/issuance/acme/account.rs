@@ -43,24 +43,44 @@ pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("setting the mode of {}: {e}", dir.display()))
 }
 
-/// Renames the account file of `settings` to `<file>.unknown-<unix seconds>` (kept for the
-/// operator), so that the next use creates a new account.
-pub(crate) fn set_aside(settings: &AcmeCaSettings, data_dir: &Path) {
+/// Renames the account file of `settings` to `<file>.<why>-<unix seconds>` (kept for the
+/// operator), so that the next use creates a new account; returns the new name. A file
+/// holding another account than `id` (this node's own, while the CA refused the
+/// database's) is left alone.
+pub(crate) fn set_aside(
+    settings: &AcmeCaSettings,
+    data_dir: &Path,
+    why: &str,
+    id: &str,
+) -> Option<PathBuf> {
     let path = account_path(settings, data_dir);
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(file) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        && file
+            .get("id")
+            .and_then(|v| v.as_str())
+            .is_some_and(|f| f != id)
+    {
+        return None;
+    }
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let aside = path.with_extension(format!("json.unknown-{secs}"));
+    let aside = path.with_extension(format!("json.{why}-{secs}"));
     match std::fs::rename(&path, &aside) {
-        Ok(()) => tracing::warn!(
-            ca = settings.ca.as_str(),
-            file = %aside.display(),
-            "the ACME CA does not know this account: set aside, a new one will be created"
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(()) => {
+            tracing::warn!(
+                ca = settings.ca.as_str(),
+                file = %aside.display(),
+                "the ACME CA does not know or no longer accepts this account: set aside, a new one will be created"
+            );
+            Some(aside)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "setting an ACME account aside")
+            tracing::warn!(file = %path.display(), error = %e, "setting an ACME account aside");
+            None
         }
     }
 }

@@ -135,13 +135,21 @@ pub struct AcmeIssuer {
     data_dir: PathBuf,
     http: http::ReqwestHttp,
     /// Loaded or created on first use, with its sealed credentials when it is the
-    /// database's; dropped when the CA no longer knows it.
-    account: Mutex<Option<(Account, Option<Vec<u8>>)>>,
+    /// database's; dropped when the CA no longer knows it or no longer accepts it.
+    account: Mutex<AccountSlot>,
     /// The database and KEK the nodes share their account through, if set.
     shared: Option<account::SharedAccounts>,
     /// Whether the directory offers `renewalInfo` (RFC 9773), once a request told:
     /// [`ARI_UNKNOWN`], [`ARI_OFFERED`] or [`ARI_ABSENT`].
     ari: AtomicU8,
+}
+
+/// The issuer's account, and the last failure to get one.
+#[derive(Default)]
+struct AccountSlot {
+    account: Option<(Account, Option<Vec<u8>>)>,
+    /// When getting the account last failed (finished), and why.
+    failed: Option<(std::time::Instant, AcmeError)>,
 }
 
 const ARI_UNKNOWN: u8 = 0;
@@ -186,7 +194,7 @@ impl AcmeIssuer {
             settings,
             data_dir: data_dir.to_owned(),
             http,
-            account: Mutex::new(None),
+            account: Mutex::new(AccountSlot::default()),
             shared: None,
             ari: AtomicU8::new(ARI_UNKNOWN),
         })
@@ -215,36 +223,86 @@ impl AcmeIssuer {
     }
 
     /// The account, loaded from its file or created at the CA on first use.
+    ///
+    /// One caller at a time gets it (the others wait for the lock), and a failure is
+    /// the answer of every caller that was already waiting for it: a CA refusing the
+    /// account (`externalAccountRequired` without EAB configured) or not answering would
+    /// otherwise be asked once per pack, one after the other, and every pack of that CA
+    /// would wait its turn in the worker's hand (150 packs of a refusing CA 150 ms away
+    /// held another CA's two packs up for 26.9 s, against 0.54 s alone; test
+    /// `a_ca_that_keeps_refusing_does_not_hold_up_another_cas_packs`). A caller that
+    /// comes after the failure asks the CA again.
     pub(crate) async fn account(&self) -> Result<Account, AcmeError> {
-        let mut cached = self.account.lock().await;
-        if let Some((account, _)) = cached.as_ref() {
+        let asked = std::time::Instant::now();
+        let mut slot = self.account.lock().await;
+        if let Some((account, _)) = slot.account.as_ref() {
             return Ok(account.clone());
         }
-        let (account, sealed) = account::load_shared_or_create(
+        if let Some((at, err)) = &slot.failed
+            && *at >= asked
+        {
+            return Err(err.clone());
+        }
+        match account::load_shared_or_create(
             &self.settings,
             &self.data_dir,
             &self.http,
             self.shared.as_ref(),
         )
-        .await?;
-        *cached = Some((account.clone(), sealed));
-        Ok(account)
+        .await
+        {
+            Ok((account, sealed)) => {
+                slot.account = Some((account.clone(), sealed));
+                slot.failed = None;
+                Ok(account)
+            }
+            Err(e) => {
+                slot.failed = Some((std::time::Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
-    /// Passes `err` on; when it says the CA does not know the account, the account is
-    /// set aside (its file renamed) so that the next order creates a new one.
-    async fn unknown_account(&self, err: AcmeError) -> AcmeError {
-        if err.kind == AcmeErrorKind::AccountUnknown {
-            let forgotten = self.account.lock().await.take();
-            account::set_aside(&self.settings, &self.data_dir);
-            if let (Some((_, Some(sealed))), Some(shared)) = (forgotten, &self.shared)
-                && let Err(e) = shared
-                    .store
-                    .delete_acme_account(&self.settings.directory, &sealed)
-                    .await
-            {
-                tracing::warn!(error = %e, "forgetting the database's unknown ACME account failed");
+    /// Passes `err` on; when it says the CA does not know the account
+    /// ([`AcmeErrorKind::AccountUnknown`]) or no longer accepts it (deactivated or
+    /// revoked, [`AcmeErrorKind::AccountUnusable`]: final, RFC 8555 section 7.1.6), the
+    /// account is set aside (its file renamed, kept for the operator; the database's
+    /// copy removed) so that the next order creates a new one, and the error names it.
+    ///
+    /// Only the account `used` (its URL) is set aside: a request still in flight with
+    /// it when another pack already replaced it must not throw the new one away.
+    async fn unknown_account(&self, mut err: AcmeError, used: &str) -> AcmeError {
+        let unusable = err.kind == AcmeErrorKind::AccountUnusable;
+        if !(unusable || err.kind == AcmeErrorKind::AccountUnknown) {
+            return err;
+        }
+        let forgotten = {
+            let mut slot = self.account.lock().await;
+            match &slot.account {
+                Some((current, _)) if current.id() == used => slot.account.take(),
+                _ => None,
             }
+        };
+        let why = if unusable { "unusable" } else { "unknown" };
+        let aside = account::set_aside(&self.settings, &self.data_dir, why, used);
+        if unusable {
+            // Which account, and where it went: the CA's words name neither.
+            err.detail = match &aside {
+                Some(file) => format!(
+                    "account {used}: {}; its file is kept as {}",
+                    err.detail,
+                    file.display()
+                ),
+                None => format!("account {used}: {}", err.detail),
+            };
+        }
+        if let (Some((_, Some(sealed))), Some(shared)) = (forgotten, &self.shared)
+            && let Err(e) = shared
+                .store
+                .delete_acme_account(&self.settings.directory, &sealed)
+                .await
+        {
+            tracing::warn!(error = %e, "forgetting the database's ACME account failed");
         }
         err
     }
@@ -278,8 +336,10 @@ impl AcmeIssuer {
         };
         let mut refused = 0;
         loop {
+            let account = self.account().await?;
             match self
                 .place(
+                    &account,
                     hosts,
                     method,
                     dcv_target_suffix,
@@ -304,7 +364,7 @@ impl AcmeIssuer {
                     tracing::info!(error = %e, "ACME: ordering without naming the certificate replaced");
                     replaces = None;
                 }
-                Err(e) => return Err(self.unknown_account(e).await),
+                Err(e) => return Err(self.unknown_account(e, account.id()).await),
             }
         }
     }
@@ -353,13 +413,13 @@ impl AcmeIssuer {
 
     async fn place(
         &self,
+        account: &Account,
         hosts: &[Hostname],
         method: DcvMethod,
         dcv_target_suffix: &str,
         validity_days: Option<u32>,
         replaces: Option<CertificateIdentifier<'static>>,
     ) -> Result<(AcmeOrderRef, Vec<DcvRecord>), AcmeError> {
-        let account = self.account().await?;
         let identifiers: Vec<Identifier> = hosts
             .iter()
             .map(|h| Identifier::Dns(h.as_str().to_ascii_lowercase()))
@@ -449,26 +509,6 @@ impl AcmeIssuer {
         order_ref: &AcmeOrderRef,
         req: &IssueRequest,
     ) -> Result<IssuedLeaf, AcmeError> {
-        let mut refused = 0;
-        loop {
-            match self.complete(order_ref, req).await {
-                Ok(leaf) => return Ok(leaf),
-                // `complete` resumes the order where it stands (answered challenges are not
-                // answered again, a finalized order is downloaded with the kept key).
-                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
-                    refused += 1;
-                    tracing::debug!(error = %e, refused, "ACME badNonce: resuming the order");
-                }
-                Err(e) => return Err(self.unknown_account(e).await),
-            }
-        }
-    }
-
-    async fn complete(
-        &self,
-        order_ref: &AcmeOrderRef,
-        req: &IssueRequest,
-    ) -> Result<IssuedLeaf, AcmeError> {
         if order_ref.directory != self.settings.directory {
             return Err(AcmeError::new(
                 AcmeErrorKind::OrderUnusable,
@@ -478,7 +518,28 @@ impl AcmeIssuer {
                 ),
             ));
         }
-        let account = self.account().await?;
+        let mut refused = 0;
+        loop {
+            let account = self.account().await?;
+            match self.complete(&account, order_ref, req).await {
+                Ok(leaf) => return Ok(leaf),
+                // `complete` resumes the order where it stands (answered challenges are not
+                // answered again, a finalized order is downloaded with the kept key).
+                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
+                    refused += 1;
+                    tracing::debug!(error = %e, refused, "ACME badNonce: resuming the order");
+                }
+                Err(e) => return Err(self.unknown_account(e, account.id()).await),
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        account: &Account,
+        order_ref: &AcmeOrderRef,
+        req: &IssueRequest,
+    ) -> Result<IssuedLeaf, AcmeError> {
         let mut order = account
             .order(order_ref.order_url.clone())
             .await
@@ -602,7 +663,7 @@ impl AcmeIssuer {
         let refused = match revoke_as(&account, &request).await {
             Ok(()) => return Ok(()),
             Err(e) if refused_to_account(&e) => e,
-            Err(e) => return Err(self.unknown_account(e).await),
+            Err(e) => return Err(self.unknown_account(e, account.id()).await),
         };
         let own = account::load_own(&self.settings, &self.data_dir, &self.http).await?;
         match own {

@@ -177,11 +177,14 @@ impl fmt::Display for AcmeError {
             }
             AcmeErrorKind::RejectedIdentifier => "the ACME CA will not issue for this name",
             AcmeErrorKind::ExternalAccountRequired => {
-                "the ACME CA requires External Account Binding: configure its key id and HMAC key"
+                "the ACME CA requires External Account Binding: give zonecert the key id and \
+                 HMAC key the CA issued (--acme-eab NAME=KEY_ID:HMAC_KEY, or eab_key_id and \
+                 eab_hmac_key in [acme.NAME])"
             }
             AcmeErrorKind::AccountUnusable => {
-                "the ACME account is deactivated or revoked: move its file away (zonecert ca \
-                 list names it) for a new account"
+                "the ACME account is deactivated or revoked at the CA, which never accepts it \
+                 again: zonecert set it aside and creates a new account for the next order \
+                 (with External Account Binding, the CA may want a new key id and HMAC key)"
             }
             AcmeErrorKind::AccountUnknown => {
                 "the ACME CA does not know the account; a new one is created for the next order"
@@ -198,11 +201,22 @@ impl fmt::Display for AcmeError {
             write!(f, ": {}", self.detail)?;
         }
         if let Some(at) = self.retry_after {
-            let at = time::OffsetDateTime::from(at);
-            write!(f, " (retry after {at})")?;
+            write!(f, " (the CA asks to wait until {})", rfc3339(at))?;
         }
         Ok(())
     }
+}
+
+/// `at` as RFC 3339 in UTC, to the second (what a person reads in a reason).
+fn rfc3339(at: SystemTime) -> String {
+    let secs = time::OffsetDateTime::from(at).unix_timestamp();
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (unix time)"))
 }
 
 fn write_other(f: &mut fmt::Formatter<'_>, kind: &str, e: &AcmeError) -> fmt::Result {
