@@ -506,7 +506,7 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
             "acme_root",
             format!("\"lets_encrypt={}\"", acme_root.to_str().unwrap()),
         ),
-        ("acme_profile", "\"lets_encrypt=6:shortlived\"".to_owned()),
+        ("acme_profile", "\"lets_encrypt=90:tlsserver\"".to_owned()),
         ("acme_caa", "[\"lets_encrypt=letsencrypt.org\"]".to_owned()),
         ("acme_revoke_on_delete", "true".to_owned()),
         ("test_controls", "false".to_owned()),

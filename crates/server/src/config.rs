@@ -242,7 +242,7 @@ pub struct AcmeConfig {
           value_parser = ValueParser::new(parse_named))]
     pub roots: Vec<Named>,
     /// ACME profile to order for a validity, `NAME=DAYS:PROFILE` (e.g.
-    /// `lets_encrypt=6:shortlived`).
+    /// `lets_encrypt=90:tlsserver`; DAYS one of the name's `validity_days`).
     #[arg(long = "acme-profile", env = "ZONECERT_ACME_PROFILE", value_delimiter = ',',
           value_parser = ValueParser::new(parse_named))]
     pub profiles: Vec<Named>,
@@ -374,6 +374,22 @@ impl AcmeConfig {
                         n.value
                     )
                 })?;
+            // A validity no order of this name can ask for would map nothing, silently
+            // (Let's Encrypt packs are 90 days, so `lets_encrypt=6:shortlived` never
+            // applied).
+            let allowed = n.ca.allowed_validity_days();
+            if !allowed.contains(&parsed.0) {
+                let days: Vec<String> = allowed.iter().map(u32::to_string).collect();
+                return Err(format!(
+                    "--acme-profile {}={}: {} packs are ordered for {} days (validity_days), \
+                     so a profile for {} days would never be used",
+                    n.ca.as_str(),
+                    n.value,
+                    n.ca.as_str(),
+                    days.join(", "),
+                    parsed.0
+                ));
+            }
             profiles.push((i, parsed));
         }
         let mut caa = Vec::new();

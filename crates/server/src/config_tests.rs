@@ -127,7 +127,7 @@ fn the_readme_example_file_parses() {
 fn acme_settings_come_from_flags_and_tables() {
     let (c, _) = with_file(
         "[acme.lets_encrypt]\ndirectory = \"https://127.0.0.1:14000/dir\"\n\
-         contact = \"ops@example.org\"\nprofiles = { 6 = \"shortlived\", 90 = \"classic\" }\n\
+         contact = \"ops@example.org\"\nprofiles = { 90 = \"tlsserver\" }\n\
          [acme.google]\ndirectory = \"https://dv.acme-v02.api.pki.goog/directory\"\n\
          eab_key_id = \"kid-1\"\neab_hmac_key = \"aGVsbG8\"\ncaa_domains = [\"pki.goog\", \"google.com\"]\n",
         &["--acme-root", "lets_encrypt=/tmp/pebble.pem"],
@@ -138,7 +138,7 @@ fn acme_settings_come_from_flags_and_tables() {
     let le = cas.iter().find(|c| c.ca == CaChoice::LetsEncrypt).unwrap();
     assert_eq!(le.directory, "https://127.0.0.1:14000/dir");
     assert_eq!(le.contact.as_deref(), Some("ops@example.org"));
-    assert_eq!(le.profiles.get(&6).map(String::as_str), Some("shortlived"));
+    assert_eq!(le.profiles.get(&90).map(String::as_str), Some("tlsserver"));
     assert_eq!(le.root_pem, Some(PathBuf::from("/tmp/pebble.pem")));
     assert_eq!(
         le.caa_domains,
@@ -176,6 +176,34 @@ fn acme_settings_come_from_flags_and_tables() {
     )
     .unwrap();
     assert!(c.acme.cas().unwrap_err().contains("base64url"));
+    // A profile for a validity the name never orders would never be used: refused
+    // (`lets_encrypt` packs are 90 days; google's may be 14).
+    let le = |profile: &str| {
+        let args = [
+            "--acme",
+            "lets_encrypt=https://x/d",
+            "--acme-profile",
+            profile,
+        ];
+        with_file("", &args).unwrap().0.acme.cas()
+    };
+    let e = le("lets_encrypt=6:shortlived").unwrap_err();
+    assert!(
+        e.contains("ordered for 90 days") && e.contains("never be used"),
+        "{e}"
+    );
+    assert!(le("lets_encrypt=90:shortlived").is_ok());
+    let (c, _) = with_file(
+        "",
+        &[
+            "--acme",
+            "google=https://x/d",
+            "--acme-profile",
+            "google=14:shortlived",
+        ],
+    )
+    .unwrap();
+    assert!(c.acme.cas().is_ok());
 }
 
 #[test]
