@@ -214,6 +214,9 @@ pub struct Config {
     /// Upper bound on one DCV or CAA check.
     #[arg(skip = Duration::from_secs(5))]
     pub dcv_timeout: Duration,
+    /// Upper bound on one request to an ACME CA (connecting: at most 10 s of it).
+    #[arg(skip = Duration::from_secs(60))]
+    pub acme_timeout: Duration,
 }
 
 /// The ACME settings, per certificate-authority name (`google`, `lets_encrypt`,

@@ -213,7 +213,8 @@ impl Worker {
         for settings in config.acme.cas().map_err(LifecycleError::Acme)? {
             let ca = settings.ca;
             let mut issuer =
-                AcmeIssuer::new(settings, &config.data_dir).map_err(LifecycleError::Acme)?;
+                AcmeIssuer::with_timeout(settings, &config.data_dir, config.acme_timeout)
+                    .map_err(LifecycleError::Acme)?;
             if let Some(kek) = signals.kek_shared() {
                 issuer.share_accounts(store.clone(), kek);
             }

@@ -178,6 +178,16 @@ impl AcmeIssuer {
     /// An issuer for `settings`, keeping its account and pending keys under
     /// `<data_dir>/acme/`. Reads the extra root now, so a wrong path stops the start.
     pub fn new(settings: AcmeCaSettings, data_dir: &Path) -> Result<Self, String> {
+        Self::with_timeout(settings, data_dir, http::REQUEST_TIMEOUT)
+    }
+
+    /// [`AcmeIssuer::new`] whose requests to the CA may each take `timeout` (60 s for
+    /// `new`; connecting at most 10 s of it).
+    pub fn with_timeout(
+        settings: AcmeCaSettings,
+        data_dir: &Path,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let root = match &settings.root_pem {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
                 format!(
@@ -188,7 +198,7 @@ impl AcmeIssuer {
             })?),
             None => None,
         };
-        let http = http::ReqwestHttp::new(root.as_deref())
+        let http = http::ReqwestHttp::new(root.as_deref(), timeout)
             .map_err(|e| format!("ACME CA {}: {e}", settings.ca.as_str()))?;
         Ok(AcmeIssuer {
             settings,
