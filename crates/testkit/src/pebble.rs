@@ -100,10 +100,17 @@ impl Pebble {
     /// Starts Pebble in a new folder under `parent` and waits until its directory
     /// accepts connections. Panics (it is for tests) when it cannot.
     pub async fn start(parent: &Path, options: PebbleOptions) -> Pebble {
-        match Pebble::try_start(parent, options).await {
-            Ok(pebble) => pebble,
-            Err(e) => panic!("{e}"),
+        // Its ports are free ports bound and released: another test's listener may take
+        // one before Pebble binds it (Pebble then exits). New ports, then, twice more.
+        let attempts = if options.ports.is_some() { 1 } else { 3 };
+        let mut failed = Vec::new();
+        for _ in 0..attempts {
+            match Pebble::try_start(parent, options.clone()).await {
+                Ok(pebble) => return pebble,
+                Err(e) => failed.push(e),
+            }
         }
+        panic!("{}", failed.join("\n---\n"))
     }
 
     /// [`Pebble::start`] that says why it could not start instead of panicking
@@ -142,7 +149,7 @@ impl Pebble {
         write(dir.join("pebble.json"), &config)?;
         let log = dir.join("pebble.log");
         let child = spawn(&dir, &log, &options)?;
-        let pebble = Pebble {
+        let mut pebble = Pebble {
             child: Some(child),
             dir,
             options,
@@ -157,9 +164,19 @@ impl Pebble {
         Ok(pebble)
     }
 
-    async fn wait_listening(&self) -> Result<(), String> {
+    async fn wait_listening(&mut self) -> Result<(), String> {
         // Readiness, not timing: Pebble generates its CA keys first, then listens.
         for _ in 0..600 {
+            // Exited (a port taken, say): said at once, not after the 30 s.
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!(
+                    "pebble exited ({status}) before listening; its log: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ));
+            }
             let a = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.ports.0)).await;
             let b = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.ports.1)).await;
             if a.is_ok() && b.is_ok() {

@@ -346,7 +346,15 @@ impl AcmeIssuer {
         };
         let mut refused = 0;
         loop {
-            let account = self.account().await?;
+            let account = match self.account().await {
+                Ok(account) => account,
+                // Creating the account met refused nonces: again, as for the order.
+                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
+                    refused += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match self
                 .place(
                     &account,
@@ -530,7 +538,14 @@ impl AcmeIssuer {
         }
         let mut refused = 0;
         loop {
-            let account = self.account().await?;
+            let account = match self.account().await {
+                Ok(account) => account,
+                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
+                    refused += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match self.complete(&account, order_ref, req).await {
                 Ok(leaf) => return Ok(leaf),
                 // `complete` resumes the order where it stands (answered challenges are not
