@@ -103,6 +103,11 @@ struct Args {
     /// Pebble is told only by nothing moving for 45 s.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     wedge_probe: bool,
+    /// Orders and authorization fetches reach Pebble through the testkit's front, which
+    /// never lets a newOrder run beside an authorization request: Pebble 2.4's deadlock
+    /// (`AriFront::keep_orders_apart`). Floor and zonecert alike.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    keep_orders_apart: bool,
     /// Kept after the run when given (else a temporary folder).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -129,13 +134,31 @@ async fn main() -> anyhow::Result<()> {
     .await
     .map_err(anyhow::Error::msg)?;
     eprintln!("== pebble at {}", pebble.directory);
+    // The front stays up across Pebble's restarts (same ports).
+    let front = zonecert_testkit::ari_front::AriFront::start(&pebble).await;
+    front.keep_orders_apart(true);
+    let directory = if args.keep_orders_apart {
+        eprintln!(
+            "== orders kept apart from authorization requests by a front at {}",
+            front.directory
+        );
+        front.directory.clone()
+    } else {
+        pebble.directory.clone()
+    };
 
     // ---- 1: the floor ----
     // Debian's Pebble 2.4 deadlocks now and then under concurrent orders (see below);
     // the floor's orders then time out, and it runs again on a restarted Pebble.
     let mut attempt = 1;
     let (floor_single, floor_elapsed) = loop {
-        match until_wedged(&pebble, args.wedge_probe, floor(&args, &pebble, &dns)).await {
+        match until_wedged(
+            &pebble,
+            args.wedge_probe,
+            floor(&args, &pebble, &directory, &dns),
+        )
+        .await
+        {
             Ok(figures) => break figures,
             Err(e) if attempt < FLOOR_ATTEMPTS => {
                 eprintln!(
@@ -175,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
     } = loop {
         pebble.resume().await;
         let dir = work.join(format!("zonecert-{attempt}"));
-        let phase = zonecert_phase(&args, &pebble, &dns, &dir);
+        let phase = zonecert_phase(&args, &pebble, &directory, &dns, &dir);
         match until_wedged(&pebble, args.wedge_probe, phase).await {
             Ok(figures) => break figures,
             Err(e) if attempt < ZONECERT_ATTEMPTS => {
@@ -304,6 +327,7 @@ async fn until_wedged<T>(
 async fn zonecert_phase(
     args: &Args,
     pebble: &Pebble,
+    directory: &str,
     dns: &Arc<DnsServer>,
     work: &Path,
 ) -> anyhow::Result<ZonecertFigures> {
@@ -343,7 +367,7 @@ async fn zonecert_phase(
         "--dcv-resolvers".into(),
         dns.addr().to_string(),
         "--acme".into(),
-        format!("lets_encrypt={}", pebble.directory),
+        format!("lets_encrypt={directory}"),
         "--acme-root".into(),
         format!("lets_encrypt={}", pebble.tls_root.display()),
     ];
@@ -474,6 +498,7 @@ fn start_dns_below_the_sampler() -> anyhow::Result<Arc<DnsServer>> {
 async fn floor(
     args: &Args,
     pebble: &Pebble,
+    directory: &str,
     dns: &Arc<DnsServer>,
 ) -> anyhow::Result<(Duration, Duration)> {
     let http = PlainHttp::new(&pebble.tls_root_pem)?;
@@ -484,7 +509,7 @@ async fn floor(
                 terms_of_service_agreed: true,
                 only_return_existing: false,
             },
-            pebble.directory.clone(),
+            directory.to_owned(),
             None,
         )
         .await?;
