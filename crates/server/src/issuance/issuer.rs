@@ -138,15 +138,17 @@ impl Issuer {
                 tokens_expire: None,
             }),
             Issuer::Acme(acme) => {
-                let (order, records) = acme
-                    .begin_replacing(
-                        hosts,
-                        method,
-                        dcv_target_suffix,
-                        validity_days,
-                        replaces_pem,
-                    )
-                    .await?;
+                // Boxed, as every ACME call here: an ACME request's future is tens of
+                // kilobytes, and inline it would make every caller's future (the
+                // lifecycle's step of each pack, built-in CA or not) that large.
+                let (order, records) = Box::pin(acme.begin_replacing(
+                    hosts,
+                    method,
+                    dcv_target_suffix,
+                    validity_days,
+                    replaces_pem,
+                ))
+                .await?;
                 Ok(IssuerOrder {
                     order_ref: serde_json::to_string(&OrderRef::Acme(order))
                         .map_err(|e| IssuanceError::Generation(format!("order reference: {e}")))?,
@@ -173,7 +175,7 @@ impl Issuer {
     ) -> Result<Option<super::acme::RenewalAdvice>, IssuanceError> {
         match self {
             Issuer::Builtin(_) => Ok(None),
-            Issuer::Acme(acme) => Ok(acme.renewal_info(chain_pem).await?),
+            Issuer::Acme(acme) => Ok(Box::pin(acme.renewal_info(chain_pem)).await?),
         }
     }
 
@@ -205,7 +207,7 @@ impl Issuer {
             },
             Issuer::Acme(acme) => CaaRequest {
                 identities: acme.settings().caa_domains.clone(),
-                account_uri: acme.account_id().await.ok(),
+                account_uri: Box::pin(acme.account_id()).await.ok(),
                 method,
             },
         }
@@ -271,7 +273,7 @@ impl Issuer {
                         req.hosts.join(", ")
                     )));
                 }
-                Ok(acme.finish(&order, req).await?)
+                Ok(Box::pin(acme.finish(&order, req)).await?)
             }
             (Issuer::Builtin(_), OrderRef::Acme(_))
             | (Issuer::Acme(_), OrderRef::Builtin { .. }) => Err(IssuanceError::OrderMismatch(
