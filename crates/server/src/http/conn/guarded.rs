@@ -323,6 +323,7 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.shared.reader_waiting.store(false, Ordering::SeqCst);
         if !this.ready.is_empty() {
             this.hand_over(buf);
             return Poll::Ready(Ok(()));
@@ -350,7 +351,9 @@ impl AsyncRead for Guarded {
         // So the answer's end wakes this read; checked again after registering, in
         // case it ended in between.
         this.shared.reader.register(cx.waker());
+        this.shared.reader_waiting.store(true, Ordering::SeqCst);
         if !this.in_flight() {
+            this.shared.reader_waiting.store(false, Ordering::SeqCst);
             return this.poll_read_head(cx, buf);
         }
         Poll::Pending
