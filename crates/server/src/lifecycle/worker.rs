@@ -534,8 +534,20 @@ impl Worker {
         now: i64,
         input: impl FnMut(&Pack) -> Option<Input> + Send,
     ) -> Result<Option<(Pack, Vec<Event>)>, StoreError> {
+        self.apply_through(&self.store, pack, now, input).await
+    }
+
+    /// [`Self::apply`] with the reads and writes through `access` (the store thread with
+    /// a certificate's key attached to the write, say).
+    async fn apply_through<A: PackAccess + Sync>(
+        &self,
+        access: &A,
+        pack: Pack,
+        now: i64,
+        input: impl FnMut(&Pack) -> Option<Input> + Send,
+    ) -> Result<Option<(Pack, Vec<Event>)>, StoreError> {
         let from = pack.state;
-        match apply_transition(&self.store, pack, &self.rules, now, input).await? {
+        match apply_transition(access, pack, &self.rules, now, input).await? {
             Applied::Saved { pack, events } => {
                 let metrics = self.signals.metrics();
                 metrics.transition(from, pack.state);

@@ -9,7 +9,7 @@ use crate::issuance::{
     DeployedPaths, IssuanceError, IssueRequest, IssuedLeaf, PrivateKeyPem, deploy_pem,
 };
 use crate::model::{Input, IssueFailure, IssuedCertificate, Pack, PackState};
-use crate::store::StoreError;
+use crate::store::{SealedKey, StoreError};
 use std::sync::atomic::Ordering;
 use tokio::sync::SemaphorePermit;
 
@@ -110,25 +110,28 @@ impl Worker {
             },
         };
         let serial = certificate.id.clone();
-        // The key, sealed, is in the database before the certificate it belongs to:
-        // every node (and `zonecert certs export`) can then deploy what the database
-        // calls active.
-        if let Some(kek) = self.signals.kek() {
-            let sealed = kek.seal(pack.id.as_str(), leaf.key_pem.expose_secret().as_bytes());
-            if let Err(e) = self
-                .store
-                .save_key(pack.id.clone(), serial.clone(), sealed)
-                .await
-            {
-                tracing::warn!(pack = %pack.id.as_str(), error = %e, "lifecycle: keeping the certificate's key failed; the next try issues afresh");
-                return Ok(());
-            }
-        }
         let issued = Input::Issued {
             started_in,
             certificate,
         };
-        let Some((pack, _)) = self.apply(pack, now, |_| Some(issued.clone())).await? else {
+        // The key, sealed, is written with the certificate it belongs to, first, in the
+        // same transaction: every node (and `zonecert certs export`) can then deploy what
+        // the database calls active. A write that fails keeps neither: the next try
+        // issues afresh.
+        let applied = match self.signals.kek() {
+            Some(kek) => {
+                let key = SealedKey {
+                    pack: pack.id.clone(),
+                    serial: serial.clone(),
+                    sealed: kek.seal(pack.id.as_str(), leaf.key_pem.expose_secret().as_bytes()),
+                };
+                let access = self.store.with_key(key);
+                self.apply_through(&access, pack, now, |_| Some(issued.clone()))
+                    .await
+            }
+            None => self.apply(pack, now, |_| Some(issued.clone())).await,
+        };
+        let Some((pack, _)) = applied? else {
             return Ok(());
         };
         if !self.still_held(hold, &pack.id) {

@@ -25,11 +25,13 @@ const WRITE_BATCH: usize = 128;
 /// milliseconds. Every other lifecycle thread runs at low priority and never holds them.
 #[derive(Debug)]
 pub(super) enum StoreOp {
-    /// Save the pack (version-checked) with its transition's webhook events; the reply
-    /// is the saved pack.
+    /// Save the pack (version-checked) with its transition's webhook events and, for a
+    /// certificate just issued, its sealed key (written first, in the same transaction);
+    /// the reply is the saved pack.
     Update(
         Box<Pack>,
         Vec<OutboxEvent>,
+        Option<SealedKey>,
         oneshot::Sender<Result<Pack, StoreError>>,
     ),
     /// Give up this worker's lease on the pack.
@@ -46,14 +48,6 @@ pub(super) enum StoreOp {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
     },
-    /// Keep a certificate's sealed key: pack, serial, sealed bytes (in the batch's
-    /// transaction).
-    SaveKey(
-        PackId,
-        String,
-        Vec<u8>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
     /// Read the sealed key kept for a pack's certificate.
     ReadKey(
         PackId,
@@ -80,15 +74,11 @@ impl StoreThread {
         answer.await.map_err(|_| store_thread_gone())?
     }
 
-    /// Keeps the sealed key of the pack's certificate `serial`.
-    pub(super) async fn save_key(
-        &self,
-        pack: PackId,
-        serial: String,
-        sealed: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        self.ask(|reply| StoreOp::SaveKey(pack, serial, sealed, reply))
-            .await
+    /// This thread as a [`PackAccess`] whose writes carry `key` (the sealed key of the
+    /// certificate the write records): the key and the certificate commit together, in
+    /// one round trip and one transaction, the key first.
+    pub(super) fn with_key(&self, key: SealedKey) -> KeyedWrites<'_> {
+        KeyedWrites { thread: self, key }
     }
 
     /// The sealed key kept for the pack's certificate, if any.
@@ -131,7 +121,29 @@ impl PackAccess for StoreThread {
     }
 
     async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
-        self.ask(|reply| StoreOp::Update(Box::new(pack), events, reply))
+        self.ask(|reply| StoreOp::Update(Box::new(pack), events, None, reply))
+            .await
+    }
+}
+
+/// The store thread's writes with a certificate's sealed key attached
+/// ([`StoreThread::with_key`]). A write retried after a version conflict carries the key
+/// again (the same serial: kept once).
+#[derive(Debug)]
+pub(super) struct KeyedWrites<'a> {
+    thread: &'a StoreThread,
+    key: SealedKey,
+}
+
+impl PackAccess for KeyedWrites<'_> {
+    async fn read_pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        self.thread.read_pack(zone, id).await
+    }
+
+    async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
+        let key = self.key.clone();
+        self.thread
+            .ask(|reply| StoreOp::Update(Box::new(pack), events, Some(key), reply))
             .await
     }
 }
@@ -204,7 +216,6 @@ pub(super) async fn store_thread(
         let mut released_replies = Vec::new();
         let mut claims = Vec::new();
         let mut keys = Vec::new();
-        let mut key_replies = Vec::new();
         for op in ops.drain(..) {
             match op {
                 StoreOp::Read(zone, id, reply) => {
@@ -214,15 +225,8 @@ pub(super) async fn store_thread(
                 StoreOp::ReadKey(pack, reply) => {
                     let _ = reply.send(store.certificate_key(&pack).await);
                 }
-                StoreOp::SaveKey(pack, serial, sealed, reply) => {
-                    keys.push(SealedKey {
-                        pack,
-                        serial,
-                        sealed,
-                    });
-                    key_replies.push(reply);
-                }
-                StoreOp::Update(pack, pack_events, reply) => {
+                StoreOp::Update(pack, pack_events, key, reply) => {
+                    keys.extend(key);
                     packs.push(*pack);
                     events.push(pack_events);
                     saved_replies.push(reply);
@@ -243,9 +247,6 @@ pub(super) async fn store_thread(
                 .write_lifecycle_batch(&owner, &mut packs, &events, &releases, &keys)
                 .await
         };
-        for reply in key_replies {
-            let _ = reply.send(written.as_ref().map(drop).map_err(Clone::clone));
-        }
         match written {
             Ok(outcomes) => {
                 for ((pack, reply), outcome) in packs.into_iter().zip(saved_replies).zip(outcomes) {
