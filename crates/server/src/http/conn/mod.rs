@@ -404,14 +404,21 @@ impl Drop for InFlight {
 /// connection closed, instead of holding it for as long as it likes. A body over
 /// `max_bytes` is passed on as read so far (the handler answers 413 after checking the
 /// credentials, as before) and the connection is closed, its rest unread.
-pub(super) async fn read_body(
+pub(super) async fn read_body<S>(
     limits: BodyLimits,
     req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+    mut service: S,
+) -> axum::response::Response
+where
+    S: Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        >,
+{
     use axum::response::IntoResponse;
     if req.body().is_end_stream() {
-        return next.run(req).await;
+        return answer(service.call(req)).await;
     }
     let (parts, mut body) = req.into_parts();
     let mut read = BytesMut::new();
@@ -439,8 +446,18 @@ pub(super) async fn read_body(
     }
     drop(body);
     let req = axum::extract::Request::from_parts(parts, Body::from(read.freeze()));
-    let response = next.run(req).await;
+    let response = answer(service.call(req)).await;
     if over { close(response) } else { response }
+}
+
+/// The response of a call that cannot fail.
+async fn answer(
+    call: impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>,
+) -> axum::response::Response {
+    match call.await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// What [`read_body`] needs.
