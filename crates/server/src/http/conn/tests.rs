@@ -86,6 +86,43 @@ fn chunked_bodies_are_followed_to_their_end() {
 }
 
 #[test]
+fn plain_targets_are_ones_hyper_accepts() {
+    // Every byte the fast path lets through, in the path and in the query, parses as
+    // a URI with the `http` crate hyper uses: the table never accepts what hyper would
+    // refuse (a refusal with an empty body instead of the envelope).
+    for b in 0..=255u8 {
+        if !PLAIN_TARGET_BYTES[usize::from(b)] {
+            continue;
+        }
+        let c = char::from(b);
+        for target in [
+            format!("/{c}"),
+            format!("/a{c}b?q={c}"),
+            format!("/?{c}{c}"),
+        ] {
+            assert!(plainly_valid_target(&target), "{target:?}");
+            assert!(
+                target.parse::<axum::http::Uri>().is_ok(),
+                "{target:?} is plain but not a URI to the http crate"
+            );
+        }
+    }
+    // What it leaves to the parser: not a path, a fragment, a space, a byte above
+    // ASCII, a quote (valid in a path, not in a query).
+    for target in ["*", "http://h/", "/a#b", "/a b", "/caf\u{e9}", "/a\"b"] {
+        assert!(!plainly_valid_target(target), "{target:?}");
+    }
+    assert!(plainly_valid_target(
+        "/client/v4/zones/023e105f4ecef8ad9ca31a8372d0c353/ssl/verification?retry=true"
+    ));
+    // And a head with a target the table refuses is still checked by parsing.
+    assert_eq!(
+        status(b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Some(400)
+    );
+}
+
+#[test]
 fn caps_follow_the_descriptor_limit() {
     assert_eq!(default_max_connections(Some(256)), 192);
     assert_eq!(default_max_connections(Some(1 << 20)), 4096);
