@@ -160,6 +160,7 @@ impl App {
             max_connections,
             max_per_client: http::conn::default_max_per_client(max_connections),
             shutdown_grace: config.shutdown_timeout,
+            client_address: config.rate_limit.is_some(),
         };
         tracing::info!(
             descriptors,

@@ -76,6 +76,9 @@ pub struct Limits {
     pub max_per_client: usize,
     /// How long shutdown waits for connections before dropping them.
     pub shutdown_grace: Duration,
+    /// Whether each request carries its client's address (`ConnectInfo`), which only
+    /// the rate limits read: inserting it is an allocation per request.
+    pub client_address: bool,
 }
 
 /// Descriptors kept free for everything but connections (the database's files, DNS
@@ -348,7 +351,9 @@ async fn connection(
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         requests.in_flight.fetch_add(1, Ordering::AcqRel);
         let done = InFlight(Arc::clone(&requests));
-        req.extensions_mut().insert(ConnectInfo(peer));
+        if limits.client_address {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
         let req = req.map(Body::new);
         let mut router = router.clone();
         async move {
