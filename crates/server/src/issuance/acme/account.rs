@@ -185,17 +185,30 @@ pub(crate) async fn load_own(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(local(format!("reading {}: {e}", path.display()))),
     };
-    let credentials: AccountCredentials = serde_json::from_slice(&bytes).map_err(|e| {
-        local(format!(
-            "{} is not an ACME account file ({e})",
-            path.display()
-        ))
+    open_account(settings, http, &path, &bytes, "")
+        .await
+        .map(Some)
+}
+
+/// The account whose credentials `bytes` (read from `path`) hold; `hint` follows the
+/// message when they are not an account file's.
+async fn open_account(
+    settings: &AcmeCaSettings,
+    http: &ReqwestHttp,
+    path: &Path,
+    bytes: &[u8],
+    hint: &str,
+) -> Result<Account, AcmeError> {
+    let credentials: AccountCredentials = serde_json::from_slice(bytes).map_err(|e| {
+        AcmeError::new(
+            AcmeErrorKind::Other("account file".into()),
+            format!("{} is not an ACME account file ({e}){hint}", path.display()),
+        )
     })?;
-    let account = Account::builder_with_http(Box::new(http.clone()))
+    Account::builder_with_http(Box::new(http.clone()))
         .from_credentials(credentials)
         .await
-        .map_err(|e| directory_error(settings, e))?;
-    Ok(Some(account))
+        .map_err(|e| directory_error(settings, e))
 }
 
 /// This node's own account for `settings`' directory, from its file or created at the
@@ -209,16 +222,8 @@ async fn load_or_create(
     let local = |why: String| AcmeError::new(AcmeErrorKind::Other("account file".into()), why);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let credentials: AccountCredentials = serde_json::from_slice(&bytes).map_err(|e| {
-                local(format!(
-                    "{} is not an ACME account file ({e}); move it away to create a new account",
-                    path.display()
-                ))
-            })?;
-            let account = Account::builder_with_http(Box::new(http.clone()))
-                .from_credentials(credentials)
-                .await
-                .map_err(|e| directory_error(settings, e))?;
+            let hint = "; move it away to create a new account";
+            let account = open_account(settings, http, &path, &bytes, hint).await?;
             return Ok((account, bytes));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

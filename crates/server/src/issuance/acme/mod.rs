@@ -232,6 +232,19 @@ impl AcmeIssuer {
         Ok(self.account().await?.id().to_owned())
     }
 
+    /// [`Self::account`], tried again when creating it met refused nonces, as an order
+    /// is: those count in `refused` with the order's own.
+    async fn account_counting_nonces(&self, refused: &mut u32) -> Result<Account, AcmeError> {
+        loop {
+            match self.account().await {
+                Err(e) if e.kind == AcmeErrorKind::BadNonce && *refused < NONCE_RETRIES => {
+                    *refused += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The account, loaded from its file or created at the CA on first use.
     ///
     /// One caller at a time gets it (the others wait for the lock), and a failure is
@@ -346,15 +359,7 @@ impl AcmeIssuer {
         };
         let mut refused = 0;
         loop {
-            let account = match self.account().await {
-                Ok(account) => account,
-                // Creating the account met refused nonces: again, as for the order.
-                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
-                    refused += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let account = self.account_counting_nonces(&mut refused).await?;
             match self
                 .place(
                     &account,
@@ -538,14 +543,7 @@ impl AcmeIssuer {
         }
         let mut refused = 0;
         loop {
-            let account = match self.account().await {
-                Ok(account) => account,
-                Err(e) if e.kind == AcmeErrorKind::BadNonce && refused < NONCE_RETRIES => {
-                    refused += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let account = self.account_counting_nonces(&mut refused).await?;
             match self.complete(&account, order_ref, req).await {
                 Ok(leaf) => return Ok(leaf),
                 // `complete` resumes the order where it stands (answered challenges are not
