@@ -58,7 +58,7 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
     // The certificate's nearing expiry first: it was so before this transition.
     let mut out: Vec<OutboxEvent> = expiring(after, now).into_iter().collect();
     let mut snapshot: Option<Arc<Pack>> = None;
-    let mut add = |kind: &'static str, extra: Extra| {
+    let mut add = |kind: &'static str, extra: Value| {
         let pack = snapshot.get_or_insert_with(|| Arc::new(after.clone()));
         out.push(event(kind, pack, extra, now, None));
     };
@@ -72,10 +72,7 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
             {
                 add(
                     VALIDATION_FAILED,
-                    Extra::Failed {
-                        reasons: reasons.clone(),
-                        renewal: false,
-                    },
+                    json!({"reasons": reasons, "renewal": false}),
                 );
             }
             Event::RenewalFailed { reason } | Event::CaaRefused { reason }
@@ -83,25 +80,21 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
             {
                 add(
                     VALIDATION_FAILED,
-                    Extra::Failed {
-                        reasons: vec![reason.clone()],
-                        renewal: before.state == PackState::Active,
-                    },
+                    json!({"reasons": [reason], "renewal": before.state == PackState::Active}),
                 );
             }
-            Event::Validated => add(VALIDATED, Extra::Renewal(false)),
-            Event::Revalidated => add(VALIDATED, Extra::Renewal(true)),
+            Event::Validated => add(VALIDATED, json!({"renewal": false})),
+            Event::Revalidated => add(VALIDATED, json!({"renewal": true})),
             Event::Issued { serial, renewal } => add(
                 if *renewal { RENEWED } else { ISSUED },
-                Extra::Issued {
-                    serial: serial.clone(),
-                    renewal: *renewal,
-                },
+                json!({"serial": serial, "renewal": renewal}),
             ),
-            Event::Active { serial } => add(ACTIVE, Extra::Serial(serial.clone())),
-            Event::TimedOut { state } => add(TIMED_OUT, Extra::State(*state)),
-            Event::Expired => add(EXPIRED, Extra::None),
-            Event::Deleted => add(DELETED, Extra::None),
+            Event::Active { serial } => add(ACTIVE, json!({"serial": serial})),
+            Event::TimedOut { state } => {
+                add(TIMED_OUT, json!({"state": wire::pack_status(*state)}));
+            }
+            Event::Expired => add(EXPIRED, json!({})),
+            Event::Deleted => add(DELETED, json!({})),
             _ => {}
         }
     }
@@ -111,7 +104,7 @@ pub fn outbox_events(before: &Pack, after: &Pack, events: &[Event], now: i64) ->
 /// `pack.deleted` for a pack deleted at `now` (the deletions happen outside
 /// `apply_transition`: they have no version to race).
 pub fn deleted(pack: &Pack, now: i64) -> OutboxEvent {
-    event(DELETED, &Arc::new(pack.clone()), Extra::None, now, None)
+    event(DELETED, &Arc::new(pack.clone()), json!({}), now, None)
 }
 
 /// `pack.expiring` for the smallest threshold the pack's certificate has crossed, if
@@ -136,11 +129,7 @@ pub fn expiring(pack: &Pack, now: i64) -> Option<OutboxEvent> {
     Some(event(
         EXPIRING,
         &Arc::new(pack.clone()),
-        Extra::Expiring {
-            days,
-            serial: cert.id.clone(),
-            not_after: cert.not_after,
-        },
+        json!({"days": days, "serial": cert.id, "expires_on": rfc3339(cert.not_after)}),
         now,
         Some(key),
     ))
@@ -176,51 +165,12 @@ pub fn rfc3339(secs: i64) -> String {
         .unwrap_or_default()
 }
 
-/// What an event's `data` holds beside the zone and the pack.
-enum Extra {
-    None,
-    Renewal(bool),
-    Failed {
-        reasons: Vec<String>,
-        renewal: bool,
-    },
-    Issued {
-        serial: String,
-        renewal: bool,
-    },
-    Serial(String),
-    State(PackState),
-    Expiring {
-        days: i64,
-        serial: String,
-        not_after: i64,
-    },
-}
-
-impl Extra {
-    fn json(&self) -> Value {
-        match self {
-            Extra::None => json!({}),
-            Extra::Renewal(renewal) => json!({"renewal": renewal}),
-            Extra::Failed { reasons, renewal } => json!({"reasons": reasons, "renewal": renewal}),
-            Extra::Issued { serial, renewal } => json!({"serial": serial, "renewal": renewal}),
-            Extra::Serial(serial) => json!({"serial": serial}),
-            Extra::State(state) => json!({"state": wire::pack_status(*state)}),
-            Extra::Expiring {
-                days,
-                serial,
-                not_after,
-            } => json!({"days": days, "serial": serial, "expires_on": rfc3339(*not_after)}),
-        }
-    }
-}
-
 /// An event about `pack`: the body is `{type, timestamp, data: {zone_id, pack, ...extra}}`,
-/// the pack as the API shows it.
+/// the pack as the API shows it. Only the pack's rendering is deferred: `extra` is small.
 fn event(
     kind: &'static str,
     pack: &Arc<Pack>,
-    extra: Extra,
+    extra: Value,
     now: i64,
     dedupe: Option<String>,
 ) -> OutboxEvent {
@@ -230,7 +180,7 @@ fn event(
             "zone_id": snapshot.zone_id.as_str(),
             "pack": wire::pack(&snapshot),
         });
-        if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra.json()) {
+        if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra.clone()) {
             data.extend(extra);
         }
         json!({"type": kind, "timestamp": rfc3339(now), "data": data}).to_string()
