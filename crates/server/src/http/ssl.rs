@@ -418,9 +418,10 @@ async fn wait_for_checks(
     zone: &ZoneId,
     watch: Vec<(PackId, Vec<(usize, u32)>)>,
 ) -> Result<Arc<ZoneView>, ApiError> {
-    use tokio::sync::broadcast::error::RecvError;
     // Before the first read: a step that ends after it is then heard of.
-    let mut progress = st.signals.subscribe();
+    let progress = st
+        .signals
+        .watch_progress(watch.iter().map(|(id, _)| id.clone()).collect());
     // A pack another server holds is checked there (this server's workers cannot claim
     // it before that lease ends): waiting for it would only wait out the deadline.
     let elsewhere = st
@@ -435,26 +436,21 @@ async fn wait_for_checks(
         .into_iter()
         .filter(|(id, _)| !elsewhere.contains(id))
         .collect();
-    let deadline = tokio::time::Instant::now() + st.config.retry_wait;
-    // Settles the packs already checked since the caller looked.
-    let ids: Vec<PackId> = waiting.keys().cloned().collect();
-    for id in &ids {
-        settle(st, zone, id, &mut waiting).await?;
-    }
-    while !waiting.is_empty() && st.signals.workers_running() {
+    let deadline = tokio::time::sleep(st.config.retry_wait);
+    tokio::pin!(deadline);
+    // Settles the packs already checked since the caller looked, then again whenever one
+    // of them moved (the notice does not say which: a zone has few packs).
+    loop {
+        let ids: Vec<PackId> = waiting.keys().cloned().collect();
+        for id in &ids {
+            settle(st, zone, id, &mut waiting).await?;
+        }
+        if waiting.is_empty() || !st.signals.workers_running() {
+            break;
+        }
         tokio::select! {
-            heard = progress.recv() => match heard {
-                Ok(id) => settle(st, zone, &id, &mut waiting).await?,
-                // Fell behind the notices: whichever of ours moved, a read tells.
-                Err(RecvError::Lagged(_)) => {
-                    let ids: Vec<PackId> = waiting.keys().cloned().collect();
-                    for id in &ids {
-                        settle(st, zone, id, &mut waiting).await?;
-                    }
-                }
-                Err(RecvError::Closed) => break,
-            },
-            _ = tokio::time::sleep_until(deadline) => break,
+            () = progress.moved() => {}
+            () = &mut deadline => break,
         }
     }
     // The writes waited for are committed (a step's notice follows its last write), and

@@ -2,8 +2,8 @@
 //!
 //! The HTTP side and the lifecycle never call each other: they meet in the store
 //! (hosts with a due time) and through [`Signals`]: a wake-up so a new order or a
-//! `retry=true` does not wait for a poll tick, a progress counter the HTTP side
-//! watches while it waits for the outcome of a check it asked for, and a wake-up for the
+//! `retry=true` does not wait for a poll tick, per-pack progress notices the HTTP side
+//! waits for while it waits for the outcome of a check it asked for, and a wake-up for the
 //! revocation of deleted packs' certificates at their ACME CA (`--acme-revoke-on-delete`),
 //! whose queue is in the store, written by the deletion's own transaction.
 //!
@@ -34,10 +34,7 @@ use crate::model::PackId;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{Notify, broadcast};
-
-/// How many progress notices a waiter may fall behind before it is told it lagged.
-pub const PROGRESS_BACKLOG: usize = 1024;
+use tokio::sync::Notify;
 
 /// How many packs' retry times are kept before those past their window are dropped.
 const RETRY_ASKS_KEPT: usize = 4096;
@@ -46,10 +43,9 @@ const RETRY_ASKS_KEPT: usize = 4096;
 #[derive(Debug)]
 pub struct Signals {
     wake: Notify,
-    /// The id of each pack whose step ended. Per pack, so that a `retry=true` waiting
-    /// for some packs reads only those when one of them moved: with one counter for every
-    /// pack, each of a storm of waiters re-read its whole zone at every step of any pack.
-    progress: broadcast::Sender<PackId>,
+    /// Who waits for which pack's steps (`retry=true`): a step wakes only its pack's
+    /// waiters (see `progress.rs`).
+    progress: progress::ProgressWaiters,
     workers_running: AtomicBool,
     /// Whether this server runs a lifecycle (readiness requires it then).
     lifecycle_expected: AtomicBool,
@@ -97,7 +93,7 @@ impl Signals {
     pub fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
         Signals {
             wake: Notify::new(),
-            progress: broadcast::Sender::new(PROGRESS_BACKLOG),
+            progress: progress::ProgressWaiters::default(),
             workers_running: AtomicBool::new(false),
             lifecycle_expected: AtomicBool::new(false),
             lease_owner: Mutex::new(None),
@@ -130,16 +126,16 @@ impl Signals {
         self.wake.notified().await;
     }
 
-    /// Tells waiters that `pack`'s outcome was written.
+    /// Tells the waiters of `pack` that its outcome was written.
     pub fn progressed(&self, pack: &PackId) {
-        // No receiver is no error: nobody waits.
-        let _ = self.progress.send(pack.clone());
+        self.progress.notify(pack);
     }
 
-    /// A receiver of every [`Signals::progressed`] from now on. One that falls more than
-    /// [`PROGRESS_BACKLOG`] behind is told it lagged (and should re-read what it waits for).
-    pub fn subscribe(&self) -> broadcast::Receiver<PackId> {
-        self.progress.subscribe()
+    /// Watches `packs`: the watch's [`ProgressWatch::moved`] resolves when a step of one
+    /// of them ends after this call. Made before the first read of what is waited for,
+    /// so a step that ends between the read and the wait is not missed.
+    pub fn watch_progress(&self, packs: Vec<PackId>) -> ProgressWatch<'_> {
+        self.progress.watch(packs)
     }
 
     /// Whether workers run in this process (so waiting for a check makes sense).
@@ -341,8 +337,10 @@ impl Drop for ChecksRunning<'_> {
     }
 }
 
+mod progress;
 mod worker;
 
 pub use crate::model::transition::EMAIL_REASON;
+pub use progress::ProgressWatch;
 pub(crate) use worker::panic_message;
 pub use worker::{LifecycleError, Worker};
