@@ -36,6 +36,10 @@ pub struct PebbleOptions {
     /// a CA on other machines, and at the server's priority its bursts take the CPU the
     /// server's requests wake up on.
     pub nice: i8,
+    /// Started in the idle scheduling class (`chrt --idle 0`): it runs only on CPU time
+    /// no other thread wants, and a thread that wakes up takes the CPU from it at once.
+    /// For a benchmark whose server must not share the CPU with the CA it stands in for.
+    pub idle_class: bool,
 }
 
 /// A running Pebble.
@@ -238,15 +242,18 @@ fn spawn(dir: &Path, log: &Path, options: &PebbleOptions) -> Result<Child, Strin
         .open(log)
         .map_err(opened)?;
     let err = out.try_clone().map_err(opened)?;
-    let mut command = if options.nice == 0 {
-        Command::new("pebble")
-    } else {
-        // `nice` execs Pebble: the child's pid stays Pebble's, and every thread the Go
-        // runtime starts inherits the value.
-        let mut nice = Command::new("nice");
-        nice.args(["-n", &options.nice.to_string(), "pebble"]);
-        nice
-    };
+    // `chrt` and `nice` exec what follows: the child's pid stays Pebble's, and every
+    // thread the Go runtime starts inherits the class and the value.
+    let mut program: Vec<String> = Vec::new();
+    if options.idle_class {
+        program.extend(["chrt", "--idle", "0"].map(String::from));
+    }
+    if options.nice != 0 {
+        program.extend(["nice".into(), "-n".into(), options.nice.to_string()]);
+    }
+    program.push("pebble".into());
+    let mut command = Command::new(&program[0]);
+    command.args(&program[1..]);
     command
         .arg("-config")
         .arg(dir.join("pebble.json"))
