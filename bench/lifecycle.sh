@@ -15,7 +15,7 @@ root=$(cd "$here/.." && pwd)
 SERVER_CPU=${SERVER_CPU:-0-$(($(nproc) - 1))}
 BENCH_CPU=${BENCH_CPU:-0}
 
-command -v taskset >/dev/null || { echo "missing taskset (util-linux)" >&2; exit 1; }
+command -v taskset >/dev/null && command -v chrt >/dev/null || { echo "missing taskset or chrt (util-linux)" >&2; exit 1; }
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   (cd "$root" && cargo build --release -p zonecert -p zonecert-bench >&2)
 fi

@@ -27,7 +27,7 @@ if ! command -v wrk >/dev/null; then
   echo "== installing wrk" >&2
   apt-get update >/dev/null && apt-get install -y wrk >/dev/null
 fi
-command -v taskset >/dev/null || { echo "missing taskset (util-linux)" >&2; exit 1; }
+command -v taskset >/dev/null && command -v chrt >/dev/null || { echo "missing taskset or chrt (util-linux)" >&2; exit 1; }
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   (cd "$root" && cargo build --release --locked -p zonecert -p zonecert-bench \
     --bin zonecert --bin zonecert-pg-bench >&2)
