@@ -159,7 +159,13 @@ impl Server {
     /// The pack's verification items, once its CA's records are there (the worker
     /// places the order right after the order request; this waits for that).
     async fn records(&self, pack: &str) -> Vec<Value> {
-        for _ in 0..300 {
+        self.records_within(pack, Duration::from_secs(40)).await
+    }
+
+    /// [`Self::records`], waiting up to `patience`.
+    async fn records_within(&self, pack: &str, patience: Duration) -> Vec<Value> {
+        let until = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < until {
             let v = self.call("GET", "/ssl/verification", None).await;
             let items: Vec<Value> = v["result"]
                 .as_array()
@@ -181,8 +187,15 @@ impl Server {
 
     /// Asks for checks (retry=true) until the pack reaches `status`.
     async fn wait_for(&self, pack: &str, status: &str) -> Value {
+        self.wait_for_within(pack, status, Duration::from_secs(40))
+            .await
+    }
+
+    /// [`Self::wait_for`], waiting up to `patience`.
+    async fn wait_for_within(&self, pack: &str, status: &str, patience: Duration) -> Value {
         let mut last = Value::Null;
-        for _ in 0..120 {
+        let until = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < until {
             self.call("GET", "/ssl/verification?retry=true", None).await;
             last = self
                 .call("GET", &format!("/ssl/certificate_packs/{pack}"), None)
@@ -1498,6 +1511,17 @@ async fn time_to_active(
     apex: &str,
     hosts: &[String],
 ) -> Duration {
+    time_to_active_within(server, dns, apex, hosts, Duration::from_secs(40)).await
+}
+
+/// [`time_to_active`], waiting up to `patience` for each pack's records and activation.
+async fn time_to_active_within(
+    server: &Server,
+    dns: &DnsServer,
+    apex: &str,
+    hosts: &[String],
+    patience: Duration,
+) -> Duration {
     let started = std::time::Instant::now();
     let mut packs = Vec::new();
     for host in hosts {
@@ -1505,11 +1529,11 @@ async fn time_to_active(
     }
     let mut items = Vec::new();
     for pack in &packs {
-        items.extend(server.records(pack).await);
+        items.extend(server.records_within(pack, patience).await);
     }
     publish(dns, &items);
     for pack in &packs {
-        server.wait_for(pack, "active").await;
+        server.wait_for_within(pack, "active", patience).await;
     }
     started.elapsed()
 }
@@ -1913,6 +1937,99 @@ async fn a_ca_that_does_not_answer_does_not_hold_up_another_cas_packs() {
         "a silent google pack's reason: {}",
         p["result"]["validation_errors"]
     );
+    drop(front);
+    server.shutdown().await;
+    other.stop().await;
+    pebble.stop().await;
+}
+
+/// A CA that answers slowly holds no other CA's packs up. `google` is a Pebble behind
+/// the testkit's front, its account made; then the front holds every request 1.5 s (a
+/// CA answering slowly, but answering: nothing times out) and 200 google packs are
+/// ordered, then two `lets_encrypt` packs. A worker holds at most its check and
+/// issuance slots' worth of packs (96) while its pace is slow (`worker/pace.rs`; the
+/// lease is shrunk, as in the silent CA's test, so that the pace bounds the hand from
+/// the start): the google packs waiting for their CA filled it, and `lets_encrypt`'s
+/// packs were claimed only once the google packs ahead of them had each had their
+/// order placed, 16 requests at a time, 1.5 s each (seen, debug build: 65.9 s behind
+/// them, 0.60 s alone). Now a pack waiting for its CA takes a place in that CA's share,
+/// not in the hand (`worker/hand.rs`): 0.64 s behind, 0.56 s alone.
+#[tokio::test]
+async fn a_ca_that_answers_slowly_does_not_hold_up_another_cas_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let other = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = AriFront::start(&other).await;
+    let data = tmp.path().join("data");
+    let (google, google_root) = (
+        front.directory.clone(),
+        other.tls_root.display().to_string(),
+    );
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "slow.example.org",
+        Arc::new(SystemClock),
+        move |c| {
+            c.quota_advanced = 1000;
+            c.lease = Duration::from_secs(2);
+            c.acme.directories.push(Named {
+                ca: CaChoice::Google,
+                value: google,
+            });
+            c.acme.roots.push(Named {
+                ca: CaChoice::Google,
+                value: google_root,
+            });
+        },
+    )
+    .await;
+    // Both accounts made (google's with one order), then two lets_encrypt packs alone.
+    server.active_txt_pack(&dns, "slow.example.org").await;
+    let first = server
+        .order_from(&["slow.example.org"], "txt", "google", 90)
+        .await;
+    server.records(&first).await;
+    let hosts = |tag: &str| -> Vec<String> {
+        (0..2)
+            .map(|i| format!("{tag}{i}.slow.example.org"))
+            .collect()
+    };
+    let alone = time_to_active(&server, &dns, "slow.example.org", &hosts("alone")).await;
+
+    front.delay_requests(Duration::from_millis(1500));
+    let mut slow = Vec::new();
+    for i in 0..200 {
+        let host = format!("g{i}.slow.example.org");
+        slow.push(
+            server
+                .order_from(&["slow.example.org", &host], "txt", "google", 90)
+                .await,
+        );
+    }
+    // Patient enough to measure the old code (65.9 s).
+    let behind = time_to_active_within(
+        &server,
+        &dns,
+        "slow.example.org",
+        &hosts("behind"),
+        Duration::from_secs(300),
+    )
+    .await;
+    eprintln!(
+        "lets_encrypt's 2 packs: {alone:?} alone, {behind:?} behind 200 packs of a google answering in 1.5 s"
+    );
+    assert!(
+        behind <= alone * 2 + Duration::from_secs(3),
+        "lets_encrypt's packs: {behind:?} behind 200 packs of a CA answering in 1.5 s, {alone:?} alone"
+    );
+    // The slow CA's packs are not starved either: they get their records, 16 requests
+    // at a time.
+    let placed = server.records(&slow[0]).await;
+    assert_eq!(placed.len(), 2, "{placed:?}");
     drop(front);
     server.shutdown().await;
     other.stop().await;

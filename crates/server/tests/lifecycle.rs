@@ -832,6 +832,7 @@ async fn a_crashed_servers_claim_runs_again_when_its_lease_expires() {
         wall_now: SystemClock.now(),
         lease_secs: 2,
         limit: 10,
+        skip_cas: &[],
     };
     assert_eq!(store.claim_due(&claim).await.unwrap().len(), 1);
     assert!(
@@ -1086,6 +1087,7 @@ async fn retry_on_a_pack_another_server_holds_answers_at_once() {
         wall_now: SystemClock.now(),
         lease_secs: 600,
         limit: 10,
+        skip_cas: &[],
     };
     assert_eq!(s.store.claim_due(&elsewhere).await.unwrap().len(), 1);
     let items = tokio::time::timeout(Duration::from_secs(30), s.verification(true))

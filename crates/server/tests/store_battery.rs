@@ -35,6 +35,7 @@ battery!(
     claims_take_the_longest_due_first_and_respect_leases,
     work_past_validation_is_claimed_before_new_work,
     packs_waiting_for_their_acme_order_are_claimed,
+    a_claim_skips_the_cas_it_is_told_to_but_not_their_validations,
     renewal_extends_only_the_owners_live_leases,
     concurrent_claims_never_take_a_pack_twice,
     lifecycle_batches_write_each_pack_alone_and_release_leases,
@@ -319,6 +320,7 @@ fn claim(owner: &str, now: i64, wall_now: i64, limit: u64) -> Claim<'_> {
         wall_now,
         lease_secs: 60,
         limit,
+        skip_cas: &[],
     }
 }
 
@@ -690,6 +692,43 @@ async fn packs_waiting_for_their_acme_order_are_claimed(s: Store) {
     assert_eq!(sorted_ids(&claimed), vec![waiting.id.to_string()]);
 }
 
+/// A worker holding as many packs waiting for a CA as it will (`worker/hand.rs`) claims
+/// none of that CA's packs that would wait for it again (placing an order, finishing
+/// one, a renewal), but still those pending validation (zonecert's own checks), and
+/// every other CA's.
+async fn a_claim_skips_the_cas_it_is_told_to_but_not_their_validations(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let from = |ca| {
+        let mut p = pack(&z);
+        p.ca = ca;
+        p
+    };
+    let mut ordering = from(CaChoice::Google);
+    ordering.await_order();
+    let mut issuing = from(CaChoice::Google);
+    issuing.state = PackState::PendingIssuance;
+    let validating = from(CaChoice::Google);
+    let mut other = from(CaChoice::LetsEncrypt);
+    other.await_order();
+    for p in [&ordering, &issuing, &validating, &other] {
+        s.insert_pack(p, 10).await.expect("insert");
+    }
+    let mut skipping = claim("worker-a", 1_000, 1_000, 10);
+    skipping.skip_cas = &[CaChoice::Google, CaChoice::SslCom];
+    let claimed = s.claim_due(&skipping).await.expect("claim");
+    let mut want = vec![validating.id.to_string(), other.id.to_string()];
+    want.sort();
+    assert_eq!(sorted_ids(&claimed), want);
+    // Not skipped: the rest.
+    let rest = s
+        .claim_due(&claim("worker-a", 1_000, 1_000, 10))
+        .await
+        .expect("claim");
+    let mut want = vec![ordering.id.to_string(), issuing.id.to_string()];
+    want.sort();
+    assert_eq!(sorted_ids(&rest), want);
+}
+
 async fn renewal_extends_only_the_owners_live_leases(s: Store) {
     let z = zone(&s, "example.com").await;
     for _ in 0..3 {
@@ -705,6 +744,7 @@ async fn renewal_extends_only_the_owners_live_leases(s: Store) {
                 wall_now: 1_000,
                 lease_secs,
                 limit: 1,
+                skip_cas: &[],
             })
             .await
             .expect("claim")

@@ -45,6 +45,7 @@
 
 mod acme;
 mod check;
+mod hand;
 mod issue;
 mod lease;
 mod pace;
@@ -59,6 +60,7 @@ use crate::issuance::acme::AcmeIssuer;
 use crate::issuance::{BuiltinCa, HookCommand, Issuer};
 use crate::model::{CaChoice, Event, Input, Pack, PackId, PackState, Rules, ZoneId, transition};
 use crate::store::{Applied, PackAccess, Store, StoreError, apply_transition};
+use hand::CaShares;
 use lease::{Hold, LeaseClock, ask_for_renewals, node_identity};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -125,6 +127,17 @@ pub enum LifecycleError {
     Failed(String),
 }
 
+/// How a claimed pack's turn went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Its step ran in the hand.
+    Stepped,
+    /// Its step waited for its CA, in the CA's share (`hand.rs`).
+    WaitedOnCa,
+    /// Its CA's share was full: released without a step.
+    LeftForLater,
+}
+
 /// One server's lifecycle worker.
 #[derive(Debug)]
 pub struct Worker {
@@ -143,6 +156,9 @@ pub struct Worker {
     checking: AtomicUsize,
     /// How long a pack in this worker's hand stays leased to it.
     leases: Arc<LeaseClock>,
+    /// The packs held while they wait for a remote CA, which take no place in the hand
+    /// (`worker/hand.rs`).
+    waiting_on_cas: Arc<CaShares>,
     /// Wakes the store thread to renew the leases (see `ask_for_renewals`).
     renew_asked: Arc<Notify>,
     /// The settings the model's transition rules depend on.
@@ -283,6 +299,7 @@ impl Worker {
             issuing: Semaphore::new(ISSUANCE_CONCURRENCY),
             issuing_while_checking: Semaphore::new(ISSUANCE_WHILE_CHECKING),
             checking: AtomicUsize::new(0),
+            waiting_on_cas: CaShares::new(lease),
             leases,
             renew_asked,
             rules: config.transition_rules(),
@@ -345,13 +362,13 @@ impl Worker {
                 None => {}
             }
             if claim_now {
-                if in_flight.is_empty() {
+                if self.in_hand(&in_flight) == 0 {
                     pace.restart(Instant::now());
                 }
                 // Fill the room: validation then runs ahead of issuance.
                 let bound = pace.bound();
                 more_due = self.claim_into(&mut in_flight, bound).await;
-                while more_due && room_to_reclaim(bound, in_flight.len()) {
+                while more_due && room_to_reclaim(bound, self.in_hand(&in_flight)) {
                     more_due = self.claim_into(&mut in_flight, bound).await;
                 }
                 claim_now = false;
@@ -360,11 +377,18 @@ impl Worker {
                 _ = cancel.cancelled() => {}
                 _ = self.store_failed.fired.cancelled() => {}
                 Some(joined) = in_flight.join_next() => {
-                    if let Err(e) = joined {
-                        tracing::error!(error = %e, "lifecycle task panicked");
+                    match joined {
+                        // The hand's pace is this node's own work's: a CA's steps count
+                        // in the CA's share (`hand.rs`), a pack left for later in none.
+                        Ok(Turn::Stepped) => pace.finished(Instant::now()),
+                        Ok(Turn::WaitedOnCa | Turn::LeftForLater) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "lifecycle task panicked");
+                            pace.finished(Instant::now());
+                        }
                     }
-                    pace.finished(Instant::now());
-                    claim_now = more_due && room_to_reclaim(pace.bound(), in_flight.len());
+                    claim_now = (more_due && room_to_reclaim(pace.bound(), self.in_hand(&in_flight)))
+                        || self.waiting_on_cas.reopened();
                 }
                 _ = self.signals.woken() => claim_now = true,
                 _ = tokio::time::sleep_until(next_poll) => {
@@ -422,18 +446,29 @@ impl Worker {
         Ok(())
     }
 
+    /// The packs in hand that take a place in it: those in flight but the ones waiting
+    /// for their CA (`hand.rs`).
+    fn in_hand(&self, in_flight: &JoinSet<Turn>) -> usize {
+        in_flight
+            .len()
+            .saturating_sub(self.waiting_on_cas.waiting())
+    }
+
     /// Claims as many due packs as there is room for under `bound` (at most
-    /// [`CLAIM_BATCH`]) and starts a task for each; returns whether more may be due (the
-    /// claim was full).
-    async fn claim_into(self: &Arc<Self>, in_flight: &mut JoinSet<()>, bound: usize) -> bool {
-        let room = bound.min(MAX_IN_FLIGHT).saturating_sub(in_flight.len());
+    /// [`CLAIM_BATCH`]), none of a CA whose share is full, and starts a task for each;
+    /// returns whether more may be due (the claim was full).
+    async fn claim_into(self: &Arc<Self>, in_flight: &mut JoinSet<Turn>, bound: usize) -> bool {
+        let room = bound
+            .min(MAX_IN_FLIGHT)
+            .saturating_sub(self.in_hand(in_flight));
         if room == 0 {
             return true;
         }
         let limit = room.min(CLAIM_BATCH);
         // Before the claim is sent: the leases it gets run from a later instant.
         let hold = Hold::Leased(Instant::now());
-        let claimed = match self.store.claim(self.clock.now(), limit).await {
+        let skip = self.waiting_on_cas.full();
+        let claimed = match self.store.claim(self.clock.now(), limit, skip).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "lifecycle: claiming due work failed");
@@ -448,11 +483,11 @@ impl Worker {
                 // included) is tens of kilobytes, and unboxed it is the task's own: copied
                 // when the task is spawned and again as it completes, a cost callgrind
                 // put at most of the claim loop's instructions.
-                let again = match Box::pin(me.step(&zone, &id, hold)).await {
-                    Ok(again) => again,
+                let (turn, again) = match Box::pin(me.turn(&zone, &id, hold)).await {
+                    Ok(turn) => turn,
                     Err(e) => {
                         tracing::warn!(pack = %id.as_str(), error = %e, "lifecycle step failed");
-                        false
+                        (Turn::Stepped, false)
                     }
                 };
                 me.store.release(id.clone()).await;
@@ -461,20 +496,58 @@ impl Worker {
                     me.signals.wake();
                 }
                 // Once per pack, after its last write: a waiting `retry=true` then sees
-                // where the pack ended up, not an intermediate state.
-                me.signals.progressed(&id);
+                // where the pack ended up, not an intermediate state. A pack left for
+                // later did not move.
+                if turn != Turn::LeftForLater {
+                    me.signals.progressed(&id);
+                }
+                turn
             });
         }
         more
     }
 
-    /// One turn of a claimed pack: the clock's rules first (timeouts, expiry, the
+    /// One turn of a claimed pack: its step ([`Self::step`]), in its CA's share when it
+    /// waits for a remote CA, or nothing when that share is full (it is left for a later
+    /// claim, or another node). Returns how the turn went and whether the pack is due
+    /// again at once.
+    async fn turn(
+        &self,
+        zone: &ZoneId,
+        id: &PackId,
+        hold: Hold,
+    ) -> Result<(Turn, bool), StoreError> {
+        let Some(pack) = self.store.read_pack(zone, id).await? else {
+            return Ok((Turn::Stepped, false));
+        };
+        if !self.waits_on_ca(&pack) {
+            return Ok((Turn::Stepped, self.step(pack, hold).await?));
+        }
+        // Held until the step is over, whatever way it ends.
+        let Some(_place) = self.waiting_on_cas.wait_on(pack.ca) else {
+            return Ok((Turn::LeftForLater, false));
+        };
+        Ok((Turn::WaitedOnCa, self.step(pack, hold).await?))
+    }
+
+    /// Whether the pack's step waits for its CA: placing or finishing an ACME order, or
+    /// asking about an active certificate's renewal. Not a validation: zonecert checks
+    /// the records itself (and a claim skipping a CA still takes those, `skip_cas`).
+    fn waits_on_ca(&self, pack: &Pack) -> bool {
+        self.issuer_for(pack.ca).orders_remotely()
+            && matches!(
+                pack.state,
+                PackState::Initializing
+                    | PackState::PendingIssuance
+                    | PackState::PendingDeployment
+                    | PackState::Active
+            )
+    }
+
+    /// The step of a claimed pack: the clock's rules first (timeouts, expiry, the
     /// renewal window), else the step of its state. Returns whether the pack is due
     /// again at once.
-    async fn step(&self, zone: &ZoneId, id: &PackId, hold: Hold) -> Result<bool, StoreError> {
-        let Some(pack) = self.store.read_pack(zone, id).await? else {
-            return Ok(false);
-        };
+    async fn step(&self, pack: Pack, hold: Hold) -> Result<bool, StoreError> {
         if !self.still_held(hold, &pack.id) {
             return Ok(false);
         }

@@ -18,7 +18,7 @@ mod revocations;
 mod sqlite;
 mod webhooks;
 
-use crate::model::{Pack, PackId, Token, User, Zone, ZoneId};
+use crate::model::{CaChoice, Pack, PackId, Token, User, Zone, ZoneId};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -163,6 +163,10 @@ pub struct Claim<'a> {
     pub lease_secs: i64,
     /// At most this many packs.
     pub limit: u64,
+    /// Packs of these certificate authorities are left for later (or another node),
+    /// but those pending validation (checked here, not at the CA): the worker holds as
+    /// many of theirs waiting for the CA as it will (`lifecycle/worker/hand.rs`).
+    pub skip_cas: &'a [CaChoice],
 }
 
 /// What a database URL names.
@@ -643,6 +647,8 @@ impl Store {
     /// lease (a crashed server) is claimable again. It finds the due work
     /// through indexes on due times, so its cost follows the amount of due work rather
     /// than the number of packs stored: the lifecycle calls it whenever it has room.
+    /// Packs of the authorities in `skip_cas` are not claimed, but for those pending
+    /// validation.
     pub async fn claim_due(&self, claim: &Claim<'_>) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.claim_due(claim),

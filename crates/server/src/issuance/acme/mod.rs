@@ -17,6 +17,7 @@
 mod account;
 pub use account::account_aad;
 mod http;
+pub(crate) use http::REQUESTS_IN_FLIGHT;
 mod problem;
 
 use std::collections::BTreeMap;

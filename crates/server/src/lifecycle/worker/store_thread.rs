@@ -2,7 +2,7 @@
 
 use super::lease::LeaseClock;
 use crate::clock::{Clock, SystemClock};
-use crate::model::{Pack, PackId, ZoneId};
+use crate::model::{CaChoice, Pack, PackId, ZoneId};
 use crate::store::{Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -42,10 +42,12 @@ pub(super) enum StoreOp {
         PackId,
         oneshot::Sender<Result<Option<Pack>, StoreError>>,
     ),
-    /// Lease up to this many due packs, as of `now` (the lifecycle's clock).
+    /// Lease up to this many due packs, as of `now` (the lifecycle's clock), none of
+    /// the authorities in `skip_cas`.
     Claim {
         now: i64,
         limit: usize,
+        skip_cas: Vec<CaChoice>,
         reply: oneshot::Sender<Result<Vec<(ZoneId, PackId)>, StoreError>>,
     },
     /// Read the sealed key kept for a pack's certificate.
@@ -89,13 +91,21 @@ impl StoreThread {
         self.ask(|reply| StoreOp::ReadKey(pack, reply)).await
     }
 
-    /// Leases up to `limit` due packs as of `now` (the lifecycle's clock).
+    /// Leases up to `limit` due packs as of `now` (the lifecycle's clock), none of the
+    /// authorities in `skip_cas`.
     pub(super) async fn claim(
         &self,
         now: i64,
         limit: usize,
+        skip_cas: Vec<CaChoice>,
     ) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
-        self.ask(|reply| StoreOp::Claim { now, limit, reply }).await
+        self.ask(|reply| StoreOp::Claim {
+            now,
+            limit,
+            skip_cas,
+            reply,
+        })
+        .await
     }
 
     /// Gives up the lease on a pack (a failure is logged by the store thread, which
@@ -221,7 +231,12 @@ pub(super) async fn store_thread(
                 StoreOp::Read(zone, id, reply) => {
                     let _ = reply.send(store.pack(&zone, &id).await);
                 }
-                StoreOp::Claim { now, limit, reply } => claims.push((now, limit, reply)),
+                StoreOp::Claim {
+                    now,
+                    limit,
+                    skip_cas,
+                    reply,
+                } => claims.push((now, limit, skip_cas, reply)),
                 StoreOp::ReadKey(pack, reply) => {
                     let _ = reply.send(store.certificate_key(&pack).await);
                 }
@@ -264,7 +279,7 @@ pub(super) async fn store_thread(
         for reply in released_replies {
             let _ = reply.send(());
         }
-        for (now, limit, reply) in claims {
+        for (now, limit, skip_cas, reply) in claims {
             let claimed = store
                 .claim_due(&Claim {
                     owner: &owner,
@@ -272,6 +287,7 @@ pub(super) async fn store_thread(
                     wall_now: SystemClock.now(),
                     lease_secs,
                     limit: limit as u64,
+                    skip_cas: &skip_cas,
                 })
                 .await;
             // A pack claimed again (its lease ran out meanwhile) is this claim's: its

@@ -31,6 +31,7 @@ impl PgStore {
         claim: &Claim<'_>,
     ) -> Result<Vec<(ZoneId, PackId)>, StoreError> {
         let client = self.client().await?;
+        let skip: Vec<&str> = claim.skip_cas.iter().map(|ca| ca.as_str()).collect();
         // `due` finds the due packs through the indexes on due times, as SQLite's claim
         // does; `locked` takes their rows, skipping the rows another node is claiming
         // right now, and checks the lease again on the row as it is then (a node that
@@ -55,6 +56,7 @@ impl PgStore {
                    ) d JOIN packs p ON p.id = d.id \
                    WHERE (p.lease_until IS NULL OR p.lease_until <= $2::bigint) \
                      AND NOT p.brand_check \
+                     AND (p.state = 'pending_validation' OR NOT (p.ca = ANY($6::text[]))) \
                      AND p.state IN ('initializing', 'pending_validation', 'pending_issuance', \
                                      'pending_deployment', 'active') \
                    GROUP BY p.id, p.state \
@@ -73,6 +75,7 @@ impl PgStore {
                     &claim.lease_secs,
                     &claim.now,
                     &clamp(claim.limit),
+                    &skip,
                 ],
             )
             .await?;

@@ -36,6 +36,7 @@ impl SqliteStore {
         // deadline, active packs by expiry), so the cost follows the due work, not the
         // number of packs stored. Work past validation comes first, as on PostgreSQL (a
         // pack validated but not issued or deployed whose lease ran out).
+        let skip = skip_list(claim.skip_cas);
         self.write(Touch::Nothing, |tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE packs SET lease_owner = ?1, lease_until = ?2 + ?3 \
@@ -52,6 +53,8 @@ impl SqliteStore {
                    ) d JOIN packs p ON p.id = d.id \
                    WHERE (p.lease_until IS NULL OR p.lease_until <= ?2) \
                      AND p.brand_check = 0 \
+                     AND (p.state = 'pending_validation' \
+                          OR p.ca NOT IN (SELECT value FROM json_each(?6))) \
                      AND p.state IN ('initializing', 'pending_validation', 'pending_issuance', \
                                      'pending_deployment', 'active') \
                    GROUP BY p.id, p.state \
@@ -65,7 +68,8 @@ impl SqliteStore {
                     claim.wall_now,
                     claim.lease_secs,
                     claim.now,
-                    clamp(claim.limit)
+                    clamp(claim.limit),
+                    skip
                 ],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             )?;
@@ -171,4 +175,9 @@ impl SqliteStore {
         }
         Ok(outcomes)
     }
+}
+
+/// The authorities a claim skips, as the JSON array `json_each` reads.
+fn skip_list(cas: &[crate::model::CaChoice]) -> String {
+    serde_json::Value::from(cas.iter().map(|ca| ca.as_str()).collect::<Vec<_>>()).to_string()
 }

@@ -112,6 +112,7 @@ fn claim(now: i64, limit: u64) -> Claim<'static> {
         wall_now: 1_000,
         lease_secs: 60,
         limit,
+        skip_cas: &[],
     }
 }
 
@@ -176,6 +177,7 @@ fn renewal_extends_only_the_owners_live_leases() {
             wall_now,
             lease_secs,
             limit: 1,
+            skip_cas: &[],
         })
         .unwrap()
     };
