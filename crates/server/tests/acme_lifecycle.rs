@@ -1782,6 +1782,107 @@ async fn a_rate_limited_order_waits_for_the_cas_retry_after() {
     pebble.stop().await;
 }
 
+/// `rateLimited` with `Retry-After` at finalize (RFC 8555 lets a CA refuse any request so;
+/// Let's Encrypt refused finalizes for its certificate limits before it moved their
+/// check to `newOrder`, where it now only counts them): the testkit's front answers the
+/// order's first finalize so, in front of the real Pebble. The pack stays `pending_issuance` with
+/// a reason naming the rate limit and the CA's time; zonecert finalizes nothing before
+/// that time (not at its own 5-minute retry, not for a `retry=true`), then finalizes the
+/// same order, whose authorizations are still valid, and the pack goes active: one
+/// `newOrder` in all.
+#[tokio::test]
+async fn a_rate_limited_finalize_waits_for_the_cas_retry_after_and_finishes_the_same_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = AriFront::start(&pebble).await;
+    let data = tmp.path().join("data");
+    let clock = ManualClock::new(SystemClock.now());
+    let directory = front.directory.clone();
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "final.example.org",
+        clock.clone(),
+        move |c| c.acme.directories[0].value = directory,
+    )
+    .await;
+    // Twenty minutes: longer than zonecert's own 5-minute retry.
+    front.rate_limit("/finalize-order/", 1, 1200);
+    let pack = server.order(&["final.example.org"], "txt").await;
+    let items = server.records(&pack).await;
+    let (name, value) = txt_of(&items[0]);
+    dns.set_txt(&name, &[&value]);
+    server
+        .call("GET", "/ssl/verification?retry=true", None)
+        .await;
+    let limited = server
+        .wait_until(&pack, "the rate limit as the reason", |p| {
+            p["validation_errors"].to_string().contains("rate limit")
+        })
+        .await;
+    assert_eq!(limited["result"]["status"], "pending_issuance", "{limited}");
+    let refused = front.rate_limited();
+    assert_eq!(refused.len(), 1);
+    assert!(front.posted("/finalize-order/").is_empty());
+    let reason = limited["result"]["validation_errors"].to_string();
+    eprintln!("the pack's reason after a rate-limited finalize: {reason}");
+    let at = |s: u64| {
+        let t = time::OffsetDateTime::from(refused[0] + Duration::from_secs(s));
+        rfc3339(t.unix_timestamp())
+    };
+    assert!(
+        reason.contains(&at(1200)) || reason.contains(&at(1201)),
+        "{reason} (refused at {})",
+        at(0)
+    );
+    let order = server
+        .stored(&pack)
+        .await
+        .order_ref
+        .expect("the order kept");
+
+    // Ten minutes on (past zonecert's own retry), with a retry asked for: nothing sent.
+    clock.advance(600);
+    server
+        .call("GET", "/ssl/verification?retry=true", None)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(front.rate_limited().len(), 1);
+    assert!(
+        front.posted("/finalize-order/").is_empty(),
+        "{:?}",
+        front.posted("/finalize-order/")
+    );
+    assert_eq!(
+        server.stored(&pack).await.state,
+        zonecert_server::model::PackState::PendingIssuance
+    );
+
+    // Past the CA's time: the same order finalized, and the pack active.
+    clock.advance(601);
+    server.wait_for(&pack, "active").await;
+    let finalized = front.posted("/finalize-order/");
+    assert_eq!(finalized.len(), 1, "{finalized:?}");
+    let order_url = serde_json::from_str::<Value>(&order).unwrap()["order_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let order_id = order_url.rsplit('/').next().unwrap();
+    assert_eq!(
+        finalized[0],
+        format!("/finalize-order/{order_id}"),
+        "the pack's order: {order_url}"
+    );
+    assert_eq!(front.new_orders().len(), 1, "one order in all");
+    assert_eq!(front.rate_limited().len(), 1);
+    drop(front);
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
 /// ACME profiles (draft-ietf-acme-profiles): Debian's Pebble 2.4 offers none and ignores
 /// an order's `profile`, so the testkit's front offers them in the directory's
 /// `meta.profiles` and shows the `newOrder` payloads Pebble was given. A pack whose

@@ -82,6 +82,8 @@ struct FrontState {
     in_flight: Mutex<(usize, usize)>,
     /// The rate limit set by [`AriFront::rate_limit`].
     rate_limit: Mutex<RateLimit>,
+    /// The paths of the POSTs passed on to Pebble, in order ([`AriFront::posted`]).
+    posted: Mutex<Vec<String>>,
     /// `meta.profiles` added to the directory, if any.
     profiles: Mutex<Option<serde_json::Value>>,
     /// Whether newOrder and authorization requests are kept apart ([`AriFront::keep_orders_apart`]).
@@ -93,7 +95,8 @@ struct FrontState {
 /// Which requests are refused as rate-limited, and how many were.
 #[derive(Debug, Default)]
 struct RateLimit {
-    /// The resource's path (`/order-plz`: Pebble's `newOrder`).
+    /// The resource's path, or the start of it (`/order-plz`: Pebble's `newOrder`;
+    /// `/finalize-order/`: every order's finalize).
     path: String,
     /// How many more requests to it are refused.
     remaining: usize,
@@ -145,6 +148,7 @@ impl AriFront {
             delay: Mutex::new(std::time::Duration::ZERO),
             in_flight: Mutex::new((0, 0)),
             rate_limit: Mutex::new(RateLimit::default()),
+            posted: Mutex::new(Vec::new()),
             profiles: Mutex::new(None),
             apart: std::sync::atomic::AtomicBool::new(false),
             gate: tokio::sync::RwLock::new(()),
@@ -208,8 +212,9 @@ impl AriFront {
         lock(&self.state.new_orders).clone()
     }
 
-    /// Answers the next `count` POSTs to `path` (`/order-plz` is Pebble's `newOrder`)
-    /// with a `urn:ietf:params:acme:error:rateLimited` problem (429) and `Retry-After:
+    /// Answers the next `count` POSTs to a path starting with `path` (`/order-plz` is
+    /// Pebble's `newOrder`, `/finalize-order/` any order's finalize) with a
+    /// `urn:ietf:params:acme:error:rateLimited` problem (429) and `Retry-After:
     /// retry_after_secs`; Pebble never sees them.
     pub fn rate_limit(&self, path: &str, count: usize, retry_after_secs: u64) {
         let mut limit = lock(&self.state.rate_limit);
@@ -221,6 +226,16 @@ impl AriFront {
     /// When each request refused as rate-limited came, so far.
     pub fn rate_limited(&self) -> Vec<std::time::SystemTime> {
         lock(&self.state.rate_limit).refused.clone()
+    }
+
+    /// The paths of the POSTs passed on to Pebble so far that start with `prefix`
+    /// (`/finalize-order/`: the finalizes Pebble was sent), in order.
+    pub fn posted(&self, prefix: &str) -> Vec<String> {
+        lock(&self.state.posted)
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// Offers these ACME profiles (name, description) in the directory's
@@ -336,9 +351,16 @@ async fn answer(st: &FrontState, req: Request) -> Response {
     }
     if parts.method == Method::POST {
         let mut limit = lock(&st.rate_limit);
-        if limit.remaining > 0 && path == limit.path {
+        if limit.remaining > 0 && path.starts_with(&limit.path) {
             limit.remaining -= 1;
             limit.refused.push(std::time::SystemTime::now());
+            // What each limit is, in the way Let's Encrypt words them.
+            let detail = if path == "/order-plz" {
+                "too many new orders recently (the test front's limit)"
+            } else {
+                "too many certificates (5) already issued for this exact set of identifiers \
+                 in the last 168h0m0s (the test front's limit)"
+            };
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 [
@@ -347,7 +369,7 @@ async fn answer(st: &FrontState, req: Request) -> Response {
                 ],
                 serde_json::json!({
                     "type": "urn:ietf:params:acme:error:rateLimited",
-                    "detail": "too many new orders recently (the test front's limit)",
+                    "detail": detail,
                     "status": 429
                 })
                 .to_string(),
@@ -368,6 +390,9 @@ async fn answer(st: &FrontState, req: Request) -> Response {
             .iter()
             .find(|(order, _)| *order == path)
             .map(|(_, r)| r.clone());
+    }
+    if parts.method == Method::POST {
+        lock(&st.posted).push(path.clone());
     }
     let mut upstream = st
         .client
