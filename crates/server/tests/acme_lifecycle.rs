@@ -1713,6 +1713,105 @@ async fn a_deactivated_account_is_reported_and_replaced_by_a_new_one() {
     pebble.stop().await;
 }
 
+/// An account the CA revoked (RFC 8555 section 7.1.6: the CA's doing, unlike a
+/// deactivation; Let's Encrypt revokes the accounts whose key it blocked as compromised)
+/// is answered on every request as Let's Encrypt answers it (Boulder: 403
+/// `unauthorized`, `Unable to validate JWS :: Account is not valid, has status
+/// "revoked"`; the testkit's front, in front of the real Pebble, which cannot revoke an
+/// account). The pack's reason says the CA revoked the account, names it, where its file
+/// went and what to do (ask the CA why; a compromised key means the data directory's
+/// keys are exposed); the account is set aside as a deactivated one is (its file
+/// renamed, the database's copy removed), and at the retry a new account orders and the
+/// pack goes active, the revoked one never used again.
+#[tokio::test]
+async fn a_revoked_account_is_reported_and_replaced_by_a_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start().await;
+    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
+    let front = AriFront::start(&pebble).await;
+    let data = tmp.path().join("data");
+    let clock = ManualClock::new(SystemClock.now());
+    let directory = front.directory.clone();
+    let server = start_configured(
+        &data,
+        &dns,
+        &pebble,
+        80,
+        "revoked.example.org",
+        clock.clone(),
+        move |c| c.acme.directories[0].value = directory,
+    )
+    .await;
+    server.active_txt_pack(&dns, "revoked.example.org").await;
+    let store = server.inner.store().clone();
+    let shared = store.acme_account(&front.directory).await.unwrap();
+    assert!(shared.is_some(), "the account is the database's");
+    let accounts = data.join("acme").join("accounts");
+    let file = std::fs::read_dir(&accounts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let old: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let old = old["id"].as_str().unwrap().to_owned();
+    front.revoke_account(&old);
+
+    let pack = server
+        .order(&["revoked.example.org", "www.revoked.example.org"], "txt")
+        .await;
+    let refused = server
+        .wait_until(&pack, "the revoked account as the reason", |p| {
+            p["validation_errors"].to_string().contains("revoked")
+        })
+        .await;
+    assert_eq!(refused["result"]["status"], "initializing", "{refused}");
+    let reason = refused["result"]["validation_errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eprintln!("the revoked account's reason: {reason}");
+    assert!(
+        reason.contains("the CA revoked the ACME account")
+            && reason.contains(&old)
+            && reason.contains(r#"has status "revoked""#)
+            && reason.contains("creates a new account")
+            && reason.contains("ask the CA why"),
+        "{reason}"
+    );
+    // Set aside: the file kept under another name, the database's copy gone.
+    let names: Vec<String> = std::fs::read_dir(&accounts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.contains(".unusable-")), "{names:?}");
+    assert!(reason.contains(".unusable-"), "{reason}");
+    assert_ne!(store.acme_account(&front.directory).await.unwrap(), shared);
+    let refusals = front.revoked_account_requests();
+    assert!(refusals >= 1);
+
+    // At the retry, a new account orders, and the pack goes active.
+    clock.advance(301);
+    publish(&dns, &server.records(&pack).await);
+    server.wait_for(&pack, "active").await;
+    let new = std::fs::read_to_string(&file).unwrap();
+    assert!(!new.contains(&old), "a new account file");
+    assert!(
+        store
+            .acme_account(&front.directory)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        front.revoked_account_requests(),
+        refusals,
+        "the revoked account was used again"
+    );
+    drop(front);
+    server.shutdown().await;
+    pebble.stop().await;
+}
+
 /// `rateLimited` with `Retry-After` (Pebble never rate-limits: the testkit's front answers
 /// the first `newOrder` so, in front of the real Pebble): the pack's reason names the rate
 /// limit and the time the CA gave, zonecert does not order again before it (not for a

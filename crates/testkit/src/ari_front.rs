@@ -12,7 +12,9 @@
 //!
 //! Faults Pebble 2.4 cannot make, on demand, in front of the real CA: the first N
 //! requests to one ACME resource answered with an RFC 8555 `rateLimited` problem and a
-//! `Retry-After` ([`AriFront::rate_limit`]; Pebble never rate-limits), and ACME profiles
+//! `Retry-After` ([`AriFront::rate_limit`]; Pebble never rate-limits), an account's
+//! requests answered as a revoked account's are by Let's Encrypt
+//! ([`AriFront::revoke_account`]; Pebble cannot revoke an account), and ACME profiles
 //! (draft-ietf-acme-profiles) offered in the directory's `meta.profiles`
 //! ([`AriFront::offer_profiles`]; Pebble 2.4 has none, and ignores an order's
 //! `profile`, which [`AriFront::new_orders`] shows).
@@ -84,6 +86,9 @@ struct FrontState {
     rate_limit: Mutex<RateLimit>,
     /// The paths of the POSTs passed on to Pebble, in order ([`AriFront::posted`]).
     posted: Mutex<Vec<String>>,
+    /// The accounts (URLs, the JWS `kid`) answered as revoked, and how many requests
+    /// were ([`AriFront::revoke_account`]).
+    revoked: Mutex<(Vec<String>, usize)>,
     /// `meta.profiles` added to the directory, if any.
     profiles: Mutex<Option<serde_json::Value>>,
     /// Whether newOrder and authorization requests are kept apart ([`AriFront::keep_orders_apart`]).
@@ -149,6 +154,7 @@ impl AriFront {
             in_flight: Mutex::new((0, 0)),
             rate_limit: Mutex::new(RateLimit::default()),
             posted: Mutex::new(Vec::new()),
+            revoked: Mutex::new((Vec::new(), 0)),
             profiles: Mutex::new(None),
             apart: std::sync::atomic::AtomicBool::new(false),
             gate: tokio::sync::RwLock::new(()),
@@ -226,6 +232,20 @@ impl AriFront {
     /// When each request refused as rate-limited came, so far.
     pub fn rate_limited(&self) -> Vec<std::time::SystemTime> {
         lock(&self.state.rate_limit).refused.clone()
+    }
+
+    /// From now on, answers every request signed as the account `url` (its JWS `kid`) as
+    /// Let's Encrypt answers a revoked account's (Boulder's `wfe2`: any request whose
+    /// account is not `valid`): 403, `urn:ietf:params:acme:error:unauthorized`, `Unable
+    /// to validate JWS :: Account is not valid, has status "revoked"`. Pebble 2.4 cannot
+    /// revoke an account (only its holder can deactivate it), and never sees them.
+    pub fn revoke_account(&self, url: &str) {
+        lock(&self.state.revoked).0.push(url.to_owned());
+    }
+
+    /// How many requests were answered as a revoked account's so far.
+    pub fn revoked_account_requests(&self) -> usize {
+        lock(&self.state.revoked).1
     }
 
     /// The paths of the POSTs passed on to Pebble so far that start with `prefix`
@@ -343,6 +363,25 @@ async fn answer(st: &FrontState, req: Request) -> Response {
                     "type": "urn:ietf:params:acme:error:serverInternal",
                     "detail": "the test front refuses revocations",
                     "status": 503
+                })
+                .to_string(),
+            )
+                .into_response();
+        }
+    }
+    if parts.method == Method::POST
+        && let Some(kid) = jws_kid(&body)
+    {
+        let mut revoked = lock(&st.revoked);
+        if revoked.0.contains(&kid) {
+            revoked.1 += 1;
+            return (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                serde_json::json!({
+                    "type": "urn:ietf:params:acme:error:unauthorized",
+                    "detail": "Unable to validate JWS :: Account is not valid, has status \"revoked\"",
+                    "status": 403
                 })
                 .to_string(),
             )
@@ -471,6 +510,17 @@ fn with_field(object: &Bytes, key: &str, value: serde_json::Value) -> Bytes {
         }
         _ => object.clone(),
     }
+}
+
+/// The account URL (`kid`) a flattened JWS is signed as, if it names one (a new
+/// account's request carries its `jwk` instead).
+fn jws_kid(body: &[u8]) -> Option<String> {
+    let jws: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let protected = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jws.get("protected")?.as_str()?)
+        .ok()?;
+    let protected: serde_json::Value = serde_json::from_slice(&protected).ok()?;
+    Some(protected.get("kid")?.as_str()?.to_owned())
 }
 
 /// The payload of a flattened JWS, as JSON.

@@ -289,14 +289,18 @@ impl AcmeIssuer {
 
     /// Passes `err` on; when it says the CA does not know the account
     /// ([`AcmeErrorKind::AccountUnknown`]) or no longer accepts it (deactivated or
-    /// revoked, [`AcmeErrorKind::AccountUnusable`]: final, RFC 8555 section 7.1.6), the
+    /// revoked, [`AcmeErrorKind::AccountUnusable`], [`AcmeErrorKind::AccountRevoked`]:
+    /// final, RFC 8555 section 7.1.6), the
     /// account is set aside (its file renamed, kept for the operator; the database's
     /// copy removed) so that the next order creates a new one, and the error names it.
     ///
     /// Only the account `used` (its URL) is set aside: a request still in flight with
     /// it when another pack already replaced it must not throw the new one away.
     async fn unknown_account(&self, mut err: AcmeError, used: &str) -> AcmeError {
-        let unusable = err.kind == AcmeErrorKind::AccountUnusable;
+        let unusable = matches!(
+            err.kind,
+            AcmeErrorKind::AccountUnusable | AcmeErrorKind::AccountRevoked
+        );
         if !(unusable || err.kind == AcmeErrorKind::AccountUnknown) {
             return err;
         }

@@ -32,8 +32,14 @@ pub enum AcmeErrorKind {
     RejectedIdentifier,
     /// `externalAccountRequired`: the CA needs External Account Binding.
     ExternalAccountRequired,
-    /// The account is deactivated or revoked: an operator decides what to do.
+    /// The account is deactivated (or no longer valid, the CA does not say why): set
+    /// aside, a new one is created.
     AccountUnusable,
+    /// The CA revoked the account (RFC 8555 section 7.1.6: the server's doing, where a
+    /// deactivation is the client's; Let's Encrypt revokes the accounts whose key it
+    /// blocked as compromised): set aside as [`AcmeErrorKind::AccountUnusable`], and the
+    /// operator should find out why.
+    AccountRevoked,
     /// The CA does not know the account (`accountDoesNotExist`: a test CA restarted, the
     /// CA forgot it): a new one is created at the next order.
     AccountUnknown,
@@ -112,7 +118,11 @@ impl AcmeError {
         let (detail, retry_after) = split_retry_after(problem.detail.as_deref().unwrap_or(""));
         let mut kind = AcmeErrorKind::from_problem_type(problem.r#type.as_deref(), problem.status);
         if kind == AcmeErrorKind::Unauthorized && account_gone(&detail) {
-            kind = AcmeErrorKind::AccountUnusable;
+            kind = if detail.to_ascii_lowercase().contains("revoked") {
+                AcmeErrorKind::AccountRevoked
+            } else {
+                AcmeErrorKind::AccountUnusable
+            };
         }
         // A subproblem names the identifier; take the first one's kind when the top level
         // is only a summary (Boulder sends `malformed` or `rejectedIdentifier` with subproblems).
@@ -185,6 +195,15 @@ impl fmt::Display for AcmeError {
                 "the ACME account is deactivated or revoked at the CA, which never accepts it \
                  again: zonecert set it aside and creates a new account for the next order \
                  (with External Account Binding, the CA may want a new key id and HMAC key)"
+            }
+            AcmeErrorKind::AccountRevoked => {
+                "the CA revoked the ACME account, and never accepts it again: zonecert set it \
+                 aside and creates a new account, with a new key, for the next order (with \
+                 External Account Binding, the CA may want a new key id and HMAC key); a CA \
+                 revokes an account itself, for a compromised account key or a breach of its \
+                 terms: ask the CA why (it writes to the account's contact address), and if \
+                 the key was compromised, treat the keys in the data directory and the \
+                 database as exposed"
             }
             AcmeErrorKind::AccountUnknown => {
                 "the ACME CA does not know the account; a new one is created for the next order"
@@ -294,6 +313,25 @@ mod tests {
             "Account is not valid, has status \"deactivated\""
         ));
         assert!(account_gone("the account has been revoked"));
+        // Let's Encrypt's words for a revoked account (Boulder's wfe2), then a
+        // deactivated one.
+        let kind = |detail: &str| {
+            let problem: instant_acme::Problem = serde_json::from_value(serde_json::json!({
+                "type": "urn:ietf:params:acme:error:unauthorized",
+                "detail": detail,
+                "status": 403,
+            }))
+            .expect("a problem document");
+            AcmeError::from_problem(&problem).kind
+        };
+        assert_eq!(
+            kind(r#"Unable to validate JWS :: Account is not valid, has status "revoked""#),
+            AcmeErrorKind::AccountRevoked
+        );
+        assert_eq!(
+            kind(r#"Unable to validate JWS :: Account is not valid, has status "deactivated""#),
+            AcmeErrorKind::AccountUnusable
+        );
     }
 
     #[test]

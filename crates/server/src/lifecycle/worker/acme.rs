@@ -214,7 +214,7 @@ fn problem_name(kind: &AcmeErrorKind) -> String {
         AcmeErrorKind::IncorrectResponse => "incorrectResponse",
         AcmeErrorKind::RejectedIdentifier => "rejectedIdentifier",
         AcmeErrorKind::ExternalAccountRequired => "externalAccountRequired",
-        AcmeErrorKind::AccountUnusable => "unauthorized",
+        AcmeErrorKind::AccountUnusable | AcmeErrorKind::AccountRevoked => "unauthorized",
         AcmeErrorKind::AccountUnknown => "accountDoesNotExist",
         AcmeErrorKind::OrderUnusable => "orderNotReady",
         AcmeErrorKind::BadNonce => "badNonce",
