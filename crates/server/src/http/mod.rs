@@ -32,7 +32,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tower_service::Service;
 use tracing::Instrument;
@@ -264,21 +264,24 @@ impl tower_layer::Layer<Route> for FrontDoorLayer {
     fn layer(&self, route: Route) -> FrontDoorService {
         FrontDoorService {
             front: self.0.clone(),
-            limited: DefaultBodyLimit::max(self.0.body.max_bytes).layer(route.clone()),
             route,
         }
     }
 }
 
-/// A route behind the front door: `route` for requests without a body, `limited` (the
-/// same route with axum's body limit set to ours, for the handlers' body extractors)
-/// for the others. A request without a body has nothing for the limit to apply to, and
-/// setting it costs an extension inserted per request.
+/// A route behind the front door. A request with a body is passed on with axum's body
+/// limit set to ours (for the handlers' body extractors); one without a body has
+/// nothing for the limit to apply to, and setting it costs an extension inserted per
+/// request.
+///
+/// Only the route is kept, and the limited service made from it for a request with a
+/// body: axum clones this service for every request it routes here, and a second boxed
+/// route kept beside the first was a second boxed clone (an allocation, its free, and
+/// the clone's own work) for every request, with or without a body.
 #[derive(Clone)]
 struct FrontDoorService {
     front: FrontDoor,
     route: Route,
-    limited: <DefaultBodyLimit as tower_layer::Layer<Route>>::Service,
 }
 
 /// The inner call of a request: started already, or after its body is read.
@@ -296,8 +299,7 @@ impl Service<Request> for FrontDoorService {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        ready!(Service::<Request>::poll_ready(&mut self.route, cx))?;
-        Service::<Request>::poll_ready(&mut self.limited, cx)
+        Service::<Request>::poll_ready(&mut self.route, cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
@@ -331,13 +333,17 @@ impl Service<Request> for FrontDoorService {
         // A clone of the parsed URI shares its bytes.
         let uri = req.uri().clone();
         let started = Instant::now();
-        // The instance that was polled ready is called; its clone stays for the next.
+        // A `Route` is always ready and clones its boxed service for each call itself,
+        // so it is called in place: a clone polled ready to take its place would be one
+        // more boxed clone per request.
         let inner = if req.body().is_end_stream() {
-            let ready = self.route.clone();
-            Inner::Started(std::mem::replace(&mut self.route, ready).call(req))
+            Inner::Started(self.route.call(req))
         } else {
-            let ready = self.limited.clone();
-            Inner::AfterBody(req, std::mem::replace(&mut self.limited, ready))
+            let limited = tower_layer::Layer::layer(
+                &DefaultBodyLimit::max(self.front.body.max_bytes),
+                self.route.clone(),
+            );
+            Inner::AfterBody(req, limited)
         };
         let front = self.front.clone();
         let answer = async move {
