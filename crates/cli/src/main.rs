@@ -23,6 +23,7 @@ mod certs_commands;
 mod client_commands;
 mod db_commands;
 mod dev_commands;
+mod log_fields;
 mod log_sink;
 mod report_commands;
 mod serve;

@@ -100,7 +100,7 @@ fn init_logs(json: bool) {
             .init();
     } else {
         tracing_subscriber::registry()
-            .with(layer)
+            .with(layer.fmt_fields(crate::log_fields::PlainFields))
             .with(filter)
             .init();
     }
