@@ -358,13 +358,16 @@ async fn connection(
         let mut router = router.clone();
         async move {
             let response = router.call(req).await?;
+            // hyper takes any body type: the mapped body is handed over as it is, not
+            // boxed again into a `Body` (an allocation and its free per request, and a
+            // dynamic call per frame).
             Ok::<_, std::convert::Infallible>(response.map(|body| {
-                Body::new(body.map_frame(move |frame| {
+                body.map_frame(move |frame| {
                     // Moved here so the request counts as in flight until its
                     // response body is sent or dropped.
                     let _ = &done;
                     frame
-                }))
+                })
             }))
         }
     });
