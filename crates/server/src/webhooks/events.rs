@@ -149,9 +149,13 @@ fn failed_reasons(pack: &Pack) -> Vec<String> {
         .collect()
 }
 
-/// A new message id: `msg_` and 32 hex digits.
+/// A new message id: `msg_` and 32 hex digits (a random, version 4 UUID).
 pub fn message_id() -> String {
-    format!("msg_{}", uuid::Uuid::new_v4().simple())
+    // From the thread's generator (a CSPRNG seeded by the system), not `Uuid::new_v4`,
+    // which asks the system for every id: three `getrandom` calls per issued pack, for
+    // events that are written only when an endpoint wants them.
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    format!("msg_{}", id.simple())
 }
 
 /// RFC 3339 (UTC) of Unix seconds.
