@@ -28,16 +28,25 @@ pub struct Synced {
 pub type Deployed = HashMap<PackId, String>;
 
 /// One pass: writes every active certificate the deploy directory lacks or holds an
-/// older version of.
+/// older version of. `deployed_here` is what this node's worker deployed since the last
+/// pass (taken before the active certificates are read): those files are this node's
+/// already, as if compared.
 pub async fn sync_once(
     store: &Store,
     kek: &Kek,
     deploy_dir: &Path,
     hook: Option<&HookCommand>,
     deployed: &mut Deployed,
+    deployed_here: Deployed,
 ) -> Result<Synced, crate::store::StoreError> {
     let mut synced = Synced::default();
     let active = store.active_certificate_keys().await?;
+    // Only what is still active with that serial counts; the rest is compared as usual.
+    for (pack_id, serial) in &active {
+        if deployed_here.get(pack_id) == Some(serial) {
+            deployed.insert(pack_id.clone(), serial.clone());
+        }
+    }
     // Packs no longer active are forgotten (a pack made active again is compared anew);
     // those deleted on another node lose their folder here too (the sweep at start
     // covers what was deleted while this node was down).
@@ -139,10 +148,24 @@ pub(crate) async fn sync_deployments(
     deploy_dir: std::path::PathBuf,
     hook: Option<HookCommand>,
     every: Duration,
+    signals: std::sync::Arc<crate::lifecycle::Signals>,
 ) {
     let mut deployed = Deployed::new();
+    // Without this, every certificate the worker deployed was read back (its pack from the
+    // store, its chain from the files) at the next pass, only to find it there.
+    signals.track_deployed_here();
     loop {
-        match sync_once(&store, &kek, &deploy_dir, hook.as_ref(), &mut deployed).await {
+        let here = signals.take_deployed_here();
+        match sync_once(
+            &store,
+            &kek,
+            &deploy_dir,
+            hook.as_ref(),
+            &mut deployed,
+            here,
+        )
+        .await
+        {
             Ok(s) if s.written > 0 => {
                 tracing::info!(
                     written = s.written,

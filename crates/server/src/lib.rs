@@ -371,6 +371,7 @@ impl App {
                     self.state.config.deploy_dir(),
                     self.state.config.deploy_hook_command(),
                     every,
+                    Arc::clone(&self.state.signals),
                 )))
             }
             _ => None,

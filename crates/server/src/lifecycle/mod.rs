@@ -68,6 +68,10 @@ pub struct Signals {
     /// The key-encryption key certificates' private keys are sealed under before they
     /// are stored (see `crate::keys`), once the server has it.
     kek: std::sync::OnceLock<std::sync::Arc<crate::keys::Kek>>,
+    /// The certificates this process's worker deployed since the deploy sync's last pass
+    /// (pack -> serial), kept only while a deploy sync runs (see
+    /// [`Signals::deployed_here`]).
+    deployed_here: Mutex<Option<HashMap<PackId, String>>>,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<Fault>>,
 }
@@ -103,6 +107,7 @@ impl Signals {
             metrics,
             revocations: tokio::sync::Notify::new(),
             kek: std::sync::OnceLock::new(),
+            deployed_here: Mutex::new(None),
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
         }
@@ -178,6 +183,38 @@ impl Signals {
     /// The key-encryption key, shared.
     pub fn kek_shared(&self) -> Option<std::sync::Arc<crate::keys::Kek>> {
         self.kek.get().cloned()
+    }
+
+    /// Has the worker note the certificates it deploys from now on, for the deploy sync
+    /// ([`Signals::take_deployed_here`]) that this server runs.
+    pub fn track_deployed_here(&self) {
+        self.deployed_here
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(HashMap::new);
+    }
+
+    /// The worker wrote `serial`'s files for `pack` to this node's deploy directory and
+    /// recorded the pack active: the deploy sync need not read them back to compare.
+    pub fn deployed_here(&self, pack: &PackId, serial: &str) {
+        if let Some(deployed) = self
+            .deployed_here
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            deployed.insert(pack.clone(), serial.to_owned());
+        }
+    }
+
+    /// What the worker deployed since the last call (empty unless tracked).
+    pub fn take_deployed_here(&self) -> HashMap<PackId, String> {
+        self.deployed_here
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The test controls, when the server offers them.

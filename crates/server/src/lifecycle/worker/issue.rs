@@ -241,6 +241,9 @@ impl Worker {
         match deployed {
             Ok(_) => {
                 let saved = self.apply(pack, now, |_| Some(Input::Deployed)).await?;
+                if let Some((active, _)) = &saved {
+                    self.signals.deployed_here(&active.id, &deployment.serial);
+                }
                 // Deployed and recorded: the order's kept key is no longer needed to
                 // resume it.
                 if saved.is_some()
