@@ -348,10 +348,7 @@ impl Service<Request> for FrontDoorService {
         let front = self.front.clone();
         let answer = async move {
             let mut response = match inner {
-                Inner::Started(call) => match call.await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
+                Inner::Started(call) => conn::answer(call).await,
                 Inner::AfterBody(req, service) => conn::read_body(front.body, req, service).await,
             };
             let status = response.status();

@@ -29,7 +29,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::{Buf, BytesMut};
-use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -411,7 +410,9 @@ impl Drop for InFlight {
 /// timeout: a client that sends its body slowly (or never) is answered 408 and the
 /// connection closed, instead of holding it for as long as it likes. A body over
 /// `max_bytes` is passed on as read so far (the handler answers 413 after checking the
-/// credentials, as before) and the connection is closed, its rest unread.
+/// credentials, as before) and the connection is closed, its rest unread. For a request
+/// whose body is not known to be empty (the front door calls the route at once for the
+/// others).
 pub(super) async fn read_body<S>(
     limits: BodyLimits,
     req: axum::extract::Request,
@@ -425,9 +426,6 @@ where
         >,
 {
     use axum::response::IntoResponse;
-    if req.body().is_end_stream() {
-        return answer(service.call(req)).await;
-    }
     let (parts, mut body) = req.into_parts();
     let mut read = BytesMut::new();
     let deadline = Instant::now() + limits.timeout;
@@ -459,7 +457,7 @@ where
 }
 
 /// The response of a call that cannot fail.
-async fn answer(
+pub(super) async fn answer(
     call: impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>,
 ) -> axum::response::Response {
     match call.await {

@@ -125,12 +125,11 @@ impl CaShares {
     }
 
     /// Whether a CA whose packs were left in the store has a quarter of its share free
-    /// again: worth a claim (as the hand's `room_to_reclaim`, so claims stay batched).
+    /// again: worth a claim (the hand's own rule, `room_to_reclaim`, so claims stay batched).
     pub(super) fn reopened(&self) -> bool {
-        self.lock().values().any(|s| {
-            let bound = s.pace.bound();
-            s.left_behind && bound.saturating_sub(s.held) >= (bound / 4).max(1)
-        })
+        self.lock()
+            .values()
+            .any(|s| s.left_behind && super::room_to_reclaim(s.pace.bound(), s.held))
     }
 }
 

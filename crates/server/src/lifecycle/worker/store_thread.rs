@@ -76,6 +76,18 @@ impl StoreThread {
         answer.await.map_err(|_| store_thread_gone())?
     }
 
+    /// Saves `pack` (version-checked) with its events and, when given, a certificate's
+    /// sealed key.
+    async fn update(
+        &self,
+        pack: Pack,
+        events: Vec<OutboxEvent>,
+        key: Option<SealedKey>,
+    ) -> Result<Pack, StoreError> {
+        self.ask(|reply| StoreOp::Update(Box::new(pack), events, key, reply))
+            .await
+    }
+
     /// This thread as a [`PackAccess`] whose writes carry `key` (the sealed key of the
     /// certificate the write records): the key and the certificate commit together, in
     /// one round trip and one transaction, the key first.
@@ -131,8 +143,7 @@ impl PackAccess for StoreThread {
     }
 
     async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
-        self.ask(|reply| StoreOp::Update(Box::new(pack), events, None, reply))
-            .await
+        self.update(pack, events, None).await
     }
 }
 
@@ -151,9 +162,8 @@ impl PackAccess for KeyedWrites<'_> {
     }
 
     async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
-        let key = self.key.clone();
         self.thread
-            .ask(|reply| StoreOp::Update(Box::new(pack), events, Some(key), reply))
+            .update(pack, events, Some(self.key.clone()))
             .await
     }
 }
