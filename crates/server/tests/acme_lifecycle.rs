@@ -1594,11 +1594,7 @@ async fn a_ca_that_keeps_refusing_does_not_hold_up_another_cas_packs() {
     .await;
     // `lets_encrypt`'s account first, then two of its packs alone.
     server.active_txt_pack(&dns, "two.example.org").await;
-    let hosts = |tag: &str| -> Vec<String> {
-        (0..2)
-            .map(|i| format!("{tag}{i}.two.example.org"))
-            .collect()
-    };
+    let hosts = |tag: &str| two_hosts(tag, "two.example.org");
     let alone = time_to_active(&server, &dns, "two.example.org", &hosts("alone")).await;
 
     let mut refused = Vec::new();
@@ -2046,6 +2042,74 @@ async fn a_mapped_validity_orders_its_profile() {
     pebble.stop().await;
 }
 
+/// A server for the tests of one CA holding another's packs up, and what they compare
+/// with: its `google` is a second Pebble behind the testkit's front (which then delays
+/// its requests), its `lets_encrypt` the first Pebble.
+struct TwoCas {
+    server: Server,
+    pebble: Pebble,
+    other: Pebble,
+    front: AriFront,
+    /// How long two `lets_encrypt` packs took to become active, alone.
+    alone: Duration,
+}
+
+/// Starts [`TwoCas`] for `zone` (quota 1,000, a 2 s lease so that the pace bounds the
+/// worker's hand from the start, then `tweak`), makes both CAs' accounts (google's with
+/// one order) and times two `lets_encrypt` packs alone (hosts [`two_hosts`]`("alone")`).
+async fn two_cas(
+    tmp: &Path,
+    dns: &DnsServer,
+    zone: &str,
+    tweak: impl FnOnce(&mut Config) + Send + 'static,
+) -> TwoCas {
+    let pebble = Pebble::for_dns(tmp, dns).await;
+    let other = Pebble::for_dns(tmp, dns).await;
+    let front = AriFront::start(&other).await;
+    let (google, google_root) = (
+        front.directory.clone(),
+        other.tls_root.display().to_string(),
+    );
+    let server = start_configured(
+        &tmp.join("data"),
+        dns,
+        &pebble,
+        80,
+        zone,
+        Arc::new(SystemClock),
+        move |c| {
+            c.quota_advanced = 1000;
+            c.lease = Duration::from_secs(2);
+            c.acme.directories.push(Named {
+                ca: CaChoice::Google,
+                value: google,
+            });
+            c.acme.roots.push(Named {
+                ca: CaChoice::Google,
+                value: google_root,
+            });
+            tweak(c);
+        },
+    )
+    .await;
+    server.active_txt_pack(dns, zone).await;
+    let first = server.order_from(&[zone], "txt", "google", 90).await;
+    server.records(&first).await;
+    let alone = time_to_active(&server, dns, zone, &two_hosts("alone", zone)).await;
+    TwoCas {
+        server,
+        pebble,
+        other,
+        front,
+        alone,
+    }
+}
+
+/// `{tag}0.{zone}` and `{tag}1.{zone}`.
+fn two_hosts(tag: &str, zone: &str) -> Vec<String> {
+    (0..2).map(|i| format!("{tag}{i}.{zone}")).collect()
+}
+
 /// A CA that stops answering holds no other CA's packs up either. `google` is a Pebble
 /// behind the testkit's front, its account made; then the front holds every request (a
 /// CA gone silent), and zonecert gives up on each after 1 s (`acme_timeout`, 60 s by
@@ -2059,53 +2123,20 @@ async fn a_mapped_validity_orders_its_profile() {
 async fn a_ca_that_does_not_answer_does_not_hold_up_another_cas_packs() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
-    let other = Pebble::for_dns(tmp.path(), &dns).await;
-    let front = AriFront::start(&other).await;
-    let data = tmp.path().join("data");
-    let (google, google_root) = (
-        front.directory.clone(),
-        other.tls_root.display().to_string(),
-    );
-    let server = start_configured(
-        &data,
-        &dns,
-        &pebble,
-        80,
-        "quiet.example.org",
-        Arc::new(SystemClock),
-        move |c| {
-            c.quota_advanced = 1000;
-            // The default's proportions (a 60 s timeout, a 2-minute lease), shrunk: a
-            // worker holds what it gets through in a quarter of a lease at its pace
-            // (`worker/pace.rs`), never fewer than 96 packs; with a long lease and short
-            // timeouts it would hold every pack at once.
-            c.acme_timeout = Duration::from_secs(1);
-            c.lease = Duration::from_secs(2);
-            c.acme.directories.push(Named {
-                ca: CaChoice::Google,
-                value: google,
-            });
-            c.acme.roots.push(Named {
-                ca: CaChoice::Google,
-                value: google_root,
-            });
-        },
-    )
+    let TwoCas {
+        server,
+        pebble,
+        other,
+        front,
+        alone,
+    } = two_cas(tmp.path(), &dns, "quiet.example.org", |c| {
+        // The default's proportions (a 60 s timeout, a 2-minute lease), shrunk: a
+        // worker holds what it gets through in a quarter of a lease at its pace
+        // (`worker/pace.rs`), never fewer than 96 packs; with a long lease and short
+        // timeouts it would hold every pack at once.
+        c.acme_timeout = Duration::from_secs(1);
+    })
     .await;
-    // Both accounts made (google's with one order), then two lets_encrypt packs alone.
-    server.active_txt_pack(&dns, "quiet.example.org").await;
-    let first = server
-        .order_from(&["quiet.example.org"], "txt", "google", 90)
-        .await;
-    server.records(&first).await;
-    let hosts = |tag: &str| -> Vec<String> {
-        (0..2)
-            .map(|i| format!("{tag}{i}.quiet.example.org"))
-            .collect()
-    };
-    let alone = time_to_active(&server, &dns, "quiet.example.org", &hosts("alone")).await;
-
     front.delay_requests(Duration::from_secs(3600));
     let mut silent = Vec::new();
     for i in 0..250 {
@@ -2116,7 +2147,13 @@ async fn a_ca_that_does_not_answer_does_not_hold_up_another_cas_packs() {
                 .await,
         );
     }
-    let behind = time_to_active(&server, &dns, "quiet.example.org", &hosts("behind")).await;
+    let behind = time_to_active(
+        &server,
+        &dns,
+        "quiet.example.org",
+        &two_hosts("behind", "quiet.example.org"),
+    )
+    .await;
     eprintln!(
         "lets_encrypt's 2 packs: {alone:?} alone, {behind:?} behind 250 packs of a silent google"
     );
@@ -2158,48 +2195,13 @@ async fn a_ca_that_does_not_answer_does_not_hold_up_another_cas_packs() {
 async fn a_ca_that_answers_slowly_does_not_hold_up_another_cas_packs() {
     let tmp = tempfile::tempdir().unwrap();
     let dns = DnsServer::start().await;
-    let pebble = Pebble::for_dns(tmp.path(), &dns).await;
-    let other = Pebble::for_dns(tmp.path(), &dns).await;
-    let front = AriFront::start(&other).await;
-    let data = tmp.path().join("data");
-    let (google, google_root) = (
-        front.directory.clone(),
-        other.tls_root.display().to_string(),
-    );
-    let server = start_configured(
-        &data,
-        &dns,
-        &pebble,
-        80,
-        "slow.example.org",
-        Arc::new(SystemClock),
-        move |c| {
-            c.quota_advanced = 1000;
-            c.lease = Duration::from_secs(2);
-            c.acme.directories.push(Named {
-                ca: CaChoice::Google,
-                value: google,
-            });
-            c.acme.roots.push(Named {
-                ca: CaChoice::Google,
-                value: google_root,
-            });
-        },
-    )
-    .await;
-    // Both accounts made (google's with one order), then two lets_encrypt packs alone.
-    server.active_txt_pack(&dns, "slow.example.org").await;
-    let first = server
-        .order_from(&["slow.example.org"], "txt", "google", 90)
-        .await;
-    server.records(&first).await;
-    let hosts = |tag: &str| -> Vec<String> {
-        (0..2)
-            .map(|i| format!("{tag}{i}.slow.example.org"))
-            .collect()
-    };
-    let alone = time_to_active(&server, &dns, "slow.example.org", &hosts("alone")).await;
-
+    let TwoCas {
+        server,
+        pebble,
+        other,
+        front,
+        alone,
+    } = two_cas(tmp.path(), &dns, "slow.example.org", |_| {}).await;
     front.delay_requests(Duration::from_millis(1500));
     let mut slow = Vec::new();
     for i in 0..200 {
@@ -2215,7 +2217,7 @@ async fn a_ca_that_answers_slowly_does_not_hold_up_another_cas_packs() {
         &server,
         &dns,
         "slow.example.org",
-        &hosts("behind"),
+        &two_hosts("behind", "slow.example.org"),
         Duration::from_secs(300),
     )
     .await;
