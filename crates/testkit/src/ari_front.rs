@@ -356,17 +356,11 @@ async fn answer(st: &FrontState, req: Request) -> Response {
         let mut refusing = lock(&st.refuse_revocations);
         if refusing.0 {
             refusing.1 += 1;
-            return (
+            return problem(
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "application/problem+json")],
-                serde_json::json!({
-                    "type": "urn:ietf:params:acme:error:serverInternal",
-                    "detail": "the test front refuses revocations",
-                    "status": 503
-                })
-                .to_string(),
-            )
-                .into_response();
+                "serverInternal",
+                "the test front refuses revocations",
+            );
         }
     }
     if parts.method == Method::POST
@@ -375,17 +369,11 @@ async fn answer(st: &FrontState, req: Request) -> Response {
         let mut revoked = lock(&st.revoked);
         if revoked.0.contains(&kid) {
             revoked.1 += 1;
-            return (
+            return problem(
                 StatusCode::FORBIDDEN,
-                [(header::CONTENT_TYPE, "application/problem+json")],
-                serde_json::json!({
-                    "type": "urn:ietf:params:acme:error:unauthorized",
-                    "detail": "Unable to validate JWS :: Account is not valid, has status \"revoked\"",
-                    "status": 403
-                })
-                .to_string(),
-            )
-                .into_response();
+                "unauthorized",
+                "Unable to validate JWS :: Account is not valid, has status \"revoked\"",
+            );
         }
     }
     if parts.method == Method::POST {
@@ -400,20 +388,12 @@ async fn answer(st: &FrontState, req: Request) -> Response {
                 "too many certificates (5) already issued for this exact set of identifiers \
                  in the last 168h0m0s (the test front's limit)"
             };
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [
-                    (header::CONTENT_TYPE, "application/problem+json".to_owned()),
-                    (header::RETRY_AFTER, limit.retry_after_secs.to_string()),
-                ],
-                serde_json::json!({
-                    "type": "urn:ietf:params:acme:error:rateLimited",
-                    "detail": detail,
-                    "status": 429
-                })
-                .to_string(),
-            )
-                .into_response();
+            let mut refused = problem(StatusCode::TOO_MANY_REQUESTS, "rateLimited", detail);
+            refused.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(limit.retry_after_secs),
+            );
+            return refused;
         }
     }
     let mut replaces = None;
@@ -556,4 +536,19 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
     }
+}
+
+/// An RFC 8555 problem document of type `urn:ietf:params:acme:error:{kind}`.
+fn problem(status: StatusCode, kind: &str, detail: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        serde_json::json!({
+            "type": format!("urn:ietf:params:acme:error:{kind}"),
+            "detail": detail,
+            "status": status.as_u16(),
+        })
+        .to_string(),
+    )
+        .into_response()
 }
