@@ -39,6 +39,7 @@ battery!(
     renewal_extends_only_the_owners_live_leases,
     concurrent_claims_never_take_a_pack_twice,
     lifecycle_batches_write_each_pack_alone_and_release_leases,
+    a_write_that_releases_its_lease_releases_it_only_when_written,
     leases_held_elsewhere_are_seen_and_a_node_takes_back_its_own,
     users_and_tokens_are_found_by_their_credentials_until_deleted,
     a_zone_view_holds_the_zone_and_its_packs,
@@ -863,6 +864,7 @@ async fn lifecycle_batches_write_each_pack_alone_and_release_leases(s: Store) {
             "worker-a",
             &mut batch,
             &[],
+            &[],
             &[a.id.clone(), b.id.clone()],
             std::slice::from_ref(&key),
         )
@@ -887,6 +889,40 @@ async fn lifecycle_batches_write_each_pack_alone_and_release_leases(s: Store) {
             .expect("claim")
             .len(),
         2
+    );
+}
+
+async fn a_write_that_releases_its_lease_releases_it_only_when_written(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let (a, b) = (pack(&z), pack(&z));
+    s.insert_pack(&a, 10).await.expect("insert");
+    s.insert_pack(&b, 10).await.expect("insert");
+    let claimed = s
+        .claim_due(&claim("worker-a", 1_000, 1_000, 10))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let fresh_a = s.pack(&z.id, &a.id).await.expect("read").expect("pack");
+    let stale_b = s.pack(&z.id, &b.id).await.expect("read").expect("pack");
+    let mut newer_b = stale_b.clone();
+    s.update_pack(&mut newer_b).await.expect("update");
+
+    // Both writes would give their leases up; b's conflicts, so b stays leased.
+    let mut batch = vec![fresh_a, stale_b];
+    let outcomes = s
+        .write_lifecycle_batch("worker-a", &mut batch, &[], &[true, true], &[], &[])
+        .await
+        .expect("batch");
+    assert!(outcomes[0].is_ok());
+    assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
+    let again = s
+        .claim_due(&claim("worker-b", 1_000, 1_000, 10))
+        .await
+        .expect("claim");
+    assert_eq!(
+        again.iter().map(|(_, id)| id).collect::<Vec<_>>(),
+        [&a.id],
+        "only the written pack's lease was given up"
     );
 }
 

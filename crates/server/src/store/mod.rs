@@ -674,8 +674,10 @@ impl Store {
 
     /// Writes a batch of lifecycle changes in one transaction: each pack of `updates` as
     /// [`Store::update_pack`] would (bumping its `version`), then gives up `owner`'s leases
-    /// on `releases`. `events[i]` are the webhook events of `updates[i]`'s transition,
-    /// written only if it is. `keys` are kept first, as [`Store::put_certificate_key`]
+    /// on `releases`, and on each `updates[i]` written whose `releasing[i]` is set (the
+    /// step's last write: its lease goes with it, not in a transaction of its own).
+    /// `events[i]` are the webhook events of `updates[i]`'s transition, written only if
+    /// it is. `keys` are kept first, as [`Store::put_certificate_key`]
     /// would: a worker saves a certificate's key in one batch and records the certificate
     /// in a later one, and a transaction of its own per key (one more commit and sync on
     /// the lifecycle's one store thread per issuance) halved the issuance rate.
@@ -686,13 +688,16 @@ impl Store {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
+        releasing: &[bool],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, events, releases, keys),
+            Store::Sqlite(s) => {
+                s.write_lifecycle_batch(owner, updates, events, releasing, releases, keys)
+            }
             Store::Postgres(s) => {
-                s.write_lifecycle_batch(owner, updates, events, releases, keys)
+                s.write_lifecycle_batch(owner, updates, events, releasing, releases, keys)
                     .await
             }
         }

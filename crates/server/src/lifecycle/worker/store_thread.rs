@@ -4,6 +4,7 @@ use super::lease::LeaseClock;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{CaChoice, Pack, PackId, ZoneId};
 use crate::store::{Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -28,13 +29,8 @@ pub(super) enum StoreOp {
     /// Save the pack (version-checked) with its transition's webhook events and, for a
     /// certificate just issued, its sealed key (written first, in the same transaction);
     /// the reply is the saved pack.
-    Update(
-        Box<Pack>,
-        Vec<OutboxEvent>,
-        Option<SealedKey>,
-        oneshot::Sender<Result<Pack, StoreError>>,
-    ),
-    /// Give up this worker's lease on the pack.
+    Update(Box<PackWrite>, oneshot::Sender<Result<Pack, StoreError>>),
+    /// Give up this worker's lease on the pack (at once when its last write already did).
     Release(PackId, oneshot::Sender<()>),
     /// Read a pack.
     Read(
@@ -60,6 +56,18 @@ pub(super) enum StoreOp {
     Panic,
 }
 
+/// A pack's write, as the store thread takes it.
+#[derive(Debug)]
+pub(super) struct PackWrite {
+    pack: Pack,
+    events: Vec<OutboxEvent>,
+    key: Option<SealedKey>,
+    /// The step's last write: the lease is given up with it, in its transaction, when it
+    /// is written (a transaction of its own for the release after it was most of a
+    /// batch's cost, and one batch in three per pack).
+    release: bool,
+}
+
 /// The worker's way to its store thread: every read, write, claim and release of the
 /// lifecycle goes through it.
 #[derive(Debug, Clone)]
@@ -76,23 +84,32 @@ impl StoreThread {
         answer.await.map_err(|_| store_thread_gone())?
     }
 
-    /// Saves `pack` (version-checked) with its events and, when given, a certificate's
-    /// sealed key.
-    async fn update(
-        &self,
-        pack: Pack,
-        events: Vec<OutboxEvent>,
-        key: Option<SealedKey>,
-    ) -> Result<Pack, StoreError> {
-        self.ask(|reply| StoreOp::Update(Box::new(pack), events, key, reply))
+    /// Saves `write.pack` (version-checked) with what goes with it.
+    async fn update(&self, write: PackWrite) -> Result<Pack, StoreError> {
+        self.ask(|reply| StoreOp::Update(Box::new(write), reply))
             .await
     }
 
     /// This thread as a [`PackAccess`] whose writes carry `key` (the sealed key of the
     /// certificate the write records): the key and the certificate commit together, in
     /// one round trip and one transaction, the key first.
-    pub(super) fn with_key(&self, key: SealedKey) -> KeyedWrites<'_> {
-        KeyedWrites { thread: self, key }
+    pub(super) fn with_key(&self, key: SealedKey) -> Writes<'_> {
+        Writes {
+            thread: self,
+            key: Some(key),
+            release: false,
+        }
+    }
+
+    /// This thread as a [`PackAccess`] whose write is the step's last: the pack's lease
+    /// is given up with it when it is written (and the release that ends the pack's turn
+    /// then costs nothing). Nothing may be done to the pack after such a write.
+    pub(super) fn last_write(&self) -> Writes<'_> {
+        Writes {
+            thread: self,
+            key: None,
+            release: true,
+        }
     }
 
     /// The sealed key kept for the pack's certificate, if any.
@@ -143,27 +160,40 @@ impl PackAccess for StoreThread {
     }
 
     async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
-        self.update(pack, events, None).await
+        self.update(PackWrite {
+            pack,
+            events,
+            key: None,
+            release: false,
+        })
+        .await
     }
 }
 
 /// The store thread's writes with a certificate's sealed key attached
-/// ([`StoreThread::with_key`]). A write retried after a version conflict carries the key
-/// again (the same serial: kept once).
+/// ([`StoreThread::with_key`]), or giving the lease up ([`StoreThread::last_write`]). A
+/// write retried after a version conflict carries them again (the key's serial is the
+/// same: kept once; a conflicting write released nothing).
 #[derive(Debug)]
-pub(super) struct KeyedWrites<'a> {
+pub(super) struct Writes<'a> {
     thread: &'a StoreThread,
-    key: SealedKey,
+    key: Option<SealedKey>,
+    release: bool,
 }
 
-impl PackAccess for KeyedWrites<'_> {
+impl PackAccess for Writes<'_> {
     async fn read_pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
         self.thread.read_pack(zone, id).await
     }
 
     async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
         self.thread
-            .update(pack, events, Some(self.key.clone()))
+            .update(PackWrite {
+                pack,
+                events,
+                key: self.key.clone(),
+                release: self.release,
+            })
             .await
     }
 }
@@ -197,6 +227,9 @@ pub(super) async fn store_thread(
     // this node or another, until the node restarts (seen after a PostgreSQL restart:
     // the packs whose steps failed while it was down stayed leased and never issued).
     let mut unreleased: Vec<PackId> = Vec::new();
+    // Packs whose last write gave their lease up, until the release that ends their turn
+    // comes (it then needs no write).
+    let mut released_with_write: HashSet<PackId> = HashSet::new();
     loop {
         // A renewal goes before the queued operations, however many there are.
         let renew = tokio::select! {
@@ -232,6 +265,7 @@ pub(super) async fn store_thread(
         let mut packs = Vec::new();
         let mut events = Vec::new();
         let mut saved_replies = Vec::new();
+        let mut releasing = Vec::new();
         let mut releases = Vec::new();
         let mut released_replies = Vec::new();
         let mut claims = Vec::new();
@@ -250,15 +284,26 @@ pub(super) async fn store_thread(
                 StoreOp::ReadKey(pack, reply) => {
                     let _ = reply.send(store.certificate_key(&pack).await);
                 }
-                StoreOp::Update(pack, pack_events, key, reply) => {
+                StoreOp::Update(write, reply) => {
+                    let PackWrite {
+                        pack,
+                        events: pack_events,
+                        key,
+                        release,
+                    } = *write;
                     keys.extend(key);
-                    packs.push(*pack);
+                    packs.push(pack);
                     events.push(pack_events);
+                    releasing.push(release);
                     saved_replies.push(reply);
                 }
                 StoreOp::Release(id, reply) => {
-                    releases.push(id);
-                    released_replies.push(reply);
+                    if released_with_write.remove(&id) {
+                        let _ = reply.send(());
+                    } else {
+                        releases.push(id);
+                        released_replies.push(reply);
+                    }
                 }
                 #[cfg(test)]
                 StoreOp::Panic => panic!("injected: the store thread panics"),
@@ -269,12 +314,20 @@ pub(super) async fn store_thread(
             Ok(Vec::new())
         } else {
             store
-                .write_lifecycle_batch(&owner, &mut packs, &events, &releases, &keys)
+                .write_lifecycle_batch(&owner, &mut packs, &events, &releasing, &releases, &keys)
                 .await
         };
         match written {
             Ok(outcomes) => {
-                for ((pack, reply), outcome) in packs.into_iter().zip(saved_replies).zip(outcomes) {
+                for (((pack, reply), outcome), release) in packs
+                    .into_iter()
+                    .zip(saved_replies)
+                    .zip(outcomes)
+                    .zip(releasing)
+                {
+                    if release && outcome.is_ok() {
+                        released_with_write.insert(pack.id.clone());
+                    }
                     let _ = reply.send(outcome.map(|()| pack));
                 }
             }

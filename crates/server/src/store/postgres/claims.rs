@@ -128,6 +128,7 @@ impl PgStore {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
+        releasing: &[bool],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
@@ -150,6 +151,8 @@ impl PgStore {
         let mut outcomes = Vec::with_capacity(updates.len());
         // The packs as now stored, for the cache's views.
         let mut written = Vec::with_capacity(updates.len());
+        // Every lease given up: `releases`, and those that go with their packs' writes.
+        let mut released: Vec<&str> = releases.iter().map(PackId::as_str).collect();
         for (i, pack) in updates.iter().enumerate() {
             // A conflict or a deleted pack changed nothing: it fails alone. Any other
             // error ends the transaction (dropped uncommitted: rolled back).
@@ -158,6 +161,9 @@ impl PgStore {
                     // The transition's events, in the same transaction.
                     if let Some(events) = events.get(i) {
                         super::outbox::insert_events_for(&tx, &endpoints, events).await?;
+                    }
+                    if releasing.get(i) == Some(&true) {
+                        released.push(pack.id.as_str());
                     }
                     let mut stored = pack.clone();
                     stored.version += 1;
@@ -168,11 +174,10 @@ impl PgStore {
                 Err(e) => return Err(e),
             });
         }
-        let releases: Vec<&str> = releases.iter().map(PackId::as_str).collect();
         tx.execute(
             "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
              WHERE id = ANY($1) AND lease_owner = $2",
-            &[&releases, &owner],
+            &[&released, &owner],
         )
         .await?;
         self.commit(tx, Touch::Packs(written)).await?;

@@ -121,6 +121,7 @@ impl SqliteStore {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
+        releasing: &[bool],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
@@ -133,6 +134,8 @@ impl SqliteStore {
                 let mut outcomes = Vec::with_capacity(updates.len());
                 // The packs as now stored, for the cache's views.
                 let mut written = Vec::with_capacity(updates.len());
+                // The leases given up with their packs' writes.
+                let mut released_with = Vec::new();
                 // The webhook endpoints, read once for the whole batch.
                 let endpoints = if events.iter().any(|e| !e.is_empty()) {
                     super::outbox::endpoints(tx)?
@@ -148,6 +151,9 @@ impl SqliteStore {
                             if let Some(events) = events.get(i) {
                                 super::outbox::insert_events_for(tx, &endpoints, events)?;
                             }
+                            if releasing.get(i) == Some(&true) {
+                                released_with.push(&pack.id);
+                            }
                             let mut stored = pack.clone();
                             stored.version += 1;
                             written.push(stored);
@@ -161,7 +167,7 @@ impl SqliteStore {
                     "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
                      WHERE id = ?1 AND lease_owner = ?2",
                 )?;
-                for id in releases {
+                for id in releases.iter().chain(released_with) {
                     release.execute([id.as_str(), owner])?;
                 }
                 Ok((outcomes, written))

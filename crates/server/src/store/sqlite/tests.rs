@@ -241,6 +241,7 @@ fn lifecycle_batches_write_each_pack_alone_and_release_leases() {
             "worker-a",
             &mut batch,
             &[],
+            &[],
             &[a.id.clone(), b.id.clone()],
             &[],
         )
@@ -274,7 +275,7 @@ fn a_lifecycle_batch_updates_cached_zone_views_in_place() {
         .errors
         .push("TXT _acme-challenge.example.com has 1 value".into());
     let mut batch = vec![changed];
-    s.write_lifecycle_batch("worker-a", &mut batch, &[], &[], &[])
+    s.write_lifecycle_batch("worker-a", &mut batch, &[], &[], &[], &[])
         .unwrap();
 
     // The cache holds a new view at once, before any read could fill it again.
