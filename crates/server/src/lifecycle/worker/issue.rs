@@ -204,6 +204,7 @@ impl Worker {
         hold: Hold,
     ) -> Result<(), StoreError> {
         let id = pack.id.as_str().to_owned();
+        let renewal = pack.state == PackState::Active;
         let order_ref = pack.order_ref.clone();
         let issuer = self.issuer_for(pack.ca).clone();
         // An injected hook failure (test controls): the files are written as for real,
@@ -262,7 +263,11 @@ impl Worker {
                 {
                     issuer.forget(order_ref);
                 }
-                tracing::info!(pack = %id, serial = %deployment.serial, "certificate deployed");
+                // A first certificate's line is the pack's transition to `active`, with its
+                // serial (`store::apply_transition`); a renewal's leaves the state as it is.
+                if renewal {
+                    tracing::info!(pack = %id, serial = %deployment.serial, "certificate deployed");
+                }
                 // When the CA offers renewal information, its advice for the new
                 // certificate decides when it is renewed.
                 if let Some((active, _)) = saved {
