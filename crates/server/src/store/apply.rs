@@ -6,9 +6,10 @@
 //! meanwhile, and never applied to a state it no longer fits. The webhook events of the
 //! transition (`webhooks::outbox_events`) are written in the same transaction.
 
-use super::{OutboxEvent, Store, StoreError};
+use super::{OutboxEvent, Store, StoreError, WebhookEndpoint};
 use crate::model::{Event, Input, Pack, PackId, PackState, Refusal, Rules, ZoneId, transition};
 use std::future::Future;
+use std::sync::Arc;
 
 /// How many times an input is applied before giving up on a pack that keeps changing.
 /// Each conflict means another writer saved in between; a few in a row is already rare.
@@ -24,6 +25,10 @@ pub trait PackAccess {
         id: &PackId,
     ) -> impl Future<Output = Result<Option<Pack>, StoreError>> + Send;
 
+    /// The webhook endpoints, when known without reading the database
+    /// ([`Store::known_webhook_endpoints`]).
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>>;
+
     /// Saves `pack` if its `version` is the stored one ([`StoreError::Conflict`] if not),
     /// with the transition's webhook `events` in the same transaction; returns it with
     /// the version bumped.
@@ -37,6 +42,10 @@ pub trait PackAccess {
 impl PackAccess for Store {
     async fn read_pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
         self.pack(zone, id).await
+    }
+
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        Store::known_webhook_endpoints(self)
     }
 
     async fn write_pack(
@@ -90,8 +99,14 @@ pub async fn apply_transition<A: PackAccess + Sync>(
             Ok(_) => return Ok(Applied::Unchanged(current)),
             Err(refusal) => return Ok(Applied::Refused(refusal)),
         };
-        // The webhook events go with the pack, in its transaction.
-        let outbox = crate::webhooks::outbox_events(&current, &step.pack, &step.events, now);
+        // The webhook events go with the pack, in its transaction; none are made when no
+        // endpoint known wants this zone's (most servers have none: making them cost
+        // more than the transition).
+        let outbox = if no_endpoint_wants(access, &current.zone_id) {
+            Vec::new()
+        } else {
+            crate::webhooks::outbox_events(&current, &step.pack, &step.events, now)
+        };
         match access.write_pack(step.pack, outbox).await {
             Ok(pack) => {
                 if pack.state != current.state {
@@ -113,6 +128,15 @@ pub async fn apply_transition<A: PackAccess + Sync>(
         }
     }
     Ok(Applied::Contended)
+}
+
+/// Whether the webhook endpoints are known and none wants the zone's events. A change
+/// of the endpoints committed before this look is seen; one committed between it and
+/// the pack's write is as if made just after it.
+fn no_endpoint_wants<A: PackAccess>(access: &A, zone: &ZoneId) -> bool {
+    access
+        .known_webhook_endpoints()
+        .is_some_and(|endpoints| !endpoints.iter().any(|e| e.wants_zone(zone.as_str())))
 }
 
 /// Logs a pack's change of state: at info, but for the steps every new certificate takes

@@ -3,7 +3,7 @@
 use super::lease::LeaseClock;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{CaChoice, Pack, PackId, ZoneId};
-use crate::store::{Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError};
+use crate::store::{Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError, WebhookEndpoint};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -71,16 +71,26 @@ pub(super) struct PackWrite {
 /// The worker's way to its store thread: every read, write, claim and release of the
 /// lifecycle goes through it.
 #[derive(Debug, Clone)]
-pub(super) struct StoreThread(pub(super) mpsc::UnboundedSender<StoreOp>);
+pub(super) struct StoreThread {
+    ops: mpsc::UnboundedSender<StoreOp>,
+    /// The store, for what its cache knows without a read (the webhook endpoints):
+    /// memory only, never SQLite, which only the store thread touches.
+    store: Store,
+}
 
 impl StoreThread {
+    /// The way to the store thread that takes `ops`, working on `store`.
+    pub(super) fn new(ops: mpsc::UnboundedSender<StoreOp>, store: Store) -> Self {
+        StoreThread { ops, store }
+    }
+
     /// Sends `op` (built around a reply channel) and waits for the reply.
     async fn ask<T>(
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> StoreOp,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.0.send(op(reply)).map_err(|_| store_thread_gone())?;
+        self.ops.send(op(reply)).map_err(|_| store_thread_gone())?;
         answer.await.map_err(|_| store_thread_gone())?
     }
 
@@ -141,7 +151,7 @@ impl StoreThread {
     /// writes the release again with its next batches until one commits).
     pub(super) async fn release(&self, id: PackId) {
         let (reply, released) = oneshot::channel();
-        if self.0.send(StoreOp::Release(id, reply)).is_ok() {
+        if self.ops.send(StoreOp::Release(id, reply)).is_ok() {
             let _ = released.await;
         }
     }
@@ -149,7 +159,7 @@ impl StoreThread {
     /// Has the store thread panic (a test's fault).
     #[cfg(test)]
     pub(super) fn panic(&self) {
-        let _ = self.0.send(StoreOp::Panic);
+        let _ = self.ops.send(StoreOp::Panic);
     }
 }
 
@@ -157,6 +167,10 @@ impl PackAccess for StoreThread {
     async fn read_pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
         let (zone, id) = (zone.clone(), id.clone());
         self.ask(|reply| StoreOp::Read(zone, id, reply)).await
+    }
+
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        self.store.known_webhook_endpoints()
     }
 
     async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
@@ -184,6 +198,10 @@ pub(super) struct Writes<'a> {
 impl PackAccess for Writes<'_> {
     async fn read_pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
         self.thread.read_pack(zone, id).await
+    }
+
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        self.thread.known_webhook_endpoints()
     }
 
     async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {

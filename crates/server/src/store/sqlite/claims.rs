@@ -8,6 +8,7 @@ use crate::store::cache::Touch;
 use crate::store::webhooks::OutboxEvent;
 use crate::store::{Claim, SealedKey, StoreError};
 use rusqlite::params;
+use std::sync::Arc;
 
 /// Extends the live leases of one owner (?1) as of ?2 by ?3 seconds; found through the
 /// `packs_by_lease_owner` index.
@@ -125,6 +126,10 @@ impl SqliteStore {
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        // Before the transaction that reads the endpoints: a change of them after this
+        // epoch keeps what it read out of the cache.
+        let epoch = self.cache_epoch();
+        let mut endpoints_read = None;
         let (outcomes, _) = self.write_then(
             |tx| {
                 let mut put_key = tx.prepare_cached(super::keys::PUT_KEY)?;
@@ -138,9 +143,11 @@ impl SqliteStore {
                 let mut released_with = Vec::new();
                 // The webhook endpoints, read once for the whole batch.
                 let endpoints = if events.iter().any(|e| !e.is_empty()) {
-                    super::outbox::endpoints(tx)?
+                    let read: Arc<[_]> = super::outbox::endpoints(tx)?.into();
+                    endpoints_read = Some(Arc::clone(&read));
+                    read
                 } else {
-                    Vec::new()
+                    Arc::from([])
                 };
                 for (i, pack) in updates.iter().enumerate() {
                     // A conflict or a deleted pack changed nothing: it fails alone. Any
@@ -174,6 +181,10 @@ impl SqliteStore {
             },
             |(_, written)| Touch::Packs(std::mem::take(written)),
         )?;
+        // Known now: the next transitions make no events when no endpoint could want them.
+        if let (Some(epoch), Some(read)) = (epoch, endpoints_read) {
+            self.inner.cache.put_webhook_endpoints(epoch, read);
+        }
         for (pack, outcome) in updates.iter_mut().zip(&outcomes) {
             if outcome.is_ok() {
                 pack.version += 1;
