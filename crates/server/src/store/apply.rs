@@ -31,11 +31,13 @@ pub trait PackAccess {
 
     /// Saves `pack` if its `version` is the stored one ([`StoreError::Conflict`] if not),
     /// with the transition's webhook `events` in the same transaction; returns it with
-    /// the version bumped.
+    /// the version bumped. `same_hosts`: its hosts are those of the version it replaces
+    /// (a writer may then keep their rows).
     fn write_pack(
         &self,
         pack: Pack,
         events: Vec<OutboxEvent>,
+        same_hosts: bool,
     ) -> impl Future<Output = Result<Pack, StoreError>> + Send;
 }
 
@@ -52,6 +54,7 @@ impl PackAccess for Store {
         &self,
         mut pack: Pack,
         events: Vec<OutboxEvent>,
+        _same_hosts: bool,
     ) -> Result<Pack, StoreError> {
         self.update_pack_with_events(&mut pack, &events).await?;
         Ok(pack)
@@ -107,7 +110,8 @@ pub async fn apply_transition<A: PackAccess + Sync>(
         } else {
             crate::webhooks::outbox_events(&current, &step.pack, &step.events, now)
         };
-        match access.write_pack(step.pack, outbox).await {
+        let same_hosts = step.pack.hosts == current.hosts;
+        match access.write_pack(step.pack, outbox, same_hosts).await {
             Ok(pack) => {
                 if pack.state != current.state {
                     log_transition(current.state, &pack, &step.events);

@@ -3,7 +3,9 @@
 use super::lease::LeaseClock;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{CaChoice, Pack, PackId, ZoneId};
-use crate::store::{Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError, WebhookEndpoint};
+use crate::store::{
+    Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError, WebhookEndpoint, WriteMode,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -62,10 +64,10 @@ pub(super) struct PackWrite {
     pack: Pack,
     events: Vec<OutboxEvent>,
     key: Option<SealedKey>,
-    /// The step's last write: the lease is given up with it, in its transaction, when it
-    /// is written (a transaction of its own for the release after it was most of a
-    /// batch's cost, and one batch in three per pack).
-    release: bool,
+    /// How the batch writes it: with the lease given up (the step's last write: a
+    /// transaction of its own for the release after it was one batch in three per
+    /// pack), its host rows kept.
+    mode: WriteMode,
 }
 
 /// The worker's way to its store thread: every read, write, claim and release of the
@@ -173,12 +175,20 @@ impl PackAccess for StoreThread {
         self.store.known_webhook_endpoints()
     }
 
-    async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
+    async fn write_pack(
+        &self,
+        pack: Pack,
+        events: Vec<OutboxEvent>,
+        same_hosts: bool,
+    ) -> Result<Pack, StoreError> {
         self.update(PackWrite {
             pack,
             events,
             key: None,
-            release: false,
+            mode: WriteMode {
+                release: false,
+                hosts_unchanged: same_hosts,
+            },
         })
         .await
     }
@@ -204,13 +214,21 @@ impl PackAccess for Writes<'_> {
         self.thread.known_webhook_endpoints()
     }
 
-    async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
+    async fn write_pack(
+        &self,
+        pack: Pack,
+        events: Vec<OutboxEvent>,
+        same_hosts: bool,
+    ) -> Result<Pack, StoreError> {
         self.thread
             .update(PackWrite {
                 pack,
                 events,
                 key: self.key.clone(),
-                release: self.release,
+                mode: WriteMode {
+                    release: self.release,
+                    hosts_unchanged: same_hosts,
+                },
             })
             .await
     }
@@ -283,7 +301,7 @@ pub(super) async fn store_thread(
         let mut packs = Vec::new();
         let mut events = Vec::new();
         let mut saved_replies = Vec::new();
-        let mut releasing = Vec::new();
+        let mut modes = Vec::new();
         let mut releases = Vec::new();
         let mut released_replies = Vec::new();
         let mut claims = Vec::new();
@@ -307,12 +325,12 @@ pub(super) async fn store_thread(
                         pack,
                         events: pack_events,
                         key,
-                        release,
+                        mode,
                     } = *write;
                     keys.extend(key);
                     packs.push(pack);
                     events.push(pack_events);
-                    releasing.push(release);
+                    modes.push(mode);
                     saved_replies.push(reply);
                 }
                 StoreOp::Release(id, reply) => {
@@ -332,18 +350,18 @@ pub(super) async fn store_thread(
             Ok(Vec::new())
         } else {
             store
-                .write_lifecycle_batch(&owner, &mut packs, &events, &releasing, &releases, &keys)
+                .write_lifecycle_batch(&owner, &mut packs, &events, &modes, &releases, &keys)
                 .await
         };
         match written {
             Ok(outcomes) => {
-                for (((pack, reply), outcome), release) in packs
+                for (((pack, reply), outcome), mode) in packs
                     .into_iter()
                     .zip(saved_replies)
                     .zip(outcomes)
-                    .zip(releasing)
+                    .zip(modes)
                 {
-                    if release && outcome.is_ok() {
+                    if mode.release && outcome.is_ok() {
                         released_with_write.insert(pack.id.clone());
                     }
                     let _ = reply.send(outcome.map(|()| pack));

@@ -7,7 +7,7 @@ use super::{PgStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
 use crate::store::webhooks::OutboxEvent;
-use crate::store::{Claim, SealedKey, StoreError};
+use crate::store::{Claim, SealedKey, StoreError, WriteMode};
 
 impl PgStore {
     pub(in crate::store) async fn renew_leases(
@@ -128,7 +128,7 @@ impl PgStore {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
-        releasing: &[bool],
+        modes: &[WriteMode],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
@@ -156,23 +156,26 @@ impl PgStore {
         for (i, pack) in updates.iter().enumerate() {
             // A conflict or a deleted pack changed nothing: it fails alone. Any other
             // error ends the transaction (dropped uncommitted: rolled back).
-            outcomes.push(match update_pack_row(&tx, &update, pack).await {
-                Ok(()) => {
-                    // The transition's events, in the same transaction.
-                    if let Some(events) = events.get(i) {
-                        super::outbox::insert_events_for(&tx, &endpoints, events).await?;
+            let mode = modes.get(i).copied().unwrap_or_default();
+            outcomes.push(
+                match update_pack_row(&tx, &update, pack, !mode.hosts_unchanged).await {
+                    Ok(()) => {
+                        // The transition's events, in the same transaction.
+                        if let Some(events) = events.get(i) {
+                            super::outbox::insert_events_for(&tx, &endpoints, events).await?;
+                        }
+                        if mode.release {
+                            released.push(pack.id.as_str());
+                        }
+                        let mut stored = pack.clone();
+                        stored.version += 1;
+                        written.push(stored);
+                        Ok(())
                     }
-                    if releasing.get(i) == Some(&true) {
-                        released.push(pack.id.as_str());
-                    }
-                    let mut stored = pack.clone();
-                    stored.version += 1;
-                    written.push(stored);
-                    Ok(())
-                }
-                Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
-                Err(e) => return Err(e),
-            });
+                    Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
+                    Err(e) => return Err(e),
+                },
+            );
         }
         tx.execute(
             "UPDATE packs SET lease_owner = NULL, lease_until = NULL \

@@ -6,7 +6,7 @@ use super::{SqliteStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
 use crate::store::webhooks::OutboxEvent;
-use crate::store::{Claim, SealedKey, StoreError};
+use crate::store::{Claim, SealedKey, StoreError, WriteMode};
 use rusqlite::params;
 use std::sync::Arc;
 
@@ -122,7 +122,7 @@ impl SqliteStore {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
-        releasing: &[bool],
+        modes: &[WriteMode],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
@@ -152,13 +152,14 @@ impl SqliteStore {
                 for (i, pack) in updates.iter().enumerate() {
                     // A conflict or a deleted pack changed nothing: it fails alone. Any
                     // other error ends the transaction, rolling back the whole batch.
-                    outcomes.push(match update_pack_row(tx, pack) {
+                    let mode = modes.get(i).copied().unwrap_or_default();
+                    outcomes.push(match update_pack_row(tx, pack, !mode.hosts_unchanged) {
                         Ok(()) => {
                             // The transition's events, in the same transaction.
                             if let Some(events) = events.get(i) {
                                 super::outbox::insert_events_for(tx, &endpoints, events)?;
                             }
-                            if releasing.get(i) == Some(&true) {
+                            if mode.release {
                                 released_with.push(&pack.id);
                             }
                             let mut stored = pack.clone();
