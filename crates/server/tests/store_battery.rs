@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use zonecert_server::model::*;
-use zonecert_server::store::{Claim, PackFilter, SealedKey, Store, StoreError};
+use zonecert_server::store::{Claim, PackFilter, SealedKey, Store, StoreError, WriteMode};
 use zonecert_testkit::PgCluster;
 
 /// The cases, in order; each line names the case and the backend before it runs, so a
@@ -39,6 +39,8 @@ battery!(
     renewal_extends_only_the_owners_live_leases,
     concurrent_claims_never_take_a_pack_twice,
     lifecycle_batches_write_each_pack_alone_and_release_leases,
+    a_write_that_releases_its_lease_releases_it_only_when_written,
+    a_write_with_the_same_hosts_keeps_their_rows,
     leases_held_elsewhere_are_seen_and_a_node_takes_back_its_own,
     users_and_tokens_are_found_by_their_credentials_until_deleted,
     a_zone_view_holds_the_zone_and_its_packs,
@@ -863,6 +865,7 @@ async fn lifecycle_batches_write_each_pack_alone_and_release_leases(s: Store) {
             "worker-a",
             &mut batch,
             &[],
+            &[],
             &[a.id.clone(), b.id.clone()],
             std::slice::from_ref(&key),
         )
@@ -887,6 +890,83 @@ async fn lifecycle_batches_write_each_pack_alone_and_release_leases(s: Store) {
             .expect("claim")
             .len(),
         2
+    );
+}
+
+async fn a_write_that_releases_its_lease_releases_it_only_when_written(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let (a, b) = (pack(&z), pack(&z));
+    s.insert_pack(&a, 10).await.expect("insert");
+    s.insert_pack(&b, 10).await.expect("insert");
+    let claimed = s
+        .claim_due(&claim("worker-a", 1_000, 1_000, 10))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let fresh_a = s.pack(&z.id, &a.id).await.expect("read").expect("pack");
+    let stale_b = s.pack(&z.id, &b.id).await.expect("read").expect("pack");
+    let mut newer_b = stale_b.clone();
+    s.update_pack(&mut newer_b).await.expect("update");
+
+    // Both writes would give their leases up; b's conflicts, so b stays leased.
+    let releasing = WriteMode {
+        release: true,
+        hosts_unchanged: false,
+    };
+    let mut batch = vec![fresh_a, stale_b];
+    let outcomes = s
+        .write_lifecycle_batch("worker-a", &mut batch, &[], &[releasing; 2], &[], &[])
+        .await
+        .expect("batch");
+    assert!(outcomes[0].is_ok());
+    assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
+    let again = s
+        .claim_due(&claim("worker-b", 1_000, 1_000, 10))
+        .await
+        .expect("claim");
+    assert_eq!(
+        again.iter().map(|(_, id)| id).collect::<Vec<_>>(),
+        [&a.id],
+        "only the written pack's lease was given up"
+    );
+}
+
+async fn a_write_with_the_same_hosts_keeps_their_rows(s: Store) {
+    let z = zone(&s, "example.com").await;
+    let p = pack(&z);
+    s.insert_pack(&p, 10).await.expect("insert");
+    let write = |pack: Pack, hosts_unchanged: bool| {
+        let s = s.clone();
+        async move {
+            let mut batch = vec![pack];
+            let mode = WriteMode {
+                release: false,
+                hosts_unchanged,
+            };
+            let outcomes = s
+                .write_lifecycle_batch("worker-a", &mut batch, &[], &[mode], &[], &[])
+                .await
+                .expect("batch");
+            assert!(outcomes[0].is_ok());
+        }
+    };
+    // The pack's own columns are written either way; the host rows only when told they
+    // changed (the writer compares them with the version it replaces).
+    let mut changed = s.pack(&z.id, &p.id).await.expect("read").expect("pack");
+    changed.hosts[0].check.attempts = 4;
+    changed.errors.push("kept".into());
+    write(changed.clone(), true).await;
+    let stored = s.pack(&z.id, &p.id).await.expect("read").expect("pack");
+    assert_eq!(stored.errors, ["kept"]);
+    assert_eq!(stored.version, changed.version + 1);
+    assert_eq!(stored.hosts, p.hosts, "the host rows were kept");
+    let mut again = changed;
+    again.version = stored.version;
+    write(again, false).await;
+    let stored = s.pack(&z.id, &p.id).await.expect("read").expect("pack");
+    assert_eq!(
+        stored.hosts[0].check.attempts, 4,
+        "the host rows were written"
     );
 }
 

@@ -20,6 +20,7 @@ use super::leaf::{
     IssueRequest, IssuedLeaf, KeyType, PrivateKeyPem, SIGNATURE_ECDSA_SHA256, SIGNATURE_RSA_SHA256,
     check_hosts,
 };
+use super::leaf_key::LeafKey;
 
 const CA_DIR: &str = "ca";
 const ROOT_CERT: &str = "ca.pem";
@@ -183,18 +184,11 @@ impl BuiltinCa {
             )));
         }
 
-        let (authority, chain_tail, key) = match req.key_type {
-            KeyType::EcdsaP256 => (
-                &self.root,
-                &self.ecdsa_chain_tail,
-                KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
-            ),
-            KeyType::Rsa2048 => (
-                &self.rsa,
-                &self.rsa_chain_tail,
-                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?,
-            ),
+        let (authority, chain_tail) = match req.key_type {
+            KeyType::EcdsaP256 => (&self.root, &self.ecdsa_chain_tail),
+            KeyType::Rsa2048 => (&self.rsa, &self.rsa_chain_tail),
         };
+        let key = LeafKey::generate(req.key_type)?;
         if not_after > authority.not_after {
             return Err(IssuanceError::InvalidRequest(format!(
                 "not_after ({not_after}) is past the expiry of {} ({})",
@@ -240,7 +234,7 @@ impl BuiltinCa {
             hosts: req.hosts.clone(),
             chain_pem,
             leaf_pem,
-            key_pem: PrivateKeyPem::new(key.serialize_pem()),
+            key_pem: PrivateKeyPem::new(key.private_key_pem()?),
             not_before: x509.validity().not_before.to_datetime(),
             not_after: x509.validity().not_after.to_datetime(),
             signature: signature_name(&x509)?,

@@ -15,6 +15,7 @@ mod deploy;
 mod error;
 mod issuer;
 mod leaf;
+mod leaf_key;
 
 pub use ca::BuiltinCa;
 pub use deploy::{

@@ -310,7 +310,7 @@ impl Worker {
             issuer,
             acme,
             hook,
-            store: StoreThread(store_ops),
+            store: StoreThread::new(store_ops, db.clone()),
             db,
             owner: revocation_owner,
             store_failed,

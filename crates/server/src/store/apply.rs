@@ -6,9 +6,10 @@
 //! meanwhile, and never applied to a state it no longer fits. The webhook events of the
 //! transition (`webhooks::outbox_events`) are written in the same transaction.
 
-use super::{OutboxEvent, Store, StoreError};
-use crate::model::{Event, Input, Pack, PackId, Refusal, Rules, ZoneId, transition};
+use super::{OutboxEvent, Store, StoreError, WebhookEndpoint};
+use crate::model::{Event, Input, Pack, PackId, PackState, Refusal, Rules, ZoneId, transition};
 use std::future::Future;
+use std::sync::Arc;
 
 /// How many times an input is applied before giving up on a pack that keeps changing.
 /// Each conflict means another writer saved in between; a few in a row is already rare.
@@ -24,13 +25,19 @@ pub trait PackAccess {
         id: &PackId,
     ) -> impl Future<Output = Result<Option<Pack>, StoreError>> + Send;
 
+    /// The webhook endpoints, when known without reading the database
+    /// ([`Store::known_webhook_endpoints`]).
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>>;
+
     /// Saves `pack` if its `version` is the stored one ([`StoreError::Conflict`] if not),
     /// with the transition's webhook `events` in the same transaction; returns it with
-    /// the version bumped.
+    /// the version bumped. `same_hosts`: its hosts are those of the version it replaces
+    /// (a writer may then keep their rows).
     fn write_pack(
         &self,
         pack: Pack,
         events: Vec<OutboxEvent>,
+        same_hosts: bool,
     ) -> impl Future<Output = Result<Pack, StoreError>> + Send;
 }
 
@@ -39,10 +46,15 @@ impl PackAccess for Store {
         self.pack(zone, id).await
     }
 
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        Store::known_webhook_endpoints(self)
+    }
+
     async fn write_pack(
         &self,
         mut pack: Pack,
         events: Vec<OutboxEvent>,
+        _same_hosts: bool,
     ) -> Result<Pack, StoreError> {
         self.update_pack_with_events(&mut pack, &events).await?;
         Ok(pack)
@@ -90,19 +102,19 @@ pub async fn apply_transition<A: PackAccess + Sync>(
             Ok(_) => return Ok(Applied::Unchanged(current)),
             Err(refusal) => return Ok(Applied::Refused(refusal)),
         };
-        // The webhook events go with the pack, in its transaction.
-        let outbox = crate::webhooks::outbox_events(&current, &step.pack, &step.events, now);
-        match access.write_pack(step.pack, outbox).await {
+        // The webhook events go with the pack, in its transaction; none are made when no
+        // endpoint known wants this zone's (most servers have none: making them cost
+        // more than the transition).
+        let outbox = if no_endpoint_wants(access, &current.zone_id) {
+            Vec::new()
+        } else {
+            crate::webhooks::outbox_events(&current, &step.pack, &step.events, now)
+        };
+        let same_hosts = step.pack.hosts == current.hosts;
+        match access.write_pack(step.pack, outbox, same_hosts).await {
             Ok(pack) => {
                 if pack.state != current.state {
-                    tracing::info!(
-                        pack = %pack.id.as_str(),
-                        zone = %pack.zone_id.as_str(),
-                        from = current.state.as_str(),
-                        to = pack.state.as_str(),
-                        reason = %reason(&step.events),
-                        "pack transition"
-                    );
+                    log_transition(current.state, &pack, &step.events);
                 }
                 return Ok(Applied::Saved {
                     pack,
@@ -122,42 +134,149 @@ pub async fn apply_transition<A: PackAccess + Sync>(
     Ok(Applied::Contended)
 }
 
-/// Why a pack changed state, in words, from the transition's events (for its log line).
-fn reason(events: &[Event]) -> String {
-    let words: Vec<String> = events
-        .iter()
-        .filter_map(|event| {
-            Some(match event {
-                Event::HostValidated { .. } | Event::RecheckRequested { .. } => return None,
+/// Whether the webhook endpoints are known and none wants the zone's events. A change
+/// of the endpoints committed before this look is seen; one committed between it and
+/// the pack's write is as if made just after it.
+fn no_endpoint_wants<A: PackAccess>(access: &A, zone: &ZoneId) -> bool {
+    access
+        .known_webhook_endpoints()
+        .is_some_and(|endpoints| !endpoints.iter().any(|e| e.wants_zone(zone.as_str())))
+}
+
+/// Logs a pack's change of state: at info, but for the steps every new certificate takes
+/// on its way to `active` (ordered, validated, issued), at debug. A pack's line at info
+/// is then the one that says it is active with its serial, or the one that says what went
+/// wrong; three lines per certificate took more of the lifecycle's CPU than its events.
+fn log_transition(from: PackState, pack: &Pack, events: &[Event]) {
+    macro_rules! transition_line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                pack = %pack.id.as_str(),
+                zone = %pack.zone_id.as_str(),
+                from = from.as_str(),
+                to = pack.state.as_str(),
+                reason = %Reason(events),
+                "pack transition"
+            )
+        };
+    }
+    if on_the_way_to_active(from, pack.state) {
+        transition_line!(tracing::Level::DEBUG);
+    } else {
+        transition_line!(tracing::Level::INFO);
+    }
+}
+
+/// Whether a change of state is one of the steps a pack takes towards `active` when all
+/// goes well.
+fn on_the_way_to_active(from: PackState, to: PackState) -> bool {
+    matches!(
+        (from, to),
+        (PackState::Initializing, PackState::PendingValidation)
+            | (PackState::PendingValidation, PackState::PendingIssuance)
+            | (PackState::PendingIssuance, PackState::PendingDeployment)
+    )
+}
+
+/// Why a pack changed state, in words, from the transition's events (for its log line);
+/// written straight into the line.
+struct Reason<'a>(&'a [Event]);
+
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for event in self.0 {
+            if matches!(
+                event,
+                Event::HostValidated { .. } | Event::RecheckRequested { .. }
+            ) {
+                continue;
+            }
+            if !first {
+                f.write_str("; ")?;
+            }
+            first = false;
+            match event {
+                Event::HostValidated { .. } | Event::RecheckRequested { .. } => {}
                 Event::ValidationFailed { reasons } => {
-                    format!("validation failed: {}", reasons.join("; "))
+                    write!(f, "validation failed: {}", reasons.join("; "))?;
                 }
-                Event::Validated => "every host validated".into(),
-                Event::CaaRefused { reason } => format!("CAA refused: {reason}"),
-                Event::Revalidated => "renewal: records validated again".into(),
-                Event::RenewalFailed { reason } => format!("renewal failed: {reason}"),
-                Event::RenewalAbandoned => "renewal abandoned 24 h before expiry".into(),
-                Event::OrderBegun => "order placed with the CA".into(),
+                Event::Validated => f.write_str("every host validated")?,
+                Event::CaaRefused { reason } => write!(f, "CAA refused: {reason}")?,
+                Event::Revalidated => f.write_str("renewal: records validated again")?,
+                Event::RenewalFailed { reason } => write!(f, "renewal failed: {reason}")?,
+                Event::RenewalAbandoned => f.write_str("renewal abandoned 24 h before expiry")?,
+                Event::OrderBegun => f.write_str("order placed with the CA")?,
                 Event::Issued { serial, renewal } => {
                     let what = if *renewal { "renewal issued" } else { "issued" };
-                    format!("{what}: serial {serial}")
+                    write!(f, "{what}: serial {serial}")?;
                 }
-                Event::IssuanceFailed { reason } => format!("issuance failed: {reason}"),
-                Event::DeploymentFailed { reason } => format!("deployment failed: {reason}"),
-                Event::Active { serial } => format!("deployed: serial {serial}"),
-                Event::TimedOut { state } => format!("timed out in {}", state.as_str()),
-                Event::Expired => "certificate expired".into(),
-                Event::Restarted => "restarted with fresh tokens".into(),
+                Event::IssuanceFailed { reason } => write!(f, "issuance failed: {reason}")?,
+                Event::DeploymentFailed { reason } => write!(f, "deployment failed: {reason}")?,
+                Event::Active { serial } => write!(f, "deployed: serial {serial}")?,
+                Event::TimedOut { state } => write!(f, "timed out in {}", state.as_str())?,
+                Event::Expired => f.write_str("certificate expired")?,
+                Event::Restarted => f.write_str("restarted with fresh tokens")?,
                 Event::MethodChanged { method } => {
-                    format!("validation method changed to {}", method.as_str())
+                    write!(f, "validation method changed to {}", method.as_str())?;
                 }
-                Event::BrandingChanged { .. } => "branding changed".into(),
-                Event::Approved => "approved by an operator".into(),
-                Event::Deleted => "deleted".into(),
+                Event::BrandingChanged { .. } => f.write_str("branding changed")?,
+                Event::Approved => f.write_str("approved by an operator")?,
+                Event::Deleted => f.write_str("deleted")?,
                 #[allow(unreachable_patterns)]
-                other => format!("{other:?}"),
-            })
-        })
-        .collect();
-    words.join("; ")
+                other => write!(f, "{other:?}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_lists_the_events_that_say_why_in_order() {
+        let events = [
+            Event::Validated,
+            Event::Issued {
+                serial: "0a1b".into(),
+                renewal: false,
+            },
+            Event::ValidationFailed {
+                reasons: vec!["a: no TXT".into(), "b: wrong value".into()],
+            },
+            Event::Active {
+                serial: "0a1b".into(),
+            },
+        ];
+        assert_eq!(
+            Reason(&events).to_string(),
+            "every host validated; issued: serial 0a1b; \
+             validation failed: a: no TXT; b: wrong value; deployed: serial 0a1b"
+        );
+        assert_eq!(Reason(&[]).to_string(), "");
+    }
+
+    #[test]
+    fn only_the_steps_towards_active_are_logged_at_debug() {
+        use PackState::*;
+        for (from, to) in [
+            (Initializing, PendingValidation),
+            (PendingValidation, PendingIssuance),
+            (PendingIssuance, PendingDeployment),
+        ] {
+            assert!(on_the_way_to_active(from, to), "{from:?} -> {to:?}");
+        }
+        for (from, to) in [
+            (PendingDeployment, Active),
+            (PendingValidation, ValidationTimedOut),
+            (ValidationTimedOut, PendingValidation),
+            (PendingIssuance, PendingValidation),
+            (PendingIssuance, Initializing),
+        ] {
+            assert!(!on_the_way_to_active(from, to), "{from:?} -> {to:?}");
+        }
+    }
 }

@@ -28,6 +28,7 @@
 //! of the commits before it started (`postgres/changes.rs`).
 
 use crate::model::{Pack, Token, User, Zone, ZoneId};
+use crate::store::WebhookEndpoint;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +96,8 @@ pub enum Touch<'a> {
     Packs(Vec<Pack>),
     /// Users or tokens.
     Credentials,
+    /// The webhook endpoints.
+    Webhooks,
     /// Anything (the test controls' reset empties every table).
     Everything,
 }
@@ -135,6 +138,12 @@ struct Entries {
     zones_floor: u64,
     /// The epoch at which users or tokens changed last.
     credentials_changed: u64,
+    /// The webhook endpoints, when known: the lifecycle looks here before it makes a
+    /// transition's webhook events, and makes none when no endpoint could want them.
+    /// Filled by the lifecycle's batches, which read the endpoints in their transaction.
+    webhook_endpoints: Option<Arc<[WebhookEndpoint]>>,
+    /// The epoch at which the webhook endpoints changed last.
+    webhooks_changed: u64,
 }
 
 /// The cache; one per open store.
@@ -315,6 +324,19 @@ impl ReadCache {
         self.read().zones.get(&zone_key(id)).cloned()
     }
 
+    /// The webhook endpoints, if known (see [`Entries::webhook_endpoints`]).
+    pub(super) fn webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        self.read().webhook_endpoints.clone()
+    }
+
+    /// Keeps the webhook endpoints read at `epoch`, unless they changed since.
+    pub(super) fn put_webhook_endpoints(&self, epoch: u64, endpoints: Arc<[WebhookEndpoint]>) {
+        let mut entries = self.write();
+        if epoch >= entries.webhooks_changed {
+            entries.webhook_endpoints = Some(endpoints);
+        }
+    }
+
     pub(super) fn put_token(&self, epoch: u64, token: Arc<Token>) {
         let mut entries = self.write();
         if epoch >= entries.credentials_changed {
@@ -415,6 +437,10 @@ impl ReadCache {
                 e.credentials_changed = epoch;
                 (std::mem::take(&mut e.tokens), std::mem::take(&mut e.users))
             })),
+            Touch::Webhooks => drop(self.changing(|e, epoch| {
+                e.webhooks_changed = epoch;
+                e.webhook_endpoints.take()
+            })),
             Touch::Everything => self.clear(),
         }
     }
@@ -486,6 +512,7 @@ impl ReadCache {
                 Entries {
                     zones_floor: epoch,
                     credentials_changed: epoch,
+                    webhooks_changed: epoch,
                     ..Entries::default()
                 },
             )

@@ -149,6 +149,17 @@ pub struct Page<T> {
     pub total: u64,
 }
 
+/// How a lifecycle batch writes one pack ([`Store::write_lifecycle_batch`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteMode {
+    /// Give the pack's lease up with the write, if it is written.
+    pub release: bool,
+    /// The pack's hosts are those of the version it replaces: their rows stay as they
+    /// are (rewriting them was a third of a write's cost, for an issuance or a
+    /// deployment that changes none).
+    pub hosts_unchanged: bool,
+}
+
 /// A lifecycle worker's request for due work.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
@@ -674,8 +685,12 @@ impl Store {
 
     /// Writes a batch of lifecycle changes in one transaction: each pack of `updates` as
     /// [`Store::update_pack`] would (bumping its `version`), then gives up `owner`'s leases
-    /// on `releases`. `events[i]` are the webhook events of `updates[i]`'s transition,
-    /// written only if it is. `keys` are kept first, as [`Store::put_certificate_key`]
+    /// on `releases`, and on each `updates[i]` written whose `modes[i].release` is set
+    /// (the step's last write: its lease goes with it, not in a transaction of its own).
+    /// `modes[i].hosts_unchanged` says the pack's hosts are those of the version it
+    /// replaces: their rows are kept as they are.
+    /// `events[i]` are the webhook events of `updates[i]`'s transition, written only if
+    /// it is. `keys` are kept first, as [`Store::put_certificate_key`]
     /// would: a worker saves a certificate's key in one batch and records the certificate
     /// in a later one, and a transaction of its own per key (one more commit and sync on
     /// the lifecycle's one store thread per issuance) halved the issuance rate.
@@ -686,13 +701,16 @@ impl Store {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
+        modes: &[WriteMode],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.write_lifecycle_batch(owner, updates, events, releases, keys),
+            Store::Sqlite(s) => {
+                s.write_lifecycle_batch(owner, updates, events, modes, releases, keys)
+            }
             Store::Postgres(s) => {
-                s.write_lifecycle_batch(owner, updates, events, releases, keys)
+                s.write_lifecycle_batch(owner, updates, events, modes, releases, keys)
                     .await
             }
         }

@@ -96,8 +96,13 @@ pub struct WebhookEndpoint {
 impl WebhookEndpoint {
     /// Whether the endpoint wants an event of this type and zone.
     pub fn wants(&self, kind: &str, zone_id: &str) -> bool {
-        self.zone_id.as_deref().is_none_or(|z| z == zone_id)
+        self.wants_zone(zone_id)
             && (self.events.is_empty() || self.events.iter().any(|e| e == kind))
+    }
+
+    /// Whether the endpoint wants any event of this zone.
+    pub fn wants_zone(&self, zone_id: &str) -> bool {
+        self.zone_id.as_deref().is_none_or(|z| z == zone_id)
     }
 }
 
@@ -213,6 +218,17 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.insert_webhook_endpoint(e),
             Store::Postgres(s) => s.insert_webhook_endpoint(e).await,
+        }
+    }
+
+    /// The webhook endpoints as this process knows them without asking the database, or
+    /// `None` when it does not (then they must be read). SQLite's read cache keeps them
+    /// (emptied when another process commits); PostgreSQL's lifecycle reads them with
+    /// each batch, as before.
+    pub fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        match self {
+            Store::Sqlite(s) => s.known_webhook_endpoints(),
+            Store::Postgres(_) => None,
         }
     }
 

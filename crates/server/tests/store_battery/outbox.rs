@@ -139,6 +139,7 @@ pub(super) async fn outbox_events_go_with_the_pack_and_arrive_in_order(s: Store)
             &[lost.to_vec(), vec![event("pack.expired", zid, &pid, None)]],
             &[],
             &[],
+            &[],
         )
         .await
         .expect("batch");
@@ -182,6 +183,7 @@ pub(super) async fn an_event_no_endpoint_wants_is_not_kept(s: Store) {
             event("pack.validated", zid, &pid, None),
             event("pack.issued", zid, &pid, None),
         ]],
+        &[],
         &[],
         &[],
     )

@@ -78,7 +78,7 @@ impl Worker {
                 Some(held) => held,
                 None => self.issuance_slots().await,
             };
-            return self.deploy_step(pack, &recorded, now).await;
+            return self.deploy_step(pack, &recorded, now, hold).await;
         }
         let leaf = match self.issue(&pack, now).await {
             Ok(leaf) => leaf,
@@ -144,7 +144,7 @@ impl Worker {
             key_pem: leaf.key_pem.clone(),
             hosts: leaf.hosts.clone(),
         };
-        self.deploy_step(pack, &deployment, now).await
+        self.deploy_step(pack, &deployment, now, hold).await
     }
 
     /// An issuance slot, and while checks run one of the few issuance keeps then (see
@@ -194,14 +194,17 @@ impl Worker {
         }
     }
 
-    /// Writes the certificate and its key where they are served and runs the hook.
+    /// Writes the certificate and its key where they are served and runs the hook. The
+    /// step of a pack held by `hold` ends here.
     async fn deploy_step(
         &self,
         pack: Pack,
         deployment: &Deployment,
         now: i64,
+        hold: Hold,
     ) -> Result<(), StoreError> {
         let id = pack.id.as_str().to_owned();
+        let renewal = pack.state == PackState::Active;
         let order_ref = pack.order_ref.clone();
         let issuer = self.issuer_for(pack.ca).clone();
         // An injected hook failure (test controls): the files are written as for real,
@@ -240,7 +243,16 @@ impl Worker {
         let deployed = deployed.map_err(|(error, _)| error);
         match deployed {
             Ok(_) => {
-                let saved = self.apply(pack, now, |_| Some(Input::Deployed)).await?;
+                // The step's last write, unless the CA is asked about the certificate's
+                // renewal after it (`ask_renewal_info`, remote CAs only): the lease is
+                // given up with it.
+                let saved = if matches!(hold, Hold::Leased(_)) && !issuer.orders_remotely() {
+                    let last = self.store.last_write();
+                    self.apply_through(&last, pack, now, |_| Some(Input::Deployed))
+                        .await?
+                } else {
+                    self.apply(pack, now, |_| Some(Input::Deployed)).await?
+                };
                 if let Some((active, _)) = &saved {
                     self.signals.deployed_here(&active.id, &deployment.serial);
                 }
@@ -251,7 +263,11 @@ impl Worker {
                 {
                     issuer.forget(order_ref);
                 }
-                tracing::info!(pack = %id, serial = %deployment.serial, "certificate deployed");
+                // A first certificate's line is the pack's transition to `active`, with its
+                // serial (`store::apply_transition`); a renewal's leaves the state as it is.
+                if renewal {
+                    tracing::info!(pack = %id, serial = %deployment.serial, "certificate deployed");
+                }
                 // When the CA offers renewal information, its advice for the new
                 // certificate decides when it is renewed.
                 if let Some((active, _)) = saved {

@@ -3,7 +3,10 @@
 use super::lease::LeaseClock;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{CaChoice, Pack, PackId, ZoneId};
-use crate::store::{Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError};
+use crate::store::{
+    Claim, OutboxEvent, PackAccess, SealedKey, Store, StoreError, WebhookEndpoint, WriteMode,
+};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -28,13 +31,8 @@ pub(super) enum StoreOp {
     /// Save the pack (version-checked) with its transition's webhook events and, for a
     /// certificate just issued, its sealed key (written first, in the same transaction);
     /// the reply is the saved pack.
-    Update(
-        Box<Pack>,
-        Vec<OutboxEvent>,
-        Option<SealedKey>,
-        oneshot::Sender<Result<Pack, StoreError>>,
-    ),
-    /// Give up this worker's lease on the pack.
+    Update(Box<PackWrite>, oneshot::Sender<Result<Pack, StoreError>>),
+    /// Give up this worker's lease on the pack (at once when its last write already did).
     Release(PackId, oneshot::Sender<()>),
     /// Read a pack.
     Read(
@@ -60,39 +58,70 @@ pub(super) enum StoreOp {
     Panic,
 }
 
+/// A pack's write, as the store thread takes it.
+#[derive(Debug)]
+pub(super) struct PackWrite {
+    pack: Pack,
+    events: Vec<OutboxEvent>,
+    key: Option<SealedKey>,
+    /// How the batch writes it: with the lease given up (the step's last write: a
+    /// transaction of its own for the release after it was one batch in three per
+    /// pack), its host rows kept.
+    mode: WriteMode,
+}
+
 /// The worker's way to its store thread: every read, write, claim and release of the
 /// lifecycle goes through it.
 #[derive(Debug, Clone)]
-pub(super) struct StoreThread(pub(super) mpsc::UnboundedSender<StoreOp>);
+pub(super) struct StoreThread {
+    ops: mpsc::UnboundedSender<StoreOp>,
+    /// The store, for what its cache knows without a read (the webhook endpoints):
+    /// memory only, never SQLite, which only the store thread touches.
+    store: Store,
+}
 
 impl StoreThread {
+    /// The way to the store thread that takes `ops`, working on `store`.
+    pub(super) fn new(ops: mpsc::UnboundedSender<StoreOp>, store: Store) -> Self {
+        StoreThread { ops, store }
+    }
+
     /// Sends `op` (built around a reply channel) and waits for the reply.
     async fn ask<T>(
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> StoreOp,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.0.send(op(reply)).map_err(|_| store_thread_gone())?;
+        self.ops.send(op(reply)).map_err(|_| store_thread_gone())?;
         answer.await.map_err(|_| store_thread_gone())?
     }
 
-    /// Saves `pack` (version-checked) with its events and, when given, a certificate's
-    /// sealed key.
-    async fn update(
-        &self,
-        pack: Pack,
-        events: Vec<OutboxEvent>,
-        key: Option<SealedKey>,
-    ) -> Result<Pack, StoreError> {
-        self.ask(|reply| StoreOp::Update(Box::new(pack), events, key, reply))
+    /// Saves `write.pack` (version-checked) with what goes with it.
+    async fn update(&self, write: PackWrite) -> Result<Pack, StoreError> {
+        self.ask(|reply| StoreOp::Update(Box::new(write), reply))
             .await
     }
 
     /// This thread as a [`PackAccess`] whose writes carry `key` (the sealed key of the
     /// certificate the write records): the key and the certificate commit together, in
     /// one round trip and one transaction, the key first.
-    pub(super) fn with_key(&self, key: SealedKey) -> KeyedWrites<'_> {
-        KeyedWrites { thread: self, key }
+    pub(super) fn with_key(&self, key: SealedKey) -> Writes<'_> {
+        Writes {
+            thread: self,
+            key: Some(key),
+            release: false,
+        }
+    }
+
+    /// This thread as a [`PackAccess`] whose write is the step's last: the pack's lease
+    /// is given up with it when it is written (and the release that ends the pack's turn
+    /// then costs nothing). Nothing may be done to the pack after such a write.
+    pub(super) fn last_write(&self) -> Writes<'_> {
+        Writes {
+            thread: self,
+            key: None,
+            release: true,
+        }
     }
 
     /// The sealed key kept for the pack's certificate, if any.
@@ -124,7 +153,7 @@ impl StoreThread {
     /// writes the release again with its next batches until one commits).
     pub(super) async fn release(&self, id: PackId) {
         let (reply, released) = oneshot::channel();
-        if self.0.send(StoreOp::Release(id, reply)).is_ok() {
+        if self.ops.send(StoreOp::Release(id, reply)).is_ok() {
             let _ = released.await;
         }
     }
@@ -132,7 +161,7 @@ impl StoreThread {
     /// Has the store thread panic (a test's fault).
     #[cfg(test)]
     pub(super) fn panic(&self) {
-        let _ = self.0.send(StoreOp::Panic);
+        let _ = self.ops.send(StoreOp::Panic);
     }
 }
 
@@ -142,28 +171,65 @@ impl PackAccess for StoreThread {
         self.ask(|reply| StoreOp::Read(zone, id, reply)).await
     }
 
-    async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
-        self.update(pack, events, None).await
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        self.store.known_webhook_endpoints()
+    }
+
+    async fn write_pack(
+        &self,
+        pack: Pack,
+        events: Vec<OutboxEvent>,
+        same_hosts: bool,
+    ) -> Result<Pack, StoreError> {
+        self.update(PackWrite {
+            pack,
+            events,
+            key: None,
+            mode: WriteMode {
+                release: false,
+                hosts_unchanged: same_hosts,
+            },
+        })
+        .await
     }
 }
 
 /// The store thread's writes with a certificate's sealed key attached
-/// ([`StoreThread::with_key`]). A write retried after a version conflict carries the key
-/// again (the same serial: kept once).
+/// ([`StoreThread::with_key`]), or giving the lease up ([`StoreThread::last_write`]). A
+/// write retried after a version conflict carries them again (the key's serial is the
+/// same: kept once; a conflicting write released nothing).
 #[derive(Debug)]
-pub(super) struct KeyedWrites<'a> {
+pub(super) struct Writes<'a> {
     thread: &'a StoreThread,
-    key: SealedKey,
+    key: Option<SealedKey>,
+    release: bool,
 }
 
-impl PackAccess for KeyedWrites<'_> {
+impl PackAccess for Writes<'_> {
     async fn read_pack(&self, zone: &ZoneId, id: &PackId) -> Result<Option<Pack>, StoreError> {
         self.thread.read_pack(zone, id).await
     }
 
-    async fn write_pack(&self, pack: Pack, events: Vec<OutboxEvent>) -> Result<Pack, StoreError> {
+    fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        self.thread.known_webhook_endpoints()
+    }
+
+    async fn write_pack(
+        &self,
+        pack: Pack,
+        events: Vec<OutboxEvent>,
+        same_hosts: bool,
+    ) -> Result<Pack, StoreError> {
         self.thread
-            .update(pack, events, Some(self.key.clone()))
+            .update(PackWrite {
+                pack,
+                events,
+                key: self.key.clone(),
+                mode: WriteMode {
+                    release: self.release,
+                    hosts_unchanged: same_hosts,
+                },
+            })
             .await
     }
 }
@@ -197,6 +263,9 @@ pub(super) async fn store_thread(
     // this node or another, until the node restarts (seen after a PostgreSQL restart:
     // the packs whose steps failed while it was down stayed leased and never issued).
     let mut unreleased: Vec<PackId> = Vec::new();
+    // Packs whose last write gave their lease up, until the release that ends their turn
+    // comes (it then needs no write).
+    let mut released_with_write: HashSet<PackId> = HashSet::new();
     loop {
         // A renewal goes before the queued operations, however many there are.
         let renew = tokio::select! {
@@ -232,6 +301,7 @@ pub(super) async fn store_thread(
         let mut packs = Vec::new();
         let mut events = Vec::new();
         let mut saved_replies = Vec::new();
+        let mut modes = Vec::new();
         let mut releases = Vec::new();
         let mut released_replies = Vec::new();
         let mut claims = Vec::new();
@@ -250,15 +320,26 @@ pub(super) async fn store_thread(
                 StoreOp::ReadKey(pack, reply) => {
                     let _ = reply.send(store.certificate_key(&pack).await);
                 }
-                StoreOp::Update(pack, pack_events, key, reply) => {
+                StoreOp::Update(write, reply) => {
+                    let PackWrite {
+                        pack,
+                        events: pack_events,
+                        key,
+                        mode,
+                    } = *write;
                     keys.extend(key);
-                    packs.push(*pack);
+                    packs.push(pack);
                     events.push(pack_events);
+                    modes.push(mode);
                     saved_replies.push(reply);
                 }
                 StoreOp::Release(id, reply) => {
-                    releases.push(id);
-                    released_replies.push(reply);
+                    if released_with_write.remove(&id) {
+                        let _ = reply.send(());
+                    } else {
+                        releases.push(id);
+                        released_replies.push(reply);
+                    }
                 }
                 #[cfg(test)]
                 StoreOp::Panic => panic!("injected: the store thread panics"),
@@ -269,12 +350,20 @@ pub(super) async fn store_thread(
             Ok(Vec::new())
         } else {
             store
-                .write_lifecycle_batch(&owner, &mut packs, &events, &releases, &keys)
+                .write_lifecycle_batch(&owner, &mut packs, &events, &modes, &releases, &keys)
                 .await
         };
         match written {
             Ok(outcomes) => {
-                for ((pack, reply), outcome) in packs.into_iter().zip(saved_replies).zip(outcomes) {
+                for (((pack, reply), outcome), mode) in packs
+                    .into_iter()
+                    .zip(saved_replies)
+                    .zip(outcomes)
+                    .zip(modes)
+                {
+                    if mode.release && outcome.is_ok() {
+                        released_with_write.insert(pack.id.clone());
+                    }
                     let _ = reply.send(outcome.map(|()| pack));
                 }
             }

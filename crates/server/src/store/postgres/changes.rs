@@ -103,7 +103,8 @@ impl Listener {
 /// What a notice says: `NODE c` (credentials), `NODE z ID,ID,...` (zones), `NODE *`.
 pub(super) fn payload(node: &str, touch: &Touch<'_>) -> Option<String> {
     let what = match touch {
-        Touch::Nothing => return None,
+        // Nothing this backend caches (its lifecycle reads the endpoints each batch).
+        Touch::Nothing | Touch::Webhooks => return None,
         Touch::Credentials => "c".to_owned(),
         Touch::Everything => "*".to_owned(),
         Touch::Zone(id) => format!("z {}", id.as_str()),

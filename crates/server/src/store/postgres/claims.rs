@@ -7,7 +7,7 @@ use super::{PgStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
 use crate::store::webhooks::OutboxEvent;
-use crate::store::{Claim, SealedKey, StoreError};
+use crate::store::{Claim, SealedKey, StoreError, WriteMode};
 
 impl PgStore {
     pub(in crate::store) async fn renew_leases(
@@ -128,6 +128,7 @@ impl PgStore {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
+        modes: &[WriteMode],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
@@ -150,29 +151,36 @@ impl PgStore {
         let mut outcomes = Vec::with_capacity(updates.len());
         // The packs as now stored, for the cache's views.
         let mut written = Vec::with_capacity(updates.len());
+        // Every lease given up: `releases`, and those that go with their packs' writes.
+        let mut released: Vec<&str> = releases.iter().map(PackId::as_str).collect();
         for (i, pack) in updates.iter().enumerate() {
             // A conflict or a deleted pack changed nothing: it fails alone. Any other
             // error ends the transaction (dropped uncommitted: rolled back).
-            outcomes.push(match update_pack_row(&tx, &update, pack).await {
-                Ok(()) => {
-                    // The transition's events, in the same transaction.
-                    if let Some(events) = events.get(i) {
-                        super::outbox::insert_events_for(&tx, &endpoints, events).await?;
+            let mode = modes.get(i).copied().unwrap_or_default();
+            outcomes.push(
+                match update_pack_row(&tx, &update, pack, !mode.hosts_unchanged).await {
+                    Ok(()) => {
+                        // The transition's events, in the same transaction.
+                        if let Some(events) = events.get(i) {
+                            super::outbox::insert_events_for(&tx, &endpoints, events).await?;
+                        }
+                        if mode.release {
+                            released.push(pack.id.as_str());
+                        }
+                        let mut stored = pack.clone();
+                        stored.version += 1;
+                        written.push(stored);
+                        Ok(())
                     }
-                    let mut stored = pack.clone();
-                    stored.version += 1;
-                    written.push(stored);
-                    Ok(())
-                }
-                Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
-                Err(e) => return Err(e),
-            });
+                    Err(e @ (StoreError::Conflict | StoreError::NotFound)) => Err(e),
+                    Err(e) => return Err(e),
+                },
+            );
         }
-        let releases: Vec<&str> = releases.iter().map(PackId::as_str).collect();
         tx.execute(
             "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
              WHERE id = ANY($1) AND lease_owner = $2",
-            &[&releases, &owner],
+            &[&released, &owner],
         )
         .await?;
         self.commit(tx, Touch::Packs(written)).await?;

@@ -80,7 +80,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let update = prepare_update(&tx).await?;
-        update_pack_row(&tx, &update, pack).await?;
+        update_pack_row(&tx, &update, pack, true).await?;
         super::outbox::insert_events(&tx, events).await?;
         self.commit(tx, Touch::Zone(&pack.zone_id)).await?;
         pack.version += 1;
@@ -298,11 +298,13 @@ pub(super) async fn prepare_update(
 /// Writes a changed pack back if its `version` is still the stored one (the caller bumps
 /// its copy's version on success). Under READ COMMITTED an UPDATE that waited for another
 /// transaction's lock on the row checks `version` again against the row that one left,
-/// so of two concurrent writers of one version exactly one succeeds.
+/// so of two concurrent writers of one version exactly one succeeds. The host rows are
+/// rewritten when `hosts` (else they are the stored version's already).
 pub(super) async fn update_pack_row(
     tx: &tokio_postgres::Transaction<'_>,
     update: &Statement,
     pack: &Pack,
+    hosts: bool,
 ) -> Result<(), StoreError> {
     let changes = PackChanges::of(pack)?;
     let leading: [&(dyn ToSql + Sync); 2] = [&pack.id.as_str(), &pack.version];
@@ -322,12 +324,14 @@ pub(super) async fn update_pack_row(
             StoreError::NotFound
         });
     }
-    tx.execute(
-        "DELETE FROM pack_hosts WHERE pack_id = $1",
-        &[&pack.id.as_str()],
-    )
-    .await?;
-    insert_hosts(tx, pack).await?;
+    if hosts {
+        tx.execute(
+            "DELETE FROM pack_hosts WHERE pack_id = $1",
+            &[&pack.id.as_str()],
+        )
+        .await?;
+        insert_hosts(tx, pack).await?;
+    }
     Ok(())
 }
 

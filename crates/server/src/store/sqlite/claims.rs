@@ -6,8 +6,9 @@ use super::{SqliteStore, clamp, corrupt};
 use crate::model::{Pack, PackId, ZoneId};
 use crate::store::cache::Touch;
 use crate::store::webhooks::OutboxEvent;
-use crate::store::{Claim, SealedKey, StoreError};
+use crate::store::{Claim, SealedKey, StoreError, WriteMode};
 use rusqlite::params;
+use std::sync::Arc;
 
 /// Extends the live leases of one owner (?1) as of ?2 by ?3 seconds; found through the
 /// `packs_by_lease_owner` index.
@@ -121,9 +122,14 @@ impl SqliteStore {
         owner: &str,
         updates: &mut [Pack],
         events: &[Vec<OutboxEvent>],
+        modes: &[WriteMode],
         releases: &[PackId],
         keys: &[SealedKey],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        // Before the transaction that reads the endpoints: a change of them after this
+        // epoch keeps what it read out of the cache.
+        let epoch = self.cache_epoch();
+        let mut endpoints_read = None;
         let (outcomes, _) = self.write_then(
             |tx| {
                 let mut put_key = tx.prepare_cached(super::keys::PUT_KEY)?;
@@ -133,20 +139,28 @@ impl SqliteStore {
                 let mut outcomes = Vec::with_capacity(updates.len());
                 // The packs as now stored, for the cache's views.
                 let mut written = Vec::with_capacity(updates.len());
+                // The leases given up with their packs' writes.
+                let mut released_with = Vec::new();
                 // The webhook endpoints, read once for the whole batch.
                 let endpoints = if events.iter().any(|e| !e.is_empty()) {
-                    super::outbox::endpoints(tx)?
+                    let read: Arc<[_]> = super::outbox::endpoints(tx)?.into();
+                    endpoints_read = Some(Arc::clone(&read));
+                    read
                 } else {
-                    Vec::new()
+                    Arc::from([])
                 };
                 for (i, pack) in updates.iter().enumerate() {
                     // A conflict or a deleted pack changed nothing: it fails alone. Any
                     // other error ends the transaction, rolling back the whole batch.
-                    outcomes.push(match update_pack_row(tx, pack) {
+                    let mode = modes.get(i).copied().unwrap_or_default();
+                    outcomes.push(match update_pack_row(tx, pack, !mode.hosts_unchanged) {
                         Ok(()) => {
                             // The transition's events, in the same transaction.
                             if let Some(events) = events.get(i) {
                                 super::outbox::insert_events_for(tx, &endpoints, events)?;
+                            }
+                            if mode.release {
+                                released_with.push(&pack.id);
                             }
                             let mut stored = pack.clone();
                             stored.version += 1;
@@ -161,13 +175,17 @@ impl SqliteStore {
                     "UPDATE packs SET lease_owner = NULL, lease_until = NULL \
                      WHERE id = ?1 AND lease_owner = ?2",
                 )?;
-                for id in releases {
+                for id in releases.iter().chain(released_with) {
                     release.execute([id.as_str(), owner])?;
                 }
                 Ok((outcomes, written))
             },
             |(_, written)| Touch::Packs(std::mem::take(written)),
         )?;
+        // Known now: the next transitions make no events when no endpoint could want them.
+        if let (Some(epoch), Some(read)) = (epoch, endpoints_read) {
+            self.inner.cache.put_webhook_endpoints(epoch, read);
+        }
         for (pack, outcome) in updates.iter_mut().zip(&outcomes) {
             if outcome.is_ok() {
                 pack.version += 1;

@@ -9,6 +9,7 @@ use crate::store::webhooks::{
     WebhookEndpoint, wall_ms,
 };
 use rusqlite::{OptionalExtension, Row, Transaction, params};
+use std::sync::Arc;
 
 /// The outbox's part of the schema (version 4).
 pub(super) const OUTBOX_SCHEMA: &str = include_str!("outbox.sql");
@@ -129,7 +130,7 @@ impl SqliteStore {
         &self,
         e: &WebhookEndpoint,
     ) -> Result<(), StoreError> {
-        self.write(Touch::Nothing, |tx| {
+        self.write(Touch::Webhooks, |tx| {
             tx.execute(
                 "INSERT INTO webhook_endpoints (id, url, zone_id, events, secret, created_at, allow_private) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -151,8 +152,16 @@ impl SqliteStore {
         self.with_conn(|conn| endpoints(conn))
     }
 
+    /// The webhook endpoints as the cache knows them, without reading the database;
+    /// `None` when it does not (first look, or another process wrote since).
+    pub(in crate::store) fn known_webhook_endpoints(&self) -> Option<Arc<[WebhookEndpoint]>> {
+        // Empties the cache first if another process committed (it may have added one).
+        self.cache_epoch()?;
+        self.inner.cache.webhook_endpoints()
+    }
+
     pub(in crate::store) fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
-        self.write(Touch::Nothing, |tx| {
+        self.write(Touch::Webhooks, |tx| {
             tx.execute(
                 "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",
                 [id],

@@ -53,7 +53,7 @@ impl SqliteStore {
         events: &[OutboxEvent],
     ) -> Result<(), StoreError> {
         self.write(Touch::Zone(&pack.zone_id), |tx| {
-            update_pack_row(tx, pack)?;
+            update_pack_row(tx, pack, true)?;
             super::outbox::insert_events(tx, events)
         })?;
         pack.version += 1;
@@ -205,9 +205,12 @@ pub(super) fn packs_of_zone(conn: &Connection, zone: &ZoneId) -> Result<Vec<Pack
 
 /// Writes a changed pack back if its `version` is still the stored one (the caller bumps
 /// its copy's version on success).
+/// Writes a changed pack back if its `version` is still the stored one; its host rows
+/// too when `hosts` (else they are the stored version's already).
 pub(super) fn update_pack_row(
     tx: &rusqlite::Transaction<'_>,
     pack: &Pack,
+    hosts: bool,
 ) -> Result<(), StoreError> {
     let changes = PackChanges::of(pack)?;
     let leading: [&dyn ToSql; 2] = [&pack.id.as_str(), &pack.version];
@@ -238,9 +241,11 @@ pub(super) fn update_pack_row(
             StoreError::NotFound
         });
     }
-    tx.prepare_cached("DELETE FROM pack_hosts WHERE pack_id = ?1")?
-        .execute([pack.id.as_str()])?;
-    insert_hosts(tx, pack)?;
+    if hosts {
+        tx.prepare_cached("DELETE FROM pack_hosts WHERE pack_id = ?1")?
+            .execute([pack.id.as_str()])?;
+        insert_hosts(tx, pack)?;
+    }
     Ok(())
 }
 

@@ -241,6 +241,7 @@ fn lifecycle_batches_write_each_pack_alone_and_release_leases() {
             "worker-a",
             &mut batch,
             &[],
+            &[],
             &[a.id.clone(), b.id.clone()],
             &[],
         )
@@ -274,7 +275,7 @@ fn a_lifecycle_batch_updates_cached_zone_views_in_place() {
         .errors
         .push("TXT _acme-challenge.example.com has 1 value".into());
     let mut batch = vec![changed];
-    s.write_lifecycle_batch("worker-a", &mut batch, &[], &[], &[])
+    s.write_lifecycle_batch("worker-a", &mut batch, &[], &[], &[], &[])
         .unwrap();
 
     // The cache holds a new view at once, before any read could fill it again.
@@ -637,4 +638,65 @@ fn a_key_taken_under_a_unique_index_is_a_duplicate() {
         .unwrap();
     let taken = conn.execute("INSERT INTO t VALUES ('a')", []).unwrap_err();
     assert!(matches!(StoreError::from(taken), StoreError::Duplicate(_)));
+}
+
+/// A lifecycle batch writing an event learns the webhook endpoints; an endpoint added by
+/// this process or by another one makes them unknown again, so the next transition makes
+/// its events and the next batch reads them.
+#[test]
+fn webhook_endpoints_are_known_from_a_batch_until_they_may_have_changed() {
+    use crate::store::{OutboxEvent, WebhookEndpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let z = zone(&s);
+    let p = pack(&z);
+    s.insert_pack(&p, 10).unwrap();
+    let endpoint = |id: &str| WebhookEndpoint {
+        id: id.into(),
+        url: "https://hooks.example.net/".into(),
+        zone_id: None,
+        events: vec![],
+        secret: "whsec_x".into(),
+        created_at: 1,
+        allow_private: false,
+    };
+    let sent = std::cell::Cell::new(0);
+    let event = || OutboxEvent {
+        id: {
+            sent.set(sent.get() + 1);
+            format!("msg_{}", sent.get())
+        },
+        kind: "pack.validated".into(),
+        zone_id: z.id.as_str().into(),
+        pack_id: p.id.as_str().into(),
+        occurred_at: 1,
+        payload: String::from("{}").into(),
+        dedupe: None,
+    };
+    let write = |s: &SqliteStore| {
+        let mut batch = vec![s.pack(&z.id, &p.id).unwrap().unwrap()];
+        s.write_lifecycle_batch("worker-a", &mut batch, &[vec![event()]], &[], &[], &[])
+            .unwrap();
+    };
+    assert!(s.known_webhook_endpoints().is_none(), "nothing read yet");
+    write(&s);
+    assert_eq!(s.known_webhook_endpoints().as_deref(), Some(&[][..]));
+
+    s.insert_webhook_endpoint(&endpoint("we_1")).unwrap();
+    assert!(
+        s.known_webhook_endpoints().is_none(),
+        "this process added one"
+    );
+    write(&s);
+    assert_eq!(s.known_webhook_endpoints().unwrap().len(), 1);
+
+    let other = SqliteStore::open(&path).unwrap();
+    other.insert_webhook_endpoint(&endpoint("we_2")).unwrap();
+    assert!(
+        s.known_webhook_endpoints().is_none(),
+        "another process added one"
+    );
+    write(&s);
+    assert_eq!(s.known_webhook_endpoints().unwrap().len(), 2);
 }
