@@ -387,7 +387,12 @@ impl conn::Answer for Api {
         let answer = async move {
             let mut response = match inner {
                 Inner::Started(call) => conn::answer(call).await,
-                Inner::AfterBody(req, service) => conn::read_body(front.body, req, service).await,
+                // Boxed: this future is as large as its largest state, and reading a
+                // body (a timer, the body read so far, the call after it) would make
+                // every request's future that large, for hyper to copy as it moves it.
+                Inner::AfterBody(req, service) => {
+                    Box::pin(conn::read_body(front.body, req, service)).await
+                }
             };
             let status = response.status();
             let took = started.elapsed();
