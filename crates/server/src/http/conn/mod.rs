@@ -29,6 +29,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::{Buf, BytesMut};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -372,7 +373,15 @@ async fn connection(
         if limits.client_address {
             req.extensions_mut().insert(ConnectInfo(peer));
         }
-        let answer = router.answer(req.map(Body::new));
+        // A request without a body gets axum's empty body, which needs no allocation:
+        // wrapping hyper's (empty) body is one, and its free, per request.
+        let answer = router.answer(req.map(|body| {
+            if body.is_end_stream() {
+                Body::empty()
+            } else {
+                Body::new(body)
+            }
+        }));
         async move {
             let response = answer.await;
             // hyper takes any body type: the mapped body is handed over as it is, not
