@@ -52,9 +52,7 @@ pub(super) fn plain_head(bytes: &[u8]) -> Option<PlainHead> {
         return None;
     }
     let target = &bytes[method + 1..];
-    let target_len = target
-        .iter()
-        .position(|&b| !PLAIN_TARGET_BYTES[usize::from(b)])?;
+    let target_len = run_len(target, &PLAIN_TARGET_BYTES);
     if target.first() != Some(&b'/')
         || target_len > MAX_URI_BYTES
         || target.get(target_len) != Some(&b' ')
@@ -142,10 +140,27 @@ static TOKEN_BYTES: [bool; 256] = {
 
 /// How many token bytes `bytes` starts with.
 fn token_len(bytes: &[u8]) -> usize {
-    bytes
+    run_len(bytes, &TOKEN_BYTES)
+}
+
+/// How many bytes `bytes` starts with that `table` accepts: eight at a time, with one
+/// branch for the eight (a target's 60 bytes were 60 branches), then one by one.
+fn run_len(bytes: &[u8], table: &[bool; 256]) -> usize {
+    let mut at = 0;
+    while let Some(eight) = bytes.get(at..at + 8) {
+        if !eight
+            .iter()
+            .fold(true, |all, &b| all & table[usize::from(b)])
+        {
+            break;
+        }
+        at += 8;
+    }
+    let rest = &bytes[at..];
+    at + rest
         .iter()
-        .position(|&b| !TOKEN_BYTES[usize::from(b)])
-        .unwrap_or(bytes.len())
+        .position(|&b| !table[usize::from(b)])
+        .unwrap_or(rest.len())
 }
 
 /// The length of a header value up to the CR that ends its line, if every byte before
