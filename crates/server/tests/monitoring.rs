@@ -463,3 +463,109 @@ async fn readyz_says_not_ready_when_the_lifecycle_is_stopped() {
     let _ = stop.send(());
     served.await.unwrap().unwrap();
 }
+
+/// Every request is counted under the template of the route axum served it by (its
+/// `MatchedPath`): a wrong method under the path's template, a path no route matches
+/// (a trailing slash, an extra segment) as `unmatched`, an empty path segment still
+/// matching a parameter. Sent as raw bytes: an HTTP client would normalise some of
+/// these paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_under_the_route_template_axum_matched() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.rate_limit = None;
+    let app = App::open(config, Arc::new(SystemClock)).await.unwrap();
+    let token = app.seed_dev().await.unwrap();
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = api.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(app.serve(api, async move {
+        let _ = stopped.await;
+    }));
+    let send = |method: &'static str, path: &'static str| {
+        let token = token.clone();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            answer
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or_else(|| panic!("{method} {path}: {answer}"))
+        }
+    };
+    let verification = "/client/v4/zones/:zone_id/ssl/verification";
+    let order = "/client/v4/zones/:zone_id/ssl/certificate_packs/order";
+    let cases: [(&str, &str, u16, &str); 14] = [
+        (
+            "GET",
+            "/client/v4/zones/x/ssl/certificate_packs/order",
+            405,
+            order,
+        ),
+        (
+            "GET",
+            "/client/v4/zones//ssl/verification",
+            404,
+            verification,
+        ),
+        (
+            "GET",
+            "/client/v4/zones/{zone_id}/ssl/verification",
+            404,
+            verification,
+        ),
+        (
+            "DELETE",
+            "/client/v4/zones/x/ssl/verification",
+            405,
+            verification,
+        ),
+        ("PUT", "/client/v4/zones", 405, "/client/v4/zones"),
+        (
+            "GET",
+            "/client/v4/zones/x/ssl/certificate_packs/quota",
+            404,
+            "/client/v4/zones/:zone_id/ssl/certificate_packs/quota",
+        ),
+        ("GET", "/healthz", 200, "/healthz"),
+        ("GET", "/client/v4/zones/", 404, "unmatched"),
+        ("GET", "/client/v4/zones//", 404, "unmatched"),
+        ("GET", "/client/v4/zones/a/b", 404, "unmatched"),
+        (
+            "GET",
+            "/client/v4/zones/x/ssl/verification/",
+            404,
+            "unmatched",
+        ),
+        ("GET", "/healthz/", 404, "unmatched"),
+        ("GET", "//healthz", 404, "unmatched"),
+        ("GET", "/nowhere", 404, "unmatched"),
+    ];
+    let http = reqwest::Client::new();
+    let metrics = format!("http://{addr}/metrics");
+    let before = Scrape::get(&http, &metrics, Some(&token)).await;
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    for (method, path, status, route) in cases {
+        assert_eq!(send(method, path).await, status, "{method} {path}");
+        *expected
+            .entry(format!("method={method},route={route},status={status}"))
+            .or_default() += 1.0;
+    }
+    let after = Scrape::get(&http, &metrics, Some(&token)).await;
+    for (labels, count) in &expected {
+        let moved = after.value("zonecert_http_requests_total", labels)
+            - before.value("zonecert_http_requests_total", labels);
+        assert_eq!(moved, *count, "{labels}");
+    }
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+}

@@ -19,20 +19,18 @@ use crate::config::Config;
 use crate::lifecycle::Signals;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
-use axum::routing::{Route, delete, get, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use error::ApiError;
 use http_body::Body as _;
 use ratelimit::RateLimiter;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 use tower_service::Service;
 use tracing::Instrument;
@@ -92,13 +90,14 @@ pub const BASE: &str = "/client/v4";
 pub use controls::CONTROLS_BASE;
 pub use monitoring::metrics_router;
 
-/// The API's router. Every route is registered under its whole path (no nested
-/// routers: each nesting level strips a prefix and routes again, per request), and one
-/// middleware, [`front_door`], wraps them all; the rate limits wrap the API's and the
-/// test controls' routes (and unknown paths), not the health and metrics routes.
-pub fn router(state: AppState) -> Router {
+/// The API as the connection layer serves it: [`FrontDoor`] in front of the router.
+/// Every route is registered under its whole path (no nested routers: each nesting
+/// level strips a prefix and routes again, per request); the rate limits wrap the API's
+/// and the test controls' routes (and unknown paths), not the health and metrics routes.
+pub fn router(state: AppState) -> Api {
     let api = |path: &str| format!("{BASE}{path}");
-    let mut router = Router::new()
+    let mut routes = Routes::new(Router::new());
+    routes
         .route(
             &api("/zones/{zone_id}/ssl/verification"),
             get(ssl::get_verification),
@@ -136,37 +135,103 @@ pub fn router(state: AppState) -> Router {
         .route(&api("/user/tokens/verify"), get(zones::verify_token))
         .route(&api("/openapi.json"), get(openapi::serve));
     if state.controls.is_some() {
-        router = controls_routes(router);
+        controls_routes(&mut routes);
     }
-    router = router
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed);
+    routes.map(|router| {
+        router
+            .fallback(no_route)
+            .method_not_allowed_fallback(method_not_allowed)
+    });
     if state.limiter.is_some() {
-        router = router.layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+        routes
+            .map(|router| router.layer(middleware::from_fn_with_state(state.clone(), rate_limit)));
     }
-    let front = FrontDoor {
-        signals: state.signals.clone(),
-        body: conn::BodyLimits {
-            timeout: state.config.body_read_timeout,
-            max_bytes: state.config.max_body_bytes,
-        },
-    };
-    router
+    routes
         .route("/healthz", get(healthz))
         .route("/readyz", get(monitoring::readyz))
-        .route("/metrics", get(monitoring::metrics))
-        // One `layer` call (each call wraps every route in one more boxed service,
-        // cloned and boxing its future for every request: about 700 instructions each,
-        // callgrind); the front door applies the body limit itself.
-        .layer(FrontDoorLayer(front))
-        .with_state(state)
+        .route("/metrics", get(monitoring::metrics));
+    let Routes { router, labels } = routes;
+    Api {
+        router: router.with_state(state.clone()),
+        front: Arc::new(FrontDoor {
+            signals: state.signals.clone(),
+            body: conn::BodyLimits {
+                timeout: state.config.body_read_timeout,
+                max_bytes: state.config.max_body_bytes,
+            },
+            labels,
+        }),
+    }
+}
+
+/// The router being built, and its routes' templates for the metrics' labels.
+struct Routes {
+    router: Router<AppState>,
+    labels: RouteLabels,
+}
+
+impl Routes {
+    fn new(router: Router<AppState>) -> Self {
+        Routes {
+            router,
+            labels: RouteLabels::default(),
+        }
+    }
+
+    /// Registers `path` with the router and its template with the labels.
+    fn route(&mut self, path: &str, methods: axum::routing::MethodRouter<AppState>) -> &mut Self {
+        self.labels.insert(path);
+        self.map(|router| router.route(path, methods))
+    }
+
+    /// Changes the router (a fallback, a layer).
+    fn map(&mut self, change: impl FnOnce(Router<AppState>) -> Router<AppState>) -> &mut Self {
+        self.router = change(std::mem::take(&mut self.router));
+        self
+    }
+}
+
+/// The route template of a request, as axum's `MatchedPath` would give it, for the
+/// metrics. The front door stands before the router, not in every route, so it does
+/// not see `MatchedPath`: it matches the path itself, once, with the matcher axum's
+/// router uses (matchit), over the same templates. As a layer in every route it saw
+/// `MatchedPath`, but axum cloned and called that layer's boxed service for every
+/// request (see the commit that made this for the figures).
+#[derive(Debug, Default)]
+struct RouteLabels {
+    templates: Vec<String>,
+    matcher: matchit::Router<usize>,
+}
+
+impl RouteLabels {
+    fn insert(&mut self, template: &str) {
+        // axum merges the methods of a path registered twice: one template.
+        if self.templates.iter().any(|t| t == template) {
+            return;
+        }
+        // axum refuses (panics on) the same templates when they are registered, which
+        // `Routes::route` does next: this is a route table that cannot serve.
+        if let Err(e) = self.matcher.insert(template, self.templates.len()) {
+            panic!("the route {template:?} cannot be matched: {e}");
+        }
+        self.templates.push(template.to_owned());
+    }
+
+    /// The template of the route `path` matches, [`UNMATCHED`] for none.
+    fn label(&self, path: &str) -> &str {
+        self.matcher
+            .at(path)
+            .ok()
+            .and_then(|found| self.templates.get(*found.value))
+            .map_or(UNMATCHED, String::as_str)
+    }
 }
 
 /// The test controls' routes (mounted only when the server offers them), under the same
 /// rate limits as the API.
-fn controls_routes(router: Router<AppState>) -> Router<AppState> {
+fn controls_routes(routes: &mut Routes) {
     let at = |path: &str| format!("{CONTROLS_BASE}{path}");
-    router
+    routes
         .route(&at("/reset"), post(controls::reset))
         .route(&at("/clock"), get(controls::get_clock))
         .route(&at("/clock/advance"), post(controls::advance_clock))
@@ -183,7 +248,7 @@ fn controls_routes(router: Router<AppState>) -> Router<AppState> {
                 .post(controls::add_fault)
                 .delete(controls::clear_faults),
         )
-        .route(&at("/faults/{fault_id}"), delete(controls::delete_fault))
+        .route(&at("/faults/{fault_id}"), delete(controls::delete_fault));
 }
 
 /// Removes the deployed files (key included) of packs just deleted from the database. A
@@ -239,70 +304,46 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The route template of a request whose route is not known (no route matched).
 const UNMATCHED: &str = "unmatched";
 
-/// What [`front_door`] needs.
+/// The API's router behind its front door: what the connection layer hands every
+/// request of the API's listener to (`conn::Answer`).
 #[derive(Debug, Clone)]
+pub struct Api {
+    router: Router,
+    front: Arc<FrontDoor>,
+}
+
+/// What the front door needs.
+#[derive(Debug)]
 struct FrontDoor {
     signals: Arc<Signals>,
     body: conn::BodyLimits,
+    labels: RouteLabels,
 }
 
-/// The one middleware every request passes: gives it an id (the client's
-/// `x-request-id` if it is sane), reads its body whole within the body-read timeout
-/// ([`conn::read_body`]), logs it with the outcome, returns the id in the response, and
-/// counts the request in the metrics by its route template.
-///
-/// A tower layer of its own rather than `middleware::from_fn`: from_fn boxes the inner
-/// service again for every request (its `Next`), moves its large future around, and
-/// needs a clone of the request span to log after the inner future (callgrind, GET
-/// verification: see the commit that made this).
-#[derive(Debug, Clone)]
-struct FrontDoorLayer(FrontDoor);
-
-impl tower_layer::Layer<Route> for FrontDoorLayer {
-    type Service = FrontDoorService;
-
-    fn layer(&self, route: Route) -> FrontDoorService {
-        FrontDoorService {
-            front: self.0.clone(),
-            route,
-        }
-    }
-}
-
-/// A route behind the front door. A request with a body is passed on with axum's body
-/// limit set to ours (for the handlers' body extractors); one without a body has
-/// nothing for the limit to apply to, and setting it costs an extension inserted per
-/// request.
-///
-/// Only the route is kept, and the limited service made from it for a request with a
-/// body: axum clones this service for every request it routes here, and a second boxed
-/// route kept beside the first was a second boxed clone (an allocation, its free, and
-/// the clone's own work) for every request, with or without a body.
-#[derive(Clone)]
-struct FrontDoorService {
-    front: FrontDoor,
-    route: Route,
-}
-
-/// The inner call of a request: started already, or after its body is read.
+/// The router's call of a request: started already, or after its body is read.
 enum Inner {
     Started(RouteFuture<Infallible>),
     AfterBody(
         Request,
-        <DefaultBodyLimit as tower_layer::Layer<Route>>::Service,
+        <DefaultBodyLimit as tower_layer::Layer<Router>>::Service,
     ),
 }
 
-impl Service<Request> for FrontDoorService {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request>::poll_ready(&mut self.route, cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+/// The front door every request passes: gives it an id (the client's `x-request-id` if
+/// it is sane), reads its body whole within the body-read timeout ([`conn::read_body`]),
+/// logs it with the outcome, returns the id in the response, and counts the request in
+/// the metrics by its route template.
+///
+/// In front of the router, called by the connection with each request, rather than a
+/// layer in every route: axum cloned a layer's boxed service for every request it
+/// routed there, boxed its future, and the layer's own future was boxed again (the
+/// commit that made this gives the figures). A request without a body is routed at
+/// once; one with a body is passed on with axum's body limit set to ours (for the
+/// handlers' body extractors) after its body is read: setting the limit costs an
+/// extension inserted per request, and a request without a body has nothing for it to
+/// apply to.
+impl conn::Answer for Api {
+    fn answer(&self, req: Request) -> impl Future<Output = Response> + Send + 'static + use<> {
         // The id as a header value, made once: the span and the response share its
         // bytes. Not written into the request's headers: nothing after this reads it
         // there.
@@ -320,7 +361,6 @@ impl Service<Request> for FrontDoorService {
                     .unwrap_or(HeaderValue::from_static("-"))
             });
         let method = req.method().clone();
-        let route = req.extensions().get::<MatchedPath>().cloned();
         // Only the id in the span: a span's fields are formatted when it is made, for
         // every request, although most requests log nothing at the default level. The
         // method and path go in the line that says how the request ended. Displayed,
@@ -333,23 +373,26 @@ impl Service<Request> for FrontDoorService {
         // A clone of the parsed URI shares its bytes.
         let uri = req.uri().clone();
         let started = Instant::now();
-        // A `Route` is always ready and clones its boxed service for each call itself,
-        // so it is called in place: a clone polled ready to take its place would be one
-        // more boxed clone per request.
+        let mut router = self.router.clone();
         let inner = if req.body().is_end_stream() {
-            Inner::Started(self.route.call(req))
+            Inner::Started(router.call(req))
         } else {
             let limited = tower_layer::Layer::layer(
                 &DefaultBodyLimit::max(self.front.body.max_bytes),
-                self.route.clone(),
+                router,
             );
             Inner::AfterBody(req, limited)
         };
-        let front = self.front.clone();
+        let front = Arc::clone(&self.front);
         let answer = async move {
             let mut response = match inner {
                 Inner::Started(call) => conn::answer(call).await,
-                Inner::AfterBody(req, service) => conn::read_body(front.body, req, service).await,
+                // Boxed: this future is as large as its largest state, and reading a
+                // body (a timer, the body read so far, the call after it) would make
+                // every request's future that large, for hyper to copy as it moves it.
+                Inner::AfterBody(req, service) => {
+                    Box::pin(conn::read_body(front.body, req, service)).await
+                }
             };
             let status = response.status();
             let took = started.elapsed();
@@ -365,13 +408,12 @@ impl Service<Request> for FrontDoorService {
             }
             let metrics = front.signals.metrics();
             if metrics.enabled() {
-                let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-                metrics.request(route, &method, status.as_u16(), took);
+                metrics.request(front.labels.label(path), &method, status.as_u16(), took);
             }
             response.headers_mut().insert(REQUEST_ID.clone(), id);
-            Ok(response)
+            response
         };
-        Box::pin(answer.instrument(span))
+        answer.instrument(span)
     }
 }
 

@@ -120,7 +120,9 @@ pub(super) async fn get_verification(
         .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
     let view = if retry {
         let rate_key = request.extensions().get::<super::RateKey>().copied();
-        recheck(&st, uri, &view, rate_key).await?
+        // Boxed: its future (checks, waits) is large, and the handler's future, as
+        // large as its largest state, is moved whole for every request.
+        Box::pin(recheck(&st, uri, &view, rate_key)).await?
     } else {
         view
     };

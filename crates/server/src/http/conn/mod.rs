@@ -29,6 +29,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::{Buf, BytesMut};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -122,11 +123,30 @@ pub fn default_max_per_client(max_connections: usize) -> usize {
     (max_connections / 4).max(1)
 }
 
+/// What a connection hands each of its requests to, for its response: the API's front
+/// door (`http::Api`), or a bare router (the metrics listener's).
+pub trait Answer: Clone + Send + Sync + 'static {
+    /// The response to `req`.
+    fn answer(
+        &self,
+        req: axum::extract::Request,
+    ) -> impl Future<Output = axum::response::Response> + Send + 'static + use<Self>;
+}
+
+impl Answer for Router {
+    fn answer(
+        &self,
+        req: axum::extract::Request,
+    ) -> impl Future<Output = axum::response::Response> + Send + 'static + use<> {
+        answer(self.clone().call(req))
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets connections finish
 /// their requests for up to [`Limits::shutdown_grace`] and drops the rest.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: impl Answer,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -338,7 +358,7 @@ fn poll_connection<F: Future>(
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    router: impl Answer,
     http: Arc<hyper::server::conn::http1::Builder>,
     limits: Limits,
     closing: CancellationToken,
@@ -353,10 +373,17 @@ async fn connection(
         if limits.client_address {
             req.extensions_mut().insert(ConnectInfo(peer));
         }
-        let req = req.map(Body::new);
-        let mut router = router.clone();
+        // A request without a body gets axum's empty body, which needs no allocation:
+        // wrapping hyper's (empty) body is one, and its free, per request.
+        let answer = router.answer(req.map(|body| {
+            if body.is_end_stream() {
+                Body::empty()
+            } else {
+                Body::new(body)
+            }
+        }));
         async move {
-            let response = router.call(req).await?;
+            let response = answer.await;
             // hyper takes any body type: the mapped body is handed over as it is, not
             // boxed again into a `Body` (an allocation and its free per request, and a
             // dynamic call per frame).

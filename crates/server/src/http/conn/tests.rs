@@ -122,6 +122,111 @@ fn plain_targets_are_ones_hyper_accepts() {
     );
 }
 
+/// `plain_head` vouches only for heads the full check (httparse) accepts, with the same
+/// length and body: checked over heads clients send and every one-byte change, cut and
+/// `Content-Length` variant of them.
+#[test]
+fn plain_heads_are_ones_the_parser_accepts_alike() {
+    let token = "a".repeat(40);
+    let sent = [
+        format!(
+            "GET /client/v4/zones/023e105f4ecef8ad9ca31a8372d0c353/ssl/verification HTTP/1.1\r\n\
+             Host: 127.0.0.1:8080\r\nAccept-Encoding: identity\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ),
+        "GET /?retry=true HTTP/1.0\r\nuser-agent: curl/8.5.0\r\naccept: */*\r\n\r\n".to_string(),
+        "POST /client/v4/zones HTTP/1.1\r\ncontent-type: application/json\r\n\
+         content-length: 12\r\nX-Empty:\r\nX-Tab:\tv\t\r\n\r\n{\"name\":\"a\"}"
+            .to_string(),
+        "PATCH /a HTTP/1.1\r\nContent-Length: 3\r\ncontent-length:  3 \r\n\r\nabc".to_string(),
+        "GET / HTTP/1.1\r\n\r\n".to_string(),
+    ];
+    for head in &sent {
+        let plain = plain_head(head.as_bytes());
+        assert!(plain.is_some(), "{head:?} is what clients send");
+    }
+    let mut heads: Vec<Vec<u8>> = Vec::new();
+    let lengths = [
+        "0",
+        "5",
+        " 5 ",
+        "\t5",
+        "05",
+        "",
+        "5,5",
+        "-1",
+        "+5",
+        "5 5",
+        "0x5",
+        "\u{660}",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9999999999999999999",
+        "99999999999999999999",
+    ];
+    for length in lengths {
+        for extra in [
+            format!("Content-Length: {length}\r\n"),
+            format!("Content-Length: 5\r\ncontent-length: {length}\r\n"),
+            format!("Transfer-Encoding: chunked\r\nContent-Length: {length}\r\n"),
+            format!("Content-Length: {length}\r\nTransfer-Encoding: chunked\r\n"),
+        ] {
+            heads.push(format!("POST /a HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes());
+        }
+    }
+    let odd = [
+        0u8, b'\t', b' ', b'\r', b'\n', b':', b'/', b'?', b'#', b'%', b'"', b'{', 0x7f, 0x80, 0xff,
+        b'a', b'H',
+    ];
+    for head in &sent {
+        let bytes = head.as_bytes();
+        for at in 0..bytes.len() {
+            heads.push(bytes[..at].to_vec());
+            for &b in &odd {
+                let mut changed = bytes.to_vec();
+                changed[at] = b;
+                heads.push(changed);
+                let mut inserted = bytes.to_vec();
+                inserted.insert(at, b);
+                heads.push(inserted);
+            }
+        }
+    }
+    let many: String = (0..MAX_HEADERS + 1)
+        .map(|i| format!("X-{i}: v\r\n"))
+        .collect();
+    heads.push(format!("GET / HTTP/1.1\r\n{many}\r\n").into_bytes());
+    heads.push(format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_URI_BYTES)).into_bytes());
+    heads.push(
+        format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "v".repeat(MAX_HEAD_BYTES)
+        )
+        .into_bytes(),
+    );
+    let mut vouched = 0;
+    for head in &heads {
+        let Some(plain) = plain_head(head) else {
+            continue;
+        };
+        vouched += 1;
+        match parsed_head(head) {
+            Head::Complete { len, body } => assert_eq!(
+                (len, body),
+                (plain.len, Some(plain.body)),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            ),
+            other => panic!(
+                "{:?}: plain {plain:?}, parsed {other:?}",
+                String::from_utf8_lossy(head)
+            ),
+        }
+    }
+    // The changes that keep a head valid (a letter for a letter, a trailing body's
+    // byte) are vouched for too, not only the heads as sent.
+    assert!(vouched > heads.len() / 4, "{vouched} of {}", heads.len());
+}
+
 #[test]
 fn caps_follow_the_descriptor_limit() {
     assert_eq!(default_max_connections(Some(256)), 192);
