@@ -63,12 +63,11 @@ work=$(mktemp -d)
 data=${DATA_DIR:-$work/data}
 mkdir -p "$data"
 ids_file="$data/bench-zone-ids.txt"
-server_pid=""
-# The measurement phase's servers, by name: their pids and base URLs.
+# The servers, by name: their pids and base URLs.
 declare -A pid_of=() base_of=()
 cleanup() {
-  for pid in "$server_pid" "${pid_of[@]}"; do
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+  for pid in "${pid_of[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
     fi
@@ -80,32 +79,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts the loading server and sets server_pid and base.
-start_server() {
-  : >"$work/server.out"
-  # Lifecycle workers off (servers that have them read ZONECERT_LIFECYCLE; older ones
-  # ignore it): the 20,000 ordered packs would otherwise send DCV queries to the
-  # system's resolvers, off this machine, and background work would blur the figures.
-  ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 --data-dir "$data" --rate-limit off \
-    >"$work/server.out" 2>"$work/server.err" &
-  server_pid=$!
+# Starts a server (the command after its name) in the background, waits for its
+# "listening on" line, and records its pid and base URL under the name.
+start() {
+  local name=$1; shift
+  : >"$work/$name.out"
+  "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  pid_of[$name]=$!
   for _ in $(seq 1 200); do
-    if grep -q '^listening on ' "$work/server.out"; then
-      base=$(sed -n 's/^listening on //p' "$work/server.out" | head -n1)
+    if grep -q '^listening on ' "$work/$name.out"; then
+      base_of[$name]=$(sed -n 's/^listening on //p' "$work/$name.out" | head -n1)
       return 0
     fi
-    kill -0 "$server_pid" 2>/dev/null || break
+    kill -0 "${pid_of[$name]}" 2>/dev/null || break
     sleep 0.05
   done
-  echo "the server did not start:" >&2
-  cat "$work/server.err" >&2
+  echo "$name did not start:" >&2
+  cat "$work/$name.err" >&2
   exit 1
 }
 
-stop_server() {
-  kill "$server_pid"
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
+stop() {
+  kill "${pid_of[$1]}" 2>/dev/null || true
+  wait "${pid_of[$1]}" 2>/dev/null || true
+  unset "pid_of[$1]"
 }
 
 token() { # name, permissions...
@@ -125,11 +122,16 @@ else
   rm -f "$data"/zonecert.db* "$ids_file"
   "$bin" init --data-dir "$data" >/dev/null
   writer=$(token bench-loader "Zone Write" "SSL and Certificates Write")
-  start_server
-  log "loading $ZONES zones x 2 packs x 2 hosts through $base/client/v4"
-  python3 "$here/load_zones.py" "$base/client/v4" "$writer" "$ZONES" "$ids_file" >&2
-  log "load-phase server peak RSS: $(( $(peak_rss_kb "$server_pid") / 1024 )) MB"
-  stop_server
+  # Lifecycle workers off (servers that have them read ZONECERT_LIFECYCLE; older ones
+  # ignore it), here and below: the 20,000 ordered packs would otherwise send DCV
+  # queries to the system's resolvers, off this machine, and background work would blur
+  # the figures.
+  start loader env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
+    --data-dir "$data" --rate-limit off
+  log "loading $ZONES zones x 2 packs x 2 hosts through ${base_of[loader]}/client/v4"
+  python3 "$here/load_zones.py" "${base_of[loader]}/client/v4" "$writer" "$ZONES" "$ids_file" >&2
+  log "load-phase server peak RSS: $(( $(peak_rss_kb "${pid_of[loader]}") / 1024 )) MB"
+  stop loader
 fi
 reader=$(token bench-reader "SSL and Certificates Read")
 
@@ -141,29 +143,10 @@ reader=$(token bench-reader "SSL and Certificates Read")
 # machine's speed drifts over minutes, so a ratio of two runs made a minute apart moved
 # by +-15 % between runs of the same binaries; measured in alternation, both sides of a
 # ratio see the same drift.
-# Starts a server (its command after the name) pinned to $SERVER_CPU; waits for its
-# "listening on" line and records its pid and base URL under the name.
-start_pinned() {
-  local name=$1; shift
-  : >"$work/$name.out"
-  taskset -c "$SERVER_CPU" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pid_of[$name]=$!
-  for _ in $(seq 1 200); do
-    if grep -q '^listening on ' "$work/$name.out"; then
-      base_of[$name]=$(sed -n 's/^listening on //p' "$work/$name.out" | head -n1)
-      return 0
-    fi
-    kill -0 "${pid_of[$name]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2
-  cat "$work/$name.err" >&2
-  exit 1
-}
 cp -a "$data" "$work/data-metrics-off"
-start_pinned zonecert env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
+start zonecert taskset -c "$SERVER_CPU" env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
   --data-dir "$data" --rate-limit off
-start_pinned zonecert_off env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
+start zonecert_off taskset -c "$SERVER_CPU" env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
   --data-dir "$work/data-metrics-off" --rate-limit off --metrics false
 log "zonecert pid ${pid_of[zonecert]} (metrics on), ${pid_of[zonecert_off]} (--metrics false), on CPU $SERVER_CPU"
 
@@ -173,7 +156,7 @@ log "zonecert pid ${pid_of[zonecert]} (metrics on), ${pid_of[zonecert_off]} (--m
 first=$(head -n1 "$ids_file")
 curl -fsS -H "Authorization: Bearer $reader" "${base_of[zonecert]}/client/v4/zones/$first/ssl/verification" >"$work/answer.json"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["success"], d; print("sanity:", len(d["result"]), "verification entries for one zone", file=sys.stderr)' "$work/answer.json"
-start_pinned bare "$floor_bin" --body "$work/answer.json"
+start bare taskset -c "$SERVER_CPU" "$floor_bin" --body "$work/answer.json"
 log "bare axum floor pid ${pid_of[bare]} serving $(wc -c <"$work/answer.json") bytes"
 
 # wrk run: label, then wrk's trailing arguments. Prints "label req/s p50_us p99_us errors".
@@ -225,11 +208,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 rss_kb=$(peak_rss_kb "${pid_of[zonecert]}")
-for name in zonecert zonecert_off bare; do
-  kill "${pid_of[$name]}" 2>/dev/null || true
-  wait "${pid_of[$name]}" 2>/dev/null || true
-done
-server_pid=""
+for name in zonecert zonecert_off bare; do stop "$name"; done
 
 printf '%s\n' "${results[@]}" >"$work/results.txt"
 python3 - "$work/results.txt" "$rss_kb" "$MIN_RATIO" "$MAX_P99_MS" "$MAX_RSS_MB" \
