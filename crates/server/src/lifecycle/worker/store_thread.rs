@@ -181,15 +181,13 @@ impl PackAccess for StoreThread {
         events: Vec<OutboxEvent>,
         same_hosts: bool,
     ) -> Result<Pack, StoreError> {
-        self.update(PackWrite {
-            pack,
-            events,
+        // A plain write: no key attached, the lease kept.
+        Writes {
+            thread: self,
             key: None,
-            mode: WriteMode {
-                release: false,
-                hosts_unchanged: same_hosts,
-            },
-        })
+            release: false,
+        }
+        .write_pack(pack, events, same_hosts)
         .await
     }
 }
