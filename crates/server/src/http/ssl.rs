@@ -113,31 +113,29 @@ pub(super) async fn get_verification(
             ));
         }
     };
-    // The zone and its packs in one read: this is the API's hottest path.
-    let view = reads
-        .zone_with_packs(&zone_id)
-        .await?
-        .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
-    let view = if retry {
+    let render = |view: &ZoneView| -> Result<Vec<u8>, ApiError> {
+        let packs = view.packs.iter().map(|p| &**p);
+        let envelope = api::Envelope::ok(wire::verifications(packs, &st.config));
+        serde_json::to_vec(&envelope).map_err(ApiError::internal)
+    };
+    let body = if retry {
+        let view = reads
+            .zone_with_packs(&zone_id)
+            .await?
+            .ok_or_else(|| ApiError::unknown_object(uri.path()))?;
         let rate_key = request.extensions().get::<super::RateKey>().copied();
         // Boxed: its future (checks, waits) is large, and the handler's future, as
         // large as its largest state, is moved whole for every request.
-        Box::pin(recheck(&st, uri, &view, rate_key)).await?
+        Bytes::from(render(
+            &*Box::pin(recheck(&st, uri, &view, rate_key)).await?,
+        )?)
     } else {
-        view
-    };
-    // Rendered once per version of the zone: the view is shared through the store's
-    // read cache until the zone changes, and the answer with it.
-    let body = match view.rendered.get() {
-        Some(body) => body.clone(),
-        None => {
-            let packs = view.packs.iter().map(|p| &**p);
-            let envelope = api::Envelope::ok(wire::verifications(packs, &st.config));
-            let body = Bytes::from(serde_json::to_vec(&envelope).map_err(ApiError::internal)?);
-            // Another request may have rendered the same view meanwhile: same bytes.
-            let _ = view.rendered.set(body.clone());
-            body
-        }
+        // The API's hottest path: the answer is rendered once per version of the zone
+        // and kept in the store's read cache with it.
+        reads
+            .zone_answer(&zone_id, render)
+            .await?
+            .ok_or_else(|| ApiError::unknown_object(uri.path()))?
     };
     // Made directly: `([(CONTENT_TYPE, "application/json")], body)` copies the
     // header value into a new allocation and first sets Bytes' own octet-stream type

@@ -7,6 +7,12 @@ use std::fmt;
 #[error("{0}")]
 pub struct ParseError(pub String);
 
+/// `u8::is_ascii_hexdigit` in arithmetic alone, so that a loop over it vectorizes.
+fn is_hex_digit(b: u8) -> bool {
+    // `| 0x20` folds A-F onto a-f (and nothing else onto them).
+    (b.wrapping_sub(b'0') < 10) | ((b | 0x20).wrapping_sub(b'a') < 6)
+}
+
 /// A zone id: 32 lowercase hex characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ZoneId(String);
@@ -14,7 +20,11 @@ pub struct ZoneId(String);
 impl ZoneId {
     /// Accepts exactly 32 hex characters; upper case is folded to lower case.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Every byte is checked, without an early exit, so the loop compiles to a few
+        // vector instructions; `all` with `is_ascii_hexdigit` took a step of several
+        // branches per character, about 1 % of a GET verification's CPU (`perf record`
+        // under `bench/verification.sh`'s load).
+        if s.len() == 32 && s.bytes().fold(true, |ok, b| ok & is_hex_digit(b)) {
             Ok(ZoneId(s.to_ascii_lowercase()))
         } else {
             Err(ParseError(format!(
@@ -205,6 +215,13 @@ impl fmt::Display for Hostname {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_arithmetic_hex_digit_check_agrees_with_std_on_every_byte() {
+        for b in 0..=u8::MAX {
+            assert_eq!(is_hex_digit(b), b.is_ascii_hexdigit(), "byte {b:#04x}");
+        }
+    }
 
     #[test]
     fn zone_ids_are_32_hex() {

@@ -32,7 +32,7 @@ use crate::store::WebhookEndpoint;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A zone and its packs (with their hosts), ordered as they were created.
 #[derive(Debug)]
@@ -44,25 +44,17 @@ pub struct ZoneView {
     /// zone on each write raised the server's peak RSS by 20-30 MB with 100,000 packs
     /// stored, through the allocator's fragmentation).
     pub packs: Vec<Arc<Pack>>,
-    /// The answer rendered from this view by the one endpoint that renders whole views
-    /// (GET verification), kept with the view: the cache drops both when the zone
-    /// changes, so a kept answer is never stale.
-    pub rendered: OnceLock<Bytes>,
 }
 
 impl ZoneView {
-    /// A view of `zone` with `packs`, not rendered yet.
+    /// A view of `zone` with `packs`.
     pub fn new(zone: Zone, packs: Vec<Pack>) -> ZoneView {
         Self::shared(zone, packs.into_iter().map(Arc::new).collect())
     }
 
-    /// A view of `zone` with packs shared with other views, not rendered yet.
+    /// A view of `zone` with packs shared with other views.
     fn shared(zone: Zone, packs: Vec<Arc<Pack>>) -> ZoneView {
-        ZoneView {
-            zone,
-            packs,
-            rendered: OnceLock::new(),
-        }
+        ZoneView { zone, packs }
     }
 
     /// Roughly the bytes the view holds: the cache's unit of size.
@@ -76,7 +68,7 @@ impl ZoneView {
                     + p.certificate.as_ref().map_or(0, |c| c.chain_pem.len())
             })
             .sum();
-        // The rendered answer takes about as much again.
+        // The rendered answer ([`CachedZone::answer`]) takes about as much again.
         2 * (256 + pack_bytes)
     }
 }
@@ -119,6 +111,23 @@ fn zone_key(id: &ZoneId) -> ZoneKey {
     key
 }
 
+/// A cached zone: its view, and the answer rendered from that view by the one endpoint
+/// that renders whole views (GET verification), once a request has rendered it. The
+/// answer is dropped with the view when the zone changes, so a kept answer is never
+/// stale. It is held here, in the map's own memory, rather than in the view: a hit then
+/// reads the map's slot and the answer's bytes, and no other allocation. With 10,000
+/// zones every other allocation read is a cache miss: the view's reference count and
+/// its answer's slot, two lines apart, took about 6 % of a GET verification's CPU
+/// (`perf record` of `bench/verification.sh`'s load). `Bytes`' own count, in an
+/// allocation of its own, is still such a miss; an `Arc<[u8]>` (count beside the first
+/// bytes) handed out through `Bytes::from_owner` instead cost 6 % of req/s more (an
+/// allocation and two more atomic operations per request).
+#[derive(Debug)]
+struct CachedZone {
+    view: Arc<ZoneView>,
+    answer: Option<Bytes>,
+}
+
 /// How many zones' change epochs are remembered; past it they are forgotten at once and
 /// [`Entries::zones_floor`] moves up instead (a fill older than that is dropped). About
 /// 40 bytes each.
@@ -136,7 +145,7 @@ type Fast = foldhash::fast::RandomState;
 struct Entries {
     tokens: HashMap<[u8; 32], Arc<Token>, Fast>,
     users: HashMap<String, Arc<User>>,
-    zones: HashMap<ZoneKey, Arc<ZoneView>, Fast>,
+    zones: HashMap<ZoneKey, CachedZone, Fast>,
     zones_weight: usize,
     /// The epoch at which each zone changed last, for the zones changed since
     /// `zones_floor`.
@@ -185,7 +194,7 @@ impl Default for ReadCache {
 impl Entries {
     /// Removes a zone's view, returned so the caller can drop it after the lock.
     fn take_zone(&mut self, key: &ZoneKey) -> Option<Arc<ZoneView>> {
-        let old = self.zones.remove(key)?;
+        let old = self.zones.remove(key)?.view;
         self.zones_weight = self.zones_weight.saturating_sub(old.weight());
         Some(old)
     }
@@ -194,7 +203,7 @@ impl Entries {
     fn put_zone(&mut self, key: ZoneKey, view: Arc<ZoneView>) -> Option<Arc<ZoneView>> {
         let old = self.take_zone(&key);
         self.zones_weight += view.weight();
-        self.zones.insert(key, view);
+        self.zones.insert(key, CachedZone { view, answer: None });
         old
     }
 
@@ -329,7 +338,23 @@ impl ReadCache {
     }
 
     pub(super) fn zone(&self, id: &ZoneId) -> Option<Arc<ZoneView>> {
-        self.read().zones.get(&zone_key(id)).cloned()
+        self.read().zones.get(&zone_key(id)).map(|z| z.view.clone())
+    }
+
+    /// The answer kept for the zone's cached view (see [`CachedZone`]).
+    pub(super) fn answer(&self, id: &ZoneId) -> Option<Bytes> {
+        self.read().zones.get(&zone_key(id))?.answer.clone()
+    }
+
+    /// Keeps `answer`, rendered from `view`, while `view` is the zone's cached view; a
+    /// view replaced meanwhile (the zone changed) keeps nothing.
+    pub(super) fn keep_answer(&self, view: &Arc<ZoneView>, answer: Bytes) {
+        let mut entries = self.write();
+        if let Some(cached) = entries.zones.get_mut(&zone_key(&view.zone.id))
+            && Arc::ptr_eq(&cached.view, view)
+        {
+            cached.answer = Some(answer);
+        }
     }
 
     /// The webhook endpoints, if known (see [`Entries::webhook_endpoints`]).
@@ -469,7 +494,7 @@ impl ReadCache {
             let entries = self.read();
             by_zone
                 .keys()
-                .map(|key| (*key, entries.zones.get(key).cloned()))
+                .map(|key| (*key, entries.zones.get(key).map(|z| z.view.clone())))
                 .collect()
         };
         let mut updated = Vec::with_capacity(seen.len());
@@ -546,6 +571,32 @@ mod tests {
 
     const A: &str = "023e105f4ecef8ad9ca31a8372d0c353";
     const B: &str = "023e105f4ecef8ad9ca31a8372d0c354";
+
+    #[test]
+    fn an_answer_is_kept_only_for_the_view_it_was_rendered_from() {
+        let a = ZoneId::parse(A).unwrap();
+        let cache = ReadCache::default();
+        let epoch = cache.epoch_at(7);
+        let first = view(A);
+        cache.put_zone(epoch, first.clone());
+        assert_eq!(cache.answer(&a), None, "nothing rendered yet");
+        cache.keep_answer(&first, Bytes::from_static(b"first"));
+        assert_eq!(cache.answer(&a).as_deref(), Some(&b"first"[..]));
+
+        // The zone changes: its answer goes with its view.
+        cache.committed(Some(7), true, Touch::Zone(&a));
+        assert_eq!(cache.answer(&a), None);
+        // A request that rendered the old view finishes late: its answer is not kept,
+        // neither without a view nor beside the next one.
+        cache.keep_answer(&first, Bytes::from_static(b"stale"));
+        assert_eq!(cache.answer(&a), None);
+        let second = view(A);
+        cache.put_zone(cache.epoch_at(8), second.clone());
+        cache.keep_answer(&first, Bytes::from_static(b"stale"));
+        assert_eq!(cache.answer(&a), None);
+        cache.keep_answer(&second, Bytes::from_static(b"second"));
+        assert_eq!(cache.answer(&a).as_deref(), Some(&b"second"[..]));
+    }
 
     #[test]
     fn a_fill_is_dropped_only_when_what_it_read_changed_meanwhile() {

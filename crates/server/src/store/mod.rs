@@ -19,6 +19,7 @@ mod sqlite;
 mod webhooks;
 
 use crate::model::{CaChoice, Pack, PackId, Token, User, Zone, ZoneId};
+use bytes::Bytes;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -259,6 +260,32 @@ impl Reads<'_> {
                 Box::pin(async { s.zone_with_packs(self.pg_epoch(s).await, id).await }).await
             }
         }
+    }
+
+    /// What `render` makes of a zone's view (the API's one answer built from a whole
+    /// view: GET verification's), kept in the read cache beside the view until the zone
+    /// changes: a zone's next request gets the same bytes without rendering, and without
+    /// reading the view (see `cache::CachedZone`). `None` when the zone does not exist.
+    pub async fn zone_answer<E: From<StoreError>>(
+        &self,
+        id: &ZoneId,
+        render: impl FnOnce(&ZoneView) -> Result<Vec<u8>, E>,
+    ) -> Result<Option<Bytes>, E> {
+        let (cache, cached) = match self.store {
+            Store::Sqlite(s) => (s.read_cache(), self.epoch.is_some()),
+            Store::Postgres(s) => (s.read_cache(), Box::pin(self.pg_epoch(s)).await.is_some()),
+        };
+        if cached && let Some(answer) = cache.answer(id) {
+            return Ok(Some(answer));
+        }
+        let Some(view) = self.zone_with_packs(id).await? else {
+            return Ok(None);
+        };
+        let answer = Bytes::from(render(&view)?);
+        if cached {
+            cache.keep_answer(&view, answer.clone());
+        }
+        Ok(Some(answer))
     }
 }
 

@@ -147,6 +147,10 @@ fn clamp(n: u64) -> i64 {
 }
 
 impl PgStore {
+    pub(super) fn read_cache(&self) -> &ReadCache {
+        &self.inner.cache
+    }
+
     /// Commits a write transaction that touched `touch`: with its change notice to the
     /// other nodes, and forgetting it from this node's cache before returning.
     async fn commit(&self, tx: Transaction<'_>, touch: Touch<'_>) -> Result<(), StoreError> {

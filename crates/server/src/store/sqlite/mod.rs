@@ -203,6 +203,10 @@ impl SqliteStore {
         let watch = self.inner.watch.as_ref()?;
         self.inner.cache.epoch_with(|| watch.counter())
     }
+
+    pub(super) fn read_cache(&self) -> &ReadCache {
+        &self.inner.cache
+    }
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
