@@ -41,7 +41,7 @@ use checkpointer::Checkpointer;
 use rusqlite::{Connection, TransactionBehavior};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use thread_local::ThreadLocal;
 use wal_watch::WalWatch;
 
@@ -159,11 +159,30 @@ impl SqliteStore {
         touched: impl FnOnce(&mut T) -> Touch<'t>,
     ) -> Result<T, StoreError> {
         // A panic while holding the lock leaves no state behind it: SQLite rolled back.
-        let mut conn = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match self.inner.writer.try_lock() {
+            Ok(conn) => self.write_on(conn, f, touched),
+            Err(TryLockError::Poisoned(poisoned)) => {
+                self.write_on(poisoned.into_inner(), f, touched)
+            }
+            // Another write holds the connection: a lifecycle batch holds it for
+            // milliseconds. A request thread that waited for it in place held up every
+            // other request of its runtime worker meanwhile (the ACME benchmark's GET
+            // samples spent 1-7 ms before their handler started while customers'
+            // `retry=true` writes queued here), so the wait is handed over.
+            Err(TryLockError::WouldBlock) => outside_the_workers(|| {
+                let conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+                self.write_on(conn, f, touched)
+            }),
+        }
+    }
+
+    /// [`Self::write_then`] on the writer connection, held.
+    fn write_on<'t, T>(
+        &self,
+        mut conn: MutexGuard<'_, Connection>,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+        touched: impl FnOnce(&mut T) -> Touch<'t>,
+    ) -> Result<T, StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Inside the write transaction no other connection can commit: the counter read
         // here is the one this commit moves on from.
@@ -225,6 +244,19 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch("PRAGMA cache_size = -4096;")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Runs `f`, which may wait for milliseconds, without holding up the other tasks of the
+/// calling thread: on a worker of a multi-threaded tokio runtime (the request threads),
+/// the worker's tasks move to another thread first (`block_in_place`). Elsewhere (the
+/// lifecycle's store thread, a single-threaded runtime, no runtime) it simply runs.
+fn outside_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// Reads through the cache: what `cached` holds when `epoch` allows it, else what `read`

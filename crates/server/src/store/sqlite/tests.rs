@@ -704,3 +704,42 @@ fn webhook_endpoints_are_known_from_a_batch_until_they_may_have_changed() {
     write(&s);
     assert_eq!(s.known_webhook_endpoints().unwrap().len(), 2);
 }
+
+#[test]
+fn a_write_waiting_for_the_writer_connection_leaves_its_worker_to_other_tasks() {
+    let (_d, s) = store();
+    let z = zone(&s);
+    // One worker: a task that blocked it in place would stop every other task.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Held as a lifecycle batch holds it.
+    let batch = s.inner.writer.lock().unwrap();
+    rt.block_on(async {
+        let (started, mut writing) = tokio::sync::mpsc::unbounded_channel();
+        let write = {
+            let (s, p) = (s.clone(), pack(&z));
+            tokio::spawn(async move {
+                let _ = started.send(());
+                s.insert_pack(&p, 10)
+            })
+        };
+        writing.recv().await.unwrap();
+        // Time for the write to reach the lock and wait there. The waits here block this
+        // thread, not the runtime's: with the worker stuck, its timers would never fire
+        // and the test would hang instead of failing.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (answer, answered) = std::sync::mpsc::channel();
+        tokio::spawn(async move { answer.send("answered") });
+        assert_eq!(
+            answered.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok("answered"),
+            "another task ran while the write waited"
+        );
+        drop(batch);
+        write.await.unwrap().unwrap();
+    });
+    assert_eq!(s.packs_of_zone(&z.id).unwrap().len(), 1);
+}
