@@ -95,6 +95,26 @@ pub(crate) struct Args {
     /// server at nice 10), as before.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     stand_ins_idle: bool,
+    /// Where the stand-ins run during zonecert's phase (the floor's phase leaves them
+    /// where the scheduler puts them): `all` (the default: anywhere), a `taskset -c`
+    /// list, or `auto` (the server's CPUs but the first, where zonecert keeps its
+    /// lifecycle threads, when it has two or more). Every thread of Pebble and of this process
+    /// but the GET sampler's moves there; the sampler and the server's request threads
+    /// keep every CPU. Why: the idle class does not keep an idle-class thread off a CPU
+    /// a normal thread wakes up on. The kernel's fair scheduler (EEVDF) places a waking
+    /// thread by the lag it earned, and an idle-class thread's lag, counted in its tiny
+    /// weight's virtual time, is worth up to a tick of real time (4 ms at 250 Hz): a
+    /// `perf record` of sched_switch and sched_wakeup during a run showed request threads
+    /// woken on CPU 0 while CPU 0 switched from one Pebble thread to another for 1-2 ms
+    /// (35 waits over 0.5 ms in 5 s, 42 ms in all; softirqs were not it, the longest
+    /// NET_RX 248 us). On machines of their own the stand-ins take none of the server's
+    /// CPUs. Not the default: `auto` cut those waits (10 over 0.5 ms in 5 s, 17 ms), but
+    /// over three alternated runs each (with the server's writes no longer blocking its
+    /// workers) the GET p99 ratio was 1.99 / 2.51 / 1.88 with `auto` against 1.99 /
+    /// 1.94 / 1.91 with `all`, and zonecert's throughput fell from 1.9x the floor to
+    /// 1.2x (Pebble and the lifecycle on one CPU).
+    #[arg(long, default_value = "all")]
+    stand_ins_cpus: String,
     /// Extra flags for zonecert serve (space-separated).
     #[arg(long, default_value = "")]
     server_flags: String,
@@ -133,6 +153,8 @@ fn main() -> anyhow::Result<()> {
     };
     // This thread runs the main future (the customers, the floor's client): a stand-in.
     stand_in_thread();
+    // The sampler keeps the CPUs the program started with, whatever the stand-ins get.
+    sampler::sample_on_cpus(zonecert_server::sched::process_cpus().unwrap_or_default());
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(stand_in_thread)
@@ -364,6 +386,7 @@ async fn zonecert_phase(
     dns: &Arc<DnsServer>,
     work: &Path,
 ) -> anyhow::Result<ZonecertFigures> {
+    confine_stand_ins(pebble, &args.stand_ins_cpus, &args.server_cpu)?;
     let bin = sibling_binary()?;
     let data = work.join("data");
     std::fs::create_dir_all(&data)?;
@@ -526,6 +549,57 @@ fn start_dns_below_the_sampler(idle: bool) -> anyhow::Result<Arc<DnsServer>> {
             });
         })?;
     rx.recv()?
+}
+
+/// Moves the stand-ins onto the CPUs `--stand-ins-cpus` names (`choice`; `auto` reads
+/// `server_cpus`, the server's `taskset -c` list): every thread of Pebble and of this
+/// process but the GET sampler's. Threads they start later inherit it.
+fn confine_stand_ins(pebble: &Pebble, choice: &str, server_cpus: &str) -> anyhow::Result<()> {
+    let cpus = match choice {
+        "all" => return Ok(()),
+        "auto" => {
+            let server = match zonecert_server::sched::LifecycleCpus::parse(server_cpus) {
+                Ok(zonecert_server::sched::LifecycleCpus::List(cpus)) => cpus,
+                _ => bail!("--server-cpu {server_cpus:?} is not a CPU list"),
+            };
+            if server.len() < 2 {
+                return Ok(());
+            }
+            server[1..]
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        list => list.to_owned(),
+    };
+    let mut processes = vec![std::process::id()];
+    processes.extend(pebble.pid());
+    let mut moved = 0;
+    for pid in processes {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let tid = task?.file_name();
+            let tid = tid.to_string_lossy();
+            let comm =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+            if comm.trim_end() == "sampler" {
+                continue;
+            }
+            let status = std::process::Command::new("taskset")
+                .args(["-p", "-c", &cpus, &tid])
+                .stdout(std::process::Stdio::null())
+                .status()?;
+            // A thread that ended meanwhile is no longer there to move.
+            if !status.success() && std::fs::metadata(format!("/proc/{pid}/task/{tid}")).is_ok() {
+                bail!("taskset -p -c {cpus} {tid} failed");
+            }
+            moved += 1;
+        }
+    }
+    eprintln!(
+        "== stand-ins ({moved} threads of Pebble and this process, not the sampler) on CPUs {cpus}"
+    );
+    Ok(())
 }
 
 /// How long a customer waits before sending `retry=true` again for a pack still pending.

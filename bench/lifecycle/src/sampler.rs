@@ -15,7 +15,7 @@
 //! and reading answers, and that delay is the benchmark's, not the server's.
 
 use rand::Rng;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
@@ -51,6 +51,17 @@ impl Latencies {
     }
 }
 
+/// The CPUs the sampler's thread runs on, once set ([`sample_on_cpus`]); else those of
+/// the thread that starts it, which the ACME benchmark may have confined with the
+/// stand-ins.
+static CPUS: OnceLock<Vec<usize>> = OnceLock::new();
+
+/// Runs every later sampler thread on `cpus` (the first call wins).
+#[allow(dead_code)] // the lifecycle benchmark confines nothing
+pub fn sample_on_cpus(cpus: Vec<usize>) {
+    let _ = CPUS.set(cpus);
+}
+
 /// Samples at `rate` requests per second until `stop` turns true (or `limit` passes),
 /// then waits for the answers still due. Runs on a thread of its own (see above).
 pub async fn sample(
@@ -68,6 +79,9 @@ pub async fn sample(
         .spawn(move || {
             // Where refused, the sampler runs at the default slice (as before).
             let _ = zonecert_server::sched::prefer_latency();
+            if let Some(cpus) = CPUS.get().filter(|c| !c.is_empty()) {
+                let _ = zonecert_server::sched::run_on_cpus(cpus);
+            }
             let outcome = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -215,6 +215,11 @@ impl Pebble {
         }
     }
 
+    /// The running Pebble's process id (its threads are under `/proc/PID/task`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     /// Pebble's TLS certificate and key (PEM files), for a server standing in front of
     /// it under the same name.
     pub fn tls_files(&self) -> (PathBuf, PathBuf) {
