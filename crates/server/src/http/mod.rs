@@ -17,6 +17,7 @@ mod zones;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lifecycle::Signals;
+use crate::metrics::RouteLabel;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -197,33 +198,44 @@ impl Routes {
 /// router uses (matchit), over the same templates. As a layer in every route it saw
 /// `MatchedPath`, but axum cloned and called that layer's boxed service for every
 /// request (see the commit that made this for the figures).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RouteLabels {
-    templates: Vec<String>,
+    routes: Vec<RouteLabel>,
     matcher: matchit::Router<usize>,
+    unmatched: RouteLabel,
+}
+
+impl Default for RouteLabels {
+    fn default() -> Self {
+        RouteLabels {
+            routes: Vec::new(),
+            matcher: matchit::Router::new(),
+            unmatched: RouteLabel::new(UNMATCHED),
+        }
+    }
 }
 
 impl RouteLabels {
     fn insert(&mut self, template: &str) {
         // axum merges the methods of a path registered twice: one template.
-        if self.templates.iter().any(|t| t == template) {
+        if self.routes.iter().any(|r| r.template() == template) {
             return;
         }
         // axum refuses (panics on) the same templates when they are registered, which
         // `Routes::route` does next: this is a route table that cannot serve.
-        if let Err(e) = self.matcher.insert(template, self.templates.len()) {
+        if let Err(e) = self.matcher.insert(template, self.routes.len()) {
             panic!("the route {template:?} cannot be matched: {e}");
         }
-        self.templates.push(template.to_owned());
+        self.routes.push(RouteLabel::new(template));
     }
 
-    /// The template of the route `path` matches, [`UNMATCHED`] for none.
-    fn label(&self, path: &str) -> &str {
+    /// The route `path` matches, [`UNMATCHED`]'s for none.
+    fn label(&self, path: &str) -> &RouteLabel {
         self.matcher
             .at(path)
             .ok()
-            .and_then(|found| self.templates.get(*found.value))
-            .map_or(UNMATCHED, String::as_str)
+            .and_then(|found| self.routes.get(*found.value))
+            .unwrap_or(&self.unmatched)
     }
 }
 
