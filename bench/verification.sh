@@ -10,7 +10,7 @@
 # PASS/FAIL per target on the medians.
 #
 # Usage: bench/verification.sh          (from the repository root or anywhere)
-# Knobs (environment): ZONES=10000 DURATION=10 WARMUP=3 ROUNDS=3 CONNECTIONS=64 WRK_THREADS=1
+# Knobs (environment): ZONES=10000 DURATION=10 WARMUP=3 ROUNDS=5 CONNECTIONS=64 WRK_THREADS=1
 #   SERVER_CPU=0 LOAD_CPU=1 DATA_DIR=<dir to keep/reuse the loaded data> SKIP_BUILD=1
 #   ZONECERT_BIN=<binary to measure instead of target/release/zonecert>
 #   FLOOR_BIN=<bare floor binary instead of target/release/zonecert-bare-floor>
@@ -21,7 +21,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 ZONES=${ZONES:-10000}
 DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+# Five rounds: the metrics' cost is a few per cent, and between two rounds of the same
+# pair of servers it moved from 0.3 to 7 % (three rounds' median: 3.1 % in one run, 5.7 %
+# in the next; session 16's A/B of the same two binaries, six rounds: 0.3-5.8 %, median
+# about 3 %).
+ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 # One wrk thread for the one load core: two threads on one core take turns, and a
@@ -143,12 +147,19 @@ reader=$(token bench-reader "SSL and Certificates Read")
 # machine's speed drifts over minutes, so a ratio of two runs made a minute apart moved
 # by +-15 % between runs of the same binaries; measured in alternation, both sides of a
 # ratio see the same drift.
+# The /healthz floor has a zonecert of its own: served by the metrics-on server, it left
+# that server's GET verification 0.3-0.8 us of CPU per request slower than the metrics-off
+# server's in every round (5.6-5.9 % "cost of metrics"), where two servers that served
+# only GET verification differed by about 1 % (session 16).
 cp -a "$data" "$work/data-metrics-off"
+cp -a "$data" "$work/data-floor"
 start zonecert taskset -c "$SERVER_CPU" env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
   --data-dir "$data" --rate-limit off
 start zonecert_off taskset -c "$SERVER_CPU" env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
   --data-dir "$work/data-metrics-off" --rate-limit off --metrics false
-log "zonecert pid ${pid_of[zonecert]} (metrics on), ${pid_of[zonecert_off]} (--metrics false), on CPU $SERVER_CPU"
+start zonecert_floor taskset -c "$SERVER_CPU" env ZONECERT_LIFECYCLE=false "$bin" serve --listen 127.0.0.1:0 \
+  --data-dir "$work/data-floor" --rate-limit off
+log "zonecert pid ${pid_of[zonecert]} (metrics on), ${pid_of[zonecert_off]} (--metrics false), ${pid_of[zonecert_floor]} (/healthz), on CPU $SERVER_CPU"
 
 # Sanity: one zone's view holds its 2 packs x 2 hosts; its bytes are the bare floor's
 # answer (every zone's answer has the same size to within a few bytes: the same packs
@@ -190,7 +201,8 @@ measure() { # label, server name, url path, lua args... Prints wrk's fields plus
   fi
   after=$(cpu_ticks "$pid")
   requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
-  echo "$line cpu_us=$(( (after - before) * 1000000 / tick_hz / (requests > 0 ? requests : 1) ))"
+  # In nanoseconds: whole microseconds (8 or 9) hid a cost of a few per cent.
+  echo "$line cpu_ns=$(( (after - before) * 1000000000 / tick_hz / (requests > 0 ? requests : 1) ))"
 }
 
 routes=(floor verification verification_metrics_off bare_floor)
@@ -199,7 +211,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for i in "${!routes[@]}"; do
     route=${routes[$(( (i + round - 1) % ${#routes[@]} ))]}
     case $route in
-      floor) line=$(measure floor zonecert /healthz static) ;;
+      floor) line=$(measure floor zonecert_floor /healthz static) ;;
       verification) line=$(measure verification zonecert / verification "$ids_file") ;;
       verification_metrics_off) line=$(measure verification_metrics_off zonecert_off / verification "$ids_file") ;;
       bare_floor) line=$(measure bare_floor bare / verification "$ids_file") ;;
@@ -208,7 +220,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 rss_kb=$(peak_rss_kb "${pid_of[zonecert]}")
-for name in zonecert zonecert_off bare; do stop "$name"; done
+for name in zonecert zonecert_off zonecert_floor bare; do stop "$name"; done
 
 printf '%s\n' "${results[@]}" >"$work/results.txt"
 python3 - "$work/results.txt" "$rss_kb" "$MIN_RATIO" "$MAX_P99_MS" "$MAX_RSS_MB" \
@@ -246,13 +258,13 @@ for n in rounds:
         f = by[(n, label)]
         errors = f["status_errors"] + f["socket_errors"]
         print(f"{n:>5} {name:<40} {f['rps']:>9.0f} {f['p50_us']/1000:>8.2f} {f['p99_us']/1000:>8.2f} "
-              f"{f['rps']/floor['rps']:>9.2f} {f['rps']/bare['rps']:>8.2f} {f['cpu_us']:>11} {errors:>7}")
+              f"{f['rps']/floor['rps']:>9.2f} {f['rps']/bare['rps']:>8.2f} {f['cpu_ns']/1000:>11.2f} {errors:>7}")
 def per_round(fn):
     return statistics.median(fn(n) for n in rounds)
 ratio = per_round(lambda n: by[(n, "verification")]["rps"] / by[(n, "floor")]["rps"])
 bare_ratio = per_round(lambda n: by[(n, "verification")]["rps"] / by[(n, "bare_floor")]["rps"])
 metrics_cost = per_round(lambda n: 1 - by[(n, "verification")]["rps"] / by[(n, "verification_metrics_off")]["rps"])
-cpu_cost = per_round(lambda n: by[(n, "verification")]["cpu_us"] / max(by[(n, "verification_metrics_off")]["cpu_us"], 1) - 1)
+cpu_cost = per_round(lambda n: by[(n, "verification")]["cpu_ns"] / max(by[(n, "verification_metrics_off")]["cpu_ns"], 1) - 1)
 p99_ms = median("verification", "p99_us") / 1000
 errors = sum(by[(n, "verification")]["status_errors"] + by[(n, "verification")]["socket_errors"] for n in rounds)
 print()
@@ -260,13 +272,13 @@ print("medians of the rounds:")
 print(f"{'route':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
 for name, label in routes:
     print(f"{name:<40} {median(label, 'rps'):>9.0f} {median(label, 'p50_us')/1000:>8.2f} "
-          f"{median(label, 'p99_us')/1000:>8.2f} {median(label, 'cpu_us'):>11.0f}")
+          f"{median(label, 'p99_us')/1000:>8.2f} {median(label, 'cpu_ns')/1000:>11.2f}")
 print(f"ratios (median of the rounds' own ratios): verification / healthz {ratio:.2f}, "
       f"verification / bare route {bare_ratio:.2f}")
 print(f"metrics cost: {metrics_cost * 100:.1f} % of req/s, {cpu_cost * 100:.1f} % of server CPU per request "
       "(metrics on vs --metrics false, median of the rounds)")
 print(f"server CPU per request, verification / floor: "
-      f"{median('verification', 'cpu_us') / max(median('floor', 'cpu_us'), 1):.2f} "
+      f"{median('verification', 'cpu_ns') / max(median('floor', 'cpu_ns'), 1):.2f} "
       "(ratio of CPU costs; steadier than req/s when the machine is shared)")
 print(f"server peak RSS (VmHWM, metrics on, every round): {rss_mb:.1f} MB")
 print()
