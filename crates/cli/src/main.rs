@@ -156,6 +156,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `serve --request-cpus`: before the runtime starts, so its threads inherit the CPUs.
+    if let Command::Serve(args) = &cli.command
+        && let Err(e) = args.confine_request_threads()
+    {
+        log_sink::print_line(std::io::stderr(), format_args!("error: {e}"));
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // Request threads preempt lifecycle work when they wake (see
         // `zonecert_server::sched`). A refusal is reported by `serve`, which asks again

@@ -39,6 +39,14 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Keeps the calling thread and the threads it starts from now on (the request
+    /// runtime's, started next) on `--request-cpus`; an error when the list names none of
+    /// the process's CPUs. The main thread calls this before it builds the runtime.
+    pub fn confine_request_threads(&self) -> anyhow::Result<()> {
+        zonecert_server::sched::confine_request_threads(&self.settings.request_cpus)?;
+        Ok(())
+    }
+
     /// Records what only the parsed matches know: whether `--lifecycle` was given by a
     /// flag, a variable or the file (`file_keys`) instead of defaulted.
     pub fn note_sources(&mut self, matches: &ArgMatches, file_keys: &[String]) {
@@ -53,7 +61,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<Config> {
     if config.lifecycle_cpus != zonecert_server::config::LifecycleCpus::Auto {
         // Checked here, so that a list the kernel cannot honour stops the start with an
         // error (`run` installs the choice and would only warn).
-        let ours = zonecert_server::sched::process_cpus()?;
+        let ours = zonecert_server::sched::server_cpus()?;
         config
             .lifecycle_cpus
             .resolve(&ours)
@@ -169,11 +177,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = configure(&args)?;
     // The binary's placement of the server's threads (see `zonecert_server::sched`),
     // before the store opens: its checkpointer is a background thread.
+    if config.request_cpus != zonecert_server::config::RequestCpus::All {
+        let cpus = zonecert_server::sched::process_cpus().unwrap_or_default();
+        tracing::info!(?cpus, "request threads run on these CPUs");
+    }
     match zonecert_server::sched::install(&config.lifecycle_cpus) {
-        Ok(Some(cpus)) => tracing::info!(
-            ?cpus,
-            "lifecycle threads run on these CPUs, requests on all"
-        ),
+        Ok(Some(cpus)) => tracing::info!(?cpus, "lifecycle threads run on these CPUs"),
         Ok(None) => {}
         Err(e) => tracing::warn!(reason = %e, "lifecycle threads run on every CPU"),
     }

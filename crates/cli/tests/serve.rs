@@ -427,6 +427,111 @@ fn lifecycle_threads_run_on_their_cpus_and_requests_on_all() {
     );
 }
 
+/// The CPUs of a list as `Cpus_allowed_list` gives it (`0-2,5`).
+fn cpu_list(list: &str) -> Vec<usize> {
+    list.split(',')
+        .filter(|p| !p.is_empty())
+        .flat_map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            a.trim().parse::<usize>().unwrap()..=b.trim().parse::<usize>().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn request_threads_run_on_their_cpus_apart_from_the_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    for (list, says) in [
+        ("x", "CPU list"),
+        ("auto", "CPU list"),
+        ("1000", "none of the request CPUs"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--request-cpus",
+                list,
+                "--data-dir",
+            ])
+            .arg(dir.path().join("refused"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--request-cpus {list} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "--request-cpus {list}: {stderr}");
+    }
+
+    let ours = cpu_list(&allowed_cpus(Path::new("/proc/self")));
+    if ours.len() < 2 {
+        eprintln!("one CPU ({ours:?}): nothing to keep apart");
+        return;
+    }
+    // Requests on the first CPU; the lifecycle's `auto` (every CPU but the first)
+    // resolves against all of the process's CPUs, not against the requests' one.
+    let first = ours[0];
+    let (child, base) = serve(
+        dir.path(),
+        &[
+            "--lifecycle",
+            "true",
+            "--request-cpus",
+            &first.to_string(),
+            "--dcv-resolvers",
+            "127.0.0.1:9",
+        ],
+        &[],
+    );
+    let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let threads = loop {
+        let threads: Vec<(String, Vec<usize>)> = std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                (comm.trim().to_owned(), cpu_list(&allowed_cpus(&t.path())))
+            })
+            .collect();
+        if threads.iter().any(|(name, _)| name == "zonecert-lc-sto") || Instant::now() > deadline {
+            break threads;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The confined request threads still serve.
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches("/client/v4")
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut conn, b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    stop(child);
+    let on = |name: &str| -> Vec<&Vec<usize>> {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, c)| c)
+            .collect()
+    };
+    for (kind, expected) in [
+        ("tokio-rt-worker", vec![first]),
+        ("zonecert-lifecy", ours[1..].to_vec()),
+        ("zonecert-lc-sto", ours[1..].to_vec()),
+        ("zonecert-ckpt", ours[1..].to_vec()),
+    ] {
+        let cpus = on(kind);
+        assert!(!cpus.is_empty(), "no {kind} thread among {threads:?}");
+        assert!(
+            cpus.iter().all(|c| **c == expected),
+            "{kind} on {cpus:?}, not {expected:?}"
+        );
+    }
+}
+
 /// The settings README.md's configuration table documents (`--flag` names).
 fn documented_flags() -> Vec<String> {
     let readme =
@@ -485,6 +590,7 @@ async fn a_config_file_takes_every_documented_key_by_the_flags_names() {
         ("key_type", "\"rsa-2048\"".to_owned()),
         ("brand_keywords", "[\"paypal\", \"bank\"]".to_owned()),
         ("lifecycle_cpus", "\"all\"".to_owned()),
+        ("request_cpus", "\"all\"".to_owned()),
         ("header_read_timeout", "\"10s\"".to_owned()),
         ("body_read_timeout", "\"30s\"".to_owned()),
         ("idle_timeout", "\"1m\"".to_owned()),

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use crate::issuance::KeyType;
 pub use crate::issuance::acme::{AcmeCaSettings, Eab};
 use crate::model::CaChoice;
-pub use crate::sched::LifecycleCpus;
+pub use crate::sched::{LifecycleCpus, RequestCpus};
 
 /// Where the server keeps its data unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "zonecert-data";
@@ -151,6 +151,11 @@ pub struct Config {
     #[arg(long, env = "ZONECERT_LIFECYCLE_CPUS", default_value = "auto",
           value_parser = ValueParser::new(LifecycleCpus::parse))]
     pub lifecycle_cpus: LifecycleCpus,
+    /// CPUs of the request threads: `all`, or a list such as `0` that keeps them apart
+    /// from the lifecycle's CPUs and from other busy programs on the machine.
+    #[arg(long, env = "ZONECERT_REQUEST_CPUS", default_value = "all",
+          value_parser = ValueParser::new(RequestCpus::parse))]
+    pub request_cpus: RequestCpus,
     /// Longest wait for a request head, from its first byte to its end (slowloris).
     #[arg(long, env = "ZONECERT_HEADER_READ_TIMEOUT", default_value = "10s",
           value_parser = ValueParser::new(parse_duration))]

@@ -58,6 +58,7 @@ fn the_defaults_are_the_declared_ones() {
     assert_eq!(c.key_type, KeyType::EcdsaP256);
     assert!(c.brand_keywords.is_empty());
     assert_eq!(c.lifecycle_cpus, LifecycleCpus::Auto);
+    assert_eq!(c.request_cpus, RequestCpus::All);
     assert_eq!(c.max_body_bytes, 1024 * 1024);
 }
 

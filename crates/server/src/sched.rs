@@ -31,6 +31,13 @@
 //! a scheduler tick (4 ms on a 250 Hz kernel) about once in a hundred requests. The
 //! lifecycle gives up that CPU's share; requests still use every CPU.
 //!
+//! Where the machine runs other busy programs beside the server (a resolver, a CA of
+//! one's own, batch jobs), the request threads can be kept on CPUs of their own too
+//! ([`RequestCpus`], `--request-cpus`): the background threads stay off the first CPU
+//! by default, but nothing keeps the other programs off it, and the kernel wakes a
+//! request thread on whichever CPU it finds least busy. With `--request-cpus 0
+//! --lifecycle-cpus 1` on two CPUs, neither side's threads ever wait for the other's.
+//!
 //! All of this is the program's policy, not the library's: the server's threads follow
 //! it only once the program has called [`install`] (`zonecert serve` does).
 //!
@@ -69,32 +76,64 @@ pub enum LifecycleCpus {
     List(Vec<usize>),
 }
 
+/// Parses a CPU list as `taskset -c` takes it (`1-3,5`), ascending, without repeats.
+/// `choices` names the words the setting also takes, for the error.
+fn parse_cpu_list(s: &str, choices: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("CPU list {s:?}: expected {choices} or a list such as `1-3,5`");
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let first: usize = first.parse().map_err(|_| bad())?;
+        let last: usize = last.parse().map_err(|_| bad())?;
+        if first > last || last >= MAX_CPUS {
+            return Err(bad());
+        }
+        cpus.extend(first..=last);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// The CPUs of `wanted` that are among `allowed` (the process's, ascending): `None` when
+/// that is all of `allowed`, an error naming `what` when it is none of them.
+fn usable_cpus(
+    wanted: &[usize],
+    allowed: &[usize],
+    what: &str,
+) -> Result<Option<Vec<usize>>, String> {
+    if allowed.is_empty() {
+        return Err(
+            "this system does not tell which CPUs the process may use: give no CPU list".into(),
+        );
+    }
+    let usable: Vec<usize> = wanted
+        .iter()
+        .copied()
+        .filter(|c| allowed.contains(c))
+        .collect();
+    if usable.is_empty() {
+        Err(format!(
+            "none of the {what} CPUs {wanted:?} is among the process's CPUs {allowed:?}"
+        ))
+    } else if usable.len() == allowed.len() {
+        Ok(None)
+    } else {
+        Ok(Some(usable))
+    }
+}
+
 impl LifecycleCpus {
     /// Parses `auto`, `all` or a CPU list as `taskset -c` takes it (`1-3,5`).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        match s {
-            "auto" => return Ok(LifecycleCpus::Auto),
-            "all" => return Ok(LifecycleCpus::All),
-            _ => {}
+        match s.trim() {
+            "auto" => Ok(LifecycleCpus::Auto),
+            "all" => Ok(LifecycleCpus::All),
+            list => parse_cpu_list(list, "`auto`, `all`").map(LifecycleCpus::List),
         }
-        let bad = || format!("CPU list {s:?}: expected `auto`, `all` or a list such as `1-3,5`");
-        let mut cpus = Vec::new();
-        for part in s.split(',').map(str::trim) {
-            let (first, last) = match part.split_once('-') {
-                Some((a, b)) => (a.trim(), b.trim()),
-                None => (part, part),
-            };
-            let first: usize = first.parse().map_err(|_| bad())?;
-            let last: usize = last.parse().map_err(|_| bad())?;
-            if first > last || last >= MAX_CPUS {
-                return Err(bad());
-            }
-            cpus.extend(first..=last);
-        }
-        cpus.sort_unstable();
-        cpus.dedup();
-        Ok(LifecycleCpus::List(cpus))
     }
 
     /// The CPUs this choice gives the background threads out of `allowed` (the
@@ -104,28 +143,68 @@ impl LifecycleCpus {
             LifecycleCpus::All => Ok(None),
             LifecycleCpus::Auto if allowed.len() < 2 => Ok(None),
             LifecycleCpus::Auto => Ok(Some(allowed[1..].to_vec())),
-            LifecycleCpus::List(_) if allowed.is_empty() => Err(
-                "this system does not tell which CPUs the process may use: use `auto` or `all`"
-                    .into(),
-            ),
-            LifecycleCpus::List(cpus) => {
-                let usable: Vec<usize> = cpus
-                    .iter()
-                    .copied()
-                    .filter(|c| allowed.contains(c))
-                    .collect();
-                if usable.is_empty() {
-                    Err(format!(
-                        "none of the lifecycle CPUs {cpus:?} is among the process's CPUs {allowed:?}"
-                    ))
-                } else if usable.len() == allowed.len() {
-                    Ok(None)
-                } else {
-                    Ok(Some(usable))
-                }
-            }
+            LifecycleCpus::List(cpus) => usable_cpus(cpus, allowed, "lifecycle"),
         }
     }
+}
+
+/// Which CPUs the request threads (the API's runtime, the thread that accepts
+/// connections, and the threads they start) may run on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RequestCpus {
+    /// Every CPU of the process (the default).
+    #[default]
+    All,
+    /// These CPUs (those of them the process may use).
+    List(Vec<usize>),
+}
+
+impl RequestCpus {
+    /// Parses `all` or a CPU list as `taskset -c` takes it (`0`, `0-1,4`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "all" => Ok(RequestCpus::All),
+            list => parse_cpu_list(list, "`all`").map(RequestCpus::List),
+        }
+    }
+
+    /// The CPUs this choice gives the request threads out of `allowed` (the process's,
+    /// ascending); `None` when they may use all of them.
+    pub fn resolve(&self, allowed: &[usize]) -> Result<Option<Vec<usize>>, String> {
+        match self {
+            RequestCpus::All => Ok(None),
+            RequestCpus::List(cpus) => usable_cpus(cpus, allowed, "request"),
+        }
+    }
+}
+
+/// The CPUs the process could use when [`confine_request_threads`] narrowed the
+/// calling thread's (which the other threads inherit); the background threads' choice
+/// resolves against these, not against the request threads' CPUs.
+static SERVER_CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+/// The CPUs the server may use: those of the process before [`confine_request_threads`]
+/// narrowed them, else the calling thread's.
+pub fn server_cpus() -> Result<Vec<usize>, SchedError> {
+    match SERVER_CPUS.get() {
+        Some(cpus) => Ok(cpus.clone()),
+        None => process_cpus(),
+    }
+}
+
+/// Keeps the calling thread, and every thread it starts from now on, on the CPUs
+/// `choice` gives requests: for the program's main thread before it starts the request
+/// runtime. The background threads leave for their own CPUs as they start, resolved
+/// against the CPUs the process had before this call ([`server_cpus`]). Returns the
+/// request threads' CPUs, `None` for all of them.
+pub fn confine_request_threads(choice: &RequestCpus) -> Result<Option<Vec<usize>>, SchedError> {
+    let all = server_cpus()?;
+    let cpus = choice.resolve(&all).map_err(SchedError)?;
+    if let Some(cpus) = &cpus {
+        let _ = SERVER_CPUS.set(all);
+        run_on_cpus(cpus)?;
+    }
+    Ok(cpus)
 }
 
 /// Whether the program installed this placement ([`install`]); until then the server's
@@ -176,14 +255,13 @@ const MAX_CPUS: usize = 1024;
 /// The background threads' CPUs, when confined (set by [`confine_background_threads`]).
 static BACKGROUND_CPUS: std::sync::RwLock<Option<Vec<usize>>> = std::sync::RwLock::new(None);
 
-/// Resolves `choice` against the calling thread's CPUs (which threads started later
-/// inherit) and confines every background thread that starts or lowers itself from now
+/// Resolves `choice` against the server's CPUs ([`server_cpus`]) and confines every background thread that starts or lowers itself from now
 /// on to the result. Returns the background threads' CPUs, `None` for all of them.
 /// Process-wide: the last call wins.
 pub fn confine_background_threads(
     choice: &LifecycleCpus,
 ) -> Result<Option<Vec<usize>>, SchedError> {
-    let cpus = choice.resolve(&process_cpus()?).map_err(SchedError)?;
+    let cpus = choice.resolve(&server_cpus()?).map_err(SchedError)?;
     let mut plan = BACKGROUND_CPUS
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -406,6 +484,25 @@ mod tests {
         assert!(list.resolve(&[0, 2]).is_err(), "none of them usable");
         assert!(list.resolve(&[]).is_err(), "CPUs unknown");
         assert_eq!(LifecycleCpus::Auto.resolve(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn request_cpu_lists_parse_and_resolve() {
+        assert_eq!(RequestCpus::parse(" all ").unwrap(), RequestCpus::All);
+        assert_eq!(
+            RequestCpus::parse("0,2-3").unwrap(),
+            RequestCpus::List(vec![0, 2, 3])
+        );
+        for bad in ["", "auto", "x", "3-2", "5000"] {
+            assert!(RequestCpus::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(RequestCpus::All.resolve(&[0, 1]).unwrap(), None);
+        let first = RequestCpus::List(vec![0]);
+        assert_eq!(first.resolve(&[0, 1]).unwrap(), Some(vec![0]));
+        assert_eq!(first.resolve(&[0]).unwrap(), None, "every CPU");
+        let err = first.resolve(&[1, 2]).unwrap_err();
+        assert!(err.contains("none of the request CPUs"), "{err}");
+        assert!(first.resolve(&[]).is_err(), "CPUs unknown");
     }
 
     #[test]
