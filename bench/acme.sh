@@ -6,7 +6,8 @@
 # throughput ratio to the floor, order -> active median against the floor's single order,
 # GET verification p99 during the run against idle. Pebble, the DNS server and the
 # benchmark's own customers stand in for other machines: they run in the idle scheduling
-# class (--stand-ins-idle false: the normal class), the server in the normal class.
+# class (--stand-ins-idle false: the normal class) on the server's CPUs but the first,
+# where zonecert's request threads run (--stand-ins-cpus; `all` shares every CPU).
 #
 # Usage: bench/acme.sh [zonecert-acme-bench flags...]   e.g. --packs 1000 --concurrency 32
 # Knobs (environment): SERVER_CPU=0-N SKIP_BUILD=1 CARGO_TARGET_DIR (where cargo builds)

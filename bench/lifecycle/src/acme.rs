@@ -18,10 +18,11 @@
 //! validation adds no random sleep to either side, and is restarted between the floor
 //! and zonecert, so each side starts with an empty CA. Pebble, the loopback DNS server,
 //! the testkit's front and the customers stand in for machines elsewhere: by default
-//! (`--stand-ins-idle`) they run in the idle scheduling class, on CPU time neither the
-//! server nor the sampler wants, for the floor and zonecert alike. Only the server
-//! (started in the normal class whatever this process runs at) and the sampler (a short
-//! time slice) compete for the CPU as they would on a machine of their own. A Pebble
+//! they run on the server's CPUs but the first (`--stand-ins-cpus`), in the idle
+//! scheduling class (`--stand-ins-idle`), for the floor and zonecert alike, and
+//! zonecert's request threads keep the first CPU (`zonecert serve --request-cpus`). The
+//! server starts in the normal class whatever this process runs at; the sampler (a
+//! short time slice) may use every CPU. A Pebble
 //! that deadlocks (Debian's 2.4 does, often in zonecert's first burst of orders) is told
 //! within seconds and the phase runs again on a restarted Pebble.
 //!
@@ -95,25 +96,26 @@ pub(crate) struct Args {
     /// server at nice 10), as before.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     stand_ins_idle: bool,
-    /// Where the stand-ins run during zonecert's phase (the floor's phase leaves them
-    /// where the scheduler puts them): `all` (the default: anywhere), a `taskset -c`
-    /// list, or `auto` (the server's CPUs but the first, where zonecert keeps its
-    /// lifecycle threads, when it has two or more). Every thread of Pebble and of this process
-    /// but the GET sampler's moves there; the sampler and the server's request threads
-    /// keep every CPU. Why: the idle class does not keep an idle-class thread off a CPU
-    /// a normal thread wakes up on. The kernel's fair scheduler (EEVDF) places a waking
-    /// thread by the lag it earned, and an idle-class thread's lag, counted in its tiny
-    /// weight's virtual time, is worth up to a tick of real time (4 ms at 250 Hz): a
-    /// `perf record` of sched_switch and sched_wakeup during a run showed request threads
-    /// woken on CPU 0 while CPU 0 switched from one Pebble thread to another for 1-2 ms
-    /// (35 waits over 0.5 ms in 5 s, 42 ms in all; softirqs were not it, the longest
-    /// NET_RX 248 us). On machines of their own the stand-ins take none of the server's
-    /// CPUs. Not the default: `auto` cut those waits (10 over 0.5 ms in 5 s, 17 ms), but
-    /// over three alternated runs each (with the server's writes no longer blocking its
-    /// workers) the GET p99 ratio was 1.99 / 2.51 / 1.88 with `auto` against 1.99 /
-    /// 1.94 / 1.91 with `all`, and zonecert's throughput fell from 1.9x the floor to
-    /// 1.2x (Pebble and the lifecycle on one CPU).
-    #[arg(long, default_value = "all")]
+    /// Where the stand-ins run, in the floor's phase and zonecert's alike: `auto` (the
+    /// default: the server's CPUs but the first), a `taskset -c` list, or `all`
+    /// (anywhere, the layout of sessions 13-16). Every thread of Pebble and of this
+    /// process but the GET sampler's moves there, and zonecert's request threads go to
+    /// the server's other CPUs (`zonecert serve --request-cpus`); its lifecycle keeps
+    /// its default (`--lifecycle-cpus auto`: every CPU but the first), beside the
+    /// stand-ins. So on two CPUs the API has the first to itself, as on a machine where
+    /// the CA, the name servers and the customers are elsewhere, and zonecert's
+    /// lifecycle and the floor's client share the second with Pebble.
+    ///
+    /// Why: the idle class does not keep an idle-class thread off a CPU a normal thread
+    /// wakes up on. With `all`, a `perf record` of sched_switch and sched_wakeup during
+    /// a run showed request threads woken on CPU 0 while CPU 0 switched from one
+    /// idle-class Pebble thread to another for 1-2 ms (35 waits over 0.5 ms in 5 s, 42
+    /// ms in all; softirqs were not it, the longest NET_RX 248 us), and the GET p99
+    /// ratio passed in about half the runs (1.82-3.17 over eight runs of sessions 16
+    /// and 17). With the stand-ins kept off the first CPU but zonecert's request
+    /// threads free to follow them onto the second (session 16's `auto`), the request
+    /// threads met Pebble and the lifecycle there instead: 1.88-2.51.
+    #[arg(long, default_value = "auto")]
     stand_ins_cpus: String,
     /// Extra flags for zonecert serve (space-separated).
     #[arg(long, default_value = "")]
@@ -198,8 +200,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // ---- 1: the floor ----
     // Debian's Pebble 2.4 deadlocks now and then under concurrent orders (see below);
     // the floor's orders then time out, and it runs again on a restarted Pebble.
+    let placement = placement(&args.stand_ins_cpus, &args.server_cpu)?;
     let mut attempt = 1;
     let (floor_single, floor_elapsed) = loop {
+        confine_stand_ins(&pebble, placement.as_ref())?;
         match until_wedged(
             &pebble,
             args.wedge_probe,
@@ -246,7 +250,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } = loop {
         pebble.resume().await;
         let dir = work.join(format!("zonecert-{attempt}"));
-        let phase = zonecert_phase(&args, &pebble, &directory, &dns, &dir);
+        let phase = zonecert_phase(&args, placement.as_ref(), &pebble, &directory, &dns, &dir);
         match until_wedged(&pebble, args.wedge_probe, phase).await {
             Ok(figures) => break figures,
             Err(e) if attempt < ZONECERT_ATTEMPTS => {
@@ -268,13 +272,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let p99_ratio = busy.quantile(0.99).as_secs_f64() / idle.quantile(0.99).as_secs_f64();
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
     println!(
-        "ACME benchmark, {} packs (apex + wildcard, dns-01), Pebble with PEBBLE_VA_NOSLEEP=1 at nice {}, stand-ins (Pebble, DNS, front, customers) {}, GET sampler {}/s",
+        "ACME benchmark, {} packs (apex + wildcard, dns-01), Pebble with PEBBLE_VA_NOSLEEP=1 at nice {}, stand-ins (Pebble, DNS, front, customers, the floor's client) {} {}, GET sampler {}/s",
         args.packs,
         args.pebble_nice,
         if args.stand_ins_idle {
             "in the idle class"
         } else {
             "in the normal class (DNS at nice 10)"
+        },
+        match &placement {
+            Some(p) => format!(
+                "on CPUs {}, zonecert's request threads on {} (--request-cpus)",
+                p.stand_ins, p.requests
+            ),
+            None => format!("on any of CPUs {}, as zonecert", args.server_cpu),
         },
         args.sampler_rate
     );
@@ -381,12 +392,13 @@ async fn until_wedged<T>(
 /// active one pack at a time.
 async fn zonecert_phase(
     args: &Args,
+    placement: Option<&Placement>,
     pebble: &Pebble,
     directory: &str,
     dns: &Arc<DnsServer>,
     work: &Path,
 ) -> anyhow::Result<ZonecertFigures> {
-    confine_stand_ins(pebble, &args.stand_ins_cpus, &args.server_cpu)?;
+    confine_stand_ins(pebble, placement)?;
     let bin = sibling_binary()?;
     let data = work.join("data");
     std::fs::create_dir_all(&data)?;
@@ -427,6 +439,9 @@ async fn zonecert_phase(
         "--acme-root".into(),
         format!("lets_encrypt={}", pebble.tls_root.display()),
     ];
+    if let Some(placement) = placement {
+        flags.extend(["--request-cpus".into(), placement.requests.clone()]);
+    }
     flags.extend(args.server_flags.split_whitespace().map(str::to_owned));
     let launch = |lifecycle: bool| {
         let mut f = flags.clone();
@@ -551,28 +566,62 @@ fn start_dns_below_the_sampler(idle: bool) -> anyhow::Result<Arc<DnsServer>> {
     rx.recv()?
 }
 
-/// Moves the stand-ins onto the CPUs `--stand-ins-cpus` names (`choice`; `auto` reads
-/// `server_cpus`, the server's `taskset -c` list): every thread of Pebble and of this
-/// process but the GET sampler's. Threads they start later inherit it.
-fn confine_stand_ins(pebble: &Pebble, choice: &str, server_cpus: &str) -> anyhow::Result<()> {
-    let cpus = match choice {
-        "all" => return Ok(()),
-        "auto" => {
-            let server = match zonecert_server::sched::LifecycleCpus::parse(server_cpus) {
-                Ok(zonecert_server::sched::LifecycleCpus::List(cpus)) => cpus,
-                _ => bail!("--server-cpu {server_cpus:?} is not a CPU list"),
-            };
-            if server.len() < 2 {
-                return Ok(());
-            }
-            server[1..]
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        }
-        list => list.to_owned(),
+/// Where the stand-ins and zonecert's request threads run (`--stand-ins-cpus`).
+#[derive(Debug, Clone)]
+struct Placement {
+    /// The stand-ins' CPUs, a `taskset -c` list.
+    stand_ins: String,
+    /// zonecert's request threads' CPUs (`--request-cpus`): the server's others.
+    requests: String,
+}
+
+/// The placement `--stand-ins-cpus` asks for (`choice`) on the server's CPUs
+/// (`server_cpus`, its `taskset -c` list); `None` for `all`, or when the server has a
+/// single CPU (nothing to keep apart).
+fn placement(choice: &str, server_cpus: &str) -> anyhow::Result<Option<Placement>> {
+    let list = |cpus: &[usize]| {
+        cpus.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     };
+    let server = match zonecert_server::sched::LifecycleCpus::parse(server_cpus) {
+        Ok(zonecert_server::sched::LifecycleCpus::List(cpus)) => cpus,
+        _ => bail!("--server-cpu {server_cpus:?} is not a CPU list"),
+    };
+    let stand_ins = match choice {
+        "all" => return Ok(None),
+        "auto" if server.len() < 2 => return Ok(None),
+        "auto" => server[1..].to_vec(),
+        other => match zonecert_server::sched::LifecycleCpus::parse(other) {
+            Ok(zonecert_server::sched::LifecycleCpus::List(cpus)) => cpus,
+            _ => bail!("--stand-ins-cpus {other:?}: expected `auto`, `all` or a CPU list"),
+        },
+    };
+    let requests: Vec<usize> = server
+        .iter()
+        .copied()
+        .filter(|c| !stand_ins.contains(c))
+        .collect();
+    if requests.is_empty() {
+        bail!(
+            "--stand-ins-cpus {choice:?} leaves zonecert's request threads none of --server-cpu {server_cpus:?}"
+        );
+    }
+    Ok(Some(Placement {
+        stand_ins: list(&stand_ins),
+        requests: list(&requests),
+    }))
+}
+
+/// Moves the stand-ins onto their CPUs: every thread of Pebble and of this process but
+/// the GET sampler's. Threads they start later inherit it. Again after each restart of
+/// Pebble (a new process).
+fn confine_stand_ins(pebble: &Pebble, placement: Option<&Placement>) -> anyhow::Result<()> {
+    let Some(placement) = placement else {
+        return Ok(());
+    };
+    let cpus = &placement.stand_ins;
     let mut processes = vec![std::process::id()];
     processes.extend(pebble.pid());
     let mut moved = 0;
@@ -586,7 +635,7 @@ fn confine_stand_ins(pebble: &Pebble, choice: &str, server_cpus: &str) -> anyhow
                 continue;
             }
             let status = std::process::Command::new("taskset")
-                .args(["-p", "-c", &cpus, &tid])
+                .args(["-p", "-c", cpus, &tid])
                 .stdout(std::process::Stdio::null())
                 .status()?;
             // A thread that ended meanwhile is no longer there to move.
