@@ -336,97 +336,6 @@ fn allowed_cpus(task: &Path) -> String {
         .unwrap_or_default()
 }
 
-#[test]
-fn lifecycle_threads_run_on_their_cpus_and_requests_on_all() {
-    let dir = tempfile::tempdir().unwrap();
-    // Lists the kernel could never honour are refused before anything starts.
-    for (list, says) in [("x", "CPU list"), ("1000", "none of the lifecycle CPUs")] {
-        let out = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--lifecycle-cpus",
-                list,
-                "--data-dir",
-            ])
-            .arg(dir.path().join("refused"))
-            .output()
-            .unwrap();
-        assert!(
-            !out.status.success(),
-            "--lifecycle-cpus {list} was accepted"
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(says), "--lifecycle-cpus {list}: {stderr}");
-    }
-
-    let own = std::fs::read_to_string("/proc/self/status").unwrap();
-    let ours = own
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    if !ours.contains(['-', ',']) {
-        eprintln!("one CPU ({ours}): nothing to keep apart");
-        return;
-    }
-    // The last CPU of the test's own list, as a list of one.
-    let last = ours.rsplit([',', '-']).next().unwrap().to_owned();
-    let (child, _base) = serve(
-        dir.path(),
-        &[
-            "--lifecycle",
-            "true",
-            "--lifecycle-cpus",
-            &last,
-            "--dcv-resolvers",
-            "127.0.0.1:9",
-        ],
-        &[],
-    );
-    let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
-    // The lifecycle starts beside the serving: wait for its store thread.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let threads = loop {
-        let threads: Vec<(String, String)> = std::fs::read_dir(&tasks)
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|t| {
-                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-                (comm.trim().to_owned(), allowed_cpus(&t.path()))
-            })
-            .collect();
-        if threads.iter().any(|(name, _)| name == "zonecert-lc-sto") || Instant::now() > deadline {
-            break threads;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    stop(child);
-    let on = |prefix: &str| -> Vec<&String> {
-        threads
-            .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(_, c)| c)
-            .collect()
-    };
-    for kind in ["zonecert-lifecy", "zonecert-lc-sto", "zonecert-ckpt"] {
-        let cpus = on(kind);
-        assert!(!cpus.is_empty(), "no {kind} thread among {threads:?}");
-        assert!(
-            cpus.iter().all(|c| **c == last),
-            "{kind} on {cpus:?}, not {last}"
-        );
-    }
-    let requests = on("tokio-rt-worker");
-    assert!(!requests.is_empty(), "no request thread among {threads:?}");
-    assert!(
-        requests.iter().all(|c| **c == ours),
-        "request threads on {requests:?}, not {ours}"
-    );
-}
-
 /// The CPUs of a list as `Cpus_allowed_list` gives it (`0-2,5`).
 fn cpu_list(list: &str) -> Vec<usize> {
     list.split(',')
@@ -438,52 +347,42 @@ fn cpu_list(list: &str) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn request_threads_run_on_their_cpus_apart_from_the_lifecycle() {
-    let dir = tempfile::tempdir().unwrap();
-    for (list, says) in [
-        ("x", "CPU list"),
-        ("auto", "CPU list"),
-        ("1000", "none of the request CPUs"),
-    ] {
+/// `serve FLAG LIST` stops before anything starts, saying `says`, for each case: lists
+/// the kernel could never honour.
+fn refuses_cpu_lists(dir: &Path, flag: &str, cases: &[(&str, &str)]) {
+    for (list, says) in cases {
         let out = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--request-cpus",
-                list,
-                "--data-dir",
-            ])
-            .arg(dir.path().join("refused"))
+            .args(["serve", "--listen", "127.0.0.1:0", flag, list, "--data-dir"])
+            .arg(dir.join("refused"))
             .output()
             .unwrap();
-        assert!(!out.status.success(), "--request-cpus {list} was accepted");
+        assert!(!out.status.success(), "{flag} {list} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(says), "--request-cpus {list}: {stderr}");
+        assert!(stderr.contains(says), "{flag} {list}: {stderr}");
     }
+}
 
-    let ours = cpu_list(&allowed_cpus(Path::new("/proc/self")));
-    if ours.len() < 2 {
-        eprintln!("one CPU ({ours:?}): nothing to keep apart");
-        return;
-    }
-    // Requests on the first CPU; the lifecycle's `auto` (every CPU but the first)
-    // resolves against all of the process's CPUs, not against the requests' one.
-    let first = ours[0];
+/// Starts the server with its lifecycle and `FLAG LIST`, waits for the lifecycle's store
+/// thread, and gives each thread's name and CPUs, with the server still running.
+fn threads_with(
+    dir: &Path,
+    flag: &str,
+    list: &str,
+) -> (Vec<(String, Vec<usize>)>, ServeProcess, String) {
     let (child, base) = serve(
-        dir.path(),
+        dir,
         &[
             "--lifecycle",
             "true",
-            "--request-cpus",
-            &first.to_string(),
+            flag,
+            list,
             "--dcv-resolvers",
             "127.0.0.1:9",
         ],
         &[],
     );
     let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
+    // The lifecycle starts beside the serving: wait for its store thread.
     let deadline = Instant::now() + Duration::from_secs(10);
     let threads = loop {
         let threads: Vec<(String, Vec<usize>)> = std::fs::read_dir(&tasks)
@@ -499,6 +398,74 @@ fn request_threads_run_on_their_cpus_apart_from_the_lifecycle() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    (threads, child, base)
+}
+
+/// Asserts that every thread whose name starts with each kind runs on that kind's CPUs.
+fn assert_placed(threads: &[(String, Vec<usize>)], expected: &[(&str, Vec<usize>)]) {
+    for (kind, cpus) in expected {
+        let found: Vec<&Vec<usize>> = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(kind))
+            .map(|(_, c)| c)
+            .collect();
+        assert!(!found.is_empty(), "no {kind} thread among {threads:?}");
+        assert!(
+            found.iter().all(|c| *c == cpus),
+            "{kind} on {found:?}, not {cpus:?}"
+        );
+    }
+}
+
+#[test]
+fn lifecycle_threads_run_on_their_cpus_and_requests_on_all() {
+    let dir = tempfile::tempdir().unwrap();
+    refuses_cpu_lists(
+        dir.path(),
+        "--lifecycle-cpus",
+        &[("x", "CPU list"), ("1000", "none of the lifecycle CPUs")],
+    );
+    let ours = cpu_list(&allowed_cpus(Path::new("/proc/self")));
+    if ours.len() < 2 {
+        eprintln!("one CPU ({ours:?}): nothing to keep apart");
+        return;
+    }
+    // The last CPU of the test's own list, as a list of one.
+    let last = ours[ours.len() - 1];
+    let (threads, child, _base) = threads_with(dir.path(), "--lifecycle-cpus", &last.to_string());
+    stop(child);
+    assert_placed(
+        &threads,
+        &[
+            ("zonecert-lifecy", vec![last]),
+            ("zonecert-lc-sto", vec![last]),
+            ("zonecert-ckpt", vec![last]),
+            ("tokio-rt-worker", ours.clone()),
+        ],
+    );
+}
+
+#[test]
+fn request_threads_run_on_their_cpus_apart_from_the_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    refuses_cpu_lists(
+        dir.path(),
+        "--request-cpus",
+        &[
+            ("x", "CPU list"),
+            ("auto", "CPU list"),
+            ("1000", "none of the request CPUs"),
+        ],
+    );
+    let ours = cpu_list(&allowed_cpus(Path::new("/proc/self")));
+    if ours.len() < 2 {
+        eprintln!("one CPU ({ours:?}): nothing to keep apart");
+        return;
+    }
+    // Requests on the first CPU; the lifecycle's `auto` (every CPU but the first)
+    // resolves against all of the process's CPUs, not against the requests' one.
+    let first = ours[0];
+    let (threads, child, base) = threads_with(dir.path(), "--request-cpus", &first.to_string());
     // The confined request threads still serve.
     let addr = base
         .trim_start_matches("http://")
@@ -510,26 +477,15 @@ fn request_threads_run_on_their_cpus_apart_from_the_lifecycle() {
     std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     stop(child);
-    let on = |name: &str| -> Vec<&Vec<usize>> {
-        threads
-            .iter()
-            .filter(|(n, _)| n.starts_with(name))
-            .map(|(_, c)| c)
-            .collect()
-    };
-    for (kind, expected) in [
-        ("tokio-rt-worker", vec![first]),
-        ("zonecert-lifecy", ours[1..].to_vec()),
-        ("zonecert-lc-sto", ours[1..].to_vec()),
-        ("zonecert-ckpt", ours[1..].to_vec()),
-    ] {
-        let cpus = on(kind);
-        assert!(!cpus.is_empty(), "no {kind} thread among {threads:?}");
-        assert!(
-            cpus.iter().all(|c| **c == expected),
-            "{kind} on {cpus:?}, not {expected:?}"
-        );
-    }
+    assert_placed(
+        &threads,
+        &[
+            ("tokio-rt-worker", vec![first]),
+            ("zonecert-lifecy", ours[1..].to_vec()),
+            ("zonecert-lc-sto", ours[1..].to_vec()),
+            ("zonecert-ckpt", ours[1..].to_vec()),
+        ],
+    );
 }
 
 /// The settings README.md's configuration table documents (`--flag` names).
