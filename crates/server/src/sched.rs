@@ -198,6 +198,10 @@ pub fn server_cpus() -> Result<Vec<usize>, SchedError> {
 /// against the CPUs the process had before this call ([`server_cpus`]). Returns the
 /// request threads' CPUs, `None` for all of them.
 pub fn confine_request_threads(choice: &RequestCpus) -> Result<Option<Vec<usize>>, SchedError> {
+    // The default asks nothing of the system, which may not tell the CPUs at all.
+    if *choice == RequestCpus::All {
+        return Ok(None);
+    }
     let all = server_cpus()?;
     let cpus = choice.resolve(&all).map_err(SchedError)?;
     if let Some(cpus) = &cpus {
@@ -503,6 +507,35 @@ mod tests {
         let err = first.resolve(&[1, 2]).unwrap_err();
         assert!(err.contains("none of the request CPUs"), "{err}");
         assert!(first.resolve(&[]).is_err(), "CPUs unknown");
+    }
+
+    #[test]
+    fn request_threads_keep_their_cpus_and_the_lifecycle_resolves_against_all() {
+        let ours = process_cpus().unwrap();
+        assert_eq!(confine_request_threads(&RequestCpus::All).unwrap(), None);
+        if ours.len() < 2 {
+            return;
+        }
+        let first = ours[0];
+        std::thread::spawn(move || {
+            let confined = confine_request_threads(&RequestCpus::List(vec![first])).unwrap();
+            assert_eq!(confined, Some(vec![first]));
+            assert_eq!(process_cpus().unwrap(), vec![first]);
+            let started = std::thread::spawn(|| process_cpus().unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(started, vec![first], "threads started later inherit them");
+            // The lifecycle's `auto` still has every CPU of the process to choose from.
+            assert_eq!(server_cpus().unwrap(), ours);
+            assert_eq!(
+                LifecycleCpus::Auto
+                    .resolve(&server_cpus().unwrap())
+                    .unwrap(),
+                Some(ours[1..].to_vec())
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
