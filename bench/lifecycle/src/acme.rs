@@ -111,10 +111,10 @@ pub(crate) struct Args {
     /// a run showed request threads woken on CPU 0 while CPU 0 switched from one
     /// idle-class Pebble thread to another for 1-2 ms (35 waits over 0.5 ms in 5 s, 42
     /// ms in all; softirqs were not it, the longest NET_RX 248 us), and the GET p99
-    /// ratio passed in about half the runs (1.82-3.17 over eight runs of sessions 16
-    /// and 17). With the stand-ins kept off the first CPU but zonecert's request
-    /// threads free to follow them onto the second (session 16's `auto`), the request
-    /// threads met Pebble and the lifecycle there instead: 1.88-2.51.
+    /// ratio passed in 6 of 10 runs of sessions 16 and 17 (1.79-3.17). With the
+    /// stand-ins kept off the first CPU but zonecert's request threads free to follow
+    /// them onto the second (session 16's `auto`): 1.88-2.51. With the API on the first
+    /// CPU alone: 0.89-1.33 in 7 of 7 runs (docs/benchmarks.md, session 17).
     #[arg(long, default_value = "auto")]
     stand_ins_cpus: String,
     /// Extra flags for zonecert serve (space-separated).
