@@ -440,6 +440,7 @@ fn lifecycle_threads_run_on_their_cpus_and_requests_on_all() {
             ("zonecert-lifecy", vec![last]),
             ("zonecert-lc-sto", vec![last]),
             ("zonecert-ckpt", vec![last]),
+            ("zonecert-webhoo", vec![last]),
             ("tokio-rt-worker", ours.clone()),
         ],
     );
@@ -484,6 +485,7 @@ fn request_threads_run_on_their_cpus_apart_from_the_lifecycle() {
             ("zonecert-lifecy", ours[1..].to_vec()),
             ("zonecert-lc-sto", ours[1..].to_vec()),
             ("zonecert-ckpt", ours[1..].to_vec()),
+            ("zonecert-webhoo", ours[1..].to_vec()),
         ],
     );
 }

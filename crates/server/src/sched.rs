@@ -7,8 +7,9 @@
 //! CPU, and lifecycle work should still make progress under a full request load.
 //!
 //! Three levers, all per thread on Linux. The first two:
-//! - Background threads (the lifecycle's, the store's checkpointer) run at nice 10: a
-//!   smaller share of the CPU than requests under load, but a share.
+//! - Background threads (the lifecycle's, the store's checkpointer, the webhook
+//!   deliveries) run at nice 10: a smaller share of the CPU than requests under load,
+//!   but a share.
 //! - Request threads ask for a short time slice (`sched_runtime` of `sched_setattr`,
 //!   honoured for normal threads since Linux 6.12). The scheduler (EEVDF) otherwise
 //!   lets a running thread finish its slice (1.4 ms or more) before a thread that just
@@ -23,7 +24,8 @@
 //! waits for a batch (1-5 ms of SQLite work) about as often as not.
 //!
 //! The third takes the CPU itself: on a machine with two CPUs or more, the
-//! background threads (the lifecycle's, its store thread and the checkpointer) are kept
+//! background threads (the lifecycle's, its store thread, the checkpointer and the
+//! webhook deliveries) are kept
 //! off the first CPU the process may use ([`LifecycleCpus::Auto`], configurable). The
 //! scheduler wakes a request thread on an idle CPU when its own is busy, so requests
 //! find that CPU free, whatever the lifecycle is doing: on one shared CPU the two
@@ -62,8 +64,9 @@ const LIFECYCLE_NICE: i32 = 10;
 #[error("{0}")]
 pub struct SchedError(String);
 
-/// Which CPUs the background threads (the lifecycle's, the store's checkpointer) may
-/// run on. Request threads may always run on every CPU of the process.
+/// Which CPUs the background threads (the lifecycle's, the store's checkpointer, the
+/// webhook deliveries) may run on. Request threads may run on every CPU of the process
+/// unless [`RequestCpus`] says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LifecycleCpus {
     /// Every CPU of the process but the first, when it has two or more; every CPU
@@ -305,8 +308,9 @@ pub fn normal_priority() -> Result<(), SchedError> {
 
 /// Lowers the calling thread to the background priority (nice 10, the default slice)
 /// and moves it onto the background CPUs: for every lifecycle thread but the store
-/// thread, and the store's checkpointer. Where this is refused (a sandbox) or not
-/// supported, the thread runs at normal priority, or on every CPU, and this says so once.
+/// thread, the store's checkpointer and the webhook deliveries. Where this is refused (a
+/// sandbox) or not supported, the thread runs at normal priority, or on every CPU, and
+/// this says so once.
 pub fn lower_priority() {
     static WARNED: std::sync::Once = std::sync::Once::new();
     if let Err(why) = enter_background_cpus().and_then(|()| set_own_attr(LIFECYCLE_NICE, 0)) {

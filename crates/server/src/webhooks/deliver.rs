@@ -101,6 +101,11 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("zonecert-webhooks".into())
         .spawn(move || {
+            // Background work, as the lifecycle's: nobody waits on one delivery, and
+            // a burst of them (every endpoint, every event) must not take the CPUs a
+            // request wakes up on (lower priority, the lifecycle's CPUs, once the
+            // program installed `sched`'s placement).
+            crate::sched::background_thread();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
