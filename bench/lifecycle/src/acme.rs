@@ -114,7 +114,7 @@ pub(crate) struct Args {
     /// ratio passed in 6 of 10 runs of sessions 16 and 17 (1.79-3.17). With the
     /// stand-ins kept off the first CPU but zonecert's request threads free to follow
     /// them onto the second (session 16's `auto`): 1.88-2.51. With the API on the first
-    /// CPU alone: 0.89-1.33 in 7 of 7 runs (docs/benchmarks.md, session 17).
+    /// CPU alone: 0.89-1.82 in 14 of 14 runs (docs/benchmarks.md, session 17).
     #[arg(long, default_value = "auto")]
     stand_ins_cpus: String,
     /// Extra flags for zonecert serve (space-separated).
