@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use zonecert_server::admin;
+use zonecert_server::sched::parse_cpu_list;
 use zonecert_server::store::Store;
 use zonecert_testkit::DnsServer;
 use zonecert_testkit::pebble::{Pebble, PebbleOptions};
@@ -585,18 +586,14 @@ fn placement(choice: &str, server_cpus: &str) -> anyhow::Result<Option<Placement
             .collect::<Vec<_>>()
             .join(",")
     };
-    let server = match zonecert_server::sched::LifecycleCpus::parse(server_cpus) {
-        Ok(zonecert_server::sched::LifecycleCpus::List(cpus)) => cpus,
-        _ => bail!("--server-cpu {server_cpus:?} is not a CPU list"),
-    };
+    let server =
+        parse_cpu_list(server_cpus, "").map_err(|e| anyhow::anyhow!("--server-cpu: {e}"))?;
     let stand_ins = match choice {
         "all" => return Ok(None),
         "auto" if server.len() < 2 => return Ok(None),
         "auto" => server[1..].to_vec(),
-        other => match zonecert_server::sched::LifecycleCpus::parse(other) {
-            Ok(zonecert_server::sched::LifecycleCpus::List(cpus)) => cpus,
-            _ => bail!("--stand-ins-cpus {other:?}: expected `auto`, `all` or a CPU list"),
-        },
+        other => parse_cpu_list(other, "`auto`, `all`")
+            .map_err(|e| anyhow::anyhow!("--stand-ins-cpus: {e}"))?,
     };
     let requests: Vec<usize> = server
         .iter()

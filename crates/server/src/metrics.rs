@@ -635,23 +635,21 @@ pub struct RouteLabel {
 impl RouteLabel {
     /// The label of the route `template` (`unmatched`: of requests no route matched).
     pub fn new(template: &str) -> RouteLabel {
+        let known = ROUTES.iter().position(|(t, _)| *t == template);
+        let label = match known {
+            Some(i) => Cow::Borrowed(ROUTES[i].1),
+            None => Cow::Owned(template.replace('{', ":").replace('}', "")),
+        };
         RouteLabel {
             template: template.to_owned(),
-            known: ROUTES.iter().position(|(t, _)| *t == template),
-            label: route_label(template),
+            known,
+            label,
         }
     }
 
     /// The route's template.
     pub fn template(&self) -> &str {
         &self.template
-    }
-}
-
-fn route_label(route: &str) -> Cow<'static, str> {
-    match ROUTES.iter().find(|(template, _)| *template == route) {
-        Some((_, label)) => Cow::Borrowed(label),
-        None => Cow::Owned(route.replace('{', ":").replace('}', "")),
     }
 }
 

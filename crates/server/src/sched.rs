@@ -80,9 +80,10 @@ pub enum LifecycleCpus {
 }
 
 /// Parses a CPU list as `taskset -c` takes it (`1-3,5`), ascending, without repeats.
-/// `choices` names the words the setting also takes, for the error.
-fn parse_cpu_list(s: &str, choices: &str) -> Result<Vec<usize>, String> {
-    let bad = || format!("CPU list {s:?}: expected {choices} or a list such as `1-3,5`");
+/// `choices` names the words the setting also takes (none: empty), for the error.
+pub fn parse_cpu_list(s: &str, choices: &str) -> Result<Vec<usize>, String> {
+    let or = if choices.is_empty() { "" } else { " or" };
+    let bad = || format!("CPU list {s:?}: expected {choices}{or} a list such as `1-3,5`");
     let mut cpus = Vec::new();
     for part in s.split(',').map(str::trim) {
         let (first, last) = match part.split_once('-') {
